@@ -1,0 +1,153 @@
+"""pubsubpy: typed model events over RabbitMQ.
+
+::
+
+    import pubsubpy
+    from pubsubpy import ModelEvent
+
+    class BookingUpdated(ModelEvent, model="shop.models.Booking", event="updated"):
+        id: int
+        status: str
+
+    pubsubpy.init(amqp_url="amqp://guest:guest@127.0.0.1:5672/%2F", service_name="billing")
+
+    @pubsubpy.subscribe("Booking.*")
+    def on_booking(event: BookingUpdated) -> None: ...
+
+    pubsubpy.publish_model_event("shop.models.Booking", "updated", {"id": 1, "status": "paid"})
+    pubsubpy.drain()
+
+The functions here act on one default ``PubSub`` instance; ``init()`` configures
+it once and never connects.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, TypeVar
+
+from pubsubpy.app import PubSub
+from pubsubpy.deadletters import DeadLetter
+from pubsubpy.dispatch import MessageInfo
+from pubsubpy.errors import (
+    BrokerUnavailable,
+    ConfigurationError,
+    ConfirmTimeout,
+    InvalidTopic,
+    MessageTooLarge,
+    OperationTimeout,
+    PayloadValidationError,
+    PublishError,
+    PublishNacked,
+    PubSubError,
+    Reject,
+    TransportError,
+    UnknownEventType,
+    UnroutableMessage,
+)
+from pubsubpy.outcomes import DrainResult, Reason
+from pubsubpy.publisher import EventSpec
+from pubsubpy.schemas import ModelEvent
+
+__all__ = [
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "ConfirmTimeout",
+    "DeadLetter",
+    "DrainResult",
+    "InvalidTopic",
+    "MessageInfo",
+    "MessageTooLarge",
+    "ModelEvent",
+    "OperationTimeout",
+    "PayloadValidationError",
+    "PubSub",
+    "PubSubError",
+    "PublishError",
+    "PublishNacked",
+    "Reason",
+    "Reject",
+    "TransportError",
+    "UnknownEventType",
+    "UnroutableMessage",
+    "declare",
+    "drain",
+    "get_default",
+    "init",
+    "list_dead_letters",
+    "publish_many",
+    "publish_model_event",
+    "purge_dead_letters",
+    "replay_dead_letters",
+    "subscribe",
+]
+
+__version__ = "0.1.0"
+
+logging.getLogger("pubsubpy").addHandler(logging.NullHandler())
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_default = PubSub.unconfigured()
+
+
+def get_default() -> PubSub:
+    """The instance the module-level functions use."""
+    return _default
+
+
+def init(amqp_url: str = "memory://", **options: Any) -> PubSub:
+    """Configure the default instance (once per process). Never connects.
+
+    Options: ``model_exchange``, ``service_name``, ``require_schemas``,
+    ``max_attempts``, ``retry_delay``, ``retry_delay_max``, ``prefetch``,
+    ``max_message_size``, ``queue_type``, ``delivery_limit``, ``on_unroutable``,
+    timeouts (``connect_timeout``, ``heartbeat``, ``blocked_connection_timeout``,
+    ``confirm_timeout``), ``schemas`` and ``transport``. See ``pubsubpy.settings``.
+    """
+    _default.configure(amqp_url=amqp_url, **options)
+    return _default
+
+
+def subscribe(pattern: str, *, max_attempts: int | None = None) -> Callable[[F], F]:
+    """Register a handler for routing keys matching ``pattern``; works before ``init()``."""
+    return _default.subscribe(pattern, max_attempts=max_attempts)
+
+
+def publish_model_event(model: str, event: str, obj: Any) -> str:
+    """Validate and publish one event, confirmed; returns its message id."""
+    return _default.publish_model_event(model, event, obj)
+
+
+def publish_many(events: Iterable[EventSpec]) -> list[str]:
+    """Validate all, then publish all, every one confirmed; returns the message ids."""
+    return _default.publish_many(events)
+
+
+def declare() -> None:
+    """Create this service's exchange, queues and bindings now."""
+    _default.declare()
+
+
+def drain(*, max_messages: int | None = None, timeout: float = 60.0) -> DrainResult:
+    """Consume everything outstanding for this service; returns what happened."""
+    return _default.drain(max_messages=max_messages, timeout=timeout)
+
+
+def list_dead_letters(*, limit: int | None = None, reason: str | None = None, topic: str | None = None,
+                      handler: str | None = None) -> list[DeadLetter]:
+    """Read the dead-letter queue without changing it."""
+    return _default.list_dead_letters(limit=limit, reason=reason, topic=topic, handler=handler)
+
+
+def replay_dead_letters(message_ids: Collection[str] | None = None, *, reason: str | None = None,
+                        topic: str | None = None, handler: str | None = None) -> list[str]:
+    """Send dead letters back for another try; returns the ids replayed."""
+    return _default.replay_dead_letters(message_ids, reason=reason, topic=topic, handler=handler)
+
+
+def purge_dead_letters(message_ids: Collection[str] | None = None, *, reason: str | None = None,
+                       topic: str | None = None, handler: str | None = None) -> list[str]:
+    """Delete dead letters; returns the ids removed."""
+    return _default.purge_dead_letters(message_ids, reason=reason, topic=topic, handler=handler)

@@ -1,0 +1,267 @@
+"""``PubSub``: settings + schemas + router + transport, wired together.
+
+The module-level functions in ``pubsubpy`` use one default instance, created
+unconfigured at import (it holds subscriptions made before ``init()``; it
+never connects). Create more ``PubSub`` objects for more brokers or services.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from collections.abc import Callable, Collection, Iterable
+from typing import Any, TypeVar
+
+from pubsubpy.consumer import drain_queue
+from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
+from pubsubpy.dispatch import Dispatcher
+from pubsubpy.errors import ConfigurationError, TransportError
+from pubsubpy.outcomes import DrainResult
+from pubsubpy.publisher import EventSpec, Publisher
+from pubsubpy.router import Router
+from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
+from pubsubpy.settings import Settings
+from pubsubpy.topology import build_topology
+from pubsubpy.transports.base import Topology, Transport
+
+__all__ = ["PubSub"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _caller() -> str:
+    """Where the user called in from: the innermost frame outside this package."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    for frame in reversed(traceback.extract_stack()):
+        if not os.path.abspath(frame.filename).startswith(package + os.sep):
+            return f"{frame.filename}:{frame.lineno}"
+    return "<unknown>"
+
+
+def _make_transport(settings: Settings) -> Transport:
+    if settings.scheme == "memory":
+        from pubsubpy.transports.memory import MemoryTransport
+
+        return MemoryTransport()
+    from pubsubpy.transports.rabbitmq import RabbitMQTransport
+
+    return RabbitMQTransport(settings)
+
+
+class PubSub:
+    """One configured pubsubpy: see ``init()`` for the options."""
+
+    def __init__(
+        self,
+        amqp_url: str = "memory://",
+        *,
+        schemas: Iterable[type[ModelEvent]] | None = None,
+        transport: Transport | None = None,
+        **options: Any,
+    ) -> None:
+        self._router = Router()
+        self._lock = threading.RLock()
+        self._settings: Settings | None = None
+        self._configured_at: str | None = None
+        self._registry = default_catalog if schemas is None else SchemaRegistry(schemas)
+        self._transport: Transport | None = transport
+        self._declared: Topology | None = None
+        self._exchange_ready = False
+        self.configure(amqp_url=amqp_url, **options)
+
+    @classmethod
+    def unconfigured(cls) -> PubSub:
+        """An instance that collects subscriptions until ``configure()`` (the facade's default)."""
+        self = cls.__new__(cls)
+        self._router = Router()
+        self._lock = threading.RLock()
+        self._settings = None
+        self._configured_at = None
+        self._registry = default_catalog
+        self._transport = None
+        self._declared = None
+        self._exchange_ready = False
+        return self
+
+    # -- configuration -------------------------------------------------------------
+    def configure(self, **options: Any) -> None:
+        with self._lock:
+            if self._settings is not None:
+                raise ConfigurationError(
+                    f"pubsubpy is already initialised (first call at {self._configured_at}); call init() once, "
+                    "or pubsubpy.testing.reset() between tests"
+                )
+            transport = options.pop("transport", None)
+            schemas = options.pop("schemas", None)
+            self._settings = Settings.build(**options)
+            if transport is not None:
+                self._transport = transport
+            if schemas is not None:
+                self._registry = SchemaRegistry(schemas)
+            self._configured_at = _caller()
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            raise ConfigurationError("pubsubpy is not initialised: call pubsubpy.init(amqp_url=..., ...) first")
+        return self._settings
+
+    @property
+    def configured(self) -> bool:
+        return self._settings is not None
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        return self._registry
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    @property
+    def transport(self) -> Transport:
+        with self._lock:
+            if self._transport is None:
+                self._transport = _make_transport(self.settings)
+            return self._transport
+
+    def _service(self) -> str:
+        service = self.settings.service_name
+        if service is None:
+            raise ConfigurationError("service_name is not set: init(service_name=...) names this service's queues")
+        return service
+
+    def __repr__(self) -> str:
+        if self._settings is None:
+            return "<PubSub unconfigured>"
+        s = self._settings
+        return f"<PubSub {s.display_url} exchange={s.model_exchange!r} service={s.service_name!r}>"
+
+    # -- subscribing ---------------------------------------------------------------
+    def subscribe(self, pattern: str, *, max_attempts: int | None = None) -> Callable[[F], F]:
+        """Register the decorated function for routing keys matching ``pattern``; no I/O."""
+        decorator = self._router.subscribe(pattern, max_attempts=max_attempts)
+        with self._lock:
+            self._declared = None
+        return decorator
+
+    # -- topology ------------------------------------------------------------------
+    def topology(self) -> Topology:
+        settings = self.settings
+        attempts = max([settings.max_attempts, *(s.max_attempts or 0 for s in self._router.subscriptions)])
+        return build_topology(settings, self._service(), self._router.patterns, attempts)
+
+    def declare(self) -> Topology:
+        """Create the exchange, queues and bindings now (at deploy time), so nothing published
+        before the first drain is lost. Removes bindings for patterns no longer subscribed."""
+        topology = self.topology()
+        self.transport.declare(topology)
+        with self._lock:
+            self._declared = topology
+            self._exchange_ready = True
+        return topology
+
+    def _ensure_declared(self) -> None:
+        if self._declared is None or self._declared != self.topology():
+            self.declare()
+
+    # -- publishing ----------------------------------------------------------------
+    def _publisher(self) -> Publisher:
+        return Publisher(self.settings, self._registry)
+
+    def _ensure_exchange(self) -> None:
+        if not self._exchange_ready:
+            self.transport.declare_exchange(self.settings.model_exchange)
+            self._exchange_ready = True
+
+    def publish_model_event(self, model: str, event: str, obj: Any) -> str:
+        """Validate ``obj`` against the schema for (model, event) and publish it, confirmed.
+
+        Returns the message id. ``obj`` is a mapping, an instance of the schema,
+        or any object whose attributes fill it (a Django model instance).
+        """
+        publisher = self._publisher()
+        message = publisher.encode(model, event, obj)
+        self._ensure_exchange()
+        return publisher.send(self.transport, [message])[0]
+
+    def publish_many(self, events: Iterable[EventSpec]) -> list[str]:
+        """Validate every ``(model, event, obj)`` first, then publish them all, each confirmed.
+
+        Returns the message ids in order. Nothing is sent if any payload is
+        invalid; a broker failure raises a ``PublishError`` naming the affected ids.
+        """
+        publisher = self._publisher()
+        messages = publisher.encode_many(events)
+        if not messages:
+            return []
+        self._ensure_exchange()
+        return publisher.send(self.transport, messages)
+
+    # -- consuming -----------------------------------------------------------------
+    def drain(
+        self,
+        *,
+        max_messages: int | None = None,
+        timeout: float = 60.0,
+        on_message: Callable[[DrainResult], None] | None = None,
+    ) -> DrainResult:
+        """Consume what is outstanding for this service; see ``pubsubpy.consumer``."""
+        if max_messages is not None and max_messages < 1:
+            raise ConfigurationError(f"max_messages must be >= 1, got {max_messages}")
+        if timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
+        service = self._service()
+        if not self._router.subscriptions:
+            raise ConfigurationError(f"service {service!r} has no subscriptions: decorate a handler with @subscribe")
+        if not self._router.resolved:
+            self._router.resolve(self._registry)
+        self._ensure_declared()
+        dispatcher = Dispatcher(self.settings, self._router, self._registry)
+        return drain_queue(self.settings, service, self.transport, dispatcher,
+                           max_messages=max_messages, timeout=timeout, on_message=on_message)
+
+    # -- dead letters --------------------------------------------------------------
+    def _dead_letters(self) -> DeadLetterStore:
+        self._ensure_declared()
+        return DeadLetterStore(self.transport, self._service())
+
+    def list_dead_letters(
+        self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
+        handler: str | None = None,
+    ) -> list[DeadLetter]:
+        """Read the dead-letter queue without removing anything."""
+        return self._dead_letters().list(DeadLetterFilter(None, reason, topic, handler), limit)
+
+    def replay_dead_letters(
+        self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
+        handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+    ) -> list[str]:
+        """Send dead letters back to the service queue (all when no ids or filter); returns the ids replayed."""
+        match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
+        return self._dead_letters().replay(match, progress)
+
+    def purge_dead_letters(
+        self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
+        handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+    ) -> list[str]:
+        """Remove dead letters (all when no ids or filter); returns the ids removed."""
+        match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
+        return self._dead_letters().purge(match, progress)
+
+    def dead_letter_count(self) -> int:
+        return self._dead_letters().depth()
+
+    # -- lifecycle -----------------------------------------------------------------
+    def close(self) -> None:
+        """Close broker connections; the instance reconnects if used again."""
+        with self._lock:
+            transport = self._transport
+            self._declared = None
+            self._exchange_ready = False
+        if transport is not None:
+            try:
+                transport.close()
+            except TransportError:
+                pass

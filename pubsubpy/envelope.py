@@ -1,0 +1,103 @@
+"""The wire format: how an event becomes an AMQP message and back.
+
+Body: UTF-8 JSON of the validated payload. Properties: ``content_type``
+``application/json``, ``message_id`` (uuid4 hex), ``timestamp`` (seconds),
+``type`` (full model path + event), ``app_id`` (publishing service),
+``delivery_mode`` 2. Headers the library adds all start with ``pubsubpy-``;
+``x-death`` is never sent back to the broker, and a library header arriving
+from outside is clamped before it is used.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CONTENT_TYPE",
+    "H_ATTEMPT",
+    "H_DEAD_LETTERED_AT",
+    "H_ERROR",
+    "H_HANDLERS",
+    "H_QUEUE",
+    "H_REASON",
+    "H_ROUTING_KEY",
+    "H_VERSION",
+    "HEADER_PREFIX",
+    "Properties",
+    "attempt_from",
+    "clean_headers",
+    "new_message_id",
+]
+
+CONTENT_TYPE = "application/json"
+HEADER_PREFIX = "pubsubpy-"
+H_VERSION = "pubsubpy-schema-version"
+H_ATTEMPT = "pubsubpy-attempt"
+H_HANDLERS = "pubsubpy-handlers"
+H_ROUTING_KEY = "pubsubpy-routing-key"
+H_REASON = "pubsubpy-reason"
+H_ERROR = "pubsubpy-error"
+H_QUEUE = "pubsubpy-original-queue"
+H_DEAD_LETTERED_AT = "pubsubpy-dead-lettered-at"
+
+_DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT)
+_BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
+                   "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(slots=True)
+class Properties:
+    """The AMQP basic properties pubsubpy reads and writes."""
+
+    content_type: str | None = CONTENT_TYPE
+    content_encoding: str | None = None
+    message_id: str | None = None
+    timestamp: int | None = None
+    type: str | None = None
+    app_id: str | None = None
+    delivery_mode: int | None = 2
+    expiration: str | None = None
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_event(cls, event_type: str | None, app_id: str | None, headers: dict[str, Any]) -> Properties:
+        return cls(message_id=new_message_id(), timestamp=int(time.time()), type=event_type,
+                   app_id=app_id, headers=headers)
+
+
+def attempt_from(headers: Mapping[str, Any], max_attempts: int) -> int:
+    """The attempt number a header claims, clamped to ``1..max_attempts``; garbage counts as 1."""
+    raw = headers.get(H_ATTEMPT)
+    if isinstance(raw, bool):
+        return 1
+    if isinstance(raw, bytes):
+        raw = raw.decode("ascii", "replace")
+    try:
+        value = int(raw) if raw is not None else 1
+    except (TypeError, ValueError):
+        return 1
+    return min(max(value, 1), max_attempts)
+
+
+def clean_headers(headers: Mapping[str, Any], *, keep_dead_letter: bool = False) -> dict[str, Any]:
+    """Headers safe to send again: no broker bookkeeping (``x-death``...), optionally no dead-letter notes."""
+    drop = _BROKER_HEADERS if keep_dead_letter else _BROKER_HEADERS + _DEAD_LETTER_HEADERS
+    return {key: value for key, value in headers.items() if key not in drop}
+
+
+def header_text(headers: Mapping[str, Any], key: str, limit: int = 2000) -> str | None:
+    """A header as text, bytes decoded, truncated; ``None`` when absent."""
+    value = headers.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return str(value)[:limit]

@@ -1,0 +1,80 @@
+"""What can become of a consumed message, as data.
+
+Every message a drain takes ends in exactly one ``Outcome``. The reason codes
+of dead letters, and which failures are worth retrying, are fixed here and
+nowhere else.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+__all__ = ["DrainResult", "Outcome", "Reason"]
+
+
+class Outcome(str, enum.Enum):
+    HANDLED = "handled"            # acked after every matching handler returned
+    RETRIED = "retried"            # a handler raised; a copy waits for another attempt; original acked
+    DEAD_LETTERED = "dead_lettered"  # a copy is confirmed in the dead-letter queue; original acked
+
+
+class Reason(str, enum.Enum):
+    """Why a message was dead-lettered (the ``pubsubpy-reason`` header)."""
+
+    DECODE_ERROR = "decode_error"                        # not UTF-8 JSON, or not a JSON object
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"  # not application/json (pickle is never read)
+    TOO_LARGE = "too_large"                              # body over max_message_size
+    UNKNOWN_EVENT = "unknown_event"                      # no schema, or no handler, for the routing key
+    VALIDATION_ERROR = "validation_error"                # the schema rejected the payload
+    HANDLER_ERROR = "handler_error"                      # a handler kept failing for max_attempts
+    REJECTED = "rejected"                                # a handler raised Reject
+    DELIVERY_LIMIT = "delivery_limit"                    # broker side: redelivered too often
+    EXPIRED = "expired"                                  # broker side: a TTL ran out
+    UNKNOWN = "unknown"                                  # a dead letter whose reason header is missing or garbled
+
+    @classmethod
+    def parse(cls, value: object) -> Reason:
+        """Clamp a reason read from a header (or ``x-death``) to a known code."""
+        if isinstance(value, bytes):
+            value = value.decode("utf-8", "replace")
+        try:
+            return cls(str(value))
+        except ValueError:
+            return cls.UNKNOWN
+
+
+RETRYABLE = frozenset({Reason.HANDLER_ERROR})
+"""Only handler failures are retried: a payload that failed to decode or validate never improves."""
+
+
+@dataclass
+class DrainResult:
+    """What one ``drain()`` did."""
+
+    handled: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    redelivered: int = 0
+    seconds: float = 0.0
+    stopped_by: str = "empty"  # "empty", "max_messages" or "timeout"
+
+    @property
+    def messages(self) -> int:
+        return self.handled + self.retried + self.dead_lettered
+
+    def count(self, outcome: Outcome, reason: Reason | None = None) -> None:
+        if outcome is Outcome.HANDLED:
+            self.handled += 1
+        elif outcome is Outcome.RETRIED:
+            self.retried += 1
+        else:
+            self.dead_lettered += 1
+            key = (reason or Reason.UNKNOWN).value
+            self.reasons[key] = self.reasons.get(key, 0) + 1
+
+    def __str__(self) -> str:
+        reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items()))
+        return (f"{self.messages} messages in {self.seconds:.2f}s: {self.handled} handled, {self.retried} retried, "
+                f"{self.dead_lettered} dead-lettered" + (f" ({reasons})" if reasons else ""))

@@ -1,0 +1,109 @@
+"""Publishing: validate against the registered schema, build the envelope, send confirmed.
+
+Nothing reaches the broker unless it validated: an unknown (model, event) is
+``UnknownEventType`` (unless ``require_schemas=False``), a bad payload is
+``PayloadValidationError`` (unknown fields included), a body over
+``max_message_size`` is ``MessageTooLarge``. Every message is persistent and
+confirmed by the broker before the call returns.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from pubsubpy.envelope import H_VERSION, Properties
+from pubsubpy.errors import MessageTooLarge, PayloadValidationError, UnknownEventType, UnroutableMessage
+from pubsubpy.schemas import ModelEvent, SchemaRegistry, routing_key_for
+from pubsubpy.settings import Settings
+from pubsubpy.topics import validate_routing_key
+from pubsubpy.transports.base import OutgoingMessage, Transport
+
+__all__ = ["EventSpec", "Publisher"]
+
+log = logging.getLogger("pubsubpy.publish")
+
+EventSpec = tuple[str, str, Any]
+"""``(model, event, obj)`` as given to ``publish_model_event``."""
+
+
+class Publisher:
+    def __init__(self, settings: Settings, registry: SchemaRegistry) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._routing_keys: dict[tuple[str, str], str] = {}
+
+    def _routing_key(self, model: str, event: str) -> str:
+        key = (model, event)
+        routing_key = self._routing_keys.get(key)
+        if routing_key is None:
+            routing_key = self._routing_keys[key] = validate_routing_key(routing_key_for(model, event))
+        return routing_key
+
+    def encode(self, model: str, event: str, obj: Any) -> OutgoingMessage:
+        """Validate ``obj`` and build the message; raises before anything is sent."""
+        schema = self._registry.get(model, event)
+        headers: dict[str, Any]
+        if schema is None:
+            if self._settings.require_schemas:
+                raise UnknownEventType(
+                    f"no schema is registered for model {model!r} event {event!r}; define "
+                    f"`class X(ModelEvent, model={model!r}, event={event!r})` or init(require_schemas=False)"
+                )
+            body = _schemaless_body(model, event, obj)
+            headers = {}
+        else:
+            body = _schema_body(schema, obj)
+            headers = {H_VERSION: schema.__pubsub_version__}
+        limit = self._settings.max_message_size
+        if len(body) > limit:
+            raise MessageTooLarge(f"{model}.{event}: body is {len(body)} bytes, over max_message_size={limit}")
+        props = Properties.for_event(f"{model}.{event}", self._settings.service_name, headers)
+        return OutgoingMessage(self._settings.model_exchange, self._routing_key(model, event), body, props,
+                               mandatory=self._settings.on_unroutable != "ignore")
+
+    def send(self, transport: Transport, messages: list[OutgoingMessage]) -> list[str]:
+        unroutable = transport.publish(messages)
+        if unroutable:
+            keys = sorted({m.routing_key for m in messages if m.properties.message_id in set(unroutable)})
+            text = (f"{len(unroutable)} message(s) reached no queue on exchange "
+                    f"{self._settings.model_exchange!r} (routing keys {', '.join(keys)}): nobody subscribes yet")
+            if self._settings.on_unroutable == "raise":
+                raise UnroutableMessage(text, unroutable)
+            warnings.warn(text, stacklevel=4)
+            log.warning(text)
+        return [m.properties.message_id or "" for m in messages]
+
+    def encode_many(self, events: Iterable[EventSpec]) -> list[OutgoingMessage]:
+        return [self.encode(model, event, obj) for model, event, obj in events]
+
+
+def _schema_body(schema: type[ModelEvent], obj: Any) -> bytes:
+    try:
+        if isinstance(obj, schema):
+            instance = obj
+        elif isinstance(obj, Mapping):
+            instance = schema.model_validate(obj, extra="forbid", from_attributes=False)
+        elif isinstance(obj, ModelEvent):
+            raise PayloadValidationError(
+                f"{schema.__qualname__} expected, got a {type(obj).__qualname__} instance"
+            )
+        else:
+            instance = schema.model_validate(obj, from_attributes=True)
+    except ValidationError as exc:
+        raise PayloadValidationError(f"payload for {schema.__qualname__} is invalid: {exc}") from None
+    return instance.__pydantic_serializer__.to_json(instance)
+
+
+def _schemaless_body(model: str, event: str, obj: Any) -> bytes:
+    if not isinstance(obj, Mapping):
+        raise PayloadValidationError(f"{model}.{event} has no schema, so its payload must be a mapping")
+    try:
+        return json.dumps(obj, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise PayloadValidationError(f"{model}.{event}: payload is not JSON-serializable: {exc}") from None

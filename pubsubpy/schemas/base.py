@@ -1,0 +1,95 @@
+"""``ModelEvent``: a pydantic model keyed by the model it describes and the event name.
+
+::
+
+    class BookingUpdated(ModelEvent, model="shop.models.Booking", event="updated", version=2):
+        id: int
+        status: str
+
+Defining the class registers it in the default schema catalog (pass
+``register=False`` to keep it out, e.g. for a test that builds its own
+``PubSub(schemas=[...])``).
+
+Tolerance: consuming ignores unknown fields, so a producer can add a field
+before every consumer knows it; publishing rejects unknown fields, so a typo
+never leaves the building. NaN and Infinity are refused both ways: they are not
+JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from pubsubpy.errors import ConfigurationError
+
+__all__ = ["ModelEvent", "routing_key_for"]
+
+
+def routing_key_for(model: str, event: str) -> str:
+    """``shop.models.Booking`` + ``updated`` -> ``Booking.updated``."""
+    return f"{model.rsplit('.', 1)[-1]}.{event}"
+
+
+def _check_name(kind: str, value: object, owner: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{owner}: {kind}= must be a non-empty str, got {value!r}")
+    if any(ch in value for ch in "*# ") or ".." in value or value.startswith(".") or value.endswith("."):
+        raise ConfigurationError(f"{owner}: {kind}={value!r} may not contain '*', '#', spaces or empty words")
+    return value
+
+
+class ModelEvent(BaseModel):
+    """Base class of event schemas; see the module docstring."""
+
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False, from_attributes=True)
+
+    __pubsub_model__: ClassVar[str | None] = None
+    __pubsub_event__: ClassVar[str | None] = None
+    __pubsub_version__: ClassVar[int] = 1
+
+    def __init_subclass__(
+        cls,
+        *,
+        model: str | None = None,
+        event: str | None = None,
+        version: int = 1,
+        register: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init_subclass__(**kwargs)
+        owner = f"{cls.__module__}.{cls.__qualname__}"
+        if (model is None) != (event is None):
+            raise ConfigurationError(f"{owner}: pass both model= and event=, or neither (an abstract base)")
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ConfigurationError(f"{owner}: version= must be a positive int, got {version!r}")
+        if model is None:
+            return
+        cls.__pubsub_model__ = _check_name("model", model, owner)
+        event_name = _check_name("event", event, owner)
+        if "." in event_name:
+            raise ConfigurationError(f"{owner}: event={event_name!r} must be one word (no dots)")
+        cls.__pubsub_event__ = event_name
+        cls.__pubsub_version__ = version
+        if register:
+            from pubsubpy.schemas.registry import default_catalog
+
+            default_catalog.register(cls)
+
+    @classmethod
+    def event_key(cls) -> tuple[str, str]:
+        """``(model, event)``; raises ``ConfigurationError`` on an abstract base."""
+        if cls.__pubsub_model__ is None or cls.__pubsub_event__ is None:
+            raise ConfigurationError(f"{cls.__qualname__} has no model=/event= keywords; it is not an event schema")
+        return cls.__pubsub_model__, cls.__pubsub_event__
+
+    @classmethod
+    def routing_key(cls) -> str:
+        return routing_key_for(*cls.event_key())
+
+    @classmethod
+    def event_type(cls) -> str:
+        """The AMQP ``type`` property: full model path and event, ``shop.models.Booking.updated``."""
+        model, event = cls.event_key()
+        return f"{model}.{event}"

@@ -1,0 +1,165 @@
+"""Topic patterns and routing keys, with RabbitMQ's matching rules exactly.
+
+A routing key is split into words on ``.``; the empty key has no words, and
+``a.`` has two (``a`` and the empty word). In a pattern ``*`` matches exactly
+one word and ``#`` matches zero or more. So ``a.#`` matches ``a``, ``#.a``
+matches ``a``, ``#`` matches the empty key, ``*`` does not, and ``a.*``
+matches ``a.`` but not ``a.b.c``.
+
+Two things RabbitMQ accepts are refused here because they never mean what the
+writer intended: a partial wildcard (``Book*`` is a literal word to RabbitMQ)
+and an empty word in a pattern (``a..b``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from pubsubpy.errors import InvalidTopic
+
+__all__ = ["MAX_KEY_BYTES", "TopicTrie", "topic_matches", "validate_pattern", "validate_routing_key"]
+
+MAX_KEY_BYTES = 255
+"""AMQP 0-9-1 limits routing keys (a short string) to 255 bytes."""
+
+T = TypeVar("T")
+
+
+def split_words(key: str) -> list[str]:
+    """Split like RabbitMQ: the empty key has no words."""
+    return key.split(".") if key else []
+
+
+def _check_length(kind: str, value: str) -> None:
+    if len(value.encode("utf-8")) > MAX_KEY_BYTES:
+        raise InvalidTopic(f"{kind} {value[:40]!r}... is longer than {MAX_KEY_BYTES} bytes")
+
+
+def validate_pattern(pattern: str) -> str:
+    """Return ``pattern`` if it is a well-formed binding pattern, else raise ``InvalidTopic``."""
+    if not isinstance(pattern, str):
+        raise InvalidTopic(f"topic pattern must be a str, got {type(pattern).__name__}")
+    _check_length("topic pattern", pattern)
+    if not pattern:
+        raise InvalidTopic("topic pattern is empty; use '#' to match every routing key")
+    for word in pattern.split("."):
+        if not word:
+            raise InvalidTopic(f"topic pattern {pattern!r} has an empty word (two dots, or a dot at an end)")
+        if word not in ("*", "#") and ("*" in word or "#" in word):
+            raise InvalidTopic(
+                f"topic pattern {pattern!r} has a partial wildcard {word!r}: "
+                "'*' and '#' must stand alone between dots, e.g. 'Booking.*'"
+            )
+    return pattern
+
+
+def validate_routing_key(key: str) -> str:
+    """Return ``key`` if it can be published (no wildcards, no empty words, <= 255 bytes)."""
+    if not isinstance(key, str):
+        raise InvalidTopic(f"routing key must be a str, got {type(key).__name__}")
+    _check_length("routing key", key)
+    if not key:
+        raise InvalidTopic("routing key is empty")
+    for word in key.split("."):
+        if not word:
+            raise InvalidTopic(f"routing key {key!r} has an empty word")
+        if "*" in word or "#" in word:
+            raise InvalidTopic(f"routing key {key!r} contains a wildcard character")
+    return key
+
+
+class _Node(Generic[T]):
+    __slots__ = ("children", "hash_child", "star_child", "values")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node[T]] = {}
+        self.star_child: _Node[T] | None = None
+        self.hash_child: _Node[T] | None = None
+        self.values: list[tuple[int, T]] = []
+
+    def child(self, word: str) -> _Node[T]:
+        if word == "*":
+            if self.star_child is None:
+                self.star_child = _Node()
+            return self.star_child
+        if word == "#":
+            if self.hash_child is None:
+                self.hash_child = _Node()
+            return self.hash_child
+        node = self.children.get(word)
+        if node is None:
+            node = self.children[word] = _Node()
+        return node
+
+
+class TopicTrie(Generic[T]):
+    """Patterns in a word trie; ``match`` costs O(key words x wildcard branches), not O(patterns).
+
+    ``match`` returns the value of every pattern that matches, each once, in the
+    order the patterns were added.
+    """
+
+    def __init__(self) -> None:
+        self._root: _Node[T] = _Node()
+        self._count = 0
+
+    def __len__(self) -> int:
+        return self._count
+
+    def add(self, pattern: str, value: T) -> None:
+        node = self._root
+        for word in validate_pattern(pattern).split("."):
+            node = node.child(word)
+        node.values.append((self._count, value))
+        self._count += 1
+
+    def match(self, routing_key: str) -> list[T]:
+        words = split_words(routing_key)
+        found: dict[int, _Node[T]] = {}
+        seen: set[tuple[int, int]] = set()
+        stack: list[tuple[_Node[T], int]] = [(self._root, 0)]
+        n = len(words)
+        while stack:
+            node, i = stack.pop()
+            state = (id(node), i)
+            if state in seen:
+                continue
+            seen.add(state)
+            hash_child = node.hash_child
+            if hash_child is not None:
+                # '#' swallows words i..j-1 for every j >= i.
+                for j in range(i, n + 1):
+                    stack.append((hash_child, j))
+            if i == n:
+                if node.values:
+                    found[id(node)] = node
+                continue
+            exact = node.children.get(words[i])
+            if exact is not None:
+                stack.append((exact, i + 1))
+            if node.star_child is not None:
+                stack.append((node.star_child, i + 1))
+        if not found:
+            return []
+        if len(found) == 1:
+            return [value for _, value in next(iter(found.values())).values]
+        ordered = sorted(item for node in found.values() for item in node.values)
+        return [value for _, value in ordered]
+
+    def __iter__(self) -> Iterator[T]:
+        stack = [self._root]
+        items: list[tuple[int, T]] = []
+        while stack:
+            node = stack.pop()
+            items.extend(node.values)
+            stack.extend(node.children.values())
+            stack.extend(child for child in (node.star_child, node.hash_child) if child is not None)
+        return iter([value for _, value in sorted(items, key=lambda item: item[0])])
+
+
+def topic_matches(pattern: str, routing_key: str) -> bool:
+    """True when RabbitMQ would route ``routing_key`` through a binding on ``pattern``."""
+    trie: TopicTrie[bool] = TopicTrie()
+    trie.add(pattern, True)
+    return bool(trie.match(routing_key))

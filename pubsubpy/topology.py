@@ -1,0 +1,74 @@
+"""Queue and exchange names, and the ``Topology`` one service needs: small pure functions.
+
+For ``service_name="billing"``:
+
+- ``billing.events``        the service queue; one binding per subscribed pattern
+- ``billing.dlx``           fanout exchange: the service queue's broker-side DLX,
+                            and where pubsubpy publishes its own dead letters
+- ``billing.dead-letters``  the dead-letter queue (no TTL, no length limit: never expires)
+- ``billing.retry.<ms>``    one queue per backoff step; a per-queue TTL returns
+                            each message to ``billing.events`` when it runs out
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pubsubpy.settings import Settings
+from pubsubpy.transports.base import QueueSpec, Topology
+
+__all__ = ["build_topology", "dead_letter_exchange", "dead_letter_queue", "retry_delay_ms", "retry_queue",
+           "service_queue"]
+
+
+def service_queue(service: str) -> str:
+    return f"{service}.events"
+
+
+def dead_letter_exchange(service: str) -> str:
+    return f"{service}.dlx"
+
+
+def dead_letter_queue(service: str) -> str:
+    return f"{service}.dead-letters"
+
+
+def retry_queue(service: str, delay_ms: int) -> str:
+    return f"{service}.retry.{delay_ms}ms"
+
+
+def retry_delay_ms(settings: Settings, failed_attempt: int) -> int:
+    """Exponential backoff: ``retry_delay * 2**(attempt-1)``, capped at ``retry_delay_max``."""
+    seconds = min(settings.retry_delay * (2 ** max(failed_attempt - 1, 0)), settings.retry_delay_max)
+    return int(seconds * 1000)
+
+
+def _queue_arguments(settings: Settings, **extra: Any) -> dict[str, Any]:
+    arguments: dict[str, Any] = {}
+    if settings.queue_type == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    arguments.update(extra)
+    return arguments
+
+
+def build_topology(settings: Settings, service: str, patterns: Iterable[str], max_attempts: int) -> Topology:
+    dlx = dead_letter_exchange(service)
+    main_args = _queue_arguments(settings, **{"x-dead-letter-exchange": dlx})
+    if settings.queue_type == "quorum":
+        main_args["x-delivery-limit"] = settings.delivery_limit
+    delays = sorted({retry_delay_ms(settings, attempt) for attempt in range(1, max_attempts)} - {0})
+    retry_queues = tuple(
+        QueueSpec(retry_queue(service, ms), _queue_arguments(
+            settings, **{"x-message-ttl": ms, "x-dead-letter-exchange": "",
+                         "x-dead-letter-routing-key": service_queue(service)}))
+        for ms in delays
+    )
+    return Topology(
+        exchange=settings.model_exchange,
+        queue=QueueSpec(service_queue(service), main_args),
+        bindings=frozenset(patterns),
+        dead_letter_exchange=dlx,
+        dead_letter_queue=QueueSpec(dead_letter_queue(service), _queue_arguments(settings)),
+        retry_queues=retry_queues,
+    )

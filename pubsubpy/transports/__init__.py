@@ -1,0 +1,1 @@
+"""Transports: the broker contract (``base``), ``memory`` and ``rabbitmq``."""

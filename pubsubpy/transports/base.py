@@ -1,0 +1,93 @@
+"""The transport contract: the few broker operations pubsubpy needs.
+
+Everything above this line (publisher, consumer, dead letters) is written
+against these two protocols; ``memory.py`` and ``rabbitmq.py`` implement them
+with the same observable semantics, checked by one suite in ``tests/contract``.
+
+Semantics every transport keeps:
+
+- ``publish`` returns only when the broker has confirmed every message; it
+  returns the ids of messages sent with ``mandatory=True`` that no queue took.
+- ``Consumer.next`` returns ``None`` once nothing is ready in the queue and
+  nothing is buffered, or when ``timeout`` runs out; it never blocks longer.
+- Unacknowledged deliveries come back (``redelivered=True``) when the consumer
+  closes or its connection dies. ``ack`` may be deferred until ``flush``/``close``.
+- A queue's ``x-dead-letter-exchange`` receives what it rejects or expires.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pubsubpy.envelope import Properties
+
+__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueSpec", "Topology", "Transport"]
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    mandatory: bool = False
+
+
+@dataclass(slots=True)
+class Delivery:
+    tag: int
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    redelivered: bool
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What one service needs on the broker.
+
+    ``bindings`` is the full set of patterns bound from ``exchange`` to
+    ``queue``; declaring removes this queue's other bindings on ``exchange``.
+    """
+
+    exchange: str
+    queue: QueueSpec
+    bindings: frozenset[str]
+    dead_letter_exchange: str
+    dead_letter_queue: QueueSpec
+    retry_queues: tuple[QueueSpec, ...] = ()
+
+
+class Consumer(Protocol):
+    def next(self, timeout: float) -> Delivery | None: ...
+
+    def ack(self, tag: int) -> None: ...
+
+    def nack(self, tag: int, requeue: bool) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Transport(Protocol):
+    def declare_exchange(self, name: str) -> None: ...
+
+    def declare(self, topology: Topology) -> None: ...
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]: ...
+
+    def consume(self, queue: str, prefetch: int) -> Consumer: ...
+
+    def queue_depth(self, queue: str) -> int: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,293 @@
+"""``memory://``: an in-process broker with RabbitMQ's semantics, for demos and unit tests.
+
+Not a mock: it routes through topic (``TopicTrie``, the same matcher as the
+router), fanout and the default exchange; queues keep FIFO order, hold
+unacknowledged messages per consumer and put them back at their original place
+(marked redelivered) when the consumer closes; ``x-dead-letter-exchange``,
+``x-message-ttl`` and ``x-delivery-limit`` behave as on RabbitMQ, with an
+``x-death`` note. All state lives on the ``MemoryBroker`` instance: share one
+between two ``PubSub`` objects to model two services.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pubsubpy.envelope import Properties
+from pubsubpy.errors import ConfigurationError, TransportError
+from pubsubpy.topics import TopicTrie
+from pubsubpy.transports.base import Delivery, OutgoingMessage, Topology
+
+__all__ = ["MemoryBroker", "MemoryTransport"]
+
+
+@dataclass(slots=True)
+class _Message:
+    seq: int
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    enqueued_at: float
+    redelivered: bool = False
+    deliveries: int = 0
+
+
+class _Queue:
+    def __init__(self, name: str, arguments: Mapping[str, Any]) -> None:
+        self.name = name
+        self.arguments = dict(arguments)
+        self.ready: deque[_Message] = deque()
+        self.ttl = arguments.get("x-message-ttl")
+        self.delivery_limit = arguments.get("x-delivery-limit")
+
+
+class _Exchange:
+    def __init__(self, name: str, kind: str) -> None:
+        self.name = name
+        self.kind = kind
+        self.bindings: dict[str, set[str]] = {}  # queue -> patterns
+        self.trie: TopicTrie[str] | None = None
+
+    def route(self, routing_key: str) -> list[str]:
+        if self.kind == "fanout":
+            return list(self.bindings)
+        if self.trie is None:
+            self.trie = TopicTrie()
+            for queue, patterns in self.bindings.items():
+                for pattern in patterns:
+                    self.trie.add(pattern, queue)
+        return list(dict.fromkeys(self.trie.match(routing_key)))
+
+
+class MemoryBroker:
+    """The shared state: exchanges, queues and their messages."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._exchanges: dict[str, _Exchange] = {}
+        self._queues: dict[str, _Queue] = {}
+        self._seq = itertools.count()
+
+    # -- topology -----------------------------------------------------------------
+    def declare_exchange(self, name: str, kind: str) -> None:
+        with self._lock:
+            existing = self._exchanges.get(name)
+            if existing is not None and existing.kind != kind:
+                raise ConfigurationError(f"exchange {name!r} exists with type {existing.kind!r}, not {kind!r}")
+            if existing is None:
+                self._exchanges[name] = _Exchange(name, kind)
+
+    def declare_queue(self, name: str, arguments: Mapping[str, Any]) -> None:
+        with self._lock:
+            existing = self._queues.get(name)
+            if existing is None:
+                self._queues[name] = _Queue(name, arguments)
+                return
+            for key in set(existing.arguments) | set(arguments):
+                if existing.arguments.get(key) != arguments.get(key):
+                    raise ConfigurationError(
+                        f"queue {name!r} already exists with {key}={existing.arguments.get(key)!r}, "
+                        f"not {arguments.get(key)!r}; delete it or keep the old setting (pubsubpy never deletes it)"
+                    )
+
+    def bind(self, exchange: str, queue: str, pattern: str) -> None:
+        with self._lock:
+            ex = self._exchange(exchange)
+            ex.bindings.setdefault(queue, set()).add(pattern)
+            ex.trie = None
+
+    def unbind(self, exchange: str, queue: str, pattern: str) -> None:
+        with self._lock:
+            ex = self._exchange(exchange)
+            ex.bindings.get(queue, set()).discard(pattern)
+            ex.trie = None
+
+    def bindings(self, exchange: str, queue: str) -> set[str]:
+        with self._lock:
+            return set(self._exchange(exchange).bindings.get(queue, set()))
+
+    def _exchange(self, name: str) -> _Exchange:
+        try:
+            return self._exchanges[name]
+        except KeyError:
+            raise TransportError(f"exchange {name!r} does not exist (NOT_FOUND)") from None
+
+    def queue(self, name: str) -> _Queue:
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise TransportError(f"queue {name!r} does not exist (NOT_FOUND)") from None
+
+    # -- messages -----------------------------------------------------------------
+    def publish(self, message: OutgoingMessage) -> bool:
+        """Route one message; False when it reached no queue."""
+        with self._lock:
+            self._expire()
+            if message.exchange == "":
+                targets = [message.routing_key] if message.routing_key in self._queues else []
+            else:
+                targets = self._exchange(message.exchange).route(message.routing_key)
+            props = replace(message.properties, headers=dict(message.properties.headers))
+            for name in targets:
+                self._enqueue(self._queues[name], message.exchange, message.routing_key, message.body, props)
+            return bool(targets)
+
+    def _enqueue(self, queue: _Queue, exchange: str, routing_key: str, body: bytes, props: Properties) -> None:
+        queue.ready.append(_Message(next(self._seq), exchange, routing_key, body,
+                                    replace(props, headers=dict(props.headers)), self._clock()))
+
+    def dead_letter(self, queue: _Queue, message: _Message, reason: str) -> None:
+        target = queue.arguments.get("x-dead-letter-exchange")
+        if target is None:
+            return  # RabbitMQ drops it too: a queue without a DLX discards
+        routing_key = queue.arguments.get("x-dead-letter-routing-key", message.routing_key)
+        headers = dict(message.properties.headers)
+        deaths = list(headers.get("x-death") or [])
+        deaths.insert(0, {"reason": reason, "queue": queue.name, "exchange": message.exchange,
+                          "routing-keys": [message.routing_key], "count": 1})
+        headers["x-death"] = deaths
+        headers.setdefault("x-first-death-reason", reason)
+        headers.setdefault("x-first-death-queue", queue.name)
+        props = replace(message.properties, headers=headers, expiration=None)
+        if target == "":
+            names = [routing_key] if routing_key in self._queues else []
+        else:
+            names = self._exchange(target).route(routing_key)
+        for name in names:
+            self._enqueue(self._queues[name], target, routing_key, message.body, props)
+
+    def _expire(self) -> None:
+        now = self._clock()
+        for queue in list(self._queues.values()):
+            if queue.ttl is None:
+                continue
+            limit = float(queue.ttl) / 1000.0
+            while queue.ready and now - queue.ready[0].enqueued_at >= limit:
+                self.dead_letter(queue, queue.ready.popleft(), "expired")
+
+    def take(self, queue_name: str) -> _Message | None:
+        with self._lock:
+            self._expire()
+            queue = self.queue(queue_name)
+            while queue.ready:
+                message = queue.ready.popleft()
+                limit = queue.delivery_limit
+                if limit is not None and message.deliveries > int(limit):
+                    self.dead_letter(queue, message, "delivery_limit")
+                    continue
+                message.deliveries += 1
+                return message
+            return None
+
+    def give_back(self, queue_name: str, messages: Sequence[_Message]) -> None:
+        """Requeue unacknowledged messages at their original place, marked redelivered."""
+        with self._lock:
+            queue = self.queue(queue_name)
+            merged = sorted([*queue.ready, *(replace(m, redelivered=True) for m in messages)],
+                            key=lambda m: m.seq)
+            queue.ready = deque(merged)
+
+    def reject(self, queue_name: str, message: _Message) -> None:
+        with self._lock:
+            self.dead_letter(self.queue(queue_name), message, "rejected")
+
+    def depth(self, queue_name: str) -> int:
+        with self._lock:
+            self._expire()
+            return len(self.queue(queue_name).ready)
+
+
+class MemoryConsumer:
+    def __init__(self, broker: MemoryBroker, queue: str, prefetch: int) -> None:
+        broker.queue(queue)
+        self._broker = broker
+        self._queue = queue
+        self._prefetch = prefetch
+        self._unacked: dict[int, _Message] = {}
+        self._tags = itertools.count(1)
+        self._closed = False
+
+    def next(self, timeout: float) -> Delivery | None:
+        if self._closed:
+            raise TransportError("consumer is closed")
+        if self._prefetch and len(self._unacked) >= self._prefetch:
+            return None
+        message = self._broker.take(self._queue)
+        if message is None:
+            return None
+        tag = next(self._tags)
+        self._unacked[tag] = message
+        return Delivery(tag, message.exchange, message.routing_key, message.body,
+                        replace(message.properties, headers=dict(message.properties.headers)),
+                        message.redelivered)
+
+    def ack(self, tag: int) -> None:
+        if self._unacked.pop(tag, None) is None:
+            raise TransportError(f"unknown delivery tag {tag} (PRECONDITION_FAILED)")
+
+    def nack(self, tag: int, requeue: bool) -> None:
+        message = self._unacked.pop(tag, None)
+        if message is None:
+            raise TransportError(f"unknown delivery tag {tag} (PRECONDITION_FAILED)")
+        if requeue:
+            self._broker.give_back(self._queue, [message])
+        else:
+            self._broker.reject(self._queue, message)
+
+    def flush(self) -> None:
+        return None
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._unacked:
+            self._broker.give_back(self._queue, list(self._unacked.values()))
+            self._unacked.clear()
+
+
+class MemoryTransport:
+    """The ``Transport`` over a ``MemoryBroker`` (a private one unless given)."""
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker if broker is not None else MemoryBroker()
+
+    def declare_exchange(self, name: str) -> None:
+        self.broker.declare_exchange(name, "topic")
+
+    def declare(self, topology: Topology) -> None:
+        broker = self.broker
+        broker.declare_exchange(topology.exchange, "topic")
+        broker.declare_exchange(topology.dead_letter_exchange, "fanout")
+        for spec in (topology.queue, topology.dead_letter_queue, *topology.retry_queues):
+            broker.declare_queue(spec.name, spec.arguments)
+        broker.bind(topology.dead_letter_exchange, topology.dead_letter_queue.name, "#")
+        current = broker.bindings(topology.exchange, topology.queue.name)
+        for pattern in topology.bindings - current:
+            broker.bind(topology.exchange, topology.queue.name, pattern)
+        for pattern in current - topology.bindings:
+            broker.unbind(topology.exchange, topology.queue.name, pattern)
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        unroutable: list[str] = []
+        for message in messages:
+            if not self.broker.publish(message) and message.mandatory:
+                unroutable.append(message.properties.message_id or "")
+        return unroutable
+
+    def consume(self, queue: str, prefetch: int) -> MemoryConsumer:
+        return MemoryConsumer(self.broker, queue, prefetch)
+
+    def queue_depth(self, queue: str) -> int:
+        return self.broker.depth(queue)
+
+    def close(self) -> None:
+        return None
