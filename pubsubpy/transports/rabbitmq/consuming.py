@@ -1,0 +1,199 @@
+"""A ``basic_consume`` consumer with a prefetch window, batched acks and an empty-queue stop.
+
+Stop rule (no fixed sleep): when nothing is buffered, flush acks and ask the
+broker how many messages are ready (a passive ``queue.declare``). The broker
+sends every delivery it dispatched to us before that reply on the same
+channel, so "nothing buffered after the reply, and 0 ready" means the queue is
+empty for us. If messages are ready but not yet here, wait for them in short
+steps, re-asking, until ``timeout``.
+
+Acks: ``ack`` records the tag; tags are sent with ``multiple=True`` when the
+acked tags are contiguous (the drain's case), one by one otherwise (dead-letter
+walks), every ``ack_batch`` tags and on ``flush``/``close``. Delivery tags
+given out carry a connection generation: after a reconnect, an ack for a tag
+from the old connection is dropped (that message comes back redelivered),
+never sent on the new channel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+
+import pika
+import pika.adapters.blocking_connection
+import pika.spec
+
+from pubsubpy.envelope import Properties
+from pubsubpy.errors import BrokerUnavailable
+from pubsubpy.settings import Settings
+from pubsubpy.transports.base import Delivery
+from pubsubpy.transports.rabbitmq.connection import connect, translate_errors
+
+__all__ = ["RabbitConsumer"]
+
+log = logging.getLogger("pubsubpy.rabbitmq")
+
+_GENERATION_SHIFT = 40
+_WAIT_STEP = 0.05
+
+
+def from_pika_properties(props: pika.spec.BasicProperties) -> Properties:
+    return Properties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        type=props.type,
+        app_id=props.app_id,
+        delivery_mode=props.delivery_mode,
+        expiration=props.expiration,
+        headers=dict(props.headers) if props.headers else {},
+    )
+
+
+class RabbitConsumer:
+    def __init__(self, settings: Settings, queue: str, prefetch: int) -> None:
+        self._settings = settings
+        self._queue = queue
+        self._prefetch = prefetch
+        self._ack_batch = max(1, min(prefetch // 2, 500)) if prefetch else 100
+        self._generation = 0
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
+        self._buffer: deque[Delivery] = deque()
+        self._pending_acks: list[int] = []
+        self._floor = 0  # every tag <= floor is acked
+        self._closed = False
+        self._open()
+
+    # -- connection ----------------------------------------------------------------
+    def _open(self) -> None:
+        self._generation += 1
+        self._buffer.clear()
+        self._pending_acks.clear()
+        self._floor = 0
+        with translate_errors(f"consuming from {self._queue!r}"):
+            self._connection = connect(self._settings)
+            channel = self._connection.channel()
+            channel.basic_qos(prefetch_count=self._prefetch)
+            channel.basic_consume(self._queue, self._on_message)
+            self._channel = channel
+
+    def _reopen(self, exc: BaseException) -> None:
+        log.warning("consumer on %r lost its connection (%r); reconnecting", self._queue, exc)
+        self._abandon()
+        last: BaseException = exc
+        for attempt in range(self._settings.connection_attempts):
+            try:
+                self._open()
+                return
+            except BrokerUnavailable as error:
+                last = error
+                time.sleep(self._settings.retry_connect_delay * (attempt + 1))
+        raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {last}") from last
+
+    def _abandon(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except Exception:  # already broken: nothing more to do
+                pass
+
+    def _on_message(self, _channel: object, method: pika.spec.Basic.Deliver,
+                    properties: pika.spec.BasicProperties, body: bytes) -> None:
+        tag = (self._generation << _GENERATION_SHIFT) | method.delivery_tag
+        self._buffer.append(Delivery(tag, method.exchange, method.routing_key, body,
+                                     from_pika_properties(properties), bool(method.redelivered)))
+
+    # -- consumer contract ---------------------------------------------------------
+    def next(self, timeout: float) -> Delivery | None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._buffer:
+                return self._buffer.popleft()
+            try:
+                if self._poll(deadline):
+                    continue
+                return None
+            except BrokerUnavailable as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                self._reopen(exc)
+
+    def _poll(self, deadline: float) -> bool:
+        """Fill the buffer; False once the queue is empty or the deadline passed."""
+        assert self._connection is not None and self._channel is not None
+        with translate_errors(f"consuming from {self._queue!r}"):
+            self._connection.process_data_events(0)
+            if self._buffer:
+                return True
+            self._send_acks()
+            while True:
+                ready = self._channel.queue_declare(self._queue, passive=True).method.message_count
+                self._connection.process_data_events(0)
+                if self._buffer:
+                    return True
+                if ready == 0:
+                    return False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._connection.process_data_events(min(_WAIT_STEP, remaining))
+                if self._buffer:
+                    return True
+
+    def _split(self, tag: int) -> int | None:
+        if tag >> _GENERATION_SHIFT != self._generation:
+            return None  # from a connection that is gone: the broker will redeliver it
+        return tag & ((1 << _GENERATION_SHIFT) - 1)
+
+    def ack(self, tag: int) -> None:
+        local = self._split(tag)
+        if local is None:
+            return
+        self._pending_acks.append(local)
+        if len(self._pending_acks) >= self._ack_batch:
+            self._flush_quietly()
+
+    def nack(self, tag: int, requeue: bool) -> None:
+        local = self._split(tag)
+        if local is None or self._channel is None:
+            return
+        self._send_acks()
+        with translate_errors(f"rejecting a message on {self._queue!r}"):
+            self._channel.basic_nack(local, multiple=False, requeue=requeue)
+
+    def _send_acks(self) -> None:
+        if not self._pending_acks or self._channel is None:
+            return
+        tags = sorted(self._pending_acks)
+        self._pending_acks.clear()
+        with translate_errors(f"acknowledging on {self._queue!r}"):
+            if tags[-1] - self._floor == len(tags):
+                self._channel.basic_ack(tags[-1], multiple=True)
+                self._floor = tags[-1]
+            else:
+                for local in tags:
+                    self._channel.basic_ack(local)
+
+    def _flush_quietly(self) -> None:
+        try:
+            self._send_acks()
+        except BrokerUnavailable as exc:
+            log.warning("acks on %r lost with the connection; those messages will be redelivered (%s)",
+                        self._queue, exc)
+
+    def flush(self) -> None:
+        self._send_acks()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        if self._channel is not None:
+            self._flush_quietly()
+        self._abandon()

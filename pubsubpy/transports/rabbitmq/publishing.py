@@ -1,0 +1,114 @@
+"""Confirmed publishing on one channel, pipelined, with a bounded wait.
+
+pika's ``BlockingChannel.confirm_delivery`` waits for each confirm with no
+time limit and one message at a time. This sends a whole batch, then waits for
+all confirms at once, up to ``confirm_timeout``. It drives the channel's
+underlying ``pika.channel.Channel`` (``BlockingChannel._impl``) and the
+connection's I/O loop (``BlockingConnection._flush_output``): the two private
+pika names this module relies on, pinned by ``pika>=1.3,<2`` and covered by
+the contract suite.
+
+RabbitMQ sends ``basic.return`` (unroutable, ``mandatory``) before the
+``basic.ack`` of the same message, so a message is unroutable exactly when its
+id was returned by the time its ack arrives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pika
+import pika.channel
+import pika.frame
+import pika.spec
+
+from pubsubpy.envelope import Properties
+from pubsubpy.errors import ConfirmTimeout, PublishNacked
+from pubsubpy.transports.base import OutgoingMessage
+
+__all__ = ["ConfirmChannel", "to_pika_properties"]
+
+
+def to_pika_properties(props: Properties) -> pika.BasicProperties:
+    return pika.BasicProperties(
+        content_type=props.content_type,
+        content_encoding=props.content_encoding,
+        message_id=props.message_id,
+        timestamp=props.timestamp,
+        type=props.type,
+        app_id=props.app_id,
+        delivery_mode=props.delivery_mode,
+        expiration=props.expiration,
+        headers=props.headers or None,
+    )
+
+
+class ConfirmChannel:
+    def __init__(self, connection: pika.BlockingConnection, timeout: float) -> None:
+        self._connection = connection
+        self._timeout = timeout
+        self.channel = connection.channel()
+        self._impl: pika.channel.Channel = self.channel._impl
+        self._seq = 0
+        self._unconfirmed: dict[int, str] = {}
+        self._nacked: list[str] = []
+        self._returned: set[str] = set()
+        selected: list[bool] = []
+        self._impl.confirm_delivery(ack_nack_callback=self._on_confirm,
+                                    callback=lambda _frame: selected.append(True))
+        self._impl.add_on_return_callback(self._on_return)
+        self._wait(lambda: bool(selected), "enabling publisher confirms")
+
+    def _on_confirm(self, frame: pika.frame.Method[Any]) -> None:
+        method = frame.method
+        tag: int = method.delivery_tag
+        nack = isinstance(method, pika.spec.Basic.Nack)
+        if method.multiple:
+            settled = []
+            for seq in self._unconfirmed:  # ascending: insertion order
+                if seq > tag:
+                    break
+                settled.append(seq)
+        else:
+            settled = [tag] if tag in self._unconfirmed else []
+        for seq in settled:
+            message_id = self._unconfirmed.pop(seq)
+            if nack:
+                self._nacked.append(message_id)
+
+    def _on_return(self, _channel: pika.channel.Channel, _method: pika.spec.Basic.Return,
+                   properties: pika.spec.BasicProperties, _body: bytes) -> None:
+        self._returned.add(properties.message_id or "")
+
+    def _wait(self, done: Any, doing: str) -> None:
+        deadline = time.monotonic() + self._timeout
+        timer = self._connection.call_later(self._timeout, lambda: None)  # wakes the I/O loop at the deadline
+        try:
+            self._connection._flush_output(lambda: done() or time.monotonic() >= deadline)
+        finally:
+            self._connection.remove_timeout(timer)
+        if not done():
+            raise ConfirmTimeout(f"{doing}: no answer from the broker within confirm_timeout={self._timeout}s; "
+                                 "the outcome is unknown (the message may or may not be stored)",
+                                 list(self._unconfirmed.values()))
+
+    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+        """Send all, wait for every confirm; returns ids of mandatory messages no queue took."""
+        self._nacked.clear()
+        self._returned.clear()
+        for message in messages:
+            self._seq += 1
+            self._unconfirmed[self._seq] = message.properties.message_id or ""
+            self._impl.basic_publish(message.exchange, message.routing_key, message.body,
+                                     to_pika_properties(message.properties), message.mandatory)
+        self._wait(lambda: not self._unconfirmed, f"publishing {len(messages)} message(s)")
+        if self._nacked:
+            raise PublishNacked(f"the broker refused {len(self._nacked)} of {len(messages)} message(s) "
+                                "(basic.nack); they were not stored", list(self._nacked))
+        return [m.properties.message_id or "" for m in messages if (m.properties.message_id or "") in self._returned]
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self.channel.is_open and self._connection.is_open)
