@@ -7,6 +7,7 @@ never connects). Create more ``PubSub`` objects for more brokers or services.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import traceback
@@ -232,7 +233,7 @@ class PubSub:
         handler: str | None = None,
     ) -> list[DeadLetter]:
         """Read the dead-letter queue without removing anything."""
-        return self._dead_letters().list(DeadLetterFilter(None, reason, topic, handler), limit)
+        return self._dead_letters().list_letters(DeadLetterFilter(None, reason, topic, handler), limit)
 
     def replay_dead_letters(
         self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
@@ -261,7 +262,5 @@ class PubSub:
             self._declared = None
             self._exchange_ready = False
         if transport is not None:
-            try:
+            with contextlib.suppress(TransportError):
                 transport.close()
-            except TransportError:
-                pass

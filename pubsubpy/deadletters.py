@@ -17,6 +17,7 @@ one without a ``message_id`` gets a stable id derived from its body.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -87,10 +88,8 @@ class DeadLetter:
         routing_key = delivery.routing_key
         claimed = header_text(headers, H_ROUTING_KEY, limit=300)
         if claimed is not None:
-            try:
+            with contextlib.suppress(InvalidTopic):
                 routing_key = validate_routing_key(claimed)
-            except InvalidTopic:
-                pass
         attempts = headers.get(H_ATTEMPT)
         when = header_text(headers, H_DEAD_LETTERED_AT)
         try:
@@ -155,7 +154,7 @@ class DeadLetterStore:
         finally:
             consumer.close()
 
-    def list(self, match: DeadLetterFilter, limit: int | None = None) -> list[DeadLetter]:
+    def list_letters(self, match: DeadLetterFilter, limit: int | None = None) -> list[DeadLetter]:
         found: list[DeadLetter] = []
 
         def visit(_: Delivery, letter: DeadLetter) -> bool:

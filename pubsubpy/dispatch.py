@@ -138,7 +138,8 @@ class Dispatcher:
         schema = self._registry.for_routing_key(routing_key)
         subs = _targets(delivery, matched)
         if schema is None and (self._settings.require_schemas or not all(s.accepts_dict for s in subs)):
-            return self._dead(decision, Reason.UNKNOWN_EVENT, f"no schema is registered for routing key {routing_key!r}")
+            return self._dead(decision, Reason.UNKNOWN_EVENT,
+                              f"no schema is registered for routing key {routing_key!r}")
         payload = self._load(body, schema, decision)
         if decision.reason is not None:
             return decision

@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "CONTENT_TYPE",
+    "HEADER_PREFIX",
     "H_ATTEMPT",
     "H_DEAD_LETTERED_AT",
     "H_ERROR",
@@ -26,7 +27,6 @@ __all__ = [
     "H_REASON",
     "H_ROUTING_KEY",
     "H_VERSION",
-    "HEADER_PREFIX",
     "Properties",
     "attempt_from",
     "clean_headers",

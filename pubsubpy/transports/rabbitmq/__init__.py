@@ -14,6 +14,7 @@ stored twice (same ``message_id``), never lost. Consumers reconnect inside
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -46,10 +47,8 @@ class _ThreadLink:
 
     def close(self) -> None:
         if self.pid == os.getpid() and self.connection.is_open:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
                 self.connection.close()
-            except Exception:  # closing a broken connection: nothing left to do
-                pass
 
 
 class RabbitMQTransport:

@@ -17,6 +17,7 @@ never sent on the new channel.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -97,10 +98,8 @@ class RabbitConsumer:
     def _abandon(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
-            try:
+            with contextlib.suppress(Exception):  # already broken: nothing more to do
                 connection.close()
-            except Exception:  # already broken: nothing more to do
-                pass
 
     def _on_message(self, _channel: object, method: pika.spec.Basic.Deliver,
                     properties: pika.spec.BasicProperties, body: bytes) -> None:

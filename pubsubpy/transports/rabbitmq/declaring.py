@@ -34,7 +34,7 @@ def _declare_queue(channel: BlockingChannel, spec: QueueSpec) -> None:
 
 def _read_ledger(channel: BlockingChannel, name: str) -> set[str]:
     method, _props, body = channel.basic_get(name, auto_ack=False)
-    if method is None:
+    if method is None or body is None:
         return set()
     channel.basic_nack(method.delivery_tag, requeue=True)
     try:

@@ -1,0 +1,140 @@
+"""The ``pubsubpy`` command's click group: demo, declare, drain, dlq (list/show/replay/purge), schema.
+
+Connection options are shared by every command and read from the environment
+when not given: ``PUBSUBPY_URL``, ``PUBSUBPY_EXCHANGE``, ``PUBSUBPY_SERVICE``.
+``--app module[:attribute]`` imports your handlers (and a ``PubSub`` instance,
+or the module's ``init()`` call). Exit codes: 0 done, 1 the work failed
+(e.g. messages dead-lettered with ``--fail-on-dead-letters``), 2 usage or
+configuration error, 3 broker unreachable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+import pubsubpy
+from pubsubpy.app import PubSub
+from pubsubpy.errors import BrokerUnavailable, ConfigurationError, PubSubError, TransportError
+
+EXIT_FAILED, EXIT_USAGE, EXIT_BROKER = 1, 2, 3
+
+
+def _load_app(app: str | None, url: str | None, exchange: str | None, service: str | None) -> PubSub:
+    options = {k: v for k, v in (("model_exchange", exchange), ("service_name", service)) if v is not None}
+    if app:
+        module_name, _, attribute = app.partition(":")
+        sys.path.insert(0, ".")
+        module = importlib.import_module(module_name)
+        if attribute:
+            found = getattr(module, attribute)
+            if not isinstance(found, PubSub):
+                raise ConfigurationError(f"--app {app}: {attribute} is a {type(found).__name__}, not a PubSub")
+            return found
+    default = pubsubpy.get_default()
+    if not default.configured:
+        default.configure(amqp_url=url or "memory://", **options)
+    return default
+
+
+def _run(action: Callable[[], int | None]) -> None:
+    try:
+        code = action()
+    except BrokerUnavailable as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BROKER)
+    except ConfigurationError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    except (TransportError, PubSubError) as exc:
+        click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_FAILED)
+    sys.exit(code or 0)
+
+
+def _build() -> click.Group:
+    connection = [
+        click.option("--url", envvar="PUBSUBPY_URL", help="amqp://user:pass@host:5672/vhost or memory://"),
+        click.option("--exchange", envvar="PUBSUBPY_EXCHANGE", help="model exchange (default: models)"),
+        click.option("--service", envvar="PUBSUBPY_SERVICE", help="service name: names its queues"),
+        click.option("--app", "app_path", envvar="PUBSUBPY_APP", help="module[:PubSub attribute] to import"),
+    ]
+
+    def with_connection(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(connection):
+            func = option(func)
+        return func
+
+    @click.group(help="pubsubpy: typed model events over RabbitMQ.")
+    @click.version_option(pubsubpy.__version__)
+    def cli() -> None:
+        pass
+
+    @cli.command(help="Publish, drain and dead-letter a few events (memory:// unless --url).")
+    @click.option("--url", default="memory://", show_default=True)
+    def demo(url: str) -> None:
+        from pubsubpy.demo import run_demo
+
+        _run(lambda: run_demo(url, click.echo))
+
+    @cli.command(help="Create the exchange, queues and bindings for a service now (at deploy time).")
+    @with_connection
+    def declare(url: str | None, exchange: str | None, service: str | None, app_path: str | None) -> None:
+        def action() -> None:
+            topology = _load_app(app_path, url, exchange, service).declare()
+            click.echo(f"declared exchange {topology.exchange}, queue {topology.queue.name} "
+                       f"({len(topology.bindings)} bindings), dead letters {topology.dead_letter_queue.name}")
+
+        _run(action)
+
+    @cli.command(help="Consume everything outstanding for the service, then exit.")
+    @with_connection
+    @click.option("--max-messages", type=click.IntRange(min=1), default=None)
+    @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True)
+    @click.option("--fail-on-dead-letters", is_flag=True, help="exit 1 if anything was dead-lettered")
+    def drain(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
+              max_messages: int | None, timeout: float, fail_on_dead_letters: bool) -> None:
+        def action() -> int:
+            app = _load_app(app_path, url, exchange, service)
+            shown = [0]
+
+            def progress(result: pubsubpy.DrainResult) -> None:
+                if result.messages - shown[0] >= 1000:
+                    shown[0] = result.messages
+                    click.echo(f"  ... {result.messages} messages", err=True)
+
+            result = app.drain(max_messages=max_messages, timeout=timeout, on_message=progress)
+            click.echo(str(result))
+            return EXIT_FAILED if fail_on_dead_letters and result.dead_lettered else 0
+
+        _run(action)
+
+    @cli.group(help="Dead letters: list, show, replay, purge.")
+    def dlq() -> None:
+        pass
+
+    from pubsubpy.dlq_cli import register_dlq_commands
+
+    register_dlq_commands(dlq, with_connection, _load_app, _run)
+
+    @cli.command(help="Print the JSON Schema of every registered event schema.")
+    @with_connection
+    def schema(url: str | None, exchange: str | None, service: str | None, app_path: str | None) -> None:
+        def action() -> None:
+            app = _load_app(app_path, url, exchange, service)
+            out = {s.event_type(): {"routing_key": s.routing_key(), "version": s.__pubsub_version__,
+                                    "schema": s.model_json_schema()} for s in app.registry}
+            click.echo(json.dumps(out, indent=2, sort_keys=True))
+
+        _run(action)
+
+    return cli
+
+
+def build() -> click.Group:
+    return _build()

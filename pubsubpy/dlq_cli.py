@@ -1,0 +1,140 @@
+"""``pubsubpy dlq list | show ID | replay | purge``: dead letters from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+from click.termui import progressbar
+
+from pubsubpy.app import PubSub
+from pubsubpy.deadletters import DeadLetter
+
+__all__ = ["register_dlq_commands"]
+
+
+def letter_json(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "message_id": letter.message_id, "routing_key": letter.routing_key, "event_type": letter.event_type,
+        "reason": letter.reason, "error": letter.error, "handler": letter.handler, "queue": letter.queue,
+        "attempts": letter.attempts,
+        "dead_lettered_at": letter.dead_lettered_at.isoformat() if letter.dead_lettered_at else None,
+        "payload": letter.payload, "body": letter.body.decode("utf-8", "replace"),
+        "headers": {k: v if isinstance(v, str | int | float | bool | type(None)) else repr(v)
+                    for k, v in letter.headers.items()},
+    }
+
+
+def _table(letters: list[DeadLetter]) -> str:
+    rows = [("MESSAGE ID", "ROUTING KEY", "REASON", "ATTEMPTS", "HANDLER", "ERROR")]
+    for letter in letters:
+        rows.append((letter.message_id, letter.routing_key, letter.reason, str(letter.attempts),
+                     (letter.handler or "-")[-40:], (letter.error or "-").splitlines()[0][:60]))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def register_dlq_commands(group: click.Group, with_connection: Decorator, load: Callable[..., PubSub],
+                          run: Callable[[Callable[[], int | None]], None]) -> None:
+    filters = [
+        click.option("--reason", default=None, help="only this reason code"),
+        click.option("--topic", default=None, help="only routing keys matching this pattern"),
+        click.option("--handler", default=None, help="only dead letters of this handler"),
+    ]
+
+    def with_filters(func: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(filters):
+            func = option(func)
+        return func
+
+    @group.command("list", help="List dead letters (the queue is left unchanged).")
+    @with_connection
+    @with_filters
+    @click.option("--limit", type=click.IntRange(min=1), default=None)
+    @click.option("--json", "as_json", is_flag=True, help="JSON lines, for scripts")
+    def list_(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
+              reason: str | None, topic: str | None, handler: str | None, limit: int | None,
+              as_json: bool) -> None:
+        def action() -> None:
+            app = load(app_path, url, exchange, service)
+            letters = app.list_dead_letters(limit=limit, reason=reason, topic=topic, handler=handler)
+            if as_json:
+                for letter in letters:
+                    click.echo(json.dumps(letter_json(letter), sort_keys=True))
+            elif letters:
+                click.echo(_table(letters))
+                click.echo(f"{len(letters)} dead letter(s)")
+            else:
+                click.echo("no dead letters")
+
+        run(action)
+
+    @group.command(help="Show one dead letter in full.")
+    @with_connection
+    @click.argument("message_id")
+    def show(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
+             message_id: str) -> None:
+        def action() -> int:
+            app = load(app_path, url, exchange, service)
+            found = [letter for letter in app.list_dead_letters() if letter.message_id.startswith(message_id)]
+            if not found:
+                click.echo(f"no dead letter with id {message_id}", err=True)
+                return 1
+            for letter in found:
+                click.echo(json.dumps(letter_json(letter), indent=2, sort_keys=True))
+            return 0
+
+        run(action)
+
+    def bulk(verb: str, method: Callable[..., list[str]], ids: tuple[str, ...], reason: str | None,
+             topic: str | None, handler: str | None, app: PubSub) -> int:
+        everything = not ids and reason is None and topic is None and handler is None
+        total = app.dead_letter_count() if everything else len(ids) or app.dead_letter_count()
+        with progressbar(length=total, label=verb, file=sys.stderr) as bar:
+
+            def step(_letter: DeadLetter) -> None:
+                bar.update(1)
+
+            done = method(set(ids) or None, reason=reason, topic=topic, handler=handler, progress=step)
+        click.echo(f"{verb} {len(done)} dead letter(s)")
+        missing = sorted(set(ids) - set(done))
+        if missing:
+            click.echo(f"not found: {', '.join(missing)}", err=True)
+            return 1
+        return 0
+
+    @group.command(help="Send dead letters back to the service queue (all, or by id / filter).")
+    @with_connection
+    @with_filters
+    @click.argument("message_ids", nargs=-1)
+    def replay(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
+               reason: str | None, topic: str | None, handler: str | None, message_ids: tuple[str, ...]) -> None:
+        def action() -> int:
+            app = load(app_path, url, exchange, service)
+            return bulk("replayed", app.replay_dead_letters, message_ids, reason, topic, handler, app)
+
+        run(action)
+
+    @group.command(help="Delete dead letters (all, or by id / filter). Asks first unless --yes.")
+    @with_connection
+    @with_filters
+    @click.option("--yes", is_flag=True, help="do not ask")
+    @click.argument("message_ids", nargs=-1)
+    def purge(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
+              reason: str | None, topic: str | None, handler: str | None, yes: bool,
+              message_ids: tuple[str, ...]) -> None:
+        def action() -> int:
+            app = load(app_path, url, exchange, service)
+            what = ", ".join(message_ids) if message_ids else "every matching dead letter"
+            if not yes and not click.confirm(f"Delete {what} from {app.settings.service_name}?", default=False):
+                click.echo("nothing deleted")
+                return 1
+            return bulk("purged", app.purge_dead_letters, message_ids, reason, topic, handler, app)
+
+        run(action)

@@ -1,0 +1,1 @@
+from pika.adapters import blocking_connection as blocking_connection

@@ -1,0 +1,13 @@
+from typing import Any
+
+class Parameters:
+    socket_timeout: float | None
+    stack_timeout: float | None
+    blocked_connection_timeout: float | None
+    heartbeat: int | None
+    connection_attempts: int
+    retry_delay: float
+    client_properties: dict[str, Any] | None
+
+class URLParameters(Parameters):
+    def __init__(self, url: str) -> None: ...
