@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pydantic_core
 from pydantic import ValidationError
 
 from pubsubpy.envelope import H_HANDLERS, H_ROUTING_KEY, attempt_from, header_text
@@ -181,6 +182,10 @@ class Dispatcher:
             if not isinstance(value, dict):
                 return self._dead(decision, Reason.DECODE_ERROR, f"body is JSON {type(value).__name__}, not an object")
             return value
+        if b"NaN" in body or b"Infinity" in body:
+            problem = _strict_json_problem(body)
+            if problem:
+                return self._dead(decision, Reason.DECODE_ERROR, f"body is not valid JSON: {problem}")
         try:
             return schema.model_validate_json(body)
         except ValidationError as exc:
@@ -205,6 +210,15 @@ class Dispatcher:
         timestamp = dt.datetime.fromtimestamp(props.timestamp, dt.timezone.utc) if props.timestamp else None
         return MessageInfo(props.message_id, decision.routing_key, decision.attempt, delivery.redelivered,
                            dict(props.headers), timestamp, props.type, props.app_id)
+
+
+def _strict_json_problem(body: bytes) -> str | None:
+    """pydantic's parser accepts NaN/Infinity tokens; a strict parse tells them from text inside strings."""
+    try:
+        pydantic_core.from_json(body, allow_inf_nan=False)
+    except ValueError as exc:
+        return f"{exc} (NaN and Infinity are not JSON)"
+    return None
 
 
 def _refuse_constant(name: str) -> Callable[[], None]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -75,7 +74,6 @@ class Publisher:
                     f"{self._settings.model_exchange!r} (routing keys {', '.join(keys)}): nobody subscribes yet")
             if self._settings.on_unroutable == "raise":
                 raise UnroutableMessage(text, unroutable)
-            warnings.warn(text, stacklevel=4)
             log.warning(text)
         return [m.properties.message_id or "" for m in messages]
 

@@ -64,7 +64,11 @@ def _count_parameters(handler: Callable[..., Any], name: str) -> bool:
         raise ConfigurationError(
             f"handler {name} must take (event) or (event, info); it takes ({', '.join(p.name for p in params)})"
         )
-    return len(positional) >= 2
+    if len(positional) < 2:
+        return False
+    second = positional[1]
+    # A required second parameter gets the MessageInfo; an optional one only when annotated for it.
+    return second.default is second.empty or "MessageInfo" in str(second.annotation)
 
 
 def _resolve(sub: Subscription) -> None:

@@ -1,0 +1,114 @@
+"""Shared fixtures: the real broker (skip locally when down, fail under CI=true) and unique names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pika
+import pika.exceptions
+import pytest
+
+RABBIT_URL = os.environ.get("PUBSUBPY_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+_available: bool | None = None
+
+
+def rabbit_available() -> bool:
+    global _available
+    if _available is None:
+        try:
+            params = pika.URLParameters(RABBIT_URL)
+            params.socket_timeout = 3
+            params.stack_timeout = 5
+            params.connection_attempts = 1
+            pika.BlockingConnection(params).close()
+            _available = True
+        except (pika.exceptions.AMQPError, OSError):
+            _available = False
+    return _available
+
+
+def require_rabbit() -> None:
+    if rabbit_available():
+        return
+    if IN_CI:
+        pytest.fail(f"RabbitMQ is not reachable at {RABBIT_URL} and CI=true: broker tests must run in CI")
+    pytest.skip(f"RabbitMQ is not reachable at {RABBIT_URL}")
+
+
+@pytest.fixture
+def rabbit_url() -> str:
+    require_rabbit()
+    return RABBIT_URL
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0, step: float = 0.02, what: str = "condition") -> None:
+    """Poll ``condition`` until true; fail after ``timeout`` seconds (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(step)
+
+
+class Names:
+    """Unique exchange/service names for one test, and cleanup of what they created on RabbitMQ."""
+
+    def __init__(self) -> None:
+        self.tag = uuid.uuid4().hex[:10]
+        self.exchanges: list[str] = []
+        self.services: list[str] = []
+        self.queues: list[str] = []
+
+    def exchange(self, label: str = "models") -> str:
+        name = f"t-{self.tag}-{label}"
+        self.exchanges.append(name)
+        return name
+
+    def service(self, label: str = "svc") -> str:
+        name = f"t-{self.tag}-{label}"
+        self.services.append(name)
+        return name
+
+    def cleanup(self) -> None:
+        if not self.exchanges and not self.services and not self.queues:
+            return
+        if not rabbit_available():
+            return
+        connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+        try:
+            channel = connection.channel()
+            queues = list(self.queues)
+            for service in self.services:
+                queues += [f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"]
+                queues += [f"{service}.retry.{ms}ms" for ms in _retry_levels()]
+            for queue in queues:
+                channel.queue_delete(queue)
+            for exchange in self.exchanges + [f"{s}.dlx" for s in self.services]:
+                channel.exchange_delete(exchange)
+        finally:
+            connection.close()
+
+
+def _retry_levels() -> list[int]:
+    levels = {0}
+    for base in (0.01, 0.02, 0.05, 0.1, 0.2, 1.0):
+        for attempt in range(1, 8):
+            levels.add(int(min(base * 2 ** (attempt - 1), 300) * 1000))
+    return sorted(levels - {0})
+
+
+@pytest.fixture
+def names() -> Iterator[Names]:
+    n = Names()
+    yield n
+    n.cleanup()
+
+
+def rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
