@@ -172,9 +172,16 @@ class PubSub:
         return Publisher(self.settings, self._registry)
 
     def _ensure_exchange(self) -> None:
-        if not self._exchange_ready:
+        """Before the first publish: the exchange, and this service's own queue and bindings
+        when it has subscriptions, so an instance that publishes and drains never loses its
+        own first events."""
+        if self._exchange_ready:
+            return
+        if self._router.subscriptions and self.settings.service_name is not None:
+            self._ensure_declared()
+        else:
             self.transport.declare_exchange(self.settings.model_exchange)
-            self._exchange_ready = True
+        self._exchange_ready = True
 
     def publish_model_event(self, model: str, event: str, obj: Any) -> str:
         """Validate ``obj`` against the schema for (model, event) and publish it, confirmed.

@@ -1,0 +1,73 @@
+"""Schemas: keys, registry conflicts, strict publishing, tolerant consuming."""
+
+from __future__ import annotations
+
+import pytest
+
+from pubsubpy import ConfigurationError, ModelEvent
+from pubsubpy.schemas import SchemaRegistry
+
+
+class Paid(ModelEvent, model="shop.models.Booking", event="paid", version=3, register=False):
+    id: int
+    amount: float
+
+
+def test_keys_routing_key_and_type() -> None:
+    assert Paid.event_key() == ("shop.models.Booking", "paid")
+    assert Paid.routing_key() == "Booking.paid"
+    assert Paid.event_type() == "shop.models.Booking.paid"
+    assert Paid.__pubsub_version__ == 3
+
+
+def test_two_schemas_for_one_event_is_an_error_naming_both() -> None:
+    class Other(ModelEvent, model="shop.models.Booking", event="paid", register=False):
+        id: int
+
+    registry = SchemaRegistry([Paid])
+    with pytest.raises(ConfigurationError) as excinfo:
+        registry.register(Other)
+    assert "Paid" in str(excinfo.value) and "Other" in str(excinfo.value)
+
+
+def test_two_models_sharing_a_routing_key_is_an_error() -> None:
+    class Elsewhere(ModelEvent, model="crm.models.Booking", event="paid", register=False):
+        id: int
+
+    with pytest.raises(ConfigurationError, match="routing key 'Booking.paid'"):
+        SchemaRegistry([Paid, Elsewhere])
+
+
+def test_default_catalog_conflict_raises_at_class_definition() -> None:
+    class First(ModelEvent, model="tests.models.Unique", event="made"):
+        id: int
+
+    with pytest.raises(ConfigurationError, match="First"):
+        class Second(ModelEvent, model="tests.models.Unique", event="made"):
+            id: int
+
+
+def test_redefining_the_same_class_replaces_it() -> None:
+    registry = SchemaRegistry()
+    for _ in range(2):
+        class Again(ModelEvent, model="tests.models.Again", event="made", register=False):
+            id: int
+        registry.register(Again)
+    assert registry.get("tests.models.Again", "made") is Again
+
+
+@pytest.mark.parametrize(
+    "keywords",
+    [{"model": "a.B"}, {"event": "x"}, {"model": "a.B", "event": "two.words"}, {"model": "a.*", "event": "x"},
+     {"model": "a.B", "event": "x", "version": 0}, {"model": "", "event": "x"}],
+)
+def test_bad_class_keywords_are_configuration_errors(keywords: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        type("Bad", (ModelEvent,), {"__annotations__": {"id": int}, "__module__": __name__}, register=False,
+             **keywords)
+
+
+def test_consuming_ignores_unknown_fields_and_refuses_nan() -> None:
+    assert Paid.model_validate_json(b'{"id": 1, "amount": 2.5, "new_field": true}') == Paid(id=1, amount=2.5)
+    with pytest.raises(ValueError):
+        Paid(id=1, amount=float("nan"))
