@@ -34,7 +34,7 @@ def test_two_models_sharing_a_routing_key_is_an_error() -> None:
     class Elsewhere(ModelEvent, model="crm.models.Booking", event="paid", register=False):
         id: int
 
-    with pytest.raises(ConfigurationError, match="routing key 'Booking.paid'"):
+    with pytest.raises(ConfigurationError, match=r"routing key 'Booking\.paid'"):
         SchemaRegistry([Paid, Elsewhere])
 
 

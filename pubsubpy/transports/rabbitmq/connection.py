@@ -77,7 +77,7 @@ def translate(exc: BaseException, doing: str) -> PubSubError:
             return ConfigurationError(f"{doing}: {text}. Run `pubsubpy declare` (or PubSub.declare()) first.")
         return TransportError(f"{doing}: {text}")
     if isinstance(exc, pika.exceptions.AMQPConnectionError | pika.exceptions.ConnectionWrongStateError
-                  | pika.exceptions.StreamLostError | OSError):
+                  | pika.exceptions.ChannelWrongStateError | pika.exceptions.StreamLostError | OSError):
         return BrokerUnavailable(f"{doing}: connection to the broker failed or was lost ({exc!r})")
     if isinstance(exc, pika.exceptions.AMQPError):
         return TransportError(f"{doing}: {exc!r}")

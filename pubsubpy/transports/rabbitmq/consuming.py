@@ -67,6 +67,7 @@ class RabbitConsumer:
         self._pending_acks: list[int] = []
         self._floor = 0  # every tag <= floor is acked
         self._closed = False
+        self._broken: BrokerUnavailable | None = None  # set when the connection died; next() reconnects
         self._open()
 
     # -- connection ----------------------------------------------------------------
@@ -81,6 +82,7 @@ class RabbitConsumer:
             channel.basic_qos(prefetch_count=self._prefetch)
             channel.basic_consume(self._queue, self._on_message)
             self._channel = channel
+        self._broken = None
 
     def _reopen(self, exc: BaseException) -> None:
         log.warning("consumer on %r lost its connection (%r); reconnecting", self._queue, exc)
@@ -111,6 +113,8 @@ class RabbitConsumer:
     def next(self, timeout: float) -> Delivery | None:
         deadline = time.monotonic() + timeout
         while True:
+            if self._broken is not None:
+                self._reopen(self._broken)
             if self._buffer:
                 return self._buffer.popleft()
             try:
@@ -120,7 +124,7 @@ class RabbitConsumer:
             except BrokerUnavailable as exc:
                 if time.monotonic() >= deadline:
                     raise
-                self._reopen(exc)
+                self._broken = exc
 
     def _poll(self, deadline: float) -> bool:
         """Fill the buffer; False once the queue is empty or the deadline passed."""
@@ -151,7 +155,7 @@ class RabbitConsumer:
 
     def ack(self, tag: int) -> None:
         local = self._split(tag)
-        if local is None:
+        if local is None or self._broken is not None:
             return
         self._pending_acks.append(local)
         if len(self._pending_acks) >= self._ack_batch:
@@ -159,7 +163,7 @@ class RabbitConsumer:
 
     def nack(self, tag: int, requeue: bool) -> None:
         local = self._split(tag)
-        if local is None or self._channel is None:
+        if local is None or self._channel is None or self._broken is not None:
             return
         self._send_acks()
         with translate_errors(f"rejecting a message on {self._queue!r}"):
@@ -184,6 +188,8 @@ class RabbitConsumer:
         except BrokerUnavailable as exc:
             log.warning("acks on %r lost with the connection; those messages will be redelivered (%s)",
                         self._queue, exc)
+            self._broken = exc
+            self._buffer.clear()  # their tags died with the channel: the broker redelivers them
 
     def flush(self) -> None:
         self._send_acks()

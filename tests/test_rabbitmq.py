@@ -1,0 +1,217 @@
+"""RabbitMQ-only behaviour: interop with plain pika, broker errors, quorum queues, threads and forks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import threading
+from collections import Counter
+
+import pika
+import pytest
+
+from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PubSub
+from tests.conftest import Names, wait_for
+from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
+
+
+def _app(url: str, names: Names, **options: object) -> PubSub:
+    options.setdefault("model_exchange", names.exchange())
+    options.setdefault("service_name", names.service())
+    return PubSub(url, schemas=ALL, **options)  # type: ignore[arg-type]
+
+
+def test_plain_pika_consumer_reads_the_documented_wire_format(rabbit_url: str, names: Names) -> None:
+    app = _app(rabbit_url, names, service_name=names.service("billing"))
+    queue = f"{names.tag}-foreign"
+    names.queues.append(queue)
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:
+        channel = connection.channel()
+        app.transport.declare_exchange(app.settings.model_exchange)
+        channel.queue_declare(queue)
+        channel.queue_bind(queue, app.settings.model_exchange, "Booking.*")
+        sent = app.publish_model_event(BOOKING, "updated", {"id": 7, "status": "paid"})
+        method, props, body = channel.basic_get(queue, auto_ack=True)
+    finally:
+        connection.close()
+    assert method is not None and method.routing_key == "Booking.updated"
+    assert json.loads(body) == {"id": 7, "status": "paid"}
+    assert props.content_type == "application/json"
+    assert props.message_id == sent and len(sent) == 32
+    assert props.type == "shop.models.Booking.updated"
+    assert props.app_id == app.settings.service_name
+    assert props.delivery_mode == 2
+    assert isinstance(props.timestamp, int) and props.timestamp > 1_700_000_000
+    assert props.headers == {"pubsubpy-schema-version": 1}
+    app.close()
+
+
+def test_plain_pika_publisher_in_the_documented_format_is_handled(rabbit_url: str, names: Names) -> None:
+    app = _app(rabbit_url, names)
+    got: list[tuple[BookingCreated, MessageInfo]] = []
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated, info: MessageInfo) -> None:
+        got.append((event, info))
+
+    app.declare()
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish(
+            app.settings.model_exchange, "Booking.created", b'{"id": 3, "guest": "Go service"}',
+            pika.BasicProperties(content_type="application/json", message_id="go-123", delivery_mode=2,
+                                 type="shop.models.Booking.created", app_id="go-shop", timestamp=1_750_000_000))
+    finally:
+        connection.close()
+    assert app.drain(timeout=10).handled == 1
+    event, info = got[0]
+    assert event == BookingCreated(id=3, guest="Go service")
+    assert (info.message_id, info.app_id, info.attempt) == ("go-123", "go-shop", 1)
+    app.close()
+
+
+def test_existing_queue_with_other_arguments_is_a_configuration_error(rabbit_url: str, names: Names) -> None:
+    service = names.service()
+    exchange = names.exchange()
+    classic = _app(rabbit_url, names, service_name=service, model_exchange=exchange)
+
+    @classic.subscribe("Booking.*")
+    def on_booking(event: BookingCreated | BookingUpdated) -> None: ...
+
+    classic.declare()
+    quorum = _app(rabbit_url, names, service_name=service, model_exchange=exchange, queue_type="quorum")
+    quorum.subscribe("Booking.*")(on_booking)
+    with pytest.raises(ConfigurationError) as excinfo:
+        quorum.declare()
+    assert "x-queue-type" in str(excinfo.value) and "never deletes" in str(excinfo.value)
+    assert classic.dead_letter_count() == 0, "the existing queues are untouched"
+    classic.close()
+    quorum.close()
+
+
+def test_quorum_queues_work_end_to_end_with_a_delivery_limit(rabbit_url: str, names: Names) -> None:
+    app = _app(rabbit_url, names, queue_type="quorum", delivery_limit=3, retry_delay=0, max_attempts=2)
+    got: list[int] = []
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: BookingCreated | BookingUpdated) -> None:
+        got.append(event.id)
+        if event.id == 2:
+            raise RuntimeError("poison")
+
+    app.declare()
+    app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(5)])
+    result = app.drain(timeout=20)
+    assert result.handled == 4 and result.dead_lettered == 1
+    assert got.count(2) == 2
+    [letter] = app.list_dead_letters()
+    assert letter.reason == "handler_error"
+
+    # Broker-side backstop: a message rejected again and again is dead-lettered by the broker itself.
+    app.publish_model_event(BOOKING, "created", {"id": 99, "guest": "crash"})
+    consumer = app.transport.consume(f"{app.settings.service_name}.events", 1)
+    returns = Counter[str]()
+
+    def crash_once() -> bool:
+        delivery = consumer.next(1)
+        if delivery is not None:
+            returns[delivery.properties.message_id or ""] += 1
+            consumer.nack(delivery.tag, requeue=True)  # what a worker killed mid-message amounts to
+        return app.dead_letter_count() == 2
+
+    wait_for(crash_once, timeout=30, what="the broker to dead-letter the poison message")
+    consumer.close()
+    assert list(returns.values()) == [4], "delivered delivery_limit + 1 times, then dead-lettered by the broker"
+    letters = {letter.reason for letter in app.list_dead_letters()}
+    assert letters == {"handler_error", "delivery_limit"}
+    app.close()
+
+
+def test_publishing_from_many_threads_at_once(rabbit_url: str, names: Names) -> None:
+    app = _app(rabbit_url, names)
+    got: list[int] = []
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None:
+        got.append(event.id)
+
+    app.declare()
+    errors: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            for i in range(50):
+                app.publish_model_event(BOOKING, "created", {"id": offset + i, "guest": "t"})
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(n * 1000,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert app.drain(timeout=20).handled == 400
+    assert sorted(got) == sorted(n * 1000 + i for n in range(8) for i in range(50))
+    app.close()
+
+
+def _child_publish(app: PubSub, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    try:
+        queue.put(app.publish_model_event(BOOKING, "created", {"id": 2, "guest": "child"}))
+    except BaseException as exc:
+        queue.put(repr(exc))
+
+
+def test_forked_child_publishes_on_its_own_connection(rabbit_url: str, names: Names) -> None:
+    app = _app(rabbit_url, names)
+    got: list[int] = []
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None:
+        got.append(event.id)
+
+    app.declare()
+    app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "parent"})  # parent's connection exists
+    results: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()  # type: ignore[type-arg]
+    child = multiprocessing.get_context("fork").Process(target=_child_publish, args=(app, results))
+    child.start()
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    child_id = results.get(timeout=5)
+    assert len(child_id) == 32, child_id
+    app.publish_model_event(BOOKING, "created", {"id": 3, "guest": "parent again"})  # parent unharmed
+    assert app.drain(timeout=10).handled == 3
+    assert sorted(got) == [1, 2, 3]
+    app.close()
+
+
+def test_unreachable_broker_is_a_bounded_clear_error() -> None:
+    app = PubSub("amqp://guest:guest@127.0.0.1:1/%2F", schemas=ALL, service_name="x", connect_timeout=1,
+                 connection_attempts=2, retry_connect_delay=0.1)
+    with pytest.raises(BrokerUnavailable, match=r"127\.0\.0\.1:1"):
+        app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+
+
+def test_bad_credentials_are_reported_without_the_password(rabbit_url: str) -> None:
+    url = rabbit_url.replace("guest:guest", "guest:wrong-password")
+    app = PubSub(url, schemas=ALL, service_name="x", connection_attempts=1)
+    with pytest.raises(BrokerUnavailable) as excinfo:
+        app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    assert "credentials" in str(excinfo.value) and "wrong-password" not in str(excinfo.value)
+
+
+def test_failover_to_the_second_url(rabbit_url: str, names: Names) -> None:
+    app = _app(rabbit_url.replace("127.0.0.1:5672", "127.0.0.1:1") + "," + rabbit_url, names, connect_timeout=1)
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None: ...
+
+    app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    assert app.drain(timeout=10).handled == 1
+    app.close()
+
+

@@ -1,0 +1,58 @@
+"""Checked by mypy --strict from a user's point of view (not run by pytest)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from typing_extensions import assert_type
+
+import pubsubpy
+from pubsubpy import DeadLetter, DrainResult, MessageInfo, ModelEvent, PubSub
+from pubsubpy.topics import TopicTrie, topic_matches
+
+
+class BookingUpdated(ModelEvent, model="shop.models.Booking", event="updated", register=False):
+    id: int
+    status: str
+
+
+class BookingCreated(ModelEvent, model="shop.models.Booking", event="created", version=2, register=False):
+    id: int
+
+
+app = PubSub("memory://", service_name="billing", schemas=[BookingUpdated, BookingCreated])
+
+
+@app.subscribe("Booking.*", max_attempts=5)
+def on_booking(event: BookingUpdated | BookingCreated, info: MessageInfo) -> None:
+    assert_type(info.attempt, int)
+    assert_type(info.routing_key, str)
+
+
+@pubsubpy.subscribe("#")
+def on_anything(event: ModelEvent) -> int:
+    return 1
+
+
+# The decorator returns the function unchanged: its signature survives (were it Any, these
+# ignores would be unused, and --strict's warn_unused_ignores would fail the check).
+same: Callable[[BookingUpdated | BookingCreated, MessageInfo], None] = on_booking
+on_booking("not an event", None)  # type: ignore[arg-type]
+assert_type(on_anything(BookingCreated(id=1)), int)
+
+message_id: str = app.publish_model_event("shop.models.Booking", "updated", BookingUpdated(id=1, status="paid"))
+ids: list[str] = app.publish_many([("shop.models.Booking", "created", {"id": 2})])
+result = app.drain(max_messages=10, timeout=5.0)
+assert_type(result, DrainResult)
+handled: int = result.handled + result.retried + result.dead_lettered
+reasons: dict[str, int] = result.reasons
+letters = app.list_dead_letters(reason="handler_error", limit=10)
+assert_type(letters, list[DeadLetter])
+body: bytes = letters[0].body if letters else b""
+replayed: list[str] = app.replay_dead_letters([m.message_id for m in letters])
+purged: list[str] = app.purge_dead_letters()
+
+trie: TopicTrie[str] = TopicTrie()
+trie.add("Booking.#", "bookings")
+assert_type(trie.match("Booking.updated"), list[str])
+matched: bool = topic_matches("a.#", "a")
