@@ -90,3 +90,37 @@ def test_no_message_lost_while_connections_are_force_closed(rabbit_url: str, nam
     assert extra_published == 0
     assert kills >= 4
     app.close()
+
+
+@pytest.fixture
+def memory_alarm(ctl: None) -> object:
+    """Trip RabbitMQ's memory alarm: the broker blocks every publishing connection until it clears."""
+    rabbitmqctl("set_vm_memory_high_watermark", "0.0000001")
+    try:
+        yield None
+    finally:
+        rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("confirm_timeout", "blocked_timeout", "expected"),
+                         [(1.5, 60.0, "ConfirmTimeout"), (60.0, 1.5, "OperationTimeout")])
+def test_a_blocked_broker_is_a_bounded_wait(rabbit_url: str, names: Names, memory_alarm: object,
+                                            confirm_timeout: float, blocked_timeout: float, expected: str) -> None:
+    import time
+
+    import pubsubpy
+
+    app = PubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=names.service(),
+                 confirm_timeout=confirm_timeout, blocked_connection_timeout=blocked_timeout,
+                 connection_attempts=1)
+    started = time.monotonic()
+    with pytest.raises((pubsubpy.ConfirmTimeout, pubsubpy.OperationTimeout)) as excinfo:
+        for i in range(50):
+            app.publish_model_event(BOOKING, "created", {"id": i, "guest": "blocked"})
+    elapsed = time.monotonic() - started
+    assert type(excinfo.value).__name__ == expected, repr(excinfo.value)
+    assert elapsed < 20, f"a blocked broker held the publisher for {elapsed:.1f}s"
+    if expected == "ConfirmTimeout":
+        assert "outcome is unknown" in str(excinfo.value)
+    app.close()

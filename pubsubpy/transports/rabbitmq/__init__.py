@@ -26,7 +26,7 @@ import pika
 from pubsubpy.errors import ConfirmTimeout
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import OutgoingMessage, Topology
-from pubsubpy.transports.rabbitmq.connection import connect, retrying, translate_errors
+from pubsubpy.transports.rabbitmq.connection import abandon, connect, retrying, translate_errors
 from pubsubpy.transports.rabbitmq.consuming import RabbitConsumer
 from pubsubpy.transports.rabbitmq.declaring import declare_topology
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
@@ -46,9 +46,13 @@ class _ThreadLink:
         self.exchanges: set[str] = set()
 
     def close(self) -> None:
-        if self.pid == os.getpid() and self.connection.is_open:
-            with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
-                self.connection.close()
+        if self.pid != os.getpid() or not self.connection.is_open:
+            return  # a forked child never touches the parent's socket
+        if self.confirm.broken:
+            abandon(self.connection)
+            return
+        with contextlib.suppress(Exception):  # closing a broken connection: nothing left to do
+            self.connection.close()
 
 
 class RabbitMQTransport:

@@ -26,7 +26,7 @@ from pubsubpy.errors import (
 )
 from pubsubpy.settings import Settings, redact_url
 
-__all__ = ["connect", "parameters", "translate_errors"]
+__all__ = ["abandon", "connect", "parameters", "translate_errors"]
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
@@ -112,6 +112,13 @@ def connect(settings: Settings) -> pika.BlockingConnection:
                         settings.connection_attempts, exc)
     assert last is not None
     raise translate(last, f"connecting to {settings.display_url}") from last
+
+
+def abandon(connection: pika.BlockingConnection) -> None:
+    """Drop a connection without waiting for anything. A polite ``close()`` waits for the broker,
+    which is exactly what a blocked or unresponsive broker never answers; this aborts the socket."""
+    with contextlib.suppress(Exception):
+        connection._impl._adapter_disconnect_stream()
 
 
 def retrying(settings: Settings, doing: str, operation: Callable[[], T], reset: Callable[[], None]) -> T:

@@ -16,7 +16,7 @@ id was returned by the time its ack arrives.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika
@@ -45,8 +45,13 @@ def to_pika_properties(props: Properties) -> pika.BasicProperties:
     )
 
 
+class _DeadlinePassed(Exception):
+    pass
+
+
 class ConfirmChannel:
     def __init__(self, connection: pika.BlockingConnection, timeout: float) -> None:
+        self.broken = False  # a wait ran out: the connection's state is unknown, never reuse it
         self._connection = connection
         self._timeout = timeout
         self.channel = connection.channel()
@@ -82,14 +87,28 @@ class ConfirmChannel:
                    properties: pika.spec.BasicProperties, _body: bytes) -> None:
         self._returned.add(properties.message_id or "")
 
-    def _wait(self, done: Any, doing: str) -> None:
+    def _wait(self, done: Callable[[], bool], doing: str) -> None:
+        """Run the I/O loop until ``done()`` or the deadline. pika's loop also insists on an empty
+        write buffer, which a blocked broker never drains, so the deadline breaks out by raising."""
         deadline = time.monotonic() + self._timeout
+
+        def finished() -> bool:
+            if done():
+                return True
+            if time.monotonic() >= deadline:
+                raise _DeadlinePassed
+            return False
+
         timer = self._connection.call_later(self._timeout, lambda: None)  # wakes the I/O loop at the deadline
         try:
-            self._connection._flush_output(lambda: done() or time.monotonic() >= deadline)
+            self._connection._flush_output(finished)
+        except _DeadlinePassed:
+            pass
         finally:
-            self._connection.remove_timeout(timer)
+            if self._connection.is_open:
+                self._connection.remove_timeout(timer)
         if not done():
+            self.broken = True
             raise ConfirmTimeout(f"{doing}: no answer from the broker within confirm_timeout={self._timeout}s; "
                                  "the outcome is unknown (the message may or may not be stored)",
                                  list(self._unconfirmed.values()))
@@ -111,4 +130,4 @@ class ConfirmChannel:
 
     @property
     def is_open(self) -> bool:
-        return bool(self.channel.is_open and self._connection.is_open)
+        return bool(not self.broken and self.channel.is_open and self._connection.is_open)
