@@ -10,6 +10,9 @@ Semantics:
   connection lost in between leaves the dead letter in place: at worst one
   duplicate, never a loss.
 - ``purge`` acks (removes) the chosen dead letters.
+- A connection lost during any of these raises ``BrokerUnavailable`` rather than
+  reconnecting mid-walk (the broker would hand back letters already seen); what
+  was done stays done, so running the command again finishes the job.
 
 A dead letter that cannot be decoded is listed as it is (``payload`` is None);
 one without a ``message_id`` gets a stable id derived from its body.
@@ -141,7 +144,7 @@ class DeadLetterStore:
 
     def _walk(self, visit: Callable[[Delivery, DeadLetter], bool], limit: int | None = None) -> None:
         """Read the queue once; ``visit`` returns True to ack (remove) a message. The rest go back."""
-        consumer = self._transport.consume(dead_letter_queue(self._service), 0)
+        consumer = self._transport.consume(dead_letter_queue(self._service), 0, recover=False)
         seen = 0
         try:
             while limit is None or seen < limit:
@@ -150,6 +153,7 @@ class DeadLetterStore:
                     break
                 if visit(delivery, DeadLetter.from_delivery(delivery)):
                     consumer.ack(delivery.tag)
+                    consumer.flush()  # ack now, not in a batch: a lost connection then duplicates one at most
                 seen += 1
         finally:
             consumer.close()

@@ -12,6 +12,9 @@ Semantics every transport keeps:
   nothing is buffered, or when ``timeout`` runs out; it never blocks longer.
 - Unacknowledged deliveries come back (``redelivered=True``) when the consumer
   closes or its connection dies. ``ack`` may be deferred until ``flush``/``close``.
+- ``consume(..., recover=True)`` reconnects inside ``next()`` after a lost
+  connection; with ``recover=False`` it raises ``BrokerUnavailable`` instead (a
+  walk that must not read a message twice).
 - A queue's ``x-dead-letter-exchange`` receives what it rejects or expires.
 """
 
@@ -86,7 +89,7 @@ class Transport(Protocol):
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]: ...
 
-    def consume(self, queue: str, prefetch: int) -> Consumer: ...
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True) -> Consumer: ...
 
     def queue_depth(self, queue: str) -> int: ...
 

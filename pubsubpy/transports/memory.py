@@ -283,7 +283,7 @@ class MemoryTransport:
                 unroutable.append(message.properties.message_id or "")
         return unroutable
 
-    def consume(self, queue: str, prefetch: int) -> MemoryConsumer:
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True) -> MemoryConsumer:
         return MemoryConsumer(self.broker, queue, prefetch)
 
     def queue_depth(self, queue: str) -> int:

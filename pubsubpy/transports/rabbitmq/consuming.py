@@ -55,8 +55,9 @@ def from_pika_properties(props: pika.spec.BasicProperties) -> Properties:
 
 
 class RabbitConsumer:
-    def __init__(self, settings: Settings, queue: str, prefetch: int) -> None:
+    def __init__(self, settings: Settings, queue: str, prefetch: int, *, recover: bool = True) -> None:
         self._settings = settings
+        self._recover = recover
         self._queue = queue
         self._prefetch = prefetch
         self._ack_batch = max(1, min(prefetch // 2, 500)) if prefetch else 100
@@ -114,6 +115,8 @@ class RabbitConsumer:
         deadline = time.monotonic() + timeout
         while True:
             if self._broken is not None:
+                if not self._recover:
+                    raise self._broken
                 self._reopen(self._broken)
             if self._buffer:
                 return self._buffer.popleft()
