@@ -96,7 +96,7 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
              topic: str | None, handler: str | None, app: PubSub) -> int:
         everything = not ids and reason is None and topic is None and handler is None
         total = app.dead_letter_count() if everything else len(ids) or app.dead_letter_count()
-        with progressbar(length=total, label=verb, file=sys.stderr) as bar:
+        with progressbar(length=total, label=verb.replace("ed", "ing", 1), file=sys.stderr) as bar:
 
             def step(_letter: DeadLetter) -> None:
                 bar.update(1)
