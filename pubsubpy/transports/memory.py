@@ -212,19 +212,26 @@ class MemoryConsumer:
         self._queue = queue
         self._prefetch = prefetch
         self._unacked: dict[int, _Message] = {}
+        self._pushed: deque[int] = deque()  # delivered to this consumer, not yet returned by next()
         self._tags = itertools.count(1)
         self._closed = False
 
     def next(self, timeout: float) -> Delivery | None:
+        """Like basic_consume: the broker pushes up to ``prefetch`` unacked messages to this
+        consumer (they count as delivered, and come back redelivered if it goes away)."""
         if self._closed:
             raise TransportError("consumer is closed")
-        if self._prefetch and len(self._unacked) >= self._prefetch:
+        while not self._prefetch or len(self._unacked) < self._prefetch:
+            message = self._broker.take(self._queue)
+            if message is None:
+                break
+            tag = next(self._tags)
+            self._unacked[tag] = message
+            self._pushed.append(tag)
+        if not self._pushed:
             return None
-        message = self._broker.take(self._queue)
-        if message is None:
-            return None
-        tag = next(self._tags)
-        self._unacked[tag] = message
+        tag = self._pushed.popleft()
+        message = self._unacked[tag]
         return Delivery(tag, message.exchange, message.routing_key, message.body,
                         replace(message.properties, headers=dict(message.properties.headers)),
                         message.redelivered)
@@ -237,6 +244,8 @@ class MemoryConsumer:
         message = self._unacked.pop(tag, None)
         if message is None:
             raise TransportError(f"unknown delivery tag {tag} (PRECONDITION_FAILED)")
+        if tag in self._pushed:
+            self._pushed.remove(tag)
         if requeue:
             self._broker.give_back(self._queue, [message])
         else:
@@ -249,6 +258,7 @@ class MemoryConsumer:
         if self._closed:
             return
         self._closed = True
+        self._pushed.clear()
         if self._unacked:
             self._broker.give_back(self._queue, list(self._unacked.values()))
             self._unacked.clear()

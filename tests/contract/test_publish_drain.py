@@ -175,3 +175,28 @@ def test_an_empty_drain_returns_promptly(backend: Backend) -> None:
     result = app.drain(timeout=30)
     assert result.messages == 0 and result.stopped_by == "empty"
     assert result.seconds < 5, "an empty queue must end the drain, not the timeout"
+
+
+def test_unacked_messages_come_back_in_order_when_a_consumer_goes_away(backend: Backend) -> None:
+    app = backend.app(schemas=ALL)
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None: ...
+
+    app.declare()
+    ids = app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(5)])
+    queue = f"{app.settings.service_name}.events"
+    consumer = app.transport.consume(queue, 10)
+    first = [consumer.next(5) for _ in range(3)]
+    assert [d.properties.message_id for d in first if d] == ids[:3]
+    assert first[0] is not None
+    consumer.ack(first[0].tag)
+    consumer.close()  # the worker died holding unacked messages (two taken, two more in its prefetch window)
+
+    again = app.transport.consume(queue, 10)
+    seen = []
+    while (delivery := again.next(5)) is not None:
+        seen.append((delivery.properties.message_id, delivery.redelivered))
+        again.ack(delivery.tag)
+    again.close()
+    assert seen == [(ids[1], True), (ids[2], True), (ids[3], True), (ids[4], True)]
