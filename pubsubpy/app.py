@@ -69,6 +69,7 @@ class PubSub:
         self._transport: Transport | None = transport
         self._declared: Topology | None = None
         self._exchange_ready = False
+        self._cached_publisher: Publisher | None = None
         self.configure(amqp_url=amqp_url, **options)
 
     @classmethod
@@ -83,6 +84,7 @@ class PubSub:
         self._transport = None
         self._declared = None
         self._exchange_ready = False
+        self._cached_publisher = None
         return self
 
     # -- configuration -------------------------------------------------------------
@@ -169,7 +171,10 @@ class PubSub:
 
     # -- publishing ----------------------------------------------------------------
     def _publisher(self) -> Publisher:
-        return Publisher(self.settings, self._registry)
+        publisher = self._cached_publisher
+        if publisher is None:
+            publisher = self._cached_publisher = Publisher(self.settings, self._registry)
+        return publisher
 
     def _ensure_exchange(self) -> None:
         """Before the first publish: the exchange, and this service's own queue and bindings

@@ -25,7 +25,7 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from pubsubpy.envelope import H_HANDLERS, H_ROUTING_KEY, attempt_from, header_text
+from pubsubpy.envelope import CONTENT_TYPE, H_ATTEMPT, H_HANDLERS, H_ROUTING_KEY, attempt_from, header_text
 from pubsubpy.errors import InvalidTopic, Reject
 from pubsubpy.outcomes import Reason
 from pubsubpy.router import Router, Subscription
@@ -113,49 +113,88 @@ def _content_problem(delivery: Delivery) -> str | None:
     return None
 
 
+@dataclass(slots=True)
+class _Plan:
+    """What depends only on the routing key, worked out once per key and drain."""
+
+    subs: list[Subscription]
+    cap: int
+    schema: type[ModelEvent] | None
+    unknown: str | None  # set: dead-letter as unknown_event with this error
+    wants_info: bool
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry) -> None:
         self._settings = settings
         self._router = router
         self._registry = registry
+        self._plans: dict[str, _Plan] = {}
+        self._plans_for = len(registry)
 
     def max_attempts(self, sub: Subscription) -> int:
         return sub.max_attempts or self._settings.max_attempts
 
-    def dispatch(self, delivery: Delivery) -> Decision:
-        routing_key = event_routing_key(delivery)
-        matched = self._router.match(routing_key)
+    def _plan(self, routing_key: str, subs: list[Subscription] | None = None) -> _Plan:
+        if subs is None:
+            if self._plans_for != len(self._registry):  # a schema was registered meanwhile
+                self._plans.clear()
+                self._plans_for = len(self._registry)
+            plan = self._plans.get(routing_key)
+            if plan is not None:
+                return plan
+        matched = self._router.match(routing_key) if subs is None else subs
+        schema = self._registry.for_routing_key(routing_key)
+        unknown = None
+        if not matched:
+            unknown = f"no subscription matches routing key {routing_key!r}"
+        elif schema is None and (self._settings.require_schemas or not all(s.accepts_dict for s in matched)):
+            unknown = f"no schema is registered for routing key {routing_key!r}"
+        elif schema is not None:
+            refusing = [s.name for s in matched if not s.accepts(schema)]
+            if refusing:  # Router.resolve() prevents this unless a schema was registered after it ran
+                unknown = f"handler(s) {', '.join(refusing)} cannot accept {schema.__qualname__}"
         cap = max((self.max_attempts(s) for s in matched), default=self._settings.max_attempts)
-        decision = Decision(routing_key, attempt_from(delivery.properties.headers, cap))
+        plan = _Plan(matched, cap, schema, unknown, any(s.wants_info for s in matched))
+        if subs is None and len(self._plans) < 10_000:
+            self._plans[routing_key] = plan
+        return plan
+
+    def dispatch(self, delivery: Delivery) -> Decision:
+        routing_key = event_routing_key(delivery) if delivery.exchange == "" else delivery.routing_key
+        plan = self._plan(routing_key)
+        headers = delivery.properties.headers
+        attempt = attempt_from(headers, plan.cap) if H_ATTEMPT in headers else 1
+        decision = Decision(routing_key, attempt)
         body = delivery.body
         if len(body) > self._settings.max_message_size:
             return self._dead(decision, Reason.TOO_LARGE,
                               f"body of {len(body)} bytes exceeds max_message_size={self._settings.max_message_size}")
-        problem = _content_problem(delivery)
-        if problem:
-            return self._dead(decision, Reason.UNSUPPORTED_CONTENT_TYPE, problem)
-        if not matched:
-            return self._dead(decision, Reason.UNKNOWN_EVENT, f"no subscription matches routing key {routing_key!r}")
-        schema = self._registry.for_routing_key(routing_key)
-        subs = _targets(delivery, matched)
-        if schema is None and (self._settings.require_schemas or not all(s.accepts_dict for s in subs)):
-            return self._dead(decision, Reason.UNKNOWN_EVENT,
-                              f"no schema is registered for routing key {routing_key!r}")
+        props = delivery.properties
+        if not (props.content_type == CONTENT_TYPE and props.content_encoding is None):
+            problem = _content_problem(delivery)
+            if problem:
+                return self._dead(decision, Reason.UNSUPPORTED_CONTENT_TYPE, problem)
+        if delivery.exchange == "" and plan.subs:
+            targets = _targets(delivery, plan.subs)
+            if targets is not plan.subs:
+                plan = self._plan(routing_key, targets)
+        if plan.unknown is not None:
+            return self._dead(decision, Reason.UNKNOWN_EVENT, plan.unknown)
+        schema = plan.schema
         payload = self._load(body, schema, decision)
         if decision.reason is not None:
             return decision
-        info = self._info(delivery, decision) if any(s.wants_info for s in subs) else None
+        info = self._info(delivery, decision) if plan.wants_info else None
         raw: dict[str, Any] | None = None
-        for sub in subs:
+        for sub in plan.subs:
             argument: Any = payload
-            if schema is not None and not sub.accepts(schema):
-                continue  # unreachable after Router.resolve(); kept for safety, never a silent ack of a mismatch
             if schema is not None and sub.accepts_dict and not (sub.accepts_any_schema or sub.schemas):
                 if raw is None:
                     raw = json.loads(body)
                 argument = raw
             try:
-                if sub.wants_info:
+                if info is not None and sub.wants_info:
                     sub.handler(argument, info)
                 else:
                     sub.handler(argument)

@@ -10,8 +10,8 @@ from outside is clamped before it is used.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,7 +50,11 @@ _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "
 
 
 def new_message_id() -> str:
-    return uuid.uuid4().hex
+    """A uuid4 as 32 hex digits (``uuid.uuid4().hex``, without building a UUID object)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # RFC 4122 variant
+    return raw.hex()
 
 
 @dataclass(slots=True)

@@ -70,12 +70,13 @@ def validate_routing_key(key: str) -> str:
 
 
 class _Node(Generic[T]):
-    __slots__ = ("children", "hash_child", "star_child", "values")
+    __slots__ = ("children", "hash_child", "is_hash", "star_child", "values")
 
-    def __init__(self) -> None:
+    def __init__(self, is_hash: bool = False) -> None:
         self.children: dict[str, _Node[T]] = {}
         self.star_child: _Node[T] | None = None
         self.hash_child: _Node[T] | None = None
+        self.is_hash = is_hash  # reached through '#': absorbs any number of words
         self.values: list[tuple[int, T]] = []
 
     def child(self, word: str) -> _Node[T]:
@@ -85,7 +86,7 @@ class _Node(Generic[T]):
             return self.star_child
         if word == "#":
             if self.hash_child is None:
-                self.hash_child = _Node()
+                self.hash_child = _Node(is_hash=True)
             return self.hash_child
         node = self.children.get(word)
         if node is None:
@@ -93,16 +94,34 @@ class _Node(Generic[T]):
         return node
 
 
-class TopicTrie(Generic[T]):
-    """Patterns in a word trie; ``match`` costs O(key words x wildcard branches), not O(patterns).
+def _with_hash_children(nodes: list[_Node[T]]) -> list[_Node[T]]:
+    """Add the '#' children of ``nodes`` (a '#' may match zero words), transitively, without duplicates."""
+    result: dict[int, _Node[T]] = {}
+    pending = nodes
+    while pending:
+        more: list[_Node[T]] = []
+        for node in pending:
+            if id(node) not in result:
+                result[id(node)] = node
+                if node.hash_child is not None:
+                    more.append(node.hash_child)
+        pending = more
+    return list(result.values())
 
-    ``match`` returns the value of every pattern that matches, each once, in the
+
+class TopicTrie(Generic[T]):
+    """Patterns in a word trie, matched as an NFA one word at a time.
+
+    The work per key is (words x live branches): it depends on how many
+    wildcard paths a key can follow, not on how many patterns are stored.
+    ``match`` returns the value of every matching pattern, each once, in the
     order the patterns were added.
     """
 
     def __init__(self) -> None:
         self._root: _Node[T] = _Node()
         self._count = 0
+        self._start: list[_Node[T]] | None = None
 
     def __len__(self) -> int:
         return self._count
@@ -113,39 +132,38 @@ class TopicTrie(Generic[T]):
             node = node.child(word)
         node.values.append((self._count, value))
         self._count += 1
+        self._start = None
 
     def match(self, routing_key: str) -> list[T]:
-        words = split_words(routing_key)
-        found: dict[int, _Node[T]] = {}
-        seen: set[tuple[int, int]] = set()
-        stack: list[tuple[_Node[T], int]] = [(self._root, 0)]
-        n = len(words)
-        while stack:
-            node, i = stack.pop()
-            state = (id(node), i)
-            if state in seen:
-                continue
-            seen.add(state)
-            hash_child = node.hash_child
-            if hash_child is not None:
-                # '#' swallows words i..j-1 for every j >= i.
-                for j in range(i, n + 1):
-                    stack.append((hash_child, j))
-            if i == n:
-                if node.values:
-                    found[id(node)] = node
-                continue
-            exact = node.children.get(words[i])
-            if exact is not None:
-                stack.append((exact, i + 1))
-            if node.star_child is not None:
-                stack.append((node.star_child, i + 1))
-        if not found:
+        active = self._start
+        if active is None:
+            active = self._start = _with_hash_children([self._root])
+        if routing_key:
+            for word in routing_key.split("."):
+                following: list[_Node[T]] = []
+                needs_closure = False
+                for node in active:
+                    exact = node.children.get(word)
+                    if exact is not None:
+                        following.append(exact)
+                        needs_closure = needs_closure or exact.hash_child is not None
+                    star = node.star_child
+                    if star is not None:
+                        following.append(star)
+                        needs_closure = needs_closure or star.hash_child is not None
+                    if node.is_hash:
+                        following.append(node)
+                if not following:
+                    return []
+                if needs_closure:  # only a '#' closure can reach a node twice; trie paths are unique
+                    following = _with_hash_children(following)
+                active = following
+        hits = [node for node in active if node.values]
+        if not hits:
             return []
-        if len(found) == 1:
-            return [value for _, value in next(iter(found.values())).values]
-        ordered = sorted(item for node in found.values() for item in node.values)
-        return [value for _, value in ordered]
+        if len(hits) == 1:
+            return [value for _, value in hits[0].values]
+        return [value for _, value in sorted(item for node in hits for item in node.values)]
 
     def __iter__(self) -> Iterator[T]:
         stack = [self._root]

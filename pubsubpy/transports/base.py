@@ -8,6 +8,7 @@ Semantics every transport keeps:
 
 - ``publish`` returns only when the broker has confirmed every message; it
   returns the ids of messages sent with ``mandatory=True`` that no queue took.
+  It takes ownership of the messages: callers build fresh ones and never reuse them.
 - ``Consumer.next`` returns ``None`` once nothing is ready in the queue and
   nothing is buffered, or when ``timeout`` runs out; it never blocks longer.
 - Unacknowledged deliveries come back (``redelivered=True``) when the consumer
@@ -40,6 +41,8 @@ class OutgoingMessage:
 
 @dataclass(slots=True)
 class Delivery:
+    """A consumed message. Treat ``properties`` (headers included) as read-only."""
+
     tag: int
     exchange: str
     routing_key: str

@@ -44,7 +44,8 @@ class _Queue:
         self.name = name
         self.arguments = dict(arguments)
         self.ready: deque[_Message] = deque()
-        self.ttl = arguments.get("x-message-ttl")
+        ttl = arguments.get("x-message-ttl")
+        self.ttl: float | None = None if ttl is None else float(ttl) / 1000.0  # seconds
         self.delivery_limit = arguments.get("x-delivery-limit")
 
 
@@ -54,16 +55,27 @@ class _Exchange:
         self.kind = kind
         self.bindings: dict[str, set[str]] = {}  # queue -> patterns
         self.trie: TopicTrie[str] | None = None
+        self.routes: dict[str, list[str]] = {}  # routing key -> queues, until the bindings change
+
+    def changed(self) -> None:
+        self.trie = None
+        self.routes.clear()
 
     def route(self, routing_key: str) -> list[str]:
         if self.kind == "fanout":
             return list(self.bindings)
+        found = self.routes.get(routing_key)
+        if found is not None:
+            return found
         if self.trie is None:
             self.trie = TopicTrie()
             for queue, patterns in self.bindings.items():
                 for pattern in patterns:
                     self.trie.add(pattern, queue)
-        return list(dict.fromkeys(self.trie.match(routing_key)))
+        found = list(dict.fromkeys(self.trie.match(routing_key)))
+        if len(self.routes) < 10_000:
+            self.routes[routing_key] = found
+        return found
 
 
 class MemoryBroker:
@@ -74,6 +86,7 @@ class MemoryBroker:
         self._lock = threading.RLock()
         self._exchanges: dict[str, _Exchange] = {}
         self._queues: dict[str, _Queue] = {}
+        self._ttl_queues: list[_Queue] = []
         self._seq = itertools.count()
 
     # -- topology -----------------------------------------------------------------
@@ -89,7 +102,9 @@ class MemoryBroker:
         with self._lock:
             existing = self._queues.get(name)
             if existing is None:
-                self._queues[name] = _Queue(name, arguments)
+                queue = self._queues[name] = _Queue(name, arguments)
+                if queue.ttl is not None:
+                    self._ttl_queues.append(queue)
                 return
             for key in set(existing.arguments) | set(arguments):
                 if existing.arguments.get(key) != arguments.get(key):
@@ -102,13 +117,13 @@ class MemoryBroker:
         with self._lock:
             ex = self._exchange(exchange)
             ex.bindings.setdefault(queue, set()).add(pattern)
-            ex.trie = None
+            ex.changed()
 
     def unbind(self, exchange: str, queue: str, pattern: str) -> None:
         with self._lock:
             ex = self._exchange(exchange)
             ex.bindings.get(queue, set()).discard(pattern)
-            ex.trie = None
+            ex.changed()
 
     def bindings(self, exchange: str, queue: str) -> set[str]:
         with self._lock:
@@ -135,14 +150,14 @@ class MemoryBroker:
                 targets = [message.routing_key] if message.routing_key in self._queues else []
             else:
                 targets = self._exchange(message.exchange).route(message.routing_key)
-            props = replace(message.properties, headers=dict(message.properties.headers))
-            for name in targets:
-                self._enqueue(self._queues[name], message.exchange, message.routing_key, message.body, props)
+            for name in targets:  # the message is ours now (see the contract): no defensive copy
+                self._enqueue(self._queues[name], message.exchange, message.routing_key, message.body,
+                              message.properties)
             return bool(targets)
 
     def _enqueue(self, queue: _Queue, exchange: str, routing_key: str, body: bytes, props: Properties) -> None:
-        queue.ready.append(_Message(next(self._seq), exchange, routing_key, body,
-                                    replace(props, headers=dict(props.headers)), self._clock()))
+        """``props`` is the broker's own copy, shared by the queues it was routed to and never mutated."""
+        queue.ready.append(_Message(next(self._seq), exchange, routing_key, body, props, self._clock()))
 
     def dead_letter(self, queue: _Queue, message: _Message, reason: str) -> None:
         target = queue.arguments.get("x-dead-letter-exchange")
@@ -165,11 +180,13 @@ class MemoryBroker:
             self._enqueue(self._queues[name], target, routing_key, message.body, props)
 
     def _expire(self) -> None:
+        if not self._ttl_queues:
+            return
         now = self._clock()
-        for queue in list(self._queues.values()):
-            if queue.ttl is None:
+        for queue in self._ttl_queues:
+            if not queue.ready:
                 continue
-            limit = float(queue.ttl) / 1000.0
+            limit = queue.ttl or 0.0
             while queue.ready and now - queue.ready[0].enqueued_at >= limit:
                 self.dead_letter(queue, queue.ready.popleft(), "expired")
 
@@ -232,8 +249,7 @@ class MemoryConsumer:
             return None
         tag = self._pushed.popleft()
         message = self._unacked[tag]
-        return Delivery(tag, message.exchange, message.routing_key, message.body,
-                        replace(message.properties, headers=dict(message.properties.headers)),
+        return Delivery(tag, message.exchange, message.routing_key, message.body, message.properties,
                         message.redelivered)
 
     def ack(self, tag: int) -> None:

@@ -1,0 +1,106 @@
+"""Shared pieces of the benchmarks: the payload, timing, alternating rounds, broker helpers."""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pika
+
+from pubsubpy import ModelEvent
+
+URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+MODEL = "shop.models.Booking"
+
+
+class Booking(ModelEvent, model=MODEL, event="updated", register=False):
+    """Five fields, about 90 bytes of JSON: the payload every row uses."""
+
+    id: int
+    guest: str
+    room: str
+    nights: int
+    status: str
+
+
+PAYLOAD = {"id": 123456, "guest": "Ada Lovelace", "room": "A-101", "nights": 3, "status": "confirmed"}
+BODY = Booking(**PAYLOAD).model_dump_json().encode()  # type: ignore[arg-type]
+ROUTING_KEY = "Booking.updated"
+
+
+@dataclass
+class Row:
+    name: str
+    unit: str
+    ours: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+    target: str = ""
+    note: str = ""
+
+    @property
+    def ours_median(self) -> float:
+        return statistics.median(self.ours) if self.ours else float("nan")
+
+    @property
+    def baseline_median(self) -> float:
+        return statistics.median(self.baseline) if self.baseline else float("nan")
+
+    @property
+    def ratio(self) -> float:
+        if not self.baseline:
+            return float("nan")
+        return self.ours_median / self.baseline_median
+
+
+def rate(count: int, work: Callable[[], object]) -> float:
+    """Messages (or operations) per second for one call of ``work`` doing ``count`` of them."""
+    started = time.perf_counter()
+    work()
+    return count / (time.perf_counter() - started)
+
+
+def alternate(row: Row, rounds: int, ours: Callable[[], float], baseline: Callable[[], float] | None) -> Row:
+    """Run ours and the baseline alternately, ``rounds`` times each; medians go in the row."""
+    for _ in range(rounds):
+        row.ours.append(ours())
+        if baseline is not None:
+            row.baseline.append(baseline())
+    return row
+
+
+def unique(label: str) -> str:
+    return f"bench-{label}-{uuid.uuid4().hex[:8]}"
+
+
+def channel() -> tuple[pika.BlockingConnection, pika.adapters.blocking_connection.BlockingChannel]:
+    connection = pika.BlockingConnection(pika.URLParameters(URL))
+    return connection, connection.channel()
+
+
+def fill(queue: str, count: int, exchange: str = "") -> None:
+    """Put ``count`` copies of the payload in ``queue``, directly or through ``exchange`` (already bound)."""
+    connection, ch = channel()
+    routing_key = queue
+    if exchange:
+        routing_key = ROUTING_KEY
+    else:
+        ch.queue_declare(queue, durable=True)
+    props = pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id="m",
+                                 type=f"{MODEL}.updated")
+    for _ in range(count - 1):
+        ch.basic_publish(exchange, routing_key, BODY, props)
+    ch.confirm_delivery()
+    ch.basic_publish(exchange, routing_key, BODY, props)
+    connection.close()
+
+
+def delete(queues: list[str] = (), exchanges: list[str] = ()) -> None:  # type: ignore[assignment]
+    connection, ch = channel()
+    for queue in queues:
+        ch.queue_delete(queue)
+    for exchange in exchanges:
+        ch.exchange_delete(exchange)
+    connection.close()

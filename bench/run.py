@@ -1,0 +1,218 @@
+"""Run the benchmarks: ``python -m bench.run [--quick] [--out bench/results]``.
+
+Every ratio is pubsubpy's rate over its baseline's, both measured alternately in
+this process (several rounds, medians), because this 2-core machine (broker
+included) drifts from run to run. Prints a table, writes ``results.json`` and
+``throughput.png`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from bench import broker_rows, local_rows
+from bench.common import URL, Booking, Row, alternate, delete, fill, unique
+from pubsubpy import PubSub
+
+
+def rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def memory_row(count: int) -> Row:
+    exchange, service = unique("x"), unique("svc")
+    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service)
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: Booking) -> None:
+        pass
+
+    app.declare()
+    fill(f"{service}.events", count, exchange)
+    app.drain(max_messages=1000, timeout=60)  # warm: connections, caches, imports
+    before = rss_mb()
+    peak = before
+
+    def sample(result: object) -> None:
+        nonlocal peak
+        if getattr(result, "messages", 0) % 5000 == 0:
+            peak = max(peak, rss_mb())
+
+    result = app.drain(timeout=600, on_message=sample)
+    peak = max(peak, rss_mb())
+    app.close()
+    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
+           [exchange, f"{service}.dlx"])
+    return Row(f"memory: RSS growth over a {result.handled:,}-message drain", "MB", ours=[peak - before],
+               target="<= 25 MB")
+
+
+def idle_row(repeats: int) -> Row:
+    exchange, service = unique("x"), unique("svc")
+    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service)
+    for i in range(20):
+        app.subscribe(f"Booking.k{i}.*")(_noop)
+    app.subscribe("Booking.*")(_noop)
+    app.declare()
+    app.drain(timeout=10)
+    times = [local_rows.timed_ms(lambda: app.drain(timeout=10)) for _ in range(repeats)]
+    app.close()
+    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
+           [exchange, f"{service}.dlx"])
+    return Row("idle drain (empty queue, 21 subscriptions)", "ms", ours=times, target="median <= 20 ms")
+
+
+def _noop(event: Booking) -> None:
+    pass
+
+
+def faststream_rows(single: int, drained: int, rounds: int) -> list[Row]:
+    from bench import faststream_rows as fs
+
+    exchange, service = unique("x"), unique("svc")
+    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore")
+    app.subscribe("Booking.*")(_noop)
+    app.declare()
+    from bench.common import MODEL, PAYLOAD, rate
+
+    publish = alternate(Row("vs FastStream: publish, each confirmed", "msg/s", target=">= 2"), rounds,
+                        lambda: rate(single, lambda: [app.publish_model_event(MODEL, "updated", PAYLOAD)
+                                                      for _ in range(single)]),
+                        lambda: fs.publish_rate(single))
+
+    def ours_drain() -> float:
+        fill(f"{service}.events", drained, exchange)
+        return rate(drained, lambda: app.drain(timeout=300))
+
+    drain = alternate(Row("vs FastStream: drain, typed handler", "msg/s", target=">= 5"), rounds, ours_drain,
+                      lambda: fs.drain_rate(drained))
+    app.close()
+    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
+           [exchange, f"{service}.dlx"])
+    return [publish, drain]
+
+
+def met(row: Row) -> bool | None:
+    target = row.target.replace("median ", "")
+    if not target:
+        return None
+    op, value = target.split()[:2]
+    number = float(value)
+    measured = row.ratio if row.baseline else row.ours_median
+    return measured >= number if op == ">=" else measured <= number
+
+
+def fmt(value: float) -> str:
+    if math.isnan(value):
+        return "-"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    header = f"{'row':<58} {'pubsubpy':>12} {'baseline':>12} {'ratio':>8}  {'target':<16} met"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        ratio = f"{row.ratio:.2f}" if row.baseline else "-"
+        ok = met(row)
+        print(f"{row.name:<58} {fmt(row.ours_median):>12} {fmt(row.baseline_median):>12} {ratio:>8}  "
+              f"{row.target:<16} {'yes' if ok else 'NO' if ok is not None else ''}  ({row.unit})"
+              + (f"  {row.note}" if row.note else ""))
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.baseline and r.unit == "msg/s"]
+    labels = [r.name.split(" (")[0].replace("vs FastStream: ", "vs FastStream\n") for r in shown]
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    xs = range(len(shown))
+    ax.bar([x - 0.2 for x in xs], [r.ours_median for r in shown], width=0.4, label="pubsubpy")
+    ax.bar([x + 0.2 for x in xs], [r.baseline_median for r in shown], width=0.4, label="baseline")
+    ax.set_xticks(list(xs), labels, fontsize=8)
+    ax.set_ylabel("messages / second (median)")
+    ax.set_title(f"pubsubpy vs baselines, same run ({dt.date.today().isoformat()}, 2 cores, broker on the same host)")
+    for x, r in zip(xs, shown, strict=True):
+        ax.annotate(f"x{r.ratio:.2f}", (x, max(r.ours_median, r.baseline_median)), ha="center", va="bottom",
+                    fontsize=8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small counts, under a minute")
+    parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--no-faststream", action="store_true")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = 3 if quick else 5
+    started = time.perf_counter()
+    rows: list[Row] = []
+
+    def step(label: str) -> None:
+        print(f"  ... {label} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
+
+    step("single publish")
+    rows.append(broker_rows.single_publish(300 if quick else 2000, rounds))
+    step("batch publish")
+    rows.append(broker_rows.batch_publish(2000 if quick else 20000, rounds))
+    step("drain")
+    rows.append(broker_rows.drain(3000 if quick else 30000, rounds))
+    if not args.no_faststream:
+        step("FastStream")
+        try:
+            rows.extend(faststream_rows(300 if quick else 2000, 2000 if quick else 10000, 2 if quick else 3))
+        except ImportError:
+            print("FastStream is not installed (pip install '.[bench]'): skipping its rows", file=sys.stderr)
+    step("routing")
+    rows.extend(local_rows.routing(10_000, 2000 if quick else 20000, rounds))
+    step("in-process")
+    rows.append(local_rows.in_process(2000 if quick else 20000, rounds))
+    step("memory")
+    rows.append(memory_row(10_000 if quick else 100_000))
+    step("idle drain")
+    rows.append(idle_row(10 if quick else 30))
+
+    print_table(rows)
+    results = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "quick": quick,
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "seconds": round(time.perf_counter() - started, 1),
+        "rows": [
+            {"name": r.name, "unit": r.unit, "pubsubpy": r.ours_median,
+             "baseline": r.baseline_median if r.baseline else None,
+             "ratio": r.ratio if r.baseline else None, "target": r.target, "met": met(r), "note": r.note,
+             "rounds": {"pubsubpy": r.ours, "baseline": r.baseline},
+             "spread": statistics.pstdev(r.ours) / r.ours_median if len(r.ours) > 1 and r.ours_median else 0}
+            for r in rows
+        ],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2, allow_nan=False, default=str))
+    chart(rows, out / "throughput.png")
+    print(f"wrote {out / 'results.json'} and {out / 'throughput.png'} in {results['seconds']}s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
