@@ -15,6 +15,7 @@ from bench.common import (
     alternate,
     channel,
     delete,
+    delete_app,
     fill,
     rate,
     unique,
@@ -49,9 +50,7 @@ def single_publish(count: int, rounds: int) -> Row:
 
     row = alternate(Row("single publish", "msg/s", target=">= 0.9"), rounds, ours, baseline)
     connection.close()
-    app.close()
-    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
-           [exchange, f"{service}.dlx"])
+    delete_app(app)
     return row
 
 
@@ -74,9 +73,7 @@ def batch_publish(count: int, rounds: int) -> Row:
     row = alternate(Row("batch publish (publish_many, all confirmed)", "msg/s", target=">= 0.5",
                         note="baseline: no confirms at all"), rounds, ours, baseline)
     connection.close()
-    app.close()
-    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
-           [exchange, f"{service}.dlx"])
+    delete_app(app)
     return row
 
 
@@ -116,7 +113,6 @@ def drain(count: int, rounds: int) -> Row:
 
     row = alternate(Row("drain (decode, validate, typed handler, ack)", "msg/s", target=">= 0.8"),
                     rounds, ours, baseline)
-    app.close()
-    delete([raw_queue, ours_queue, f"{service}.dead-letters", f"{service}.events.bindings"],
-           [exchange, f"{service}.dlx"])
+    delete_app(app)
+    delete([raw_queue])
     return row

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pika
 
-from pubsubpy import ModelEvent
+from pubsubpy import ModelEvent, PubSub
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 MODEL = "shop.models.Booking"
@@ -104,3 +104,14 @@ def delete(queues: list[str] = (), exchanges: list[str] = ()) -> None:  # type: 
     for exchange in exchanges:
         ch.exchange_delete(exchange)
     connection.close()
+
+
+def delete_app(app: PubSub) -> None:
+    """Remove everything ``app.declare()`` created (queues, retry queues, ledger, exchanges)."""
+    from pubsubpy.transports.rabbitmq.declaring import ledger_queue
+
+    topology = app.topology()
+    app.close()
+    queues = [topology.queue.name, topology.dead_letter_queue.name, ledger_queue(topology.queue.name)]
+    queues += [spec.name for spec in topology.retry_queues]
+    delete(queues, [topology.exchange, topology.dead_letter_exchange])

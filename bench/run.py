@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench import broker_rows, local_rows
-from bench.common import URL, Booking, Row, alternate, delete, fill, unique
+from bench.common import URL, Booking, Row, alternate, delete_app, fill, unique
 from pubsubpy import PubSub
 
 
@@ -42,8 +42,7 @@ def memory_row(count: int) -> Row:
 
     app.declare()
     fill(f"{service}.events", count, exchange)
-    app.drain(max_messages=1000, timeout=60)  # warm: connections, caches, imports
-    before = rss_mb()
+    before = rss_mb()  # before the first drain: its connection and caches count too
     peak = before
 
     def sample(result: object) -> None:
@@ -53,9 +52,7 @@ def memory_row(count: int) -> Row:
 
     result = app.drain(timeout=600, on_message=sample)
     peak = max(peak, rss_mb())
-    app.close()
-    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
-           [exchange, f"{service}.dlx"])
+    delete_app(app)
     return Row(f"memory: RSS growth over a {result.handled:,}-message drain", "MB", ours=[peak - before],
                target="<= 25 MB")
 
@@ -69,9 +66,7 @@ def idle_row(repeats: int) -> Row:
     app.declare()
     app.drain(timeout=10)
     times = [local_rows.timed_ms(lambda: app.drain(timeout=10)) for _ in range(repeats)]
-    app.close()
-    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
-           [exchange, f"{service}.dlx"])
+    delete_app(app)
     return Row("idle drain (empty queue, 21 subscriptions)", "ms", ours=times, target="median <= 20 ms")
 
 
@@ -93,16 +88,19 @@ def faststream_rows(single: int, drained: int, rounds: int) -> list[Row]:
                                                       for _ in range(single)]),
                         lambda: fs.publish_rate(single))
 
+    batch = alternate(Row("vs FastStream: publish_many vs its publish loop", "msg/s", target=">= 2",
+                          note="both confirmed"), rounds,
+                      lambda: rate(single * 5, lambda: app.publish_many([(MODEL, "updated", PAYLOAD)] * (single * 5))),
+                      lambda: fs.publish_rate(single))
+
     def ours_drain() -> float:
         fill(f"{service}.events", drained, exchange)
         return rate(drained, lambda: app.drain(timeout=300))
 
     drain = alternate(Row("vs FastStream: drain, typed handler", "msg/s", target=">= 5"), rounds, ours_drain,
                       lambda: fs.drain_rate(drained))
-    app.close()
-    delete([f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"],
-           [exchange, f"{service}.dlx"])
-    return [publish, drain]
+    delete_app(app)
+    return [publish, batch, drain]
 
 
 def met(row: Row) -> bool | None:
@@ -133,25 +131,41 @@ def print_table(rows: list[Row]) -> None:
               + (f"  {row.note}" if row.note else ""))
 
 
+SHORT = {
+    "single publish": "publish, confirmed\nvs raw pika",
+    "batch publish": "publish_many\nvs raw pika (no confirms)",
+    "drain": "drain\nvs raw pika consumer",
+    "vs FastStream: publish,": "publish\nvs FastStream",
+    "vs FastStream: publish_many": "publish_many\nvs FastStream publish",
+    "vs FastStream: drain": "drain\nvs FastStream",
+    "in-process": "memory:// publish+drain\nvs model_validate_json",
+}
+
+
+def short_label(name: str) -> str:
+    return next((label for prefix, label in SHORT.items() if name.startswith(prefix)), name[:30])
+
+
 def chart(rows: list[Row], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [r for r in rows if r.baseline and r.unit == "msg/s"]
-    labels = [r.name.split(" (")[0].replace("vs FastStream: ", "vs FastStream\n") for r in shown]
-    fig, ax = plt.subplots(figsize=(10, 4.8))
-    xs = range(len(shown))
-    ax.bar([x - 0.2 for x in xs], [r.ours_median for r in shown], width=0.4, label="pubsubpy")
-    ax.bar([x + 0.2 for x in xs], [r.baseline_median for r in shown], width=0.4, label="baseline")
-    ax.set_xticks(list(xs), labels, fontsize=8)
-    ax.set_ylabel("messages / second (median)")
-    ax.set_title(f"pubsubpy vs baselines, same run ({dt.date.today().isoformat()}, 2 cores, broker on the same host)")
-    for x, r in zip(xs, shown, strict=True):
-        ax.annotate(f"x{r.ratio:.2f}", (x, max(r.ours_median, r.baseline_median)), ha="center", va="bottom",
-                    fontsize=8)
-    ax.legend()
+    shown = [r for r in rows if r.baseline and r.unit == "msg/s"][::-1]
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    ys = range(len(shown))
+    ax.barh([y + 0.2 for y in ys], [r.ours_median for r in shown], height=0.4, label="pubsubpy")
+    ax.barh([y - 0.2 for y in ys], [r.baseline_median for r in shown], height=0.4, label="baseline")
+    ax.set_yticks(list(ys), [short_label(r.name) for r in shown], fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("messages / second, median of rounds (log scale)")
+    ax.set_title(f"pubsubpy vs baselines in one run, {dt.date.today().isoformat()}\n"
+                 "2 cores shared with RabbitMQ 3.10 on the same host", fontsize=10)
+    for y, r in zip(ys, shown, strict=True):
+        ax.annotate(f" x{r.ratio:.2f}", (max(r.ours_median, r.baseline_median), y), va="center", fontsize=8)
+    ax.set_xlim(right=max(max(r.ours_median, r.baseline_median) for r in shown) * 4)
+    ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

@@ -12,29 +12,9 @@ from click.termui import progressbar
 
 from pubsubpy.app import PubSub
 from pubsubpy.deadletters import DeadLetter
+from pubsubpy.formatting import letter_json, letters_table
 
 __all__ = ["register_dlq_commands"]
-
-
-def letter_json(letter: DeadLetter) -> dict[str, Any]:
-    return {
-        "message_id": letter.message_id, "routing_key": letter.routing_key, "event_type": letter.event_type,
-        "reason": letter.reason, "error": letter.error, "handler": letter.handler, "queue": letter.queue,
-        "attempts": letter.attempts,
-        "dead_lettered_at": letter.dead_lettered_at.isoformat() if letter.dead_lettered_at else None,
-        "payload": letter.payload, "body": letter.body.decode("utf-8", "replace"),
-        "headers": {k: v if isinstance(v, str | int | float | bool | type(None)) else repr(v)
-                    for k, v in letter.headers.items()},
-    }
-
-
-def _table(letters: list[DeadLetter]) -> str:
-    rows = [("MESSAGE ID", "ROUTING KEY", "REASON", "ATTEMPTS", "HANDLER", "ERROR")]
-    for letter in letters:
-        rows.append((letter.message_id, letter.routing_key, letter.reason, str(letter.attempts),
-                     (letter.handler or "-")[-40:], (letter.error or "-").splitlines()[0][:60]))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
@@ -68,7 +48,7 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
                 for letter in letters:
                     click.echo(json.dumps(letter_json(letter), sort_keys=True))
             elif letters:
-                click.echo(_table(letters))
+                click.echo(letters_table(letters))
                 click.echo(f"{len(letters)} dead letter(s)")
             else:
                 click.echo("no dead letters")

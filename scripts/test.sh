@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs, starts RabbitMQ if it is not
-# answering, then ruff, mypy --strict and pytest. Extra arguments go to pytest.
+# The whole test suite: installs what it needs, starts RabbitMQ (and PostgreSQL) if
+# they are not answering, then ruff, mypy --strict, the library's tests and the
+# example project's end-to-end tests. Extra arguments go to the library's pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 ensure_venv test
-bash scripts/start-rabbitmq.sh
-echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench
+bash scripts/start-services.sh
+if [ -z "${DATABASE_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
+  export DATABASE_URL="postgres://root@127.0.0.1:5432/shop"   # the example runs on PostgreSQL
+fi
+echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench examples
 echo "== mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
-echo "== pytest"; .venv/bin/pytest "$@"
+echo "== pytest: examples/bookingshop (Django + Celery, end to end, ${DATABASE_URL:-sqlite})"
+(cd examples/bookingshop && ../../.venv/bin/pytest -q)
+echo "== pytest: pubsubpy"; .venv/bin/pytest "$@"

@@ -1,0 +1,9 @@
+from django.db import models
+
+
+class Invoice(models.Model):
+    booking_id = models.IntegerField(unique=True)
+    guest = models.CharField(max_length=100)
+    amount_cents = models.IntegerField()
+    status = models.CharField(max_length=20)
+    message_id = models.CharField(max_length=64)

@@ -1,0 +1,1 @@
+"""Integrations: ``pubsubpy.contrib.django`` and ``pubsubpy.contrib.celery`` (optional extras)."""
