@@ -44,12 +44,9 @@ log = logging.getLogger("pubsubpy.drain")
 
 
 def _copy(delivery: Delivery, headers: dict[str, object]) -> Properties:
-    props = delivery.properties
-    merged = clean_headers(props.headers)
+    merged = clean_headers(delivery.properties.headers)
     merged.update(headers)
-    return Properties(content_type=props.content_type, content_encoding=props.content_encoding,
-                      message_id=props.message_id, timestamp=props.timestamp, type=props.type,
-                      app_id=props.app_id, delivery_mode=2, headers=merged)
+    return delivery.properties.with_headers(merged)
 
 
 class _Settler:

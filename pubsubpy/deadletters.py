@@ -169,47 +169,42 @@ class DeadLetterStore:
         self._walk(visit)
         return found
 
-    def replay(self, match: DeadLetterFilter, progress: Callable[[DeadLetter], None] | None = None) -> list[str]:
-        replayed: list[str] = []
-
-        def visit(delivery: Delivery, letter: DeadLetter) -> bool:
-            if not match(letter):
-                return False
-            headers = clean_headers(letter.headers)
-            headers.pop(H_ATTEMPT, None)
-            headers[H_ROUTING_KEY] = letter.routing_key
-            if letter.handler:
-                headers[H_HANDLERS] = letter.handler
-            props = Properties(content_type=letter.properties.content_type,
-                               content_encoding=letter.properties.content_encoding,
-                               message_id=letter.properties.message_id, timestamp=letter.properties.timestamp,
-                               type=letter.properties.type, app_id=letter.properties.app_id, headers=headers)
-            lost = self._transport.publish(
-                [OutgoingMessage("", service_queue(self._service), letter.body, props, mandatory=True)])
-            if lost:
-                raise PublishError(f"service queue {service_queue(self._service)!r} is missing; run `pubsubpy declare`",
-                                   lost)
-            replayed.append(letter.message_id)
-            if progress is not None:
-                progress(letter)
-            return True
-
-        self._walk(visit)
-        return replayed
-
-    def purge(self, match: DeadLetterFilter, progress: Callable[[DeadLetter], None] | None = None) -> list[str]:
-        purged: list[str] = []
+    def _remove(self, match: DeadLetterFilter, before_ack: Callable[[DeadLetter], None],
+                progress: Callable[[DeadLetter], None] | None) -> list[str]:
+        """Ack every matching letter once ``before_ack`` returned for it; returns their ids."""
+        removed: list[str] = []
 
         def visit(_: Delivery, letter: DeadLetter) -> bool:
             if not match(letter):
                 return False
-            purged.append(letter.message_id)
+            before_ack(letter)
+            removed.append(letter.message_id)
             if progress is not None:
                 progress(letter)
             return True
 
         self._walk(visit)
-        return purged
+        return removed
+
+    def _republish(self, letter: DeadLetter) -> None:
+        """A confirmed copy into the service queue: original body, routing key and properties, no
+        dead-letter headers, attempts reset, aimed at the handlers that failed."""
+        headers = clean_headers(letter.headers)
+        headers.pop(H_ATTEMPT, None)
+        headers[H_ROUTING_KEY] = letter.routing_key
+        if letter.handler:
+            headers[H_HANDLERS] = letter.handler
+        queue = service_queue(self._service)
+        lost = self._transport.publish(
+            [OutgoingMessage("", queue, letter.body, letter.properties.with_headers(headers), mandatory=True)])
+        if lost:
+            raise PublishError(f"service queue {queue!r} is missing; run `pubsubpy declare`", lost)
+
+    def replay(self, match: DeadLetterFilter, progress: Callable[[DeadLetter], None] | None = None) -> list[str]:
+        return self._remove(match, self._republish, progress)
+
+    def purge(self, match: DeadLetterFilter, progress: Callable[[DeadLetter], None] | None = None) -> list[str]:
+        return self._remove(match, lambda _letter: None, progress)
 
     def depth(self) -> int:
         return self._transport.queue_depth(dead_letter_queue(self._service))

@@ -71,6 +71,12 @@ class Properties:
     expiration: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
 
+    def with_headers(self, headers: dict[str, Any]) -> Properties:
+        """The same message properties (persistent) with ``headers`` instead: for retry, dead-letter
+        and replay copies of a message."""
+        return Properties(self.content_type, self.content_encoding, self.message_id, self.timestamp, self.type,
+                          self.app_id, 2, None, headers)
+
     @classmethod
     def for_event(cls, event_type: str | None, app_id: str | None, headers: dict[str, Any]) -> Properties:
         return cls(message_id=new_message_id(), timestamp=int(time.time()), type=event_type,

@@ -26,11 +26,11 @@ import pika
 import pika.adapters.blocking_connection
 import pika.spec
 
-from pubsubpy.envelope import Properties
 from pubsubpy.errors import BrokerUnavailable
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import Delivery
 from pubsubpy.transports.rabbitmq.connection import connect, translate_errors
+from pubsubpy.transports.rabbitmq.properties import from_pika_properties
 
 __all__ = ["RabbitConsumer"]
 
@@ -38,20 +38,6 @@ log = logging.getLogger("pubsubpy.rabbitmq")
 
 _GENERATION_SHIFT = 40
 _WAIT_STEP = 0.05
-
-
-def from_pika_properties(props: pika.spec.BasicProperties) -> Properties:
-    return Properties(
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        message_id=props.message_id,
-        timestamp=props.timestamp,
-        type=props.type,
-        app_id=props.app_id,
-        delivery_mode=props.delivery_mode,
-        expiration=props.expiration,
-        headers=dict(props.headers) if props.headers else {},
-    )
 
 
 class RabbitConsumer:

@@ -24,25 +24,11 @@ import pika.channel
 import pika.frame
 import pika.spec
 
-from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfirmTimeout, PublishNacked
 from pubsubpy.transports.base import OutgoingMessage
+from pubsubpy.transports.rabbitmq.properties import to_pika_properties
 
-__all__ = ["ConfirmChannel", "to_pika_properties"]
-
-
-def to_pika_properties(props: Properties) -> pika.BasicProperties:
-    return pika.BasicProperties(
-        content_type=props.content_type,
-        content_encoding=props.content_encoding,
-        message_id=props.message_id,
-        timestamp=props.timestamp,
-        type=props.type,
-        app_id=props.app_id,
-        delivery_mode=props.delivery_mode,
-        expiration=props.expiration,
-        headers=props.headers or None,
-    )
+__all__ = ["ConfirmChannel"]
 
 
 class _DeadlinePassed(Exception):
