@@ -114,8 +114,7 @@ def drain_queue(
     started = time.monotonic()
     deadline = started + timeout
     settler = _Settler(settings, service, transport)
-    prefetch = settings.prefetch if max_messages is None else max(1, min(settings.prefetch, max_messages))
-    consumer = transport.consume(service_queue(service), prefetch)
+    consumer = transport.consume(service_queue(service), settings.prefetch, limit=max_messages)
     try:
         while True:
             if max_messages is not None and result.messages >= max_messages:

@@ -16,6 +16,9 @@ Semantics every transport keeps:
 - ``consume(..., recover=True)`` reconnects inside ``next()`` after a lost
   connection; with ``recover=False`` it raises ``BrokerUnavailable`` instead (a
   walk that must not read a message twice).
+- ``consume(..., limit=N)``: the consumer takes at most N deliveries in all (a
+  drain with ``max_messages``), so it never holds messages it will not handle
+  while competing consumers find the queue empty.
 - A queue's ``x-dead-letter-exchange`` receives what it rejects or expires.
 """
 
@@ -92,7 +95,7 @@ class Transport(Protocol):
 
     def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]: ...
 
-    def consume(self, queue: str, prefetch: int, *, recover: bool = True) -> Consumer: ...
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None) -> Consumer: ...
 
     def queue_depth(self, queue: str) -> int: ...
 

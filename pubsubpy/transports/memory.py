@@ -223,8 +223,9 @@ class MemoryBroker:
 
 
 class MemoryConsumer:
-    def __init__(self, broker: MemoryBroker, queue: str, prefetch: int) -> None:
+    def __init__(self, broker: MemoryBroker, queue: str, prefetch: int, limit: int | None = None) -> None:
         broker.queue(queue)
+        self._left = limit  # deliveries this consumer may still take
         self._broker = broker
         self._queue = queue
         self._prefetch = prefetch
@@ -238,10 +239,12 @@ class MemoryConsumer:
         consumer (they count as delivered, and come back redelivered if it goes away)."""
         if self._closed:
             raise TransportError("consumer is closed")
-        while not self._prefetch or len(self._unacked) < self._prefetch:
+        while (not self._prefetch or len(self._unacked) < self._prefetch) and self._left != 0:
             message = self._broker.take(self._queue)
             if message is None:
                 break
+            if self._left is not None:
+                self._left -= 1
             tag = next(self._tags)
             self._unacked[tag] = message
             self._pushed.append(tag)
@@ -309,8 +312,9 @@ class MemoryTransport:
                 unroutable.append(message.properties.message_id or "")
         return unroutable
 
-    def consume(self, queue: str, prefetch: int, *, recover: bool = True) -> MemoryConsumer:
-        return MemoryConsumer(self.broker, queue, prefetch)
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True,
+                limit: int | None = None) -> MemoryConsumer:
+        return MemoryConsumer(self.broker, queue, prefetch, limit)
 
     def queue_depth(self, queue: str) -> int:
         return self.broker.depth(queue)

@@ -200,3 +200,18 @@ def test_unacked_messages_come_back_in_order_when_a_consumer_goes_away(backend: 
         again.ack(delivery.tag)
     again.close()
     assert seen == [(ids[1], True), (ids[2], True), (ids[3], True), (ids[4], True)]
+
+
+def test_a_limited_drain_takes_no_more_than_it_handles(backend: Backend) -> None:
+    app = backend.app(schemas=ALL)
+    flags: list[bool] = []
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated, info: MessageInfo) -> None:
+        flags.append(info.redelivered)
+
+    app.declare()
+    app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(20)])
+    assert app.drain(max_messages=5, timeout=10).handled == 5
+    assert app.drain(timeout=10).handled == 15
+    assert flags == [False] * 20, "nothing was pushed to the limited drain beyond its limit and requeued"

@@ -115,8 +115,9 @@ class RabbitMQTransport:
 
         return retrying(self._settings, f"publishing {len(messages)} message(s)", operation, self._reset)
 
-    def consume(self, queue: str, prefetch: int, *, recover: bool = True) -> RabbitConsumer:
-        return RabbitConsumer(self._settings, queue, prefetch, recover=recover)
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True,
+                limit: int | None = None) -> RabbitConsumer:
+        return RabbitConsumer(self._settings, queue, prefetch, recover=recover, limit=limit)
 
     def queue_depth(self, queue: str) -> int:
         def operation() -> int:

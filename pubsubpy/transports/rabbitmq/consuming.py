@@ -24,6 +24,7 @@ from collections import deque
 
 import pika
 import pika.adapters.blocking_connection
+import pika.exceptions
 import pika.spec
 
 from pubsubpy.errors import BrokerUnavailable
@@ -41,12 +42,23 @@ _WAIT_STEP = 0.05
 
 
 class RabbitConsumer:
-    def __init__(self, settings: Settings, queue: str, prefetch: int, *, recover: bool = True) -> None:
+    def __init__(self, settings: Settings, queue: str, prefetch: int, *, recover: bool = True,
+                 limit: int | None = None) -> None:
         self._settings = settings
         self._recover = recover
+        limited = limit is not None and (not prefetch or limit <= prefetch)
+        if limited:
+            # The broker refills the window as acks arrive. With the window equal to the limit and every
+            # ack held until close, it can never push more than ``limit`` to us. (A limit above the
+            # prefetch can overshoot by one window; the surplus is requeued on close.)
+            assert limit is not None
+            prefetch = limit
         self._queue = queue
         self._prefetch = prefetch
         self._ack_batch = max(1, min(prefetch // 2, 500)) if prefetch else 100
+        self._limited = limited
+        if limited:
+            self._ack_batch = prefetch + 1
         self._generation = 0
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
@@ -55,6 +67,7 @@ class RabbitConsumer:
         self._floor = 0  # every tag <= floor is acked
         self._closed = False
         self._broken: BrokerUnavailable | None = None  # set when the connection died; next() reconnects
+        self._consumer_tag = ""
         self._open()
 
     # -- connection ----------------------------------------------------------------
@@ -67,7 +80,7 @@ class RabbitConsumer:
             self._connection = connect(self._settings)
             channel = self._connection.channel()
             channel.basic_qos(prefetch_count=self._prefetch)
-            channel.basic_consume(self._queue, self._on_message)
+            self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
             self._channel = channel
         self._broken = None
 
@@ -122,7 +135,8 @@ class RabbitConsumer:
             self._connection.process_data_events(0)
             if self._buffer:
                 return True
-            self._send_acks()
+            if not self._limited:
+                self._send_acks()  # frees the window; a limited consumer keeps it shut (see __init__)
             while True:
                 ready = self._channel.queue_declare(self._queue, passive=True).method.message_count
                 self._connection.process_data_events(0)
@@ -188,6 +202,10 @@ class RabbitConsumer:
             return
         self._closed = True
         self._buffer.clear()
-        if self._channel is not None:
+        if self._channel is not None and self._broken is None:
+            # Cancel first: acks sent to a live consumer reopen its window, and the broker would push
+            # messages we then hand back, marked redelivered although nobody saw them.
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                self._channel.basic_cancel(self._consumer_tag)
             self._flush_quietly()
         self._abandon()
