@@ -107,11 +107,7 @@ def delete(queues: list[str] = (), exchanges: list[str] = ()) -> None:  # type: 
 
 
 def delete_app(app: PubSub) -> None:
-    """Remove everything ``app.declare()`` created (queues, retry queues, ledger, exchanges)."""
-    from pubsubpy.transports.rabbitmq.declaring import ledger_queue
+    """Remove everything ``app.declare()`` created."""
+    from pubsubpy.testing import delete_topology
 
-    topology = app.topology()
-    app.close()
-    queues = [topology.queue.name, topology.dead_letter_queue.name, ledger_queue(topology.queue.name)]
-    queues += [spec.name for spec in topology.retry_queues]
-    delete(queues, [topology.exchange, topology.dead_letter_exchange])
+    delete_topology(app)

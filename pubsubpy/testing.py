@@ -5,6 +5,9 @@ call ``pubsubpy.init()`` again. Subscriptions made at import time are kept
 unless ``subscriptions=True``.
 
 ``memory_pubsub(**options)`` returns a ``PubSub`` on a fresh in-process broker.
+
+``delete_topology(app)`` removes what ``app.declare()`` created, for tests on a
+real broker that use throwaway names.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import pubsubpy
 from pubsubpy.app import PubSub
 from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
 
-__all__ = ["memory_pubsub", "reset"]
+__all__ = ["delete_topology", "memory_pubsub", "reset"]
 
 
 def reset(*, subscriptions: bool = False) -> None:
@@ -30,3 +33,11 @@ def reset(*, subscriptions: bool = False) -> None:
 def memory_pubsub(broker: MemoryBroker | None = None, **options: Any) -> PubSub:
     options.setdefault("service_name", "test")
     return PubSub("memory://", transport=MemoryTransport(broker), **options)
+
+
+def delete_topology(app: PubSub, *, exchange: bool = True) -> None:
+    """Remove everything ``app.declare()`` created (queues with their messages, the dead-letter
+    exchange, and the model exchange unless ``exchange=False``), then close the app. For tests that
+    run against a real broker with throwaway names."""
+    app.transport.delete(app.topology(), exchange=exchange)
+    app.close()

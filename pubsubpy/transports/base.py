@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from pubsubpy.envelope import Properties
 
-__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueSpec", "Topology", "Transport"]
+__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueSpec", "Topology", "Transport", "topology_queues"]
 
 
 @dataclass(slots=True)
@@ -76,6 +76,12 @@ class Topology:
     retry_queues: tuple[QueueSpec, ...] = ()
 
 
+def topology_queues(topology: Topology) -> list[str]:
+    """Every queue of a topology, ledger included (``<service queue>.bindings``, RabbitMQ only)."""
+    names = [topology.queue.name, topology.dead_letter_queue.name, f"{topology.queue.name}.bindings"]
+    return names + [spec.name for spec in topology.retry_queues]
+
+
 class Consumer(Protocol):
     def next(self, timeout: float) -> Delivery | None: ...
 
@@ -98,5 +104,9 @@ class Transport(Protocol):
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None) -> Consumer: ...
 
     def queue_depth(self, queue: str) -> int: ...
+
+    def delete(self, topology: Topology, *, exchange: bool = False) -> None:
+        """Remove what ``declare`` created (queues with their messages); the model exchange only if asked."""
+        ...
 
     def close(self) -> None: ...

@@ -22,7 +22,7 @@ from typing import Any
 from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.topics import TopicTrie
-from pubsubpy.transports.base import Delivery, OutgoingMessage, Topology
+from pubsubpy.transports.base import Delivery, OutgoingMessage, Topology, topology_queues
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -216,6 +216,18 @@ class MemoryBroker:
         with self._lock:
             self.dead_letter(self.queue(queue_name), message, "rejected")
 
+    def delete(self, queues: Sequence[str], exchanges: Sequence[str]) -> None:
+        with self._lock:
+            for name in queues:
+                queue = self._queues.pop(name, None)
+                if queue in self._ttl_queues:
+                    self._ttl_queues.remove(queue)
+                for ex in self._exchanges.values():
+                    if ex.bindings.pop(name, None) is not None:
+                        ex.changed()
+            for name in exchanges:
+                self._exchanges.pop(name, None)
+
     def depth(self, queue_name: str) -> int:
         with self._lock:
             self._expire()
@@ -318,6 +330,10 @@ class MemoryTransport:
 
     def queue_depth(self, queue: str) -> int:
         return self.broker.depth(queue)
+
+    def delete(self, topology: Topology, *, exchange: bool = False) -> None:
+        self.broker.delete(topology_queues(topology), [topology.dead_letter_exchange]
+                           + ([topology.exchange] if exchange else []))
 
     def close(self) -> None:
         return None

@@ -10,6 +10,7 @@ import pytest
 
 from pubsubpy import PubSub
 from pubsubpy.envelope import Properties
+from pubsubpy.testing import delete_topology
 from pubsubpy.transports.base import OutgoingMessage
 from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
 from tests.conftest import RABBIT_URL, Names, require_rabbit
@@ -77,4 +78,6 @@ def backend(request: pytest.FixtureRequest, names: Names) -> Iterator[Backend]:
     chosen = factories[request.param](names)
     yield chosen
     for app in chosen.apps:  # type: ignore[attr-defined]
+        if app.configured and app.settings.service_name:
+            delete_topology(app)
         app.close()

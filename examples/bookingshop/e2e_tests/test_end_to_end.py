@@ -99,7 +99,9 @@ def billing(tmp_path: Path) -> Iterator[Billing]:
         app.manage("migrate", "--noinput")
         app.manage("pubsub_declare")  # deploy step: its queue exists before the shop publishes
         yield app
-        app.manage("pubsub_dlq", "purge", "--yes")
+        from pubsubpy.testing import delete_topology
+
+        delete_topology(pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], service_name=service), exchange=False)
 
 
 @pytest.mark.django_db(transaction=True)

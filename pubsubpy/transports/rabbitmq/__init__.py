@@ -25,7 +25,7 @@ import pika
 
 from pubsubpy.errors import ConfirmTimeout
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import OutgoingMessage, Topology
+from pubsubpy.transports.base import OutgoingMessage, Topology, topology_queues
 from pubsubpy.transports.rabbitmq.connection import abandon, connect, retrying, translate_errors
 from pubsubpy.transports.rabbitmq.consuming import RabbitConsumer
 from pubsubpy.transports.rabbitmq.declaring import declare_topology
@@ -129,6 +129,20 @@ class RabbitMQTransport:
                     channel.close()
 
         return retrying(self._settings, f"reading the depth of {queue!r}", operation, self._reset)
+
+    def delete(self, topology: Topology, *, exchange: bool = False) -> None:
+        def operation() -> None:
+            channel = self._link().connection.channel()
+            try:
+                for name in topology_queues(topology):
+                    channel.queue_delete(name)
+                for name in [topology.dead_letter_exchange] + ([topology.exchange] if exchange else []):
+                    channel.exchange_delete(name)
+            finally:
+                if channel.is_open:
+                    channel.close()
+
+        retrying(self._settings, f"deleting the topology of {topology.queue.name!r}", operation, self._reset)
 
     def close(self) -> None:
         with self._lock:

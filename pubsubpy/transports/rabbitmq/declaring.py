@@ -25,7 +25,7 @@ BlockingChannel = pika.adapters.blocking_connection.BlockingChannel
 
 
 def ledger_queue(service_queue: str) -> str:
-    return f"{service_queue}.bindings"
+    return f"{service_queue}.bindings"  # topology_queues() in transports/base.py lists it too
 
 
 def _declare_queue(channel: BlockingChannel, spec: QueueSpec) -> None:
