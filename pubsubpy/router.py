@@ -126,6 +126,11 @@ class Router:
             if not callable(handler):
                 raise ConfigurationError(f"@subscribe({pattern!r}) must decorate a function, got {handler!r}")
             name = _handler_name(handler)
+            if inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler):
+                raise ConfigurationError(
+                    f"handler {name} is async; pubsubpy calls handlers synchronously (an un-awaited coroutine "
+                    "would be acked without running). Define it with `def`, or run your coroutine inside it."
+                )
             wants_info = _count_parameters(handler, name)
             with self._lock:
                 if any(s.handler is handler and s.pattern == pattern for s in self._subscriptions):

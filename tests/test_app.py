@@ -110,6 +110,15 @@ def test_decorator_errors_are_immediate_and_clear() -> None:
         app.subscribe("Note.*")(lambda a, b, c: None)
 
 
+def test_async_handlers_are_refused_rather_than_acked_unrun() -> None:
+    app = memory_pubsub(schemas=[Note])
+
+    async def on_note(event: Note) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="async"):
+        app.subscribe("Note.*")(on_note)
+
+
 def test_handler_without_annotation_is_reported_at_drain() -> None:
     app = memory_pubsub(schemas=[Note])
 
