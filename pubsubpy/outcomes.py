@@ -27,7 +27,8 @@ class Reason(str, enum.Enum):
     TOO_LARGE = "too_large"                              # body over max_message_size
     UNKNOWN_EVENT = "unknown_event"                      # no schema, or no handler, for the routing key
     VALIDATION_ERROR = "validation_error"                # the schema rejected the payload
-    HANDLER_ERROR = "handler_error"                      # a handler kept failing for max_attempts
+    HANDLER_ERROR = "handler_error"                      # a handler kept failing for max_attempts (the only
+                                                         # retried failure: bad payloads never improve)
     REJECTED = "rejected"                                # a handler raised Reject
     DELIVERY_LIMIT = "delivery_limit"                    # broker side: redelivered too often
     EXPIRED = "expired"                                  # broker side: a TTL ran out
@@ -43,9 +44,6 @@ class Reason(str, enum.Enum):
         except ValueError:
             return cls.UNKNOWN
 
-
-RETRYABLE = frozenset({Reason.HANDLER_ERROR})
-"""Only handler failures are retried: a payload that failed to decode or validate never improves."""
 
 
 @dataclass

@@ -26,11 +26,6 @@ MAX_KEY_BYTES = 255
 T = TypeVar("T")
 
 
-def split_words(key: str) -> list[str]:
-    """Split like RabbitMQ: the empty key has no words."""
-    return key.split(".") if key else []
-
-
 def _check_length(kind: str, value: str) -> None:
     if len(value.encode("utf-8")) > MAX_KEY_BYTES:
         raise InvalidTopic(f"{kind} {value[:40]!r}... is longer than {MAX_KEY_BYTES} bytes")
