@@ -124,6 +124,9 @@ class PubSub:
 
     @property
     def transport(self) -> Transport:
+        transport = self._transport
+        if transport is not None:  # the hot path: no lock once it exists
+            return transport
         with self._lock:
             if self._transport is None:
                 self._transport = _make_transport(self.settings)
