@@ -79,7 +79,7 @@ class DeadLetter:
         """The body as JSON, or None when it is not valid UTF-8 JSON."""
         try:
             return json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
 
     @classmethod

@@ -73,7 +73,21 @@ class Decision:
 
 
 def describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"[:_ERROR_TEXT_LIMIT]
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ fails must not take the drain down with it
+        text = "<str() of this exception failed>"
+    return f"{type(exc).__name__}: {text}"[:_ERROR_TEXT_LIMIT]
+
+
+def _timestamp(seconds: int | None) -> dt.datetime | None:
+    """The AMQP timestamp as a datetime; one no calendar can hold (a foreign publisher's 2**63) is None."""
+    if not seconds:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 def event_routing_key(delivery: Delivery) -> str:
@@ -216,7 +230,7 @@ class Dispatcher:
         if schema is None:
             try:
                 value = json.loads(body, parse_constant=_refuse_constant)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError, RecursionError) as exc:
                 return self._dead(decision, Reason.DECODE_ERROR, f"body is not UTF-8 JSON: {exc}")
             if not isinstance(value, dict):
                 return self._dead(decision, Reason.DECODE_ERROR, f"body is JSON {type(value).__name__}, not an object")
@@ -246,9 +260,8 @@ class Dispatcher:
     @staticmethod
     def _info(delivery: Delivery, decision: Decision) -> MessageInfo:
         props = delivery.properties
-        timestamp = dt.datetime.fromtimestamp(props.timestamp, dt.timezone.utc) if props.timestamp else None
         return MessageInfo(props.message_id, decision.routing_key, decision.attempt, delivery.redelivered,
-                           dict(props.headers), timestamp, props.type, props.app_id)
+                           dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id)
 
 
 def _strict_json_problem(body: bytes) -> str | None:

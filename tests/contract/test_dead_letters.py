@@ -202,3 +202,34 @@ def test_retry_goes_through_the_service_queue_with_original_routing_key(backend:
     wait_for(lambda: app.drain(timeout=5).handled == 1 or len(keys) >= 2, timeout=10, what="the retry")
     assert keys == ["Booking.updated", "Booking.updated"]
     assert app.dead_letter_count() == 0
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("even printing this fails")
+
+
+def test_hostile_input_never_crashes_the_drain(backend: Backend) -> None:
+    """Absurd property values, pathological JSON and a handler whose exception cannot be printed."""
+    app = backend.app(schemas=ALL, require_schemas=False, retry_delay=0, max_attempts=1)
+    seen: list[object] = []
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated, info: MessageInfo) -> None:
+        seen.append(info.timestamp)
+
+    @app.subscribe("Free.*")
+    def on_free(event: dict[str, object]) -> None:
+        raise _Unprintable()
+
+    app.declare()
+    ex = app.settings.model_exchange
+    backend.foreign_publish(ex, "Booking.created", GOOD, content_type="application/json", timestamp=2**63 - 1)
+    backend.foreign_publish(ex, "Free.deep", b"[" * 50_000 + b"]" * 50_000, content_type="application/json")
+    backend.foreign_publish(ex, "Free.deep", b'{"a":' * 5_000 + b"1" + b"}" * 5_000, content_type="application/json")
+    backend.foreign_publish(ex, "Free.ok", b'{"a": 1}', content_type="application/json")
+    result = app.drain(timeout=20)
+    assert result.handled == 1 and seen == [None], "an impossible timestamp is reported as unknown, not a crash"
+    assert result.reasons == {"decode_error": 2, "handler_error": 1}, result.reasons
+    letters = {letter.routing_key + ":" + letter.reason: letter for letter in app.list_dead_letters()}
+    assert "_Unprintable" in (letters["Free.ok:handler_error"].error or "")
