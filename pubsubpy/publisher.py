@@ -69,7 +69,8 @@ class Publisher:
     def send(self, transport: Transport, messages: list[OutgoingMessage]) -> list[str]:
         unroutable = transport.publish(messages)
         if unroutable:
-            keys = sorted({m.routing_key for m in messages if m.properties.message_id in set(unroutable)})
+            lost = set(unroutable)
+            keys = sorted({m.routing_key for m in messages if m.properties.message_id in lost})
             text = (f"{len(unroutable)} message(s) reached no queue on exchange "
                     f"{self._settings.model_exchange!r} (routing keys {', '.join(keys)}): nobody subscribes yet")
             if self._settings.on_unroutable == "raise":

@@ -130,8 +130,9 @@ def test_quorum_queues_work_end_to_end_with_a_delivery_limit(rabbit_url: str, na
     app.close()
 
 
-def test_publishing_from_many_threads_at_once(rabbit_url: str, names: Names) -> None:
-    app = _app(rabbit_url, names)
+def _recording_app(url: str, names: Names) -> tuple[PubSub, list[int]]:
+    """A declared app whose handler records the ids of Booking.created events."""
+    app = _app(url, names)
     got: list[int] = []
 
     @app.subscribe("Booking.created")
@@ -139,6 +140,11 @@ def test_publishing_from_many_threads_at_once(rabbit_url: str, names: Names) -> 
         got.append(event.id)
 
     app.declare()
+    return app, got
+
+
+def test_publishing_from_many_threads_at_once(rabbit_url: str, names: Names) -> None:
+    app, got = _recording_app(rabbit_url, names)
     errors: list[BaseException] = []
 
     def worker(offset: int) -> None:
@@ -167,14 +173,7 @@ def _child_publish(app: PubSub, queue: multiprocessing.Queue) -> None:  # type: 
 
 
 def test_forked_child_publishes_on_its_own_connection(rabbit_url: str, names: Names) -> None:
-    app = _app(rabbit_url, names)
-    got: list[int] = []
-
-    @app.subscribe("Booking.created")
-    def on_created(event: BookingCreated) -> None:
-        got.append(event.id)
-
-    app.declare()
+    app, got = _recording_app(rabbit_url, names)
     app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "parent"})  # parent's connection exists
     results: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()  # type: ignore[type-arg]
     child = multiprocessing.get_context("fork").Process(target=_child_publish, args=(app, results))
