@@ -70,6 +70,9 @@ class Properties:
     delivery_mode: int | None = 2
     expiration: str | None = None
     headers: dict[str, Any] = field(default_factory=dict)
+    # Not a wire property: set by a transport when it could not decode the message's properties
+    # (what it could recover is filled in above); the message is dead-lettered as ``decode_error``.
+    decode_error: str | None = None
 
     def with_headers(self, headers: dict[str, Any]) -> Properties:
         """The same message properties (persistent) with ``headers`` instead: for retry, dead-letter
