@@ -8,27 +8,32 @@ never connects). Create more ``PubSub`` objects for more brokers or services.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import traceback
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar
 
-from pubsubpy.consumer import drain_queue
+from pubsubpy.consumer import LoopOptions, consume_queue
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
+from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import Dispatcher
-from pubsubpy.errors import ConfigurationError, TransportError
+from pubsubpy.errors import BrokerUnavailable, ConfigurationError, OperationTimeout, TransportError
 from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
 from pubsubpy.settings import Settings
-from pubsubpy.topology import build_topology
+from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports.base import Topology, Transport
+from pubsubpy.worker import handle_signals, worker_prefetch
 
 __all__ = ["PubSub"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("pubsubpy.worker")
 
 
 def _caller() -> str:
@@ -158,19 +163,19 @@ class PubSub:
         attempts = max([settings.max_attempts, *(s.max_attempts or 0 for s in self._router.subscriptions)])
         return build_topology(settings, self._service(), self._router.patterns, attempts)
 
-    def declare(self) -> Topology:
+    def declare(self, *, deadline: Deadline | None = None) -> Topology:
         """Create the exchange, queues and bindings now (at deploy time), so nothing published
         before the first drain is lost. Removes bindings for patterns no longer subscribed."""
         topology = self.topology()
-        self.transport.declare(topology)
+        self.transport.declare(topology, deadline=deadline)
         with self._lock:
             self._declared = topology
             self._exchange_ready = True
         return topology
 
-    def _ensure_declared(self) -> None:
+    def _ensure_declared(self, deadline: Deadline | None = None) -> None:
         if self._declared is None or self._declared != self.topology():
-            self.declare()
+            self.declare(deadline=deadline)
 
     # -- publishing ----------------------------------------------------------------
     def _publisher(self) -> Publisher:
@@ -221,22 +226,73 @@ class PubSub:
         *,
         max_messages: int | None = None,
         timeout: float = 60.0,
+        concurrency: int = 1,
         on_message: Callable[[DrainResult], None] | None = None,
     ) -> DrainResult:
-        """Consume what is outstanding for this service; see ``pubsubpy.consumer``."""
+        """Consume what is outstanding for this service, then return; see ``pubsubpy.consumer``.
+
+        Returns or raises within about ``timeout`` seconds whatever the broker does (set-up
+        included), plus at most ``shutdown_timeout`` for a handler still running at the deadline.
+        """
         if max_messages is not None and max_messages < 1:
             raise ConfigurationError(f"max_messages must be >= 1, got {max_messages}")
         if timeout <= 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        deadline = Deadline.after(timeout)
+        service, dispatcher = self._prepare_consumer()
+        self._ensure_declared(deadline)
+        options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
+                              on_message=on_message)
+        return consume_queue(self.settings, service, self.transport, dispatcher, options)
+
+    def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
+        """Consume until ``stop`` is set (or SIGTERM/SIGINT, when called in the main thread).
+
+        Up to ``concurrency`` handlers run at once, on threads. Unless ``prefetch`` was set, the
+        worker prefetches ``4 * concurrency`` messages. Never gives up on the broker: it reconnects
+        with capped backoff. Returns what it did; ``result.stopped_by == "forced"`` or
+        ``result.abandoned`` mean handlers were cut short (their messages went back to the queue).
+        """
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        service, dispatcher = self._prepare_consumer()
+        settings = self.settings
+        stop = stop if stop is not None else threading.Event()
+        force = threading.Event()
+        explicit = settings.prefetch if "prefetch" in settings.model_fields_set else None
+        prefetch = worker_prefetch(explicit, concurrency)
+        with handle_signals(stop, force):
+            if not self._declare_until_done(stop):
+                return DrainResult(stopped_by="stopped")
+            log.info("worker started: service %s, queue %s, patterns %s, concurrency %d, prefetch %d", service,
+                     service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
+            options = LoopOptions(prefetch, concurrency, until_empty=False, forever=True, stop=stop, force=force)
+            result = consume_queue(settings, service, self.transport, dispatcher, options)
+        log.info("worker stopped (%s): %s", result.stopped_by, result)
+        return result
+
+    def _declare_until_done(self, stop: threading.Event) -> bool:
+        """A worker's first declare, retried with capped backoff until it works or ``stop`` is set."""
+        delay = max(self.settings.retry_connect_delay, 0.1)
+        while not stop.is_set():
+            try:
+                self._ensure_declared()
+                return True
+            except (BrokerUnavailable, OperationTimeout) as exc:
+                log.warning("worker cannot reach the broker (%s); retrying in %.1fs", exc, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+        return False
+
+    def _prepare_consumer(self) -> tuple[str, Dispatcher]:
         service = self._service()
         if not self._router.subscriptions:
             raise ConfigurationError(f"service {service!r} has no subscriptions: decorate a handler with @subscribe")
         if not self._router.resolved:
             self._router.resolve(self._registry)
-        self._ensure_declared()
-        dispatcher = Dispatcher(self.settings, self._router, self._registry)
-        return drain_queue(self.settings, service, self.transport, dispatcher,
-                           max_messages=max_messages, timeout=timeout, on_message=on_message)
+        return service, Dispatcher(self.settings, self._router, self._registry)
 
     # -- dead letters --------------------------------------------------------------
     def _dead_letters(self) -> DeadLetterStore:

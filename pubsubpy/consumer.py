@@ -1,4 +1,4 @@
-"""The drain loop: take what is outstanding, settle each message, ack only what is safe.
+"""The consumer loop behind ``drain()`` and ``run()``: take, dispatch on handler threads, settle.
 
 Delivery semantics (at least once):
 
@@ -6,140 +6,278 @@ Delivery semantics (at least once):
   (retry or dead letter) confirmed by the broker. A crash or a lost connection
   before that leaves it unacked, and the broker delivers it again
   (``MessageInfo.redelivered``).
-- A retry copy carries the next attempt number and the names of the handlers
-  that failed, so only those run again. With ``retry_delay > 0`` it waits in a
-  TTL queue, so it does not block the drain or the messages behind it.
-- Broker failures (not bad messages) end the drain with a ``TransportError``;
-  whatever was not acked comes back next time.
+- Handlers run on ``concurrency`` threads (``handler_pool.py``) while this
+  thread keeps the connection alive, so a handler may take longer than the
+  heartbeat and still runs once. With ``concurrency=1`` messages are handled in
+  queue order.
+- A redelivered message that this loop already settled (its ack was lost with
+  the connection) is acked without running again and counted in
+  ``DrainResult.duplicates``, never as another outcome.
+- The retry and dead-letter copies of everything that finished while the last
+  batch was being confirmed go out together, under one round of confirms.
+- Stopping (``timeout``, ``stop`` set, a signal): no new message starts;
+  messages already taken but not started go back to the queue unacked; running
+  handlers get ``shutdown_timeout`` to finish and be acked. Past that (or when
+  ``force`` is set) the loop returns at once, their messages unacked: they come
+  back, nothing is lost (``DrainResult.abandoned`` counts them).
+- ``drain`` (``until_empty``) stops once the queue is empty and everything
+  taken is settled; broker failures end it with a ``TransportError``. A worker
+  (``forever``) never gives up on the broker: it reconnects with capped backoff.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
+from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import Decision, Dispatcher
-from pubsubpy.envelope import (
-    H_ATTEMPT,
-    H_DEAD_LETTERED_AT,
-    H_ERROR,
-    H_HANDLERS,
-    H_QUEUE,
-    H_REASON,
-    H_ROUTING_KEY,
-    Properties,
-    clean_headers,
-)
-from pubsubpy.errors import PublishError
+from pubsubpy.envelope import H_ATTEMPT
+from pubsubpy.errors import TransportError
+from pubsubpy.handler_pool import HandlerPool
 from pubsubpy.outcomes import DrainResult, Outcome
 from pubsubpy.settings import Settings
-from pubsubpy.topology import dead_letter_exchange, retry_delay_ms, retry_queue, service_queue
-from pubsubpy.transports.base import Delivery, OutgoingMessage, Transport
+from pubsubpy.settling import Settler, outcome_of
+from pubsubpy.topology import service_queue
+from pubsubpy.transports.base import Consumer, Delivery, Transport
 
-__all__ = ["drain_queue"]
+__all__ = ["LoopOptions", "consume_queue"]
 
 log = logging.getLogger("pubsubpy.drain")
 
-
-def _copy(delivery: Delivery, headers: dict[str, object]) -> Properties:
-    merged = clean_headers(delivery.properties.headers)
-    merged.update(headers)
-    return delivery.properties.with_headers(merged)
-
-
-class _Settler:
-    """Turns a ``Decision`` into the broker operations that make it durable."""
-
-    def __init__(self, settings: Settings, service: str, transport: Transport) -> None:
-        self._settings = settings
-        self._service = service
-        self._transport = transport
-
-    def retry_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
-        delay = retry_delay_ms(self._settings, decision.attempt)
-        headers: dict[str, object] = {
-            H_ATTEMPT: decision.attempt + 1,
-            H_HANDLERS: ",".join(s.name for s in decision.failed),
-            H_ROUTING_KEY: decision.routing_key,
-        }
-        target = retry_queue(self._service, delay) if delay > 0 else service_queue(self._service)
-        return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
-
-    def dead_letter_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
-        assert decision.reason is not None
-        headers: dict[str, object] = {
-            H_REASON: decision.reason.value,
-            H_ERROR: decision.error or "",
-            H_ATTEMPT: decision.attempt,
-            H_ROUTING_KEY: decision.routing_key,
-            H_QUEUE: service_queue(self._service),
-            H_DEAD_LETTERED_AT: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        if decision.exhausted:
-            headers[H_HANDLERS] = ",".join(s.name for s in decision.exhausted)
-        return OutgoingMessage(dead_letter_exchange(self._service), decision.routing_key, delivery.body,
-                               _copy(delivery, headers), mandatory=True)
-
-    def settle(self, delivery: Delivery, decision: Decision) -> Outcome:
-        copies: list[OutgoingMessage] = []
-        if decision.failed:
-            copies.append(self.retry_copy(delivery, decision))
-        if decision.reason is not None:
-            copies.append(self.dead_letter_copy(delivery, decision))
-        if copies:
-            lost = self._transport.publish(copies)
-            if lost:
-                raise PublishError(
-                    f"the retry or dead-letter queue of {self._service!r} is missing; message "
-                    f"{delivery.properties.message_id} was left unacked. Run `pubsubpy declare`.", lost)
-        if decision.reason is not None:
-            return Outcome.DEAD_LETTERED
-        return Outcome.RETRIED if decision.failed else Outcome.HANDLED
+_POLL = 0.2          # how often a waiting loop looks at ``stop`` (seconds)
+_EMPTY_STEP = 0.05   # re-ask step while the broker reports ready messages not yet pushed
+_BACKOFF_MAX = 30.0  # a worker's longest pause between reconnects
+_RECENT = 10_000     # settled messages remembered for spotting redeliveries
 
 
-def drain_queue(
-    settings: Settings,
-    service: str,
-    transport: Transport,
-    dispatcher: Dispatcher,
-    *,
-    max_messages: int | None,
-    timeout: float,
-    on_message: Callable[[DrainResult], None] | None = None,
-) -> DrainResult:
-    """Consume ``service``'s queue until it is empty, ``max_messages`` are settled or ``timeout`` passes."""
-    result = DrainResult()
-    started = time.monotonic()
-    deadline = started + timeout
-    settler = _Settler(settings, service, transport)
-    consumer = transport.consume(service_queue(service), settings.prefetch, limit=max_messages)
-    try:
+@dataclass
+class LoopOptions:
+    prefetch: int
+    concurrency: int = 1
+    max_messages: int | None = None
+    until_empty: bool = True
+    forever: bool = False
+    deadline: Deadline = field(default_factory=Deadline.never)
+    stop: threading.Event | None = None
+    force: threading.Event | None = None
+    on_message: Callable[[DrainResult], None] | None = None
+
+
+class _Recent:
+    """Keys of recently settled deliveries: a redelivery of one of them was already dealt with."""
+
+    def __init__(self) -> None:
+        self._keys: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+
+    @staticmethod
+    def key(delivery: Delivery) -> tuple[str, str, str, str] | None:
+        message_id = delivery.properties.message_id
+        if not message_id:
+            return None
+        return message_id, delivery.exchange, delivery.routing_key, repr(delivery.properties.headers.get(H_ATTEMPT))
+
+    def add(self, delivery: Delivery) -> None:
+        key = self.key(delivery)
+        if key is not None:
+            self._keys[key] = None
+            if len(self._keys) > _RECENT:
+                self._keys.popitem(last=False)
+
+    def __contains__(self, delivery: Delivery) -> bool:
+        key = self.key(delivery)
+        return key is not None and key in self._keys
+
+
+class _Loop:
+    def __init__(self, settings: Settings, service: str, transport: Transport, dispatcher: Dispatcher,
+                 options: LoopOptions) -> None:
+        self.settings = settings
+        self.queue = service_queue(service)
+        self.transport = transport
+        self.dispatcher = dispatcher
+        self.options = options
+        self.settler = Settler(settings, service)
+        self.result = DrainResult()
+        self.recent = _Recent()
+        self.parked: deque[Delivery] = deque()
+        self.taken = 0
+        self.stopping = False     # no new message starts
+        self.grace: Deadline | None = None
+        self.backoff = max(settings.retry_connect_delay, 0.1)
+
+    # -- setup ---------------------------------------------------------------------
+    def open_consumer(self) -> Consumer | None:
         while True:
-            if max_messages is not None and result.messages >= max_messages:
-                result.stopped_by = "max_messages"
-                break
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                result.stopped_by = "timeout"
-                break
-            delivery = consumer.next(remaining)
+            try:
+                return self.transport.consume(self.queue, self.options.prefetch, limit=self.options.max_messages,
+                                              deadline=self.options.deadline)
+            except TransportError as exc:
+                if not self.options.forever:
+                    raise
+                if self.pause(f"cannot consume from {self.queue} ({exc})"):
+                    return None
+
+    def pause(self, why: str) -> bool:
+        """A worker's backoff after a broker failure; True when asked to stop meanwhile."""
+        log.warning("%s; retrying in %.1fs", why, self.backoff)
+        stop = self.options.stop if self.options.stop is not None else threading.Event()
+        stopped = stop.wait(self.backoff)
+        self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
+        return stopped
+
+    # -- the loop ------------------------------------------------------------------
+    def run(self) -> DrainResult:
+        started = time.monotonic()
+        consumer = self.open_consumer()
+        if consumer is None:
+            self.result.stopped_by = "stopped"
+            return self.result
+        pool: HandlerPool[Delivery, Decision] = HandlerPool(self.options.concurrency, self.dispatcher.dispatch,
+                                                             consumer.wake)
+        try:
+            while not self.step(consumer, pool):
+                pass
+        finally:
+            pool.shutdown()
+            consumer.close()
+            self.result.seconds = time.monotonic() - started
+        return self.result
+
+    def step(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> bool:
+        """One turn: settle what finished, decide whether to stop, take more, wait. True: done."""
+        try:
+            finished = pool.collect()
+            if finished:
+                self.settle(consumer, finished)
+            if self.should_stop(pool):
+                return True
+            if not self.stopping:
+                self.feed(consumer, pool)
+                if self.options.until_empty and pool.in_flight == 0 and not self.parked \
+                        and self.options.max_messages != self.taken and consumer.is_empty():
+                    self.result.stopped_by = "empty"
+                    return True
+            self.wait(consumer, pool)
+        except TransportError as exc:
+            if not self.options.forever:
+                raise
+            if self.pause(f"consumer on {self.queue} failed ({exc})"):
+                self.begin_stop(pool, "stopped")
+            return False
+        self.backoff = max(self.settings.retry_connect_delay, 0.1)
+        return False
+
+    def should_stop(self, pool: HandlerPool[Delivery, Decision]) -> bool:
+        options = self.options
+        if options.force is not None and options.force.is_set():
+            return self.abandon(pool, "forced")
+        if not self.stopping:
+            if options.stop is not None and options.stop.is_set():
+                self.begin_stop(pool, "stopped")
+            elif options.deadline.expired:
+                self.begin_stop(pool, "timeout")
+            elif options.max_messages is not None and self.taken >= options.max_messages and pool.in_flight == 0:
+                self.result.stopped_by = "max_messages"
+                return True
+        if self.stopping:
+            if pool.in_flight == 0:
+                return True
+            if self.grace is not None and self.grace.expired:
+                return self.abandon(pool, self.result.stopped_by)
+        return False
+
+    def begin_stop(self, pool: HandlerPool[Delivery, Decision], why: str) -> None:
+        self.stopping = True
+        self.result.stopped_by = why
+        self.grace = Deadline.after(self.settings.shutdown_timeout)
+        pool.stop_starting()
+
+    def abandon(self, pool: HandlerPool[Delivery, Decision], why: str) -> bool:
+        self.result.stopped_by = why
+        self.result.abandoned = pool.in_flight
+        if pool.in_flight:
+            log.warning("stopping with %d handler(s) still running; their messages go back to %s unacked",
+                        pool.in_flight, self.queue)
+        return True
+
+    def feed(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
+        limit = self.options.max_messages
+        while limit is None or self.taken < limit:
+            delivery = self.parked.popleft() if self.parked else consumer.get(0)
             if delivery is None:
-                if time.monotonic() >= deadline:
-                    result.stopped_by = "timeout"
-                break
-            decision = dispatcher.dispatch(delivery)
-            outcome = settler.settle(delivery, decision)
+                return
+            self.taken += 1
+            if delivery.redelivered and delivery in self.recent:
+                consumer.ack(delivery.tag)
+                self.result.duplicates += 1
+                continue
+            pool.submit(delivery)
+
+    def wait(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
+        if pool.in_flight:
+            timeout = _POLL
+        elif self.options.until_empty:
+            timeout = _EMPTY_STEP
+        else:
+            timeout = _POLL
+        if not self.stopping:
+            timeout = self.options.deadline.cap(timeout)
+        elif self.grace is not None:
+            timeout = self.grace.cap(timeout)
+        consumer.flush()
+        pool.sleeping = True
+        try:
+            if pool.has_results():
+                return
+            delivery = consumer.get(timeout)
+        finally:
+            pool.sleeping = False
+        if delivery is not None:
+            self.parked.append(delivery)
+
+    # -- settling ------------------------------------------------------------------
+    def settle(self, consumer: Consumer, finished: Sequence[tuple[Delivery, Decision | None]]) -> None:
+        """Confirm the copies of every finished message in one round, then ack each one.
+        A message handed back unstarted (``None``) stays unacked and returns to the queue."""
+        done = [(delivery, decision) for delivery, decision in finished if decision is not None]
+        copies = self.settler.copies(done)
+        if copies:
+            limit = self.options.deadline
+            if limit.remaining() < 1.0:  # a copy made at the deadline still gets a moment to be confirmed
+                limit = Deadline.after(min(1.0, self.settings.confirm_timeout))
+            try:
+                lost = self.transport.publish(copies, deadline=limit)
+                if lost:
+                    raise self.settler.missing(lost)
+            except TransportError:
+                for delivery, _ in done:  # their copies are not safe: hand them back for another try
+                    consumer.nack(delivery.tag, requeue=True)
+                raise
+        result = self.result
+        for delivery, decision in done:
             consumer.ack(delivery.tag)
+            outcome = outcome_of(decision)
             result.count(outcome, decision.reason)
             if delivery.redelivered:
                 result.redelivered += 1
-            if on_message is not None:
-                on_message(result)
-    finally:
-        consumer.close()
-        result.seconds = time.monotonic() - started
-    if result.messages:
-        log.info("drained %s: %s", service_queue(service), result)
+            self.recent.add(delivery)
+            if outcome is Outcome.DEAD_LETTERED:
+                log.warning("dead-lettered %s (%s) from %s: %s: %s", delivery.properties.message_id,
+                            decision.routing_key, self.queue, decision.reason.value if decision.reason else "?",
+                            decision.error)
+            if self.options.on_message is not None:
+                self.options.on_message(result)
+
+
+def consume_queue(settings: Settings, service: str, transport: Transport, dispatcher: Dispatcher,
+                  options: LoopOptions) -> DrainResult:
+    """Run the loop over ``service``'s queue with ``options``; see the module docstring."""
+    result = _Loop(settings, service, transport, dispatcher, options).run()
+    if result.messages or result.duplicates:
+        log.info("consumed %s: %s", service_queue(service), result)
     return result

@@ -1,21 +1,24 @@
 """One message in, one ``Decision`` out: decode, validate, run the handlers it targets.
 
-No I/O here: the drain loop (``consumer.py``) turns the decision into broker
+No I/O here: the consumer (``consumer.py``) turns the decision into broker
 operations. Order of checks, each ending the message at once:
 
-1. ``too_large``                 body over ``max_message_size`` (never parsed)
-2. ``unsupported_content_type``  ``content_type`` other than JSON, or an encoding
+1. ``decode_error``              the transport could not decode its properties/headers
+2. ``too_large``                 body over ``max_message_size`` (never parsed)
+3. ``unsupported_content_type``  ``content_type`` other than JSON, or an encoding
                                  (gzip...) we do not read; a missing type is read as JSON
-3. ``unknown_event``             no subscription matches, or no schema and a handler needs one
-4. ``decode_error``              not UTF-8 JSON, or not a JSON object
-5. ``validation_error``          the registered schema rejects it
-6. handlers: ``rejected`` if one raised ``Reject``; otherwise the failed ones are
-   retried, or dead-lettered as ``handler_error`` once out of attempts.
+4. ``unknown_event``             no subscription matches, or no schema and a handler needs one
+5. ``decode_error``              nested deeper than ``max_json_depth`` (checked before any
+                                 parser), not UTF-8 JSON, or not a JSON object
+6. ``validation_error``          the registered schema rejects it
+7. handlers: each matching handler runs once; ``handler_runs.fold`` decides
+   (retry the failed ones, dead-letter the rejected or exhausted ones).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -26,7 +29,9 @@ import pydantic_core
 from pydantic import ValidationError
 
 from pubsubpy.envelope import CONTENT_TYPE, H_ATTEMPT, H_HANDLERS, H_ROUTING_KEY, attempt_from, header_text
-from pubsubpy.errors import InvalidTopic, Reject
+from pubsubpy.errors import InvalidTopic
+from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, run_handler
+from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.outcomes import Reason
 from pubsubpy.router import Router, Subscription
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
@@ -39,7 +44,6 @@ __all__ = ["Decision", "Dispatcher", "MessageInfo"]
 log = logging.getLogger("pubsubpy.drain")
 
 _READABLE_ENCODINGS = frozenset({"", "utf-8", "utf8", "identity"})
-_ERROR_TEXT_LIMIT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +62,8 @@ class MessageInfo:
 
 @dataclass(slots=True)
 class Decision:
-    """The dispatcher's verdict. ``failed`` lists handlers to retry or blame."""
+    """The dispatcher's verdict: ``failed`` handlers get a retry copy; with a ``reason``, a dead
+    letter blames ``exhausted`` (the handlers that rejected or ran out of attempts, if any)."""
 
     routing_key: str
     attempt: int
@@ -70,14 +75,6 @@ class Decision:
     @property
     def ok(self) -> bool:
         return self.reason is None and not self.failed
-
-
-def describe(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception:  # an exception whose __str__ fails must not take the drain down with it
-        text = "<str() of this exception failed>"
-    return f"{type(exc).__name__}: {text}"[:_ERROR_TEXT_LIMIT]
 
 
 def _timestamp(seconds: int | None) -> dt.datetime | None:
@@ -180,11 +177,14 @@ class Dispatcher:
         headers = delivery.properties.headers
         attempt = attempt_from(headers, plan.cap) if H_ATTEMPT in headers else 1
         decision = Decision(routing_key, attempt)
+        props = delivery.properties
+        if props.decode_error is not None:
+            return self._dead(decision, Reason.DECODE_ERROR,
+                              f"message properties could not be decoded: {props.decode_error}")
         body = delivery.body
         if len(body) > self._settings.max_message_size:
             return self._dead(decision, Reason.TOO_LARGE,
                               f"body of {len(body)} bytes exceeds max_message_size={self._settings.max_message_size}")
-        props = delivery.properties
         if not (props.content_type == CONTENT_TYPE and props.content_encoding is None):
             problem = _content_problem(delivery)
             if problem:
@@ -201,32 +201,25 @@ class Dispatcher:
             return decision
         info = self._info(delivery, decision) if plan.wants_info else None
         raw: dict[str, Any] | None = None
+        runs: list[HandlerRun] = []
         for sub in plan.subs:
             argument: Any = payload
             if schema is not None and sub.accepts_dict and not (sub.accepts_any_schema or sub.schemas):
                 if raw is None:
                     raw = json.loads(body)
                 argument = raw
-            try:
-                if info is not None and sub.wants_info:
-                    sub.handler(argument, info)
-                else:
-                    sub.handler(argument)
-            except Reject as exc:
-                return self._dead(decision, Reason.REJECTED, describe(exc), blame=[sub])
-            except Exception as exc:
-                log.warning("handler %s failed on %s (attempt %d): %s", sub.name, routing_key,
-                            decision.attempt, describe(exc))
-                decision.error = describe(exc) if decision.error is None else decision.error
-                if decision.attempt >= self.max_attempts(sub):
-                    decision.exhausted.append(sub)
-                else:
-                    decision.failed.append(sub)
-        if decision.exhausted:
-            decision.reason = Reason.HANDLER_ERROR
+            call = functools.partial(sub.handler, argument, info) if info is not None and sub.wants_info \
+                else functools.partial(sub.handler, argument)
+            runs.append(run_handler(sub, call, routing_key, attempt, self.max_attempts(sub)))
+        folded = fold(runs)
+        decision.failed, decision.exhausted = folded.retry, folded.blamed
+        decision.reason, decision.error = folded.reason, folded.error
         return decision
 
     def _load(self, body: bytes, schema: type[ModelEvent] | None, decision: Decision) -> Any:
+        depth = self._settings.max_json_depth
+        if nesting_exceeds(body, depth):
+            return self._dead(decision, Reason.DECODE_ERROR, f"body nests deeper than max_json_depth={depth}")
         if schema is None:
             try:
                 value = json.loads(body, parse_constant=_refuse_constant)
@@ -247,14 +240,12 @@ class Dispatcher:
                 return self._dead(decision, Reason.DECODE_ERROR, f"body is not UTF-8 JSON: {errors[0]['msg']}")
             if len(errors) == 1 and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
                 return self._dead(decision, Reason.DECODE_ERROR, "body is JSON but not an object")
-            return self._dead(decision, Reason.VALIDATION_ERROR, f"{schema.__qualname__}: {exc}"[:_ERROR_TEXT_LIMIT])
+            return self._dead(decision, Reason.VALIDATION_ERROR, f"{schema.__qualname__}: {exc}")
 
     @staticmethod
-    def _dead(decision: Decision, reason: Reason, error: str, blame: list[Subscription] | None = None) -> Decision:
+    def _dead(decision: Decision, reason: Reason, error: str) -> Decision:
         decision.reason = reason
-        decision.error = error[:_ERROR_TEXT_LIMIT]
-        if blame:
-            decision.exhausted = blame
+        decision.error = error[:ERROR_TEXT_LIMIT]
         return decision
 
     @staticmethod

@@ -54,9 +54,11 @@ class DrainResult:
     retried: int = 0
     dead_lettered: int = 0
     reasons: dict[str, int] = field(default_factory=dict)
-    redelivered: int = 0
+    redelivered: int = 0   # of the settled messages, how many the broker flagged as redelivered
+    duplicates: int = 0    # redeliveries of messages this consumer had already settled: acked, not run again
+    abandoned: int = 0     # handlers still running at a forced stop: their messages went back unacked
     seconds: float = 0.0
-    stopped_by: str = "empty"  # "empty", "max_messages" or "timeout"
+    stopped_by: str = "empty"  # "empty", "max_messages", "timeout", "stopped" (stop/signal) or "forced"
 
     @property
     def messages(self) -> int:
@@ -74,5 +76,10 @@ class DrainResult:
 
     def __str__(self) -> str:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items()))
-        return (f"{self.messages} messages in {self.seconds:.2f}s: {self.handled} handled, {self.retried} retried, "
+        text = (f"{self.messages} messages in {self.seconds:.2f}s: {self.handled} handled, {self.retried} retried, "
                 f"{self.dead_lettered} dead-lettered" + (f" ({reasons})" if reasons else ""))
+        if self.duplicates:
+            text += f"; {self.duplicates} duplicate deliveries skipped"
+        if self.abandoned:
+            text += f"; {self.abandoned} unfinished handler(s) abandoned, their messages returned"
+        return text

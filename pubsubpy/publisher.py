@@ -3,7 +3,8 @@
 Nothing reaches the broker unless it validated: an unknown (model, event) is
 ``UnknownEventType`` (unless ``require_schemas=False``), a bad payload is
 ``PayloadValidationError`` (unknown fields included), a body over
-``max_message_size`` is ``MessageTooLarge``. Every message is persistent and
+``max_message_size`` is ``MessageTooLarge``, and one nested deeper than
+``max_json_depth`` (which consumers refuse) a ``PayloadValidationError``. Every message is persistent and
 confirmed by the broker before the call returns.
 """
 
@@ -18,6 +19,7 @@ from pydantic import ValidationError
 
 from pubsubpy.envelope import H_VERSION, Properties
 from pubsubpy.errors import MessageTooLarge, PayloadValidationError, UnknownEventType, UnroutableMessage
+from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, routing_key_for
 from pubsubpy.settings import Settings
 from pubsubpy.topics import validate_routing_key
@@ -62,6 +64,9 @@ class Publisher:
         limit = self._settings.max_message_size
         if len(body) > limit:
             raise MessageTooLarge(f"{model}.{event}: body is {len(body)} bytes, over max_message_size={limit}")
+        if nesting_exceeds(body, self._settings.max_json_depth):
+            raise PayloadValidationError(f"{model}.{event}: payload nests deeper than max_json_depth="
+                                         f"{self._settings.max_json_depth}; consumers would refuse it")
         props = Properties.for_event(f"{model}.{event}", self._settings.service_name, headers)
         return OutgoingMessage(self._settings.model_exchange, self._routing_key(model, event), body, props,
                                mandatory=self._settings.on_unroutable != "ignore")

@@ -45,6 +45,8 @@ class Settings(BaseModel):
     retry_delay_max: float = Field(default=300.0, ge=0, le=86_400)
     prefetch: int = Field(default=1000, ge=1, le=65_535)
     max_message_size: int = Field(default=1_048_576, ge=1, le=128 * 1_048_576)
+    max_json_depth: int = Field(default=64, ge=1, le=128, description="deeper bodies are a decode_error")
+    shutdown_timeout: float = Field(default=30.0, gt=0, le=3600, description="worker: in-flight handlers' grace")
     queue_type: Literal["classic", "quorum"] = "classic"
     delivery_limit: int = Field(default=20, ge=1, description="quorum queues: broker-side redelivery cap")
     on_unroutable: Literal["ignore", "warn", "raise"] = "warn"

@@ -9,13 +9,21 @@ Semantics every transport keeps:
 - ``publish`` returns only when the broker has confirmed every message; it
   returns the ids of messages sent with ``mandatory=True`` that no queue took.
   It takes ownership of the messages: callers build fresh ones and never reuse them.
-- ``Consumer.next`` returns ``None`` once nothing is ready in the queue and
-  nothing is buffered, or when ``timeout`` runs out; it never blocks longer.
+- A consumer belongs to the thread that calls ``get``; only ``wake`` may be
+  called from other threads. ``get(timeout)`` returns a delivery that is
+  buffered or arrives within ``timeout``, and ``None`` at the timeout or as soon
+  as ``wake()`` was called; it keeps the connection serviced while it waits.
+  ``is_empty()`` is True when nothing is buffered and the broker has nothing
+  ready for the queue. ``next(timeout)`` combines them: a delivery, or ``None``
+  once the queue is empty or ``timeout`` runs out.
 - Unacknowledged deliveries come back (``redelivered=True``) when the consumer
   closes or its connection dies. ``ack`` may be deferred until ``flush``/``close``.
-- ``consume(..., recover=True)`` reconnects inside ``next()`` after a lost
+- ``consume(..., recover=True)`` reconnects inside ``get()`` after a lost
   connection; with ``recover=False`` it raises ``BrokerUnavailable`` instead (a
   walk that must not read a message twice).
+- ``deadline`` bounds connecting and every broker round trip of the call (or,
+  for ``consume``, of the consumer's life); without one, the settings' own
+  timeouts apply.
 - ``consume(..., limit=N)``: the consumer takes at most N deliveries in all (a
   drain with ``max_messages``), so it never holds messages it will not handle
   while competing consumers find the queue empty.
@@ -24,13 +32,16 @@ Semantics every transport keeps:
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 
-__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueSpec", "Topology", "Transport", "topology_queues"]
+__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueSpec", "Topology", "Transport", "next_delivery",
+           "topology_queues"]
 
 
 @dataclass(slots=True)
@@ -83,7 +94,13 @@ def topology_queues(topology: Topology) -> list[str]:
 
 
 class Consumer(Protocol):
+    def get(self, timeout: float) -> Delivery | None: ...
+
+    def is_empty(self) -> bool: ...
+
     def next(self, timeout: float) -> Delivery | None: ...
+
+    def wake(self) -> None: ...
 
     def ack(self, tag: int) -> None: ...
 
@@ -97,16 +114,39 @@ class Consumer(Protocol):
 class Transport(Protocol):
     def declare_exchange(self, name: str) -> None: ...
 
-    def declare(self, topology: Topology) -> None: ...
+    def declare(self, topology: Topology, *, deadline: Deadline | None = None) -> None: ...
 
-    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]: ...
+    def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]: ...
 
-    def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None) -> Consumer: ...
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
+                deadline: Deadline | None = None) -> Consumer: ...
 
-    def queue_depth(self, queue: str) -> int: ...
+    def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int: ...
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:
         """Remove what ``declare`` created (queues with their messages); the model exchange only if asked."""
         ...
 
     def close(self) -> None: ...
+
+
+_WAIT_STEP = 0.05
+
+
+def next_delivery(consumer: Consumer, timeout: float) -> Delivery | None:
+    """The next delivery, or ``None`` once the queue is empty for this consumer or ``timeout`` passed.
+
+    Messages the broker reports ready but has not pushed yet (a window still full of unsent acks)
+    are waited for in short steps, re-asking, until ``timeout``.
+    """
+    until = time.monotonic() + timeout
+    while True:
+        delivery = consumer.get(0)
+        if delivery is not None or consumer.is_empty():
+            return delivery
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            return None
+        delivery = consumer.get(min(_WAIT_STEP, remaining))
+        if delivery is not None:
+            return delivery

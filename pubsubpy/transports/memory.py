@@ -19,10 +19,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.topics import TopicTrie
-from pubsubpy.transports.base import Delivery, OutgoingMessage, Topology, topology_queues
+from pubsubpy.transports.base import Delivery, OutgoingMessage, Topology, next_delivery, topology_queues
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -84,6 +85,7 @@ class MemoryBroker:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.RLock()
+        self.arrived = threading.Condition(self._lock)  # notified whenever a queue gains a ready message
         self._exchanges: dict[str, _Exchange] = {}
         self._queues: dict[str, _Queue] = {}
         self._ttl_queues: list[_Queue] = []
@@ -158,6 +160,7 @@ class MemoryBroker:
     def _enqueue(self, queue: _Queue, exchange: str, routing_key: str, body: bytes, props: Properties) -> None:
         """``props`` is the broker's own copy, shared by the queues it was routed to and never mutated."""
         queue.ready.append(_Message(next(self._seq), exchange, routing_key, body, props, self._clock()))
+        self.arrived.notify_all()
 
     def dead_letter(self, queue: _Queue, message: _Message, reason: str) -> None:
         target = queue.arguments.get("x-dead-letter-exchange")
@@ -211,6 +214,7 @@ class MemoryBroker:
             merged = sorted([*queue.ready, *(replace(m, redelivered=True) for m in messages)],
                             key=lambda m: m.seq)
             queue.ready = deque(merged)
+            self.arrived.notify_all()
 
     def reject(self, queue_name: str, message: _Message) -> None:
         with self._lock:
@@ -227,6 +231,12 @@ class MemoryBroker:
                         ex.changed()
             for name in exchanges:
                 self._exchanges.pop(name, None)
+
+    def wait_step(self, remaining: float) -> float:
+        """How long a consumer may sleep: not past a TTL queue's next expiry, which moves messages."""
+        if self._ttl_queues:
+            return min(remaining, 0.01)
+        return remaining
 
     def depth(self, queue_name: str) -> int:
         with self._lock:
@@ -245,8 +255,9 @@ class MemoryConsumer:
         self._pushed: deque[int] = deque()  # delivered to this consumer, not yet returned by next()
         self._tags = itertools.count(1)
         self._closed = False
+        self._woken = False
 
-    def next(self, timeout: float) -> Delivery | None:
+    def _fill(self) -> None:
         """Like basic_consume: the broker pushes up to ``prefetch`` unacked messages to this
         consumer (they count as delivered, and come back redelivered if it goes away)."""
         if self._closed:
@@ -260,12 +271,34 @@ class MemoryConsumer:
             tag = next(self._tags)
             self._unacked[tag] = message
             self._pushed.append(tag)
-        if not self._pushed:
-            return None
-        tag = self._pushed.popleft()
-        message = self._unacked[tag]
-        return Delivery(tag, message.exchange, message.routing_key, message.body, message.properties,
-                        message.redelivered)
+
+    def get(self, timeout: float) -> Delivery | None:
+        until = time.monotonic() + timeout
+        with self._broker.arrived:
+            while True:
+                self._fill()
+                if self._pushed:
+                    tag = self._pushed.popleft()
+                    message = self._unacked[tag]
+                    return Delivery(tag, message.exchange, message.routing_key, message.body, message.properties,
+                                    message.redelivered)
+                remaining = until - time.monotonic()
+                if self._woken or remaining <= 0:
+                    self._woken = False
+                    return None
+                self._broker.arrived.wait(self._broker.wait_step(remaining))
+
+    def is_empty(self) -> bool:
+        self._fill()
+        return not self._pushed
+
+    def next(self, timeout: float) -> Delivery | None:
+        return next_delivery(self, timeout)
+
+    def wake(self) -> None:
+        with self._broker.arrived:
+            self._woken = True
+            self._broker.arrived.notify_all()
 
     def ack(self, tag: int) -> None:
         if self._unacked.pop(tag, None) is None:
@@ -301,10 +334,10 @@ class MemoryTransport:
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self.broker = broker if broker is not None else MemoryBroker()
 
-    def declare_exchange(self, name: str) -> None:
+    def declare_exchange(self, name: str, *, deadline: Deadline | None = None) -> None:
         self.broker.declare_exchange(name, "topic")
 
-    def declare(self, topology: Topology) -> None:
+    def declare(self, topology: Topology, *, deadline: Deadline | None = None) -> None:
         broker = self.broker
         broker.declare_exchange(topology.exchange, "topic")
         broker.declare_exchange(topology.dead_letter_exchange, "fanout")
@@ -317,18 +350,18 @@ class MemoryTransport:
         for pattern in current - topology.bindings:
             broker.unbind(topology.exchange, topology.queue.name, pattern)
 
-    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+    def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
         unroutable: list[str] = []
         for message in messages:
             if not self.broker.publish(message) and message.mandatory:
                 unroutable.append(message.properties.message_id or "")
         return unroutable
 
-    def consume(self, queue: str, prefetch: int, *, recover: bool = True,
-                limit: int | None = None) -> MemoryConsumer:
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
+                deadline: Deadline | None = None) -> MemoryConsumer:
         return MemoryConsumer(self.broker, queue, prefetch, limit)
 
-    def queue_depth(self, queue: str) -> int:
+    def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int:
         return self.broker.depth(queue)
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:

@@ -9,7 +9,8 @@ declare or drain does.
 Recovery: a publish or declare that loses its connection reconnects (up to
 ``connection_attempts``) and sends again; an unconfirmed message may then be
 stored twice (same ``message_id``), never lost. Consumers reconnect inside
-``next()``; see ``consuming.py``.
+``get()``; see ``consuming.py``. Every operation takes an optional ``Deadline``
+that bounds it whole (connecting, retries and broker round trips).
 """
 
 from __future__ import annotations
@@ -19,14 +20,17 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import pika
+import pika.adapters.blocking_connection
 
+from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfirmTimeout
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import OutgoingMessage, Topology, topology_queues
-from pubsubpy.transports.rabbitmq.connection import abandon, connect, retrying, translate_errors
+from pubsubpy.transports.rabbitmq.connection import abandon, connect, retrying, translate_errors, within
 from pubsubpy.transports.rabbitmq.consuming import RabbitConsumer
 from pubsubpy.transports.rabbitmq.declaring import declare_topology
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
@@ -35,14 +39,22 @@ __all__ = ["RabbitMQTransport"]
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
+BlockingChannel = pika.adapters.blocking_connection.BlockingChannel
+T = TypeVar("T")
+
 
 class _ThreadLink:
     """One thread's publishing connection and confirm channel."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, deadline: Deadline) -> None:
         self.pid = os.getpid()
-        self.connection: pika.BlockingConnection = connect(settings)
-        self.confirm = ConfirmChannel(self.connection, settings.confirm_timeout)
+        self.connection: pika.BlockingConnection = connect(settings, deadline)
+        try:
+            with within(self.connection, deadline, "opening a confirm channel"):
+                self.confirm = ConfirmChannel(self.connection, settings.confirm_timeout)
+        except BaseException:
+            abandon(self.connection)
+            raise
         self.exchanges: set[str] = set()
 
     def close(self) -> None:
@@ -62,7 +74,7 @@ class RabbitMQTransport:
         self._links: weakref.WeakSet[_ThreadLink] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    def _link(self) -> _ThreadLink:
+    def _link(self, deadline: Deadline) -> _ThreadLink:
         link: _ThreadLink | None = getattr(self._local, "link", None)
         if link is not None and (link.pid != os.getpid() or not link.confirm.is_open):
             if link.pid == os.getpid():
@@ -70,7 +82,7 @@ class RabbitMQTransport:
             link = None
         if link is None:
             with translate_errors(f"connecting to {self._settings.display_url}"):
-                link = _ThreadLink(self._settings)
+                link = _ThreadLink(self._settings, deadline)
             self._local.link = link
             with self._lock:
                 self._links.add(link)
@@ -82,57 +94,74 @@ class RabbitMQTransport:
         if link is not None:
             link.close()
 
-    def declare_exchange(self, name: str) -> None:
+    def _default_deadline(self, deadline: Deadline | None) -> Deadline:
+        """Without a caller's deadline: connecting plus one confirm wait."""
+        if deadline is not None:
+            return deadline
+        return Deadline.after(self._settings.connect_timeout + self._settings.confirm_timeout)
+
+    def _on_channel(self, doing: str, deadline: Deadline | None,
+                    work: Callable[[_ThreadLink, BlockingChannel], T]) -> T:
+        """Run ``work`` on a fresh channel of this thread's connection, bounded and retried."""
+        limit = self._default_deadline(deadline)
+
+        def operation() -> T:
+            link = self._link(limit)
+            with within(link.connection, limit, doing):
+                channel = link.connection.channel()
+                try:
+                    return work(link, channel)
+                finally:
+                    if channel.is_open:
+                        channel.close()
+
+        return retrying(self._settings, doing, operation, self._reset, limit)
+
+    def declare_exchange(self, name: str, *, deadline: Deadline | None = None) -> None:
+        limit = self._default_deadline(deadline)
+
         def operation() -> None:
-            link = self._link()
+            link = self._link(limit)
             if name not in link.exchanges:
-                link.confirm.channel.exchange_declare(name, exchange_type="topic", durable=True)
+                with within(link.connection, limit, f"declaring exchange {name!r}"):
+                    link.confirm.channel.exchange_declare(name, exchange_type="topic", durable=True)
                 link.exchanges.add(name)
 
-        retrying(self._settings, f"declaring exchange {name!r}", operation, self._reset)
+        retrying(self._settings, f"declaring exchange {name!r}", operation, self._reset, limit)
 
-    def declare(self, topology: Topology) -> None:
-        def operation() -> None:
-            link = self._link()
-            channel = link.connection.channel()
-            try:
-                declare_topology(channel, link.confirm, topology)
-            finally:
-                if channel.is_open:
-                    channel.close()
+    def declare(self, topology: Topology, *, deadline: Deadline | None = None) -> None:
+        def work(link: _ThreadLink, channel: BlockingChannel) -> None:
+            declare_topology(channel, link.confirm, topology)
             link.exchanges.add(topology.exchange)
 
-        retrying(self._settings, f"declaring the topology of {topology.queue.name!r}", operation, self._reset)
+        self._on_channel(f"declaring the topology of {topology.queue.name!r}", deadline, work)
 
-    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+    def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
+        limit = self._default_deadline(deadline)
+
         def operation() -> list[str]:
-            link = self._link()
+            link = self._link(limit)
             try:
-                return link.confirm.publish(messages)
+                return link.confirm.publish(messages, limit)
             except ConfirmTimeout:
                 self._reset()  # the channel's state is unknown: never reuse it
                 raise
 
-        return retrying(self._settings, f"publishing {len(messages)} message(s)", operation, self._reset)
+        return retrying(self._settings, f"publishing {len(messages)} message(s)", operation, self._reset, limit)
 
-    def consume(self, queue: str, prefetch: int, *, recover: bool = True,
-                limit: int | None = None) -> RabbitConsumer:
-        return RabbitConsumer(self._settings, queue, prefetch, recover=recover, limit=limit)
+    def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
+                deadline: Deadline | None = None) -> RabbitConsumer:
+        return RabbitConsumer(self._settings, queue, prefetch, recover=recover, limit=limit, deadline=deadline)
 
-    def queue_depth(self, queue: str) -> int:
-        def operation() -> int:
-            channel = self._link().connection.channel()
-            try:
-                return int(channel.queue_declare(queue, passive=True).method.message_count)
-            finally:
-                if channel.is_open:
-                    channel.close()
+    def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int:
+        def work(_link: _ThreadLink, channel: BlockingChannel) -> int:
+            return int(channel.queue_declare(queue, passive=True).method.message_count)
 
-        return retrying(self._settings, f"reading the depth of {queue!r}", operation, self._reset)
+        return self._on_channel(f"reading the depth of {queue!r}", deadline, work)
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:
         def operation() -> None:
-            channel = self._link().connection.channel()
+            channel = self._link(self._default_deadline(None)).connection.channel()
             try:
                 for name in topology_queues(topology):
                     channel.queue_delete(name)

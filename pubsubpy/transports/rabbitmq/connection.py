@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -17,6 +18,7 @@ from typing import TypeVar
 import pika
 import pika.exceptions
 
+from pubsubpy.deadline import Deadline
 from pubsubpy.errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -26,7 +28,7 @@ from pubsubpy.errors import (
 )
 from pubsubpy.settings import Settings, redact_url
 
-__all__ = ["abandon", "connect", "parameters", "translate_errors"]
+__all__ = ["Unreachable", "abandon", "connect", "parameters", "retrying", "translate_errors", "within"]
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
@@ -94,24 +96,47 @@ def translate_errors(doing: str) -> Iterator[None]:
         raise translate(exc, doing) from exc
 
 
-def connect(settings: Settings) -> pika.BlockingConnection:
-    """Open a connection, trying each URL, up to ``connection_attempts`` rounds."""
+class Unreachable(BrokerUnavailable):
+    """``connect`` used up its attempts (or the deadline): retrying the operation would only repeat them."""
+
+
+def connect(settings: Settings, deadline: Deadline | None = None) -> pika.BlockingConnection:
+    """Open a connection: each URL in turn, up to ``connection_attempts`` rounds, all within ``deadline``.
+
+    Every wait (TCP connect, AMQP handshake, the pause between rounds) is cut to what is left of the
+    deadline, so refused, black-holed and silent brokers all fail in time.
+    """
+    deadline = deadline or Deadline.never()
     params = parameters(settings)
     last: BaseException | None = None
     for attempt in range(settings.connection_attempts):
         if attempt:
-            time.sleep(settings.retry_connect_delay * attempt)
-        try:
-            return pika.BlockingConnection(params)
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            last = exc
-            if isinstance(exc, pika.exceptions.ProbableAuthenticationError
-                          | pika.exceptions.ProbableAccessDeniedError):
+            time.sleep(deadline.cap(settings.retry_connect_delay * attempt))
+        for param in params:
+            remaining = deadline.remaining()
+            if remaining <= 0:
                 break
-            log.warning("connect to %s failed (attempt %d of %d): %r", settings.display_url, attempt + 1,
-                        settings.connection_attempts, exc)
-    assert last is not None
-    raise translate(last, f"connecting to {settings.display_url}") from last
+            param.socket_timeout = min(settings.connect_timeout, remaining)
+            param.stack_timeout = min(settings.connect_timeout * 2, remaining)
+            try:
+                return pika.BlockingConnection(param)
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                last = exc
+                if isinstance(exc, pika.exceptions.ProbableAuthenticationError
+                              | pika.exceptions.ProbableAccessDeniedError):
+                    raise Unreachable(str(translate(exc, f"connecting to {settings.display_url}"))) from exc
+                log.warning("connect to %s failed (attempt %d of %d): %r", _where(param), attempt + 1,
+                            settings.connection_attempts, exc)
+        if deadline.expired:
+            break
+    doing = f"connecting to {settings.display_url}"
+    if last is None:
+        raise Unreachable(f"{doing}: no connection within the deadline")
+    raise Unreachable(str(translate(last, doing))) from last
+
+
+def _where(param: pika.URLParameters) -> str:
+    return f"{getattr(param, 'host', '?')}:{getattr(param, 'port', '?')}"
 
 
 def abandon(connection: pika.BlockingConnection) -> None:
@@ -121,16 +146,54 @@ def abandon(connection: pika.BlockingConnection) -> None:
         connection._impl._adapter_disconnect_stream()
 
 
-def retrying(settings: Settings, doing: str, operation: Callable[[], T], reset: Callable[[], None]) -> T:
-    """Run ``operation``; if the connection is lost, ``reset`` and try again (bounded)."""
-    for attempt in range(settings.connection_attempts + 1):
+class _DeadlinePassed(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def within(connection: pika.BlockingConnection, deadline: Deadline, doing: str) -> Iterator[None]:
+    """Bound every blocking pika call made inside by ``deadline``.
+
+    pika's synchronous RPCs (``queue_declare``, ``basic_cancel``...) wait without a limit. A timer on
+    the connection's I/O loop raises out of that wait when the deadline passes; the connection's state
+    is then unknown, so it is abandoned and ``OperationTimeout`` raised.
+    """
+    if math.isinf(deadline.at):
+        yield
+        return
+
+    def expire() -> None:
+        raise _DeadlinePassed
+
+    timer = connection._impl.ioloop.call_later(deadline.remaining(), expire)
+    try:
+        yield
+    except _DeadlinePassed:
+        abandon(connection)
+        raise OperationTimeout(f"{doing}: no answer from the broker before the deadline") from None
+    finally:
+        with contextlib.suppress(Exception):
+            connection._impl.ioloop.remove_timeout(timer)
+
+
+def retrying(settings: Settings, doing: str, operation: Callable[[], T], reset: Callable[[], None],
+             deadline: Deadline | None = None) -> T:
+    """Run ``operation``; if an open connection is lost, ``reset`` and try again, within ``deadline``.
+
+    A failure to connect at all is not retried here: ``connect`` already made its attempts.
+    """
+    deadline = deadline or Deadline.never()
+    for attempt in range(settings.connection_attempts):
         try:
             with translate_errors(doing):
                 return operation()
+        except (Unreachable, OperationTimeout):
+            reset()
+            raise
         except BrokerUnavailable:
             reset()
-            if attempt >= settings.connection_attempts:
+            if attempt + 1 >= settings.connection_attempts or deadline.expired:
                 raise
-            log.warning("%s: connection lost, reconnecting (attempt %d)", doing, attempt + 1)
-            time.sleep(settings.retry_connect_delay * attempt)
+            log.warning("%s: connection lost, reconnecting (attempt %d)", doing, attempt + 2)
+            time.sleep(deadline.cap(settings.retry_connect_delay * attempt))
     raise AssertionError("unreachable")

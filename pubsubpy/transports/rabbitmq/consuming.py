@@ -1,18 +1,22 @@
-"""A ``basic_consume`` consumer with a prefetch window, batched acks and an empty-queue stop.
+"""A ``basic_consume`` consumer: a prefetch window, batched acks, wake-ups from other threads.
 
-Stop rule (no fixed sleep): when nothing is buffered, flush acks and ask the
-broker how many messages are ready (a passive ``queue.declare``). The broker
-sends every delivery it dispatched to us before that reply on the same
+The thread that owns this consumer owns its connection: ``get`` runs pika's
+I/O loop (deliveries, heartbeats, flow control) while it waits, and returns
+early when a handler thread calls ``wake`` (``add_callback_threadsafe``, the one
+thread-safe pika call). Handlers never run on this thread, so a long handler
+never starves the connection.
+
+Empty-queue test (no fixed sleep): with nothing buffered, send pending acks and
+ask the broker how many messages are ready (a passive ``queue.declare``). The
+broker sends every delivery it dispatched to us before that reply on the same
 channel, so "nothing buffered after the reply, and 0 ready" means the queue is
-empty for us. If messages are ready but not yet here, wait for them in short
-steps, re-asking, until ``timeout``.
+empty for us.
 
-Acks: ``ack`` records the tag; tags are sent with ``multiple=True`` when the
-acked tags are contiguous (the drain's case), one by one otherwise (dead-letter
-walks), every ``ack_batch`` tags and on ``flush``/``close``. Delivery tags
-given out carry a connection generation: after a reconnect, an ack for a tag
-from the old connection is dropped (that message comes back redelivered),
-never sent on the new channel.
+Acks: ``ack`` records the tag; ``flush`` sends a ``multiple=True`` ack for the
+run of tags contiguous with what is already acked and single acks for the
+rest. Delivery tags given out carry a connection generation: after a
+reconnect, an ack for a tag from the old connection is dropped (that message
+comes back redelivered), never sent on the new channel.
 """
 
 from __future__ import annotations
@@ -27,10 +31,11 @@ import pika.adapters.blocking_connection
 import pika.exceptions
 import pika.spec
 
-from pubsubpy.errors import BrokerUnavailable
+from pubsubpy.deadline import Deadline
+from pubsubpy.errors import BrokerUnavailable, TransportError
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import Delivery
-from pubsubpy.transports.rabbitmq.connection import connect, translate_errors
+from pubsubpy.transports.base import Delivery, next_delivery
+from pubsubpy.transports.rabbitmq.connection import abandon, connect, translate_errors, within
 from pubsubpy.transports.rabbitmq.properties import from_pika_properties
 
 __all__ = ["RabbitConsumer"]
@@ -38,14 +43,15 @@ __all__ = ["RabbitConsumer"]
 log = logging.getLogger("pubsubpy.rabbitmq")
 
 _GENERATION_SHIFT = 40
-_WAIT_STEP = 0.05
+_CLOSE_BUDGET = 2.0  # seconds for a polite cancel + final acks on close
 
 
 class RabbitConsumer:
     def __init__(self, settings: Settings, queue: str, prefetch: int, *, recover: bool = True,
-                 limit: int | None = None) -> None:
+                 limit: int | None = None, deadline: Deadline | None = None) -> None:
         self._settings = settings
         self._recover = recover
+        self._deadline = deadline or Deadline.never()
         limited = limit is not None and (not prefetch or limit <= prefetch)
         if limited:
             # The broker refills the window as acks arrive. With the window equal to the limit and every
@@ -57,16 +63,16 @@ class RabbitConsumer:
         self._prefetch = prefetch
         self._ack_batch = max(1, min(prefetch // 2, 500)) if prefetch else 100
         self._limited = limited
-        if limited:
-            self._ack_batch = prefetch + 1
         self._generation = 0
         self._connection: pika.BlockingConnection | None = None
         self._channel: pika.adapters.blocking_connection.BlockingChannel | None = None
         self._buffer: deque[Delivery] = deque()
         self._pending_acks: list[int] = []
-        self._floor = 0  # every tag <= floor is acked
+        self._floor = 0  # every tag <= floor is settled
+        self._settled_above: set[int] = set()  # tags > floor acked or nacked one by one
         self._closed = False
-        self._broken: BrokerUnavailable | None = None  # set when the connection died; next() reconnects
+        self._woken = False
+        self._broken: BrokerUnavailable | None = None  # set when the connection died; get() reconnects
         self._consumer_tag = ""
         self._open()
 
@@ -75,33 +81,34 @@ class RabbitConsumer:
         self._generation += 1
         self._buffer.clear()
         self._pending_acks.clear()
+        self._settled_above.clear()
         self._floor = 0
-        with translate_errors(f"consuming from {self._queue!r}"):
-            self._connection = connect(self._settings)
-            channel = self._connection.channel()
-            channel.basic_qos(prefetch_count=self._prefetch)
-            self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
-            self._channel = channel
+        doing = f"consuming from {self._queue!r}"
+        with translate_errors(doing):
+            connection = connect(self._settings, self._deadline)
+            try:
+                with within(connection, self._deadline, doing):
+                    channel = connection.channel()
+                    channel.basic_qos(prefetch_count=self._prefetch)
+                    self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
+            except BaseException:
+                abandon(connection)
+                raise
+        self._connection, self._channel = connection, channel
         self._broken = None
 
     def _reopen(self, exc: BaseException) -> None:
         log.warning("consumer on %r lost its connection (%r); reconnecting", self._queue, exc)
         self._abandon()
-        last: BaseException = exc
-        for attempt in range(self._settings.connection_attempts):
-            try:
-                self._open()
-                return
-            except BrokerUnavailable as error:
-                last = error
-                time.sleep(self._settings.retry_connect_delay * (attempt + 1))
-        raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {last}") from last
+        try:
+            self._open()  # connect() makes connection_attempts attempts within the deadline
+        except TransportError as error:
+            raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {error}") from error
 
     def _abandon(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         if connection is not None and connection.is_open:
-            with contextlib.suppress(Exception):  # already broken: nothing more to do
-                connection.close()
+            abandon(connection)
 
     def _on_message(self, _channel: object, method: pika.spec.Basic.Deliver,
                     properties: pika.spec.BasicProperties, body: bytes) -> None:
@@ -109,9 +116,19 @@ class RabbitConsumer:
         self._buffer.append(Delivery(tag, method.exchange, method.routing_key, body,
                                      from_pika_properties(properties), bool(method.redelivered)))
 
+    def _on_wake(self) -> None:
+        self._woken = True
+
+    def _lost(self, exc: BrokerUnavailable) -> None:
+        """The connection died: forget its tags (the broker redelivers those messages)."""
+        if not self._recover:
+            raise exc
+        self._broken = exc
+        self._buffer.clear()
+
     # -- consumer contract ---------------------------------------------------------
-    def next(self, timeout: float) -> Delivery | None:
-        deadline = time.monotonic() + timeout
+    def get(self, timeout: float) -> Delivery | None:
+        until = time.monotonic() + timeout
         while True:
             if self._broken is not None:
                 if not self._recover:
@@ -119,37 +136,54 @@ class RabbitConsumer:
                 self._reopen(self._broken)
             if self._buffer:
                 return self._buffer.popleft()
-            try:
-                if self._poll(deadline):
-                    continue
+            if self._woken:
+                self._woken = False
                 return None
+            remaining = until - time.monotonic()
+            assert self._connection is not None
+            try:
+                with translate_errors(f"consuming from {self._queue!r}"):
+                    self._connection.process_data_events(max(remaining, 0.0))
             except BrokerUnavailable as exc:
-                if time.monotonic() >= deadline:
-                    raise
-                self._broken = exc
+                self._lost(exc)
+                continue
+            if remaining <= 0 and not self._buffer:
+                self._woken = False
+                return None
 
-    def _poll(self, deadline: float) -> bool:
-        """Fill the buffer; False once the queue is empty or the deadline passed."""
-        assert self._connection is not None and self._channel is not None
-        with translate_errors(f"consuming from {self._queue!r}"):
-            self._connection.process_data_events(0)
-            if self._buffer:
-                return True
-            if not self._limited:
-                self._send_acks()  # frees the window; a limited consumer keeps it shut (see __init__)
-            while True:
-                ready = self._channel.queue_declare(self._queue, passive=True).method.message_count
-                self._connection.process_data_events(0)
+    def is_empty(self) -> bool:
+        if self._buffer:
+            return False
+        if self._broken is not None or self._connection is None or self._channel is None:
+            return False  # get() reconnects first
+        connection, channel = self._connection, self._channel
+        doing = f"asking the depth of {self._queue!r}"
+        try:
+            with translate_errors(doing), within(connection, self._deadline, doing):
+                connection.process_data_events(0)
                 if self._buffer:
-                    return True
-                if ready == 0:
                     return False
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._connection.process_data_events(min(_WAIT_STEP, remaining))
-                if self._buffer:
-                    return True
+                if not self._limited:
+                    self._send_acks()  # frees the window; a limited consumer keeps it shut (see __init__)
+                ready = channel.queue_declare(self._queue, passive=True).method.message_count
+                connection.process_data_events(0)
+        except BrokerUnavailable as exc:
+            self._lost(exc)
+            return False
+        return not self._buffer and ready == 0
+
+    def next(self, timeout: float) -> Delivery | None:
+        return next_delivery(self, timeout)
+
+    def wake(self) -> None:
+        connection = self._connection
+        if connection is None:
+            self._woken = True
+            return
+        try:
+            connection.add_callback_threadsafe(self._on_wake)
+        except Exception:  # the connection is closing: get() notices that by itself
+            self._woken = True
 
     def _split(self, tag: int) -> int | None:
         if tag >> _GENERATION_SHIFT != self._generation:
@@ -161,7 +195,7 @@ class RabbitConsumer:
         if local is None or self._broken is not None:
             return
         self._pending_acks.append(local)
-        if len(self._pending_acks) >= self._ack_batch:
+        if len(self._pending_acks) >= self._ack_batch and not self._limited:
             self._flush_quietly()
 
     def nack(self, tag: int, requeue: bool) -> None:
@@ -171,19 +205,36 @@ class RabbitConsumer:
         self._send_acks()
         with translate_errors(f"rejecting a message on {self._queue!r}"):
             self._channel.basic_nack(local, multiple=False, requeue=requeue)
+        self._mark_single(local)
+
+    def _mark_single(self, local: int) -> None:
+        self._settled_above.add(local)
+        while self._floor + 1 in self._settled_above:
+            self._floor += 1
+            self._settled_above.discard(self._floor)
 
     def _send_acks(self) -> None:
         if not self._pending_acks or self._channel is None:
             return
         tags = sorted(self._pending_acks)
         self._pending_acks.clear()
+        pending = set(tags)
+        cut, run_end = self._floor, 0
+        while cut + 1 in pending or cut + 1 in self._settled_above:
+            cut += 1
+            if cut in pending:
+                run_end = cut
         with translate_errors(f"acknowledging on {self._queue!r}"):
-            if tags[-1] - self._floor == len(tags):
-                self._channel.basic_ack(tags[-1], multiple=True)
-                self._floor = tags[-1]
-            else:
-                for local in tags:
+            if run_end:
+                self._channel.basic_ack(run_end, multiple=True)
+            for local in tags:
+                if local > cut:
                     self._channel.basic_ack(local)
+        self._settled_above = {t for t in self._settled_above if t > cut}
+        self._floor = cut
+        for local in tags:
+            if local > cut:
+                self._mark_single(local)
 
     def _flush_quietly(self) -> None:
         try:
@@ -195,17 +246,27 @@ class RabbitConsumer:
             self._buffer.clear()  # their tags died with the channel: the broker redelivers them
 
     def flush(self) -> None:
-        self._send_acks()
+        if self._limited or self._broken is not None:
+            return  # a limited consumer acks on close (see __init__)
+        try:
+            self._send_acks()
+        except BrokerUnavailable as exc:
+            self._lost(exc)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._buffer.clear()
-        if self._channel is not None and self._broken is None:
+        connection, channel = self._connection, self._channel
+        if connection is not None and channel is not None and self._broken is None:
             # Cancel first: acks sent to a live consumer reopen its window, and the broker would push
             # messages we then hand back, marked redelivered although nobody saw them.
-            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                self._channel.basic_cancel(self._consumer_tag)
-            self._flush_quietly()
+            with contextlib.suppress(TransportError, pika.exceptions.AMQPError, OSError), \
+                    within(connection, Deadline.after(_CLOSE_BUDGET), f"closing the consumer on {self._queue!r}"):
+                channel.basic_cancel(self._consumer_tag)
+            if connection.is_open:
+                self._flush_quietly()
+                with contextlib.suppress(Exception), within(connection, Deadline.after(_CLOSE_BUDGET), "closing"):
+                    connection.close()  # a polite close; abandoned below if it fails
         self._abandon()

@@ -24,6 +24,7 @@ import pika.channel
 import pika.frame
 import pika.spec
 
+from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfirmTimeout, PublishNacked
 from pubsubpy.transports.base import OutgoingMessage
 from pubsubpy.transports.rabbitmq.properties import to_pika_properties
@@ -73,10 +74,12 @@ class ConfirmChannel:
                    properties: pika.spec.BasicProperties, _body: bytes) -> None:
         self._returned.add(properties.message_id or "")
 
-    def _wait(self, done: Callable[[], bool], doing: str) -> None:
-        """Run the I/O loop until ``done()`` or the deadline. pika's loop also insists on an empty
-        write buffer, which a blocked broker never drains, so the deadline breaks out by raising."""
-        deadline = time.monotonic() + self._timeout
+    def _wait(self, done: Callable[[], bool], doing: str, limit: Deadline | None = None) -> None:
+        """Run the I/O loop until ``done()``, for ``confirm_timeout`` at most (less if ``limit`` comes
+        first). pika's loop also insists on an empty write buffer, which a blocked broker never
+        drains, so the deadline breaks out by raising."""
+        wait = self._timeout if limit is None else limit.cap(self._timeout)
+        deadline = time.monotonic() + wait
 
         def finished() -> bool:
             if done():
@@ -85,7 +88,7 @@ class ConfirmChannel:
                 raise _DeadlinePassed
             return False
 
-        timer = self._connection.call_later(self._timeout, lambda: None)  # wakes the I/O loop at the deadline
+        timer = self._connection.call_later(wait, lambda: None)  # wakes the I/O loop at the deadline
         try:
             self._connection._flush_output(finished)
         except _DeadlinePassed:
@@ -95,11 +98,11 @@ class ConfirmChannel:
                 self._connection.remove_timeout(timer)
         if not done():
             self.broken = True
-            raise ConfirmTimeout(f"{doing}: no answer from the broker within confirm_timeout={self._timeout}s; "
-                                 "the outcome is unknown (the message may or may not be stored)",
+            raise ConfirmTimeout(f"{doing}: no answer from the broker within {wait:.3g}s (confirm_timeout="
+                                 f"{self._timeout}s); the outcome is unknown (the message may or may not be stored)",
                                  list(self._unconfirmed.values()))
 
-    def publish(self, messages: Sequence[OutgoingMessage]) -> list[str]:
+    def publish(self, messages: Sequence[OutgoingMessage], deadline: Deadline | None = None) -> list[str]:
         """Send all, wait for every confirm; returns ids of mandatory messages no queue took."""
         self._nacked.clear()
         self._returned.clear()
@@ -108,7 +111,7 @@ class ConfirmChannel:
             self._unconfirmed[self._seq] = message.properties.message_id or ""
             self._impl.basic_publish(message.exchange, message.routing_key, message.body,
                                      to_pika_properties(message.properties), message.mandatory)
-        self._wait(lambda: not self._unconfirmed, f"publishing {len(messages)} message(s)")
+        self._wait(lambda: not self._unconfirmed, f"publishing {len(messages)} message(s)", deadline)
         if self._nacked:
             raise PublishNacked(f"the broker refused {len(self._nacked)} of {len(messages)} message(s) "
                                 "(basic.nack); they were not stored", list(self._nacked))

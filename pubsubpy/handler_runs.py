@@ -1,0 +1,94 @@
+"""One handler's run on one message, and how the runs of a message fold into its verdict.
+
+Each matching handler runs once per delivery, whatever the others do: one
+handler's ``Reject`` or exhausted retries never keeps another from running.
+``fold`` is the one place that turns the runs into the message's outcome:
+
+- every run returned                  -> handled
+- some raised with attempts left      -> a retry copy aimed at just those handlers
+- some raised ``Reject``, or raised on their last attempt
+                                      -> a dead letter naming just those handlers,
+                                         reason ``rejected`` when every one of them
+                                         rejected, else ``handler_error``
+A message can need both a retry copy and a dead letter (one handler out of
+attempts, another with attempts left); each copy names its own handlers.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pubsubpy.errors import Reject
+from pubsubpy.outcomes import Reason
+from pubsubpy.router import Subscription
+
+__all__ = ["HandlerRun", "RunResult", "describe", "run_handler"]
+
+log = logging.getLogger("pubsubpy.drain")
+
+ERROR_TEXT_LIMIT = 1000
+
+
+class RunResult(str, enum.Enum):
+    OK = "ok"
+    RETRY = "retry"          # raised; attempts left
+    EXHAUSTED = "exhausted"  # raised on its last attempt
+    REJECTED = "rejected"    # raised Reject
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerRun:
+    subscription: Subscription
+    result: RunResult
+    error: str | None = None
+
+
+def describe(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ fails must not take the drain down with it
+        text = "<str() of this exception failed>"
+    return f"{type(exc).__name__}: {text}"[:ERROR_TEXT_LIMIT]
+
+
+def run_handler(sub: Subscription, call: Callable[[], Any], routing_key: str, attempt: int,
+                max_attempts: int) -> HandlerRun:
+    try:
+        call()
+    except Reject as exc:
+        return HandlerRun(sub, RunResult.REJECTED, describe(exc))
+    except Exception as exc:
+        log.warning("handler %s failed on %s (attempt %d of %d): %s", sub.name, routing_key, attempt,
+                    max_attempts, describe(exc))
+        result = RunResult.EXHAUSTED if attempt >= max_attempts else RunResult.RETRY
+        return HandlerRun(sub, result, describe(exc))
+    return HandlerRun(sub, RunResult.OK)
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    retry: list[Subscription]
+    blamed: list[Subscription]
+    reason: Reason | None
+    error: str | None
+
+
+def fold(runs: Sequence[HandlerRun]) -> Folded:
+    retry = [run.subscription for run in runs if run.result is RunResult.RETRY]
+    dead = [run for run in runs if run.result in (RunResult.EXHAUSTED, RunResult.REJECTED)]
+    reason: Reason | None = None
+    if dead:
+        rejected = all(run.result is RunResult.REJECTED for run in dead)
+        reason = Reason.REJECTED if rejected else Reason.HANDLER_ERROR
+    failing = dead or [run for run in runs if run.result is RunResult.RETRY]
+    if len(failing) == 1:
+        error = failing[0].error
+    elif failing:
+        error = "; ".join(f"{run.subscription.name}: {run.error}" for run in failing)[:ERROR_TEXT_LIMIT]
+    else:
+        error = None
+    return Folded(retry, [run.subscription for run in dead], reason, error)

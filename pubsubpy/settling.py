@@ -1,0 +1,91 @@
+"""Settling: turn decisions into the broker operations that make them durable, a window at a time.
+
+A handled message needs only its ack. A retried or dead-lettered one first
+needs a copy (in a retry queue, or the dead-letter queue) confirmed by the
+broker; only then is the original acked. ``Settler.copies`` builds the copies
+of a whole batch, which go out in one publish with one round of confirms, so a
+window of failures costs one round trip, not one per message.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from pubsubpy.dispatch import Decision
+from pubsubpy.envelope import (
+    H_ATTEMPT,
+    H_DEAD_LETTERED_AT,
+    H_ERROR,
+    H_HANDLERS,
+    H_QUEUE,
+    H_REASON,
+    H_ROUTING_KEY,
+    Properties,
+    clean_headers,
+)
+from pubsubpy.errors import PublishError
+from pubsubpy.outcomes import Outcome
+from pubsubpy.settings import Settings
+from pubsubpy.topology import dead_letter_exchange, retry_delay_ms, retry_queue, service_queue
+from pubsubpy.transports.base import Delivery, OutgoingMessage
+
+__all__ = ["Settler", "outcome_of"]
+
+
+def outcome_of(decision: Decision) -> Outcome:
+    if decision.reason is not None:
+        return Outcome.DEAD_LETTERED
+    return Outcome.RETRIED if decision.failed else Outcome.HANDLED
+
+
+def _copy(delivery: Delivery, headers: dict[str, object]) -> Properties:
+    merged = clean_headers(delivery.properties.headers)
+    merged.update(headers)
+    return delivery.properties.with_headers(merged)
+
+
+class Settler:
+    def __init__(self, settings: Settings, service: str) -> None:
+        self._settings = settings
+        self._service = service
+
+    def retry_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
+        delay = retry_delay_ms(self._settings, decision.attempt)
+        headers: dict[str, object] = {
+            H_ATTEMPT: decision.attempt + 1,
+            H_HANDLERS: ",".join(s.name for s in decision.failed),
+            H_ROUTING_KEY: decision.routing_key,
+        }
+        target = retry_queue(self._service, delay) if delay > 0 else service_queue(self._service)
+        return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
+
+    def dead_letter_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
+        assert decision.reason is not None
+        headers: dict[str, object] = {
+            H_REASON: decision.reason.value,
+            H_ERROR: decision.error or "",
+            H_ATTEMPT: decision.attempt,
+            H_ROUTING_KEY: decision.routing_key,
+            H_QUEUE: service_queue(self._service),
+            H_DEAD_LETTERED_AT: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if decision.exhausted:
+            headers[H_HANDLERS] = ",".join(s.name for s in decision.exhausted)
+        return OutgoingMessage(dead_letter_exchange(self._service), decision.routing_key, delivery.body,
+                               _copy(delivery, headers), mandatory=True)
+
+    def copies(self, settled: Sequence[tuple[Delivery, Decision]]) -> list[OutgoingMessage]:
+        """Every copy a batch needs, in order: retry copies and dead letters."""
+        out: list[OutgoingMessage] = []
+        for delivery, decision in settled:
+            if decision.failed:
+                out.append(self.retry_copy(delivery, decision))
+            if decision.reason is not None:
+                out.append(self.dead_letter_copy(delivery, decision))
+        return out
+
+    def missing(self, lost: Sequence[str]) -> PublishError:
+        return PublishError(
+            f"the retry or dead-letter queue of {self._service!r} is missing; {len(lost)} message(s) were left "
+            "unacked. Run `pubsubpy declare`.", lost)
