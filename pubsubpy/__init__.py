@@ -24,6 +24,7 @@ it once and never connects.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar
 
@@ -80,6 +81,7 @@ __all__ = [
     "publish_model_event",
     "purge_dead_letters",
     "replay_dead_letters",
+    "run",
     "subscribe",
 ]
 
@@ -130,9 +132,14 @@ def declare() -> None:
     _default.declare()
 
 
-def drain(*, max_messages: int | None = None, timeout: float = 60.0) -> DrainResult:
+def drain(*, max_messages: int | None = None, timeout: float = 60.0, concurrency: int = 1) -> DrainResult:
     """Consume everything outstanding for this service; returns what happened."""
-    return _default.drain(max_messages=max_messages, timeout=timeout)
+    return _default.drain(max_messages=max_messages, timeout=timeout, concurrency=concurrency)
+
+
+def run(concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
+    """Consume until ``stop`` is set or SIGTERM/SIGINT arrives; see ``PubSub.run``."""
+    return _default.run(concurrency=concurrency, stop=stop)
 
 
 def list_dead_letters(*, limit: int | None = None, reason: str | None = None, topic: str | None = None,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -111,6 +112,24 @@ def _build() -> click.Group:
             result = app.drain(max_messages=max_messages, timeout=timeout, on_message=progress)
             click.echo(str(result))
             return EXIT_FAILED if fail_on_dead_letters and result.dead_lettered else 0
+
+        _run(action)
+
+    @cli.command(help="Consume until SIGTERM/SIGINT: a long-running worker (reconnects on its own).")
+    @with_connection
+    @click.option("--concurrency", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
+                  help="handlers running at once, on threads (for I/O-bound handlers)")
+    def worker(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
+               concurrency: int) -> None:
+        from pubsubpy.worker import exit_code
+
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+        def action() -> int:
+            result = _load_app(app_path, url, exchange, service).run(concurrency=concurrency)
+            click.echo(str(result))
+            return exit_code(result)
 
         _run(action)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import pika
+import pika.adapters.utils.connection_workflow
 import pika.exceptions
 
 from pubsubpy.deadline import Deadline
@@ -33,6 +34,8 @@ __all__ = ["Unreachable", "abandon", "connect", "parameters", "retrying", "trans
 log = logging.getLogger("pubsubpy.rabbitmq")
 
 T = TypeVar("T")
+
+_ConnectorError = pika.adapters.utils.connection_workflow.AMQPConnectorException  # pika's handshake timeouts
 
 
 def parameters(settings: Settings) -> list[pika.URLParameters]:
@@ -78,6 +81,8 @@ def translate(exc: BaseException, doing: str) -> PubSubError:
         if exc.reply_code == 404:
             return ConfigurationError(f"{doing}: {text}. Run `pubsubpy declare` (or PubSub.declare()) first.")
         return TransportError(f"{doing}: {text}")
+    if isinstance(exc, _ConnectorError):
+        return BrokerUnavailable(f"{doing}: could not open an AMQP connection in time ({exc!r})")
     if isinstance(exc, pika.exceptions.AMQPConnectionError | pika.exceptions.ConnectionWrongStateError
                   | pika.exceptions.ChannelWrongStateError | pika.exceptions.StreamLostError | OSError):
         return BrokerUnavailable(f"{doing}: connection to the broker failed or was lost ({exc!r})")
@@ -92,7 +97,7 @@ def translate_errors(doing: str) -> Iterator[None]:
         yield
     except PubSubError:
         raise
-    except (pika.exceptions.AMQPError, OSError, AssertionError) as exc:
+    except (pika.exceptions.AMQPError, OSError, AssertionError, _ConnectorError) as exc:
         raise translate(exc, doing) from exc
 
 
@@ -120,7 +125,7 @@ def connect(settings: Settings, deadline: Deadline | None = None) -> pika.Blocki
             param.stack_timeout = min(settings.connect_timeout * 2, remaining)
             try:
                 return pika.BlockingConnection(param)
-            except (pika.exceptions.AMQPError, OSError) as exc:
+            except (pika.exceptions.AMQPError, OSError, _ConnectorError) as exc:
                 last = exc
                 if isinstance(exc, pika.exceptions.ProbableAuthenticationError
                               | pika.exceptions.ProbableAccessDeniedError):

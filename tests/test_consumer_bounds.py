@@ -1,0 +1,136 @@
+"""The consumer on the real broker: long handlers keep their connection; every wait has one deadline."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from pubsubpy import BrokerUnavailable, MessageInfo, PubSub, TransportError
+from tests.conftest import Names
+from tests.contract.events import ALL, BOOKING, BookingCreated
+
+
+def _app(url: str, names: Names, **options: object) -> PubSub:
+    options.setdefault("model_exchange", names.exchange())
+    options.setdefault("service_name", names.service())
+    return PubSub(url, schemas=ALL, **options)  # type: ignore[arg-type]
+
+
+def test_a_handler_longer_than_five_heartbeats_runs_once(rabbit_url: str, names: Names) -> None:
+    """Before: pika sent no heartbeats while a handler ran, the broker closed the connection, the
+    message came back and ran again, forever (3 messages x 7 s with heartbeat=2: 10 runs in 70 s)."""
+    app = _app(rabbit_url, names, heartbeat=1)
+    runs: Counter[int] = Counter()
+    redelivered: list[bool] = []
+
+    @app.subscribe("Booking.created")
+    def slow(event: BookingCreated, info: MessageInfo) -> None:
+        runs[event.id] += 1
+        redelivered.append(info.redelivered)
+        time.sleep(5.5)  # more than five heartbeat intervals
+
+    app.declare()
+    app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(2)])
+    result = app.drain(timeout=60)
+    assert runs == {0: 1, 1: 1}
+    assert redelivered == [False, False]
+    assert (result.handled, result.duplicates, result.redelivered) == (2, 0, 0)
+    app.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def black_hole() -> Iterator[int]:
+    """A port that accepts TCP connections and never says a word (a broker that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+def _subscribed(url: str) -> PubSub:
+    app = PubSub(url, schemas=ALL, service_name="deadline-test")
+
+    @app.subscribe("Booking.created")
+    def never(event: BookingCreated) -> None:
+        raise AssertionError("no broker, no message")
+
+    return app
+
+
+def test_drain_against_a_refused_port_keeps_its_timeout() -> None:
+    """Before: connect attempts were retried inside an outer retry loop: 12 attempts, 7.6 s for timeout=2."""
+    app = _subscribed(f"amqp://guest:guest@127.0.0.1:{_free_port()}/%2F")
+    started = time.monotonic()
+    with pytest.raises(BrokerUnavailable):
+        app.drain(timeout=2)
+    assert time.monotonic() - started < 3.0
+
+
+@pytest.mark.parametrize("timeout", [2.0])
+def test_drain_against_a_silent_broker_keeps_its_timeout(black_hole: int, timeout: float) -> None:
+    app = _subscribed(f"amqp://guest:guest@127.0.0.1:{black_hole}/%2F")
+    started = time.monotonic()
+    with pytest.raises(TransportError):
+        app.drain(timeout=timeout)
+    assert time.monotonic() - started < timeout + 1.0
+
+
+def test_publish_against_a_silent_broker_is_bounded_by_confirm_plus_connect(black_hole: int) -> None:
+    app = PubSub(f"amqp://guest:guest@127.0.0.1:{black_hole}/%2F", schemas=ALL, connect_timeout=1.0,
+                 confirm_timeout=1.0)
+    started = time.monotonic()
+    with pytest.raises(TransportError):
+        app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    assert time.monotonic() - started < 1.0 + 1.0 + 1.0
+
+
+def test_connection_attempts_means_attempts() -> None:
+    port = _free_port()
+    app = _subscribed(f"amqp://guest:guest@127.0.0.1:{port}/%2F,amqp://guest:guest@127.0.0.1:{port}/%2F")
+    app2 = PubSub(app.settings.amqp_url, schemas=ALL, service_name="deadline-test", connection_attempts=2,
+                  retry_connect_delay=0)
+    tries: list[float] = []
+    real_socket = socket.socket.connect
+
+    def counting(self: socket.socket, address: object) -> None:
+        if isinstance(address, tuple) and address[1] == port:
+            tries.append(time.monotonic())
+        real_socket(self, address)  # type: ignore[arg-type]
+
+    socket.socket.connect = counting  # type: ignore[method-assign]
+    try:
+        with pytest.raises(BrokerUnavailable):
+            app2.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    finally:
+        socket.socket.connect = real_socket  # type: ignore[method-assign]
+    assert len(tries) == 2 * 2, "two rounds over two URLs"
+    app.close()

@@ -1,0 +1,23 @@
+"""The app a worker subprocess runs in tests/test_worker.py (``pubsubpy worker --app tests.worker_app:app``).
+
+Names and timing come from the environment; every handled message id is appended to WORKER_LOG.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from pubsubpy import MessageInfo, PubSub
+from tests.contract.events import ALL, BookingCreated
+
+app = PubSub(os.environ["PUBSUBPY_TEST_URL"], schemas=ALL, model_exchange=os.environ["WORKER_EXCHANGE"],
+             service_name=os.environ["WORKER_SERVICE"], shutdown_timeout=float(os.environ.get("WORKER_GRACE", "30")))
+_log = open(os.environ["WORKER_LOG"], "a", buffering=1)  # noqa: SIM115 - lives as long as the worker
+_pause = float(os.environ.get("WORKER_HANDLER_SECONDS", "0.01"))
+
+
+@app.subscribe("Booking.created")
+def record(event: BookingCreated, info: MessageInfo) -> None:
+    time.sleep(_pause)
+    _log.write(f"{info.message_id}\n")
