@@ -69,7 +69,7 @@ def test_sigterm_mid_way_handles_every_message_exactly_once(rabbit_url: str, nam
         if worker.poll() is None:
             worker.kill()
     assert worker.returncode == 0, output
-    assert "worker started: service" in output and "concurrency %d" % concurrency in output
+    assert "worker started: service" in output and f"concurrency {concurrency}," in output
     by_worker = _lines(log)
     assert len(by_worker) < TOTAL, "SIGTERM came too late to test anything"
     by_drain = _drain_the_rest(rabbit_url, app)
@@ -103,7 +103,6 @@ def test_a_second_signal_or_the_grace_period_stops_at_once_and_returns_the_messa
     app, worker = _start(rabbit_url, names, log, concurrency=1, pause=30.0, grace=1.0)
     try:
         [sent] = app.publish_many([(BOOKING, "created", {"id": 1, "guest": "slow"})])
-        wait_for(lambda: "worker started" in (worker.stdout.peek() if False else "") or True, timeout=1)
         depth_zero = lambda: app.transport.queue_depth(f"{app.settings.service_name}.events") == 0  # noqa: E731
         wait_for(depth_zero, timeout=30, what="the worker to take the message")
         worker.send_signal(signal.SIGTERM)
