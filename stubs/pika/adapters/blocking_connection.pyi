@@ -3,10 +3,12 @@ from typing import Any
 
 from pika.channel import Channel
 from pika.connection import Parameters
-from pika.frame import Method
+from pika.frame import Frame, Method, ProtocolHeader
 from pika.spec import Basic, BasicProperties, Queue
 
 class _SelectConnection:
+    _frame_buffer: bytes
+    _read_frame: Callable[[], tuple[int, Frame | ProtocolHeader | None]]
     def _adapter_disconnect_stream(self) -> None: ...
 
 class BlockingConnection:
