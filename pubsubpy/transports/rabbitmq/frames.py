@@ -10,7 +10,10 @@ is length-prefixed, so it is skipped whole and the other properties are kept.
 The result is an ``UndecodableProperties`` carrying ``decode_error``, and the
 message can be dead-lettered like any other bad input. Frame lengths never
 change, so the body and the frames after it parse as usual. Only that
-connection is changed; pika's modules are not patched.
+connection is changed; pika's modules are not patched. Private pika names
+relied on: ``Connection._read_frame`` and ``Connection._frame_buffer`` (the
+same in pika 1.3 and 1.4; pinned by ``pika>=1.3,<2``; covered by
+``tests/test_undecodable_frames.py``).
 """
 
 from __future__ import annotations
