@@ -3,6 +3,7 @@
 No I/O here: the drain loop (``consumer.py``) turns the decision into broker
 operations. Order of checks, each ending the message at once:
 
+0. ``decode_error``              the transport could not decode the message's properties
 1. ``too_large``                 body over ``max_message_size`` (never parsed)
 2. ``unsupported_content_type``  ``content_type`` other than JSON, or an encoding
                                  (gzip...) we do not read; a missing type is read as JSON
@@ -180,6 +181,9 @@ class Dispatcher:
         headers = delivery.properties.headers
         attempt = attempt_from(headers, plan.cap) if H_ATTEMPT in headers else 1
         decision = Decision(routing_key, attempt)
+        if delivery.properties.decode_error:
+            return self._dead(decision, Reason.DECODE_ERROR,
+                              "message properties could not be decoded: " + delivery.properties.decode_error)
         body = delivery.body
         if len(body) > self._settings.max_message_size:
             return self._dead(decision, Reason.TOO_LARGE,

@@ -25,6 +25,7 @@ from pubsubpy.errors import (
     TransportError,
 )
 from pubsubpy.settings import Settings, redact_url
+from pubsubpy.transports.rabbitmq.frames import tolerate_undecodable_properties
 
 __all__ = ["abandon", "connect", "parameters", "translate_errors"]
 
@@ -102,7 +103,9 @@ def connect(settings: Settings) -> pika.BlockingConnection:
         if attempt:
             time.sleep(settings.retry_connect_delay * attempt)
         try:
-            return pika.BlockingConnection(params)
+            connection = pika.BlockingConnection(params)
+            tolerate_undecodable_properties(connection)
+            return connection
         except (pika.exceptions.AMQPError, OSError) as exc:
             last = exc
             if isinstance(exc, pika.exceptions.ProbableAuthenticationError
