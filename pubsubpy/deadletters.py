@@ -87,7 +87,12 @@ class DeadLetter:
         props = delivery.properties
         headers = props.headers
         reason_text = header_text(headers, H_REASON)
-        reason = Reason.parse(reason_text) if reason_text is not None else _broker_reason(headers)
+        if reason_text is not None:
+            reason = Reason.parse(reason_text)
+        elif props.decode_error:  # its headers (and any reason in them) were lost
+            reason = Reason.DECODE_ERROR
+        else:
+            reason = _broker_reason(headers)
         routing_key = delivery.routing_key
         claimed = header_text(headers, H_ROUTING_KEY, limit=300)
         if claimed is not None:
@@ -105,7 +110,7 @@ class DeadLetter:
             routing_key=routing_key,
             event_type=props.type,
             reason=reason.value,
-            error=header_text(headers, H_ERROR),
+            error=props.decode_error or header_text(headers, H_ERROR),
             handler=header_text(headers, H_HANDLERS),
             queue=header_text(headers, H_QUEUE),
             attempts=attempts if isinstance(attempts, int) and not isinstance(attempts, bool) and attempts > 0 else 1,

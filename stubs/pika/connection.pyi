@@ -1,5 +1,7 @@
 from typing import Any
 
+from pika.frame import Frame, ProtocolHeader
+
 class Parameters:
     socket_timeout: float | None
     stack_timeout: float | None
@@ -11,3 +13,7 @@ class Parameters:
 
 class URLParameters(Parameters):
     def __init__(self, url: str) -> None: ...
+
+class Connection:
+    _frame_buffer: bytes
+    def _read_frame(self) -> tuple[int, Frame | ProtocolHeader | None]: ...

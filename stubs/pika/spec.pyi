@@ -1,6 +1,26 @@
 from typing import Any
 
+FRAME_HEADER: int
+FRAME_HEADER_SIZE: int
+FRAME_END: int
+FRAME_END_SIZE: int
+
 class BasicProperties:
+    INDEX: int
+    FLAG_CONTENT_TYPE: int
+    FLAG_CONTENT_ENCODING: int
+    FLAG_HEADERS: int
+    FLAG_DELIVERY_MODE: int
+    FLAG_PRIORITY: int
+    FLAG_CORRELATION_ID: int
+    FLAG_REPLY_TO: int
+    FLAG_EXPIRATION: int
+    FLAG_MESSAGE_ID: int
+    FLAG_TIMESTAMP: int
+    FLAG_TYPE: int
+    FLAG_USER_ID: int
+    FLAG_APP_ID: int
+    FLAG_CLUSTER_ID: int
     content_type: str | None
     content_encoding: str | None
     headers: dict[str, Any] | None
@@ -14,6 +34,7 @@ class BasicProperties:
     type: str | None
     user_id: str | None
     app_id: str | None
+    cluster_id: str | None
     def __init__(
         self,
         content_type: str | None = ...,
@@ -53,6 +74,7 @@ class Basic:
     class Ack:
         delivery_tag: int
         multiple: bool
+        def __init__(self, delivery_tag: int = ..., multiple: bool = ...) -> None: ...
     class Nack:
         delivery_tag: int
         multiple: bool

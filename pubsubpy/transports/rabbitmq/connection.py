@@ -28,6 +28,7 @@ from pubsubpy.errors import (
     TransportError,
 )
 from pubsubpy.settings import Settings, redact_url
+from pubsubpy.transports.rabbitmq.frames import tolerate_undecodable_properties
 
 __all__ = ["Unreachable", "abandon", "connect", "parameters", "retrying", "translate_errors", "within"]
 
@@ -124,7 +125,9 @@ def connect(settings: Settings, deadline: Deadline | None = None) -> pika.Blocki
             param.socket_timeout = min(settings.connect_timeout, remaining)
             param.stack_timeout = min(settings.connect_timeout * 2, remaining)
             try:
-                return pika.BlockingConnection(param)
+                connection = pika.BlockingConnection(param)
+                tolerate_undecodable_properties(connection)
+                return connection
             except (pika.exceptions.AMQPError, OSError, _ConnectorError) as exc:
                 last = exc
                 if isinstance(exc, pika.exceptions.ProbableAuthenticationError

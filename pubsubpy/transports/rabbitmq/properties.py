@@ -1,4 +1,8 @@
-"""pubsubpy's ``Properties`` to pika's ``BasicProperties`` and back: the one place that knows both."""
+"""pubsubpy's ``Properties`` to pika's ``BasicProperties`` and back: the one place that knows both.
+
+Properties pika could not decode arrive as ``UndecodableProperties`` (see ``frames.py``): what was
+recovered is kept, and ``Properties.decode_error`` says what was lost.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import pika
 import pika.spec
 
 from pubsubpy.envelope import Properties
+from pubsubpy.transports.rabbitmq.frames import UndecodableProperties
 
 __all__ = ["from_pika_properties", "to_pika_properties"]
 
@@ -35,4 +40,5 @@ def from_pika_properties(props: pika.spec.BasicProperties) -> Properties:
         delivery_mode=props.delivery_mode,
         expiration=props.expiration,
         headers=dict(props.headers) if props.headers else {},
+        decode_error=props.decode_error if isinstance(props, UndecodableProperties) else None,
     )

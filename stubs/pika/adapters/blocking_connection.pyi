@@ -3,7 +3,7 @@ from typing import Any
 
 from pika.channel import Channel
 from pika.connection import Parameters
-from pika.frame import Method
+from pika.frame import Frame, Method, ProtocolHeader
 from pika.spec import Basic, BasicProperties, Queue
 
 class _IOLoop:
@@ -12,6 +12,8 @@ class _IOLoop:
 
 class _SelectConnection:
     ioloop: _IOLoop
+    _frame_buffer: bytes
+    _read_frame: Callable[[], tuple[int, Frame | ProtocolHeader | None]]
     def _adapter_disconnect_stream(self) -> None: ...
 
 class BlockingConnection:
