@@ -80,8 +80,9 @@ def channel() -> tuple[pika.BlockingConnection, pika.adapters.blocking_connectio
     return connection, connection.channel()
 
 
-def fill(queue: str, count: int, exchange: str = "") -> None:
-    """Put ``count`` copies of the payload in ``queue``, directly or through ``exchange`` (already bound)."""
+def fill(queue: str, count: int, exchange: str = "", body: bytes = BODY) -> None:
+    """Put ``count`` copies of ``body`` (the payload) in ``queue``, directly or through ``exchange`` (already
+    bound)."""
     connection, ch = channel()
     routing_key = queue
     if exchange:
@@ -91,9 +92,16 @@ def fill(queue: str, count: int, exchange: str = "") -> None:
     props = pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id="m",
                                  type=f"{MODEL}.updated")
     for _ in range(count - 1):
-        ch.basic_publish(exchange, routing_key, BODY, props)
+        ch.basic_publish(exchange, routing_key, body, props)
     ch.confirm_delivery()
-    ch.basic_publish(exchange, routing_key, BODY, props)
+    ch.basic_publish(exchange, routing_key, body, props)
+    connection.close()
+
+
+def purge(*queues: str) -> None:
+    connection, ch = channel()
+    for queue in queues:
+        ch.queue_purge(queue)
     connection.close()
 
 

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import broker_rows, local_rows
+from bench import broker_rows, local_rows, worker_rows
 from bench.common import URL, Booking, Row, alternate, delete_app, fill, unique
 from pubsubpy import PubSub
 
@@ -139,11 +139,19 @@ SHORT = {
     "vs FastStream: publish_many": "publish_many\nvs FastStream publish",
     "vs FastStream: drain": "drain\nvs FastStream",
     "in-process": "memory:// publish+drain\nvs model_validate_json",
+    "worker, 20 ms handler: concurrency 16": "worker, 20 ms handler\nconcurrency 16 vs 1",
+    "worker, 20 ms handler: concurrency 4": "worker, 20 ms handler\nconcurrency 4 vs 1",
+    "worker, no-op handler (default": "worker, prefetch 4\nvs raw pika consumer",
+    "worker, no-op handler (prefetch=1000)": "worker, prefetch 1000\nvs raw pika consumer",
+    "drain: validation_error": "validation_error dead letters\nvs handled",
+    "drain: handler_error": "handler_error dead letters\nvs handled",
+    "drain: handler raised": "retried\nvs handled",
 }
 
 
 def short_label(name: str) -> str:
-    return next((label for prefix, label in SHORT.items() if name.startswith(prefix)), name[:30])
+    matches = [prefix for prefix in SHORT if name.startswith(prefix)]  # the longest: "drain" vs "drain: ..."
+    return SHORT[max(matches, key=len)] if matches else name[:30]
 
 
 def chart(rows: list[Row], path: Path) -> None:
@@ -192,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(broker_rows.batch_publish(2000 if quick else 20000, rounds))
     step("drain")
     rows.append(broker_rows.drain(3000 if quick else 30000, rounds))
+    rows.extend(worker_rows.all_rows(quick, rounds, step))
     if not args.no_faststream:
         step("FastStream")
         try:

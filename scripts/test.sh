@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, starts RabbitMQ (and PostgreSQL) if
 # they are not answering, then ruff, mypy --strict, the library's tests and the
-# example project's end-to-end tests. Extra arguments go to the library's pytest.
+# example project's end-to-end tests, and the library's tests on the oldest and the newest
+# supported Python (3.10 and 3.13, each in its own .venv-pyXY) so CI sees what tox promises.
+# Extra arguments go to the library's pytest.
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 ensure_venv test
 bash scripts/start-services.sh
@@ -12,4 +14,15 @@ echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench examples
 echo "== mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
 echo "== pytest: examples/bookingshop (Django + Celery, end to end, ${DATABASE_URL:-sqlite})"
 (cd examples/bookingshop && ../../.venv/bin/pytest -q)
-echo "== pytest: pubsubpy"; .venv/bin/pytest "$@"
+status=0
+for version in 3.10 3.13; do
+  python="$(find_python "$version" || true)"
+  if [ -z "$python" ]; then
+    echo "Python $version not found (pyenv install $version)"; [ "${CI:-}" = "true" ] && exit 1; continue
+  fi
+  venv=".venv-py${version//./}"
+  ensure_venv test "$venv" "$python"
+  echo "== pytest: pubsubpy on Python $version"
+  "$venv/bin/pytest" "$@" || status=$?
+done
+exit $status

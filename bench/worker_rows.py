@@ -1,0 +1,279 @@
+"""Rows for the long-running worker (``PubSub.run``) and for the failure paths of a drain.
+
+- Concurrency: a handler that sleeps (I/O-bound) at concurrency 1, 4 and 16; each
+  level against concurrency 1 measured in the same rounds.
+- No-op handler: the worker against a raw pika ``basic_consume`` with the same
+  prefetch, the same validation and the same ack policy as the drain row's
+  baseline (``multiple=True`` acks every ``min(prefetch // 2, 500)`` messages),
+  at the worker's default prefetch and at 1000.
+- Failure paths: a drain of N messages that fail (validation, handler raising on
+  its last attempt, handler raising with attempts left) against a drain of N
+  handled ones, on the same queues.
+
+The worker clock runs from just before ``run()`` starts (its connection
+included, as the raw consumer's is) to the return of the handler of the last
+message; stopping the worker is not timed. Every run checks afterwards that the
+worker acked them all.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import pika
+
+from bench.common import (
+    BODY,
+    PAYLOAD,
+    URL,
+    Booking,
+    Row,
+    alternate,
+    channel,
+    delete,
+    delete_app,
+    fill,
+    purge,
+    unique,
+)
+from pubsubpy import PubSub
+from pubsubpy.outcomes import DrainResult
+from pubsubpy.topology import dead_letter_queue, retry_delay_ms, retry_queue
+
+LEVELS = (1, 4, 16)
+SLEEP = 0.020  # the I/O-bound handler's wait
+RETRY_DELAY = 300.0  # seconds: a retried copy stays in its TTL queue for the whole measurement
+INVALID_BODY = json.dumps({**PAYLOAD, "nights": "three"}).encode()  # ``nights`` must be an int
+
+
+class _Finish:
+    """Counts handler returns from any thread; notes when the ``target``-th one returned."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.target = 0
+        self.seen = 0
+        self.at = 0.0
+        self.done = threading.Event()
+
+    def reset(self, target: int) -> None:
+        self.target, self.seen, self.at = target, 0, 0.0
+        self.done.clear()
+
+    def hit(self) -> None:
+        with self._lock:
+            self.seen += 1
+            if self.seen == self.target:
+                self.at = time.perf_counter()
+                self.done.set()
+
+
+def _app(service: str, exchange: str, **options: object) -> PubSub:
+    return PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore",
+                  **options)
+
+
+def _worker_rate(app: PubSub, finish: _Finish, count: int, concurrency: int, timeout: float) -> float:
+    """Fill the service queue with ``count`` messages, run the worker until its handlers returned
+    ``count`` times, stop it; messages per second."""
+    service = app.settings.service_name
+    fill(f"{service}.events", count, app.settings.model_exchange)
+    finish.reset(count)
+    stop = threading.Event()
+    outcome: list[DrainResult | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(app.run(concurrency=concurrency, stop=stop))
+        except BaseException as exc:  # reported below, on the bench's thread
+            outcome.append(exc)
+            finish.done.set()
+
+    started = time.perf_counter()
+    thread = threading.Thread(target=work, name=f"bench-worker-c{concurrency}", daemon=True)
+    thread.start()
+    finished = finish.done.wait(timeout)
+    stop.set()
+    thread.join(timeout=60)
+    if thread.is_alive():
+        raise RuntimeError(f"the worker (concurrency {concurrency}) did not stop within 60s of stop.set()")
+    result = outcome[0] if outcome else None
+    if isinstance(result, BaseException):
+        raise RuntimeError(f"the worker (concurrency {concurrency}) failed") from result
+    if not finished or result is None or result.handled != count:
+        raise RuntimeError(f"worker at concurrency {concurrency}: {finish.seen} of {count} handled within "
+                           f"{timeout}s (result: {result})")
+    return count / (finish.at - started)
+
+
+def concurrency(counts: dict[int, int], rounds: int) -> list[Row]:
+    """``counts``: messages per run for each level (about the same seconds each)."""
+    exchange, service = unique("x"), unique("svc")
+    app = _app(service, exchange)
+    finish = _Finish()
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: Booking) -> None:
+        time.sleep(SLEEP)
+        finish.hit()
+
+    app.declare()
+    rates: dict[int, list[float]] = {level: [] for level in LEVELS}
+    for _ in range(rounds):
+        for level in LEVELS:
+            budget = 30 + 3 * counts[level] * SLEEP / level
+            rates[level].append(_worker_rate(app, finish, counts[level], level, budget))
+    delete_app(app)
+    ms = f"{SLEEP * 1000:.0f} ms"
+    return [
+        Row(f"worker, {ms} handler: concurrency 16 vs 1", "msg/s", ours=rates[16], baseline=rates[1],
+            target=">= 10", note=f"{counts[16]} vs {counts[1]} msgs; default prefetch 64 vs 4; ideal 16"),
+        Row(f"worker, {ms} handler: concurrency 4 vs 1", "msg/s", ours=rates[4], baseline=rates[1],
+            note=f"{counts[4]} vs {counts[1]} msgs; default prefetch 16 vs 4; ideal 4, no aim set"),
+    ]
+
+
+def ack_batch(prefetch: int) -> int:
+    """The drain row baseline's policy (a multiple ack every 500 at prefetch 1000), scaled to the window."""
+    return max(1, min(prefetch // 2, 500))
+
+
+def raw_consume(queue: str, count: int, prefetch: int) -> float:
+    """The baseline worker: basic_consume with ``prefetch``, model_validate_json, batched multiple acks.
+    Messages per second from connecting to the last message validated (as the worker is timed)."""
+    started = time.perf_counter()
+    connection, ch = channel()
+    ch.basic_qos(prefetch_count=prefetch)
+    every = ack_batch(prefetch)
+    seen = 0
+    finished_at = 0.0
+
+    def on_message(_channel: object, method: pika.spec.Basic.Deliver, _props: object, body: bytes) -> None:
+        nonlocal seen, finished_at
+        Booking.model_validate_json(body)
+        seen += 1
+        if seen == count:
+            finished_at = time.perf_counter()
+        if seen % every == 0 or seen == count:
+            ch.basic_ack(method.delivery_tag, multiple=True)
+        if seen == count:
+            ch.stop_consuming()
+
+    ch.basic_consume(queue, on_message)
+    ch.start_consuming()
+    connection.close()
+    return count / (finished_at - started)
+
+
+def noop_vs_raw(count: int, rounds: int, prefetch: int | None) -> Row:
+    """The worker at concurrency 1 with a no-op handler, at its default prefetch (``None``) or an explicit one."""
+    exchange, service = unique("x"), unique("svc")
+    app = _app(service, exchange) if prefetch is None else _app(service, exchange, prefetch=prefetch)
+    window = prefetch if prefetch is not None else 4  # worker_prefetch(None, 1)
+    finish = _Finish()
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: Booking) -> None:
+        finish.hit()
+
+    app.declare()
+    raw_queue = unique("raw")
+
+    def baseline() -> float:
+        fill(raw_queue, count)
+        return raw_consume(raw_queue, count, window)
+
+    how = "default prefetch 4" if prefetch is None else f"prefetch={prefetch}"
+    row = alternate(Row(f"worker, no-op handler ({how}) vs raw pika", "msg/s", target=">= 0.8",
+                        note=f"both prefetch {window}, multiple acks every {ack_batch(window)}"),
+                    rounds, lambda: _worker_rate(app, finish, count, 1, 120), baseline)
+    delete_app(app)
+    delete([raw_queue])
+    return row
+
+
+def failure_paths(count: int, rounds: int) -> list[Row]:
+    """Drains of ``count`` failing messages against drains of ``count`` handled ones, all on one
+    service's queues (the same topology: main queue, dead-letter exchange and queue, retry queue)."""
+    exchange, service = unique("x"), unique("svc")
+    options: dict[str, object] = {"max_attempts": 3, "retry_delay": RETRY_DELAY}
+    failing = threading.Event()
+    app = _app(service, exchange, **options)
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: Booking) -> None:
+        if failing.is_set():
+            raise RuntimeError("bench: the handler failed")
+
+    # The same service and settings (so the same topology: max_attempts=3 still declares the retry
+    # queue), with a subscription allowed a single attempt: its failures are dead-lettered at once.
+    last_try = _app(service, exchange, **options)
+
+    @last_try.subscribe("Booking.*", max_attempts=1)
+    def on_booking_once(event: Booking) -> None:
+        raise RuntimeError("bench: the handler failed")
+
+    app.declare()
+    last_try.declare()
+    queue = f"{service}.events"
+    copies = [dead_letter_queue(service), retry_queue(service, retry_delay_ms(app.settings, 1))]
+
+    def run(drainer: PubSub, body: bytes, fail: bool, expect: Callable[[DrainResult], bool]) -> float:
+        fill(queue, count, exchange, body)
+        if fail:
+            failing.set()
+        try:
+            started = time.perf_counter()
+            result = drainer.drain(timeout=600)
+            elapsed = time.perf_counter() - started
+        finally:
+            failing.clear()
+        if result.messages != count or not expect(result):
+            raise RuntimeError(f"failure-path drain did not do what the row measures: {result}")
+        purge(*copies)  # every measurement starts from the same empty queues
+        return count / elapsed
+
+    def handled() -> float:
+        return run(app, BODY, False, lambda r: r.handled == count)
+
+    def invalid() -> float:
+        return run(app, INVALID_BODY, False, lambda r: r.reasons.get("validation_error") == count)
+
+    def exhausted() -> float:
+        return run(last_try, BODY, False, lambda r: r.reasons.get("handler_error") == count)
+
+    def retried() -> float:
+        return run(app, BODY, True, lambda r: r.retried == count)
+
+    ok: list[float] = []
+    rows = [
+        Row("drain: validation_error dead letters vs handled", "msg/s", baseline=ok, target=">= 0.3",
+            note="bodies the schema rejects, sent with plain pika"),
+        Row("drain: handler_error dead letters vs handled", "msg/s", baseline=ok, target=">= 0.3",
+            note="handler raises, max_attempts=1"),
+        Row("drain: handler raised, retried vs handled", "msg/s", baseline=ok, target=">= 0.3",
+            note=f"attempts left; copies wait in a {RETRY_DELAY:.0f}s TTL retry queue"),
+    ]
+    for _ in range(rounds):
+        ok.append(handled())
+        for row, measure in zip(rows, (invalid, exhausted, retried), strict=True):
+            row.ours.append(measure())
+    last_try.close()
+    delete_app(app)
+    return rows
+
+
+def all_rows(quick: bool, rounds: int, step: Callable[[str], None] = lambda _label: None) -> list[Row]:
+    rows: list[Row] = []
+    step("worker concurrency")
+    seconds = 0.5 if quick else 1.5  # per run, whatever the level
+    rows.extend(concurrency({level: int(seconds * level / SLEEP) for level in LEVELS}, rounds))
+    step("worker no-op vs raw pika")
+    rows.append(noop_vs_raw(2000 if quick else 20000, rounds, None))
+    rows.append(noop_vs_raw(3000 if quick else 30000, rounds, 1000))
+    step("failure paths")
+    rows.extend(failure_paths(1000 if quick else 10000, rounds))
+    return rows
