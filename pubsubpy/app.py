@@ -295,35 +295,43 @@ class PubSub:
         return service, Dispatcher(self.settings, self._router, self._registry)
 
     # -- dead letters --------------------------------------------------------------
-    def _dead_letters(self) -> DeadLetterStore:
-        self._ensure_declared()
-        return DeadLetterStore(self.transport, self._service())
+    def _dead_letters(self, timeout: float | None) -> DeadLetterStore:
+        if timeout is not None and timeout <= 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
+        deadline = Deadline.after(timeout)
+        self._ensure_declared(deadline)
+        return DeadLetterStore(self.transport, self._service(), deadline)
 
     def list_dead_letters(
         self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
-        handler: str | None = None,
+        handler: str | None = None, timeout: float | None = None,
     ) -> list[DeadLetter]:
-        """Read the dead-letter queue without removing anything."""
-        return self._dead_letters().list_letters(DeadLetterFilter(None, reason, topic, handler), limit)
+        """Read the dead-letter queue without removing anything (all of it, then filter and ``limit``).
+
+        ``timeout`` bounds the whole call, connecting included (``OperationTimeout`` past it).
+        """
+        return self._dead_letters(timeout).list_letters(DeadLetterFilter(None, reason, topic, handler), limit)
 
     def replay_dead_letters(
         self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+        timeout: float | None = None,
     ) -> list[str]:
         """Send dead letters back to the service queue (all when no ids or filter); returns the ids replayed."""
         match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
-        return self._dead_letters().replay(match, progress)
+        return self._dead_letters(timeout).replay(match, progress)
 
     def purge_dead_letters(
         self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+        timeout: float | None = None,
     ) -> list[str]:
         """Remove dead letters (all when no ids or filter); returns the ids removed."""
         match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
-        return self._dead_letters().purge(match, progress)
+        return self._dead_letters(timeout).purge(match, progress)
 
-    def dead_letter_count(self) -> int:
-        return self._dead_letters().depth()
+    def dead_letter_count(self, *, timeout: float | None = None) -> int:
+        return self._dead_letters(timeout).depth()
 
     # -- lifecycle -----------------------------------------------------------------
     def close(self) -> None:

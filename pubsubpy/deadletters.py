@@ -28,6 +28,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import (
     H_ATTEMPT,
     H_DEAD_LETTERED_AT,
@@ -40,7 +41,7 @@ from pubsubpy.envelope import (
     clean_headers,
     header_text,
 )
-from pubsubpy.errors import InvalidTopic, PublishError
+from pubsubpy.errors import InvalidTopic, OperationTimeout, PublishError
 from pubsubpy.outcomes import Reason
 from pubsubpy.topics import topic_matches, validate_routing_key
 from pubsubpy.topology import dead_letter_queue, service_queue
@@ -143,17 +144,23 @@ class DeadLetterFilter:
 class DeadLetterStore:
     """List, replay and purge one service's dead-letter queue."""
 
-    def __init__(self, transport: Transport, service: str) -> None:
+    def __init__(self, transport: Transport, service: str, deadline: Deadline | None = None) -> None:
         self._transport = transport
         self._service = service
+        self._deadline = deadline or Deadline.never()
 
     def _walk(self, visit: Callable[[Delivery, DeadLetter], bool], limit: int | None = None) -> None:
-        """Read the queue once; ``visit`` returns True to ack (remove) a message. The rest go back."""
-        consumer = self._transport.consume(dead_letter_queue(self._service), 0, recover=False)
+        """Read the queue once; ``visit`` returns True to ack (remove) a message. The rest go back.
+        Past the deadline: ``OperationTimeout``, with whatever was done staying done."""
+        consumer = self._transport.consume(dead_letter_queue(self._service), 0, recover=False,
+                                           deadline=self._deadline)
         seen = 0
         try:
             while limit is None or seen < limit:
-                delivery = consumer.next(_SETTLE_TIMEOUT)
+                if self._deadline.expired:
+                    raise OperationTimeout(f"the dead-letter queue of {self._service!r} was not read to the end "
+                                           f"before the deadline ({seen} letters seen); run the command again")
+                delivery = consumer.next(self._deadline.cap(_SETTLE_TIMEOUT))
                 if delivery is None:
                     break
                 if visit(delivery, DeadLetter.from_delivery(delivery)):
@@ -201,7 +208,8 @@ class DeadLetterStore:
             headers[H_HANDLERS] = letter.handler
         queue = service_queue(self._service)
         lost = self._transport.publish(
-            [OutgoingMessage("", queue, letter.body, letter.properties.with_headers(headers), mandatory=True)])
+            [OutgoingMessage("", queue, letter.body, letter.properties.with_headers(headers), mandatory=True)],
+            deadline=self._deadline.sooner(60.0))
         if lost:
             raise PublishError(f"service queue {queue!r} is missing; run `pubsubpy declare`", lost)
 
@@ -212,4 +220,4 @@ class DeadLetterStore:
         return self._remove(match, lambda _letter: None, progress)
 
     def depth(self) -> int:
-        return self._transport.queue_depth(dead_letter_queue(self._service))
+        return self._transport.queue_depth(dead_letter_queue(self._service), deadline=self._deadline.sooner(60.0))

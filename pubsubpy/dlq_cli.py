@@ -12,6 +12,7 @@ from click.termui import progressbar
 
 from pubsubpy.app import PubSub
 from pubsubpy.deadletters import DeadLetter
+from pubsubpy.deadline import Deadline
 from pubsubpy.formatting import letter_json, letters_table
 
 __all__ = ["register_dlq_commands"]
@@ -33,17 +34,21 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
             func = option(func)
         return func
 
+    timeout_option = click.option("--timeout", type=click.FloatRange(min=0.1), default=120.0, show_default=True,
+                                  help="seconds for the whole command, connecting included")
+
     @group.command("list", help="List dead letters (the queue is left unchanged).")
     @with_connection
+    @timeout_option
     @with_filters
     @click.option("--limit", type=click.IntRange(min=1), default=None)
     @click.option("--json", "as_json", is_flag=True, help="JSON lines, for scripts")
     def list_(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
               reason: str | None, topic: str | None, handler: str | None, limit: int | None,
-              as_json: bool) -> None:
+              as_json: bool, timeout: float) -> None:
         def action() -> None:
             app = load(app_path, url, exchange, service)
-            letters = app.list_dead_letters(limit=limit, reason=reason, topic=topic, handler=handler)
+            letters = app.list_dead_letters(limit=limit, reason=reason, topic=topic, handler=handler, timeout=timeout)
             if as_json:
                 for letter in letters:
                     click.echo(json.dumps(letter_json(letter), sort_keys=True))
@@ -57,12 +62,14 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
 
     @group.command(help="Show one dead letter in full.")
     @with_connection
+    @timeout_option
     @click.argument("message_id")
     def show(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
-             message_id: str) -> None:
+             message_id: str, timeout: float) -> None:
         def action() -> int:
             app = load(app_path, url, exchange, service)
-            found = [letter for letter in app.list_dead_letters() if letter.message_id.startswith(message_id)]
+            found = [letter for letter in app.list_dead_letters(timeout=timeout)
+                     if letter.message_id.startswith(message_id)]
             if not found:
                 click.echo(f"no dead letter with id {message_id}", err=True)
                 return 1
@@ -73,15 +80,17 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
         run(action)
 
     def bulk(verb: str, method: Callable[..., list[str]], ids: tuple[str, ...], reason: str | None,
-             topic: str | None, handler: str | None, app: PubSub) -> int:
+             topic: str | None, handler: str | None, app: PubSub, timeout: float) -> int:
         everything = not ids and reason is None and topic is None and handler is None
-        total = app.dead_letter_count() if everything else len(ids) or app.dead_letter_count()
+        deadline = Deadline.after(timeout)
+        total = app.dead_letter_count(timeout=deadline.remaining()) if everything or not ids else len(ids)
         with progressbar(length=total, label=verb.replace("ed", "ing", 1), file=sys.stderr) as bar:
 
             def step(_letter: DeadLetter) -> None:
                 bar.update(1)
 
-            done = method(set(ids) or None, reason=reason, topic=topic, handler=handler, progress=step)
+            done = method(set(ids) or None, reason=reason, topic=topic, handler=handler, progress=step,
+                          timeout=max(deadline.remaining(), 0.001))
         click.echo(f"{verb} {len(done)} dead letter(s)")
         missing = sorted(set(ids) - set(done))
         if missing:
@@ -92,12 +101,14 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
     @group.command(help="Send dead letters back to the service queue (all, or by id / filter).")
     @with_connection
     @with_filters
+    @timeout_option
     @click.argument("message_ids", nargs=-1)
     def replay(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
-               reason: str | None, topic: str | None, handler: str | None, message_ids: tuple[str, ...]) -> None:
+               reason: str | None, topic: str | None, handler: str | None, timeout: float,
+               message_ids: tuple[str, ...]) -> None:
         def action() -> int:
             app = load(app_path, url, exchange, service)
-            return bulk("replayed", app.replay_dead_letters, message_ids, reason, topic, handler, app)
+            return bulk("replayed", app.replay_dead_letters, message_ids, reason, topic, handler, app, timeout)
 
         run(action)
 
@@ -105,9 +116,10 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
     @with_connection
     @with_filters
     @click.option("--yes", is_flag=True, help="do not ask")
+    @timeout_option
     @click.argument("message_ids", nargs=-1)
     def purge(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
-              reason: str | None, topic: str | None, handler: str | None, yes: bool,
+              reason: str | None, topic: str | None, handler: str | None, yes: bool, timeout: float,
               message_ids: tuple[str, ...]) -> None:
         def action() -> int:
             app = load(app_path, url, exchange, service)
@@ -115,6 +127,6 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
             if not yes and not click.confirm(f"Delete {what} from {app.settings.service_name}?", default=False):
                 click.echo("nothing deleted")
                 return 1
-            return bulk("purged", app.purge_dead_letters, message_ids, reason, topic, handler, app)
+            return bulk("purged", app.purge_dead_letters, message_ids, reason, topic, handler, app, timeout)
 
         run(action)

@@ -134,3 +134,20 @@ def test_connection_attempts_means_attempts() -> None:
         socket.socket.connect = real_socket  # type: ignore[method-assign]
     assert len(tries) == 2 * 2, "two rounds over two URLs"
     app.close()
+
+
+def test_dead_letter_commands_keep_their_timeout_against_a_silent_broker(black_hole: int) -> None:
+    from click.testing import CliRunner
+
+    from pubsubpy.commands import build
+
+    url = f"amqp://guest:guest@127.0.0.1:{black_hole}/%2F"
+    app = _subscribed(url)
+    started = time.monotonic()
+    with pytest.raises(TransportError):
+        app.list_dead_letters(timeout=2)
+    assert time.monotonic() - started < 3.0
+    started = time.monotonic()
+    outcome = CliRunner().invoke(build(), ["dlq", "list", "--url", url, "--service", "deadline-test", "--timeout", "2"])
+    assert outcome.exit_code in (1, 3), outcome.output
+    assert time.monotonic() - started < 3.0
