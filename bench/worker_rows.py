@@ -42,6 +42,7 @@ from bench.common import (
 from pubsubpy import PubSub
 from pubsubpy.outcomes import DrainResult
 from pubsubpy.topology import dead_letter_queue, retry_delay_ms, retry_queue
+from pubsubpy.worker import worker_prefetch
 
 LEVELS = (1, 4, 16)
 SLEEP = 0.020  # the I/O-bound handler's wait
@@ -122,17 +123,23 @@ def concurrency(counts: dict[int, int], rounds: int) -> list[Row]:
 
     app.declare()
     rates: dict[int, list[float]] = {level: [] for level in LEVELS}
-    for _ in range(rounds):
-        for level in LEVELS:
-            budget = 30 + 3 * counts[level] * SLEEP / level
-            rates[level].append(_worker_rate(app, finish, counts[level], level, budget))
-    delete_app(app)
+    try:
+        for _ in range(rounds):
+            for level in LEVELS:
+                budget = 30 + 3 * counts[level] * SLEEP / level
+                rates[level].append(_worker_rate(app, finish, counts[level], level, budget))
+    finally:
+        delete_app(app)
     ms = f"{SLEEP * 1000:.0f} ms"
+
+    def p(level: int) -> int:
+        return worker_prefetch(None, level)
+
     return [
         Row(f"worker, {ms} handler: concurrency 16 vs 1", "msg/s", ours=rates[16], baseline=rates[1],
-            target=">= 10", note=f"{counts[16]} vs {counts[1]} msgs; default prefetch 64 vs 4; ideal 16"),
+            target=">= 10", note=f"{counts[16]} vs {counts[1]} msgs; default prefetch {p(16)} vs {p(1)}; ideal 16"),
         Row(f"worker, {ms} handler: concurrency 4 vs 1", "msg/s", ours=rates[4], baseline=rates[1],
-            note=f"{counts[4]} vs {counts[1]} msgs; default prefetch 16 vs 4; ideal 4, no aim set"),
+            note=f"{counts[4]} vs {counts[1]} msgs; default prefetch {p(4)} vs {p(1)}; ideal 4, no aim set"),
     ]
 
 
@@ -172,7 +179,7 @@ def noop_vs_raw(count: int, rounds: int, prefetch: int | None) -> Row:
     """The worker at concurrency 1 with a no-op handler, at its default prefetch (``None``) or an explicit one."""
     exchange, service = unique("x"), unique("svc")
     app = _app(service, exchange) if prefetch is None else _app(service, exchange, prefetch=prefetch)
-    window = prefetch if prefetch is not None else 4  # worker_prefetch(None, 1)
+    window = worker_prefetch(prefetch, 1)
     finish = _Finish()
 
     @app.subscribe("Booking.*")
@@ -186,13 +193,14 @@ def noop_vs_raw(count: int, rounds: int, prefetch: int | None) -> Row:
         fill(raw_queue, count)
         return raw_consume(raw_queue, count, window)
 
-    how = "default prefetch 4" if prefetch is None else f"prefetch={prefetch}"
-    row = alternate(Row(f"worker, no-op handler ({how}) vs raw pika", "msg/s", target=">= 0.8",
-                        note=f"both prefetch {window}, multiple acks every {ack_batch(window)}"),
-                    rounds, lambda: _worker_rate(app, finish, count, 1, 120), baseline)
-    delete_app(app)
-    delete([raw_queue])
-    return row
+    how = f"default prefetch {window}" if prefetch is None else f"prefetch={prefetch}"
+    try:
+        return alternate(Row(f"worker, no-op handler ({how}) vs raw pika", "msg/s", target=">= 0.8",
+                             note=f"both prefetch {window}, multiple acks every {ack_batch(window)}"),
+                         rounds, lambda: _worker_rate(app, finish, count, 1, 120), baseline)
+    finally:
+        delete_app(app)
+        delete([raw_queue])
 
 
 def failure_paths(count: int, rounds: int) -> list[Row]:
@@ -257,12 +265,14 @@ def failure_paths(count: int, rounds: int) -> list[Row]:
         Row("drain: handler raised, retried vs handled", "msg/s", baseline=ok, target=">= 0.3",
             note=f"attempts left; copies wait in a {RETRY_DELAY:.0f}s TTL retry queue"),
     ]
-    for _ in range(rounds):
-        ok.append(handled())
-        for row, measure in zip(rows, (invalid, exhausted, retried), strict=True):
-            row.ours.append(measure())
-    last_try.close()
-    delete_app(app)
+    try:
+        for _ in range(rounds):
+            ok.append(handled())
+            for row, measure in zip(rows, (invalid, exhausted, retried), strict=True):
+                row.ours.append(measure())
+    finally:
+        last_try.close()
+        delete_app(app)
     return rows
 
 
