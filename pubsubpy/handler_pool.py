@@ -78,7 +78,7 @@ class HandlerPool(Generic[In, Out]):
 
     def _finish(self, item: In, out: Out | None, error: BaseException | None) -> None:
         self._done.put((item, out, error))
-        if self.sleeping:
+        if self.sleeping and self._inbox.empty():  # more queued work: the owner is woken by the last one
             self._wake()
 
     def submit(self, item: In) -> None:
