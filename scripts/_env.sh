@@ -17,7 +17,7 @@ ensure_venv() {
 }
 # find_python 3.10: an interpreter of that version (pyenv's, else on PATH), or nothing.
 find_python() {
-  local version="$1" root="${PYENV_ROOT:-$HOME/.pyenv}" candidate
+  local version="$1" root="${PYENV_ROOT:-${HOME:-/root}/.pyenv}" candidate
   for candidate in "$root"/versions/"$version".*/bin/python"$version" "$(command -v "python$version" || true)"; do
     if [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c "import sys; assert sys.version_info[:2] == tuple(map(int, '$version'.split('.')))" 2>/dev/null; then
       echo "$candidate"; return 0
