@@ -101,14 +101,6 @@ class HandlerPool(Generic[In, Out]):
                 raise error
             finished.append((item, out))
 
-    def wait(self, timeout: float) -> None:
-        """Block until a result is ready or ``timeout`` passed (for owners with no connection to tend)."""
-        try:
-            item = self._done.get(timeout=timeout)
-        except queue.Empty:
-            return
-        self._done.put(item)
-
     def stop_starting(self) -> None:
         """No new item starts from now on; queued ones come back unstarted."""
         self._stopping.set()

@@ -4,8 +4,8 @@ Nothing reaches the broker unless it validated: an unknown (model, event) is
 ``UnknownEventType`` (unless ``require_schemas=False``), a bad payload is
 ``PayloadValidationError`` (unknown fields included), a body over
 ``max_message_size`` is ``MessageTooLarge``, and one nested deeper than
-``max_json_depth`` (which consumers refuse) a ``PayloadValidationError``. Every message is persistent and
-confirmed by the broker before the call returns.
+``max_json_depth`` (which consumers refuse) a ``PayloadValidationError``. Every
+message is persistent and confirmed by the broker before the call returns.
 """
 
 from __future__ import annotations
