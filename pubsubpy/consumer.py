@@ -53,6 +53,7 @@ _POLL = 0.2          # how often a waiting loop looks at ``stop`` (seconds)
 _EMPTY_STEP = 0.05   # re-ask step while the broker reports ready messages not yet pushed
 _BACKOFF_MAX = 30.0  # a worker's longest pause between reconnects
 _RECENT = 10_000     # settled messages remembered for spotting redeliveries
+_PLAIN = (int, str, type(None))
 
 
 @dataclass
@@ -72,14 +73,16 @@ class _Recent:
     """Keys of recently settled deliveries: a redelivery of one of them was already dealt with."""
 
     def __init__(self) -> None:
-        self._keys: OrderedDict[tuple[str, str, str, str], None] = OrderedDict()
+        self._keys: OrderedDict[tuple[str, str, str, object], None] = OrderedDict()
 
     @staticmethod
-    def key(delivery: Delivery) -> tuple[str, str, str, str] | None:
+    def key(delivery: Delivery) -> tuple[str, str, str, object] | None:
         message_id = delivery.properties.message_id
         if not message_id:
             return None
-        return message_id, delivery.exchange, delivery.routing_key, repr(delivery.properties.headers.get(H_ATTEMPT))
+        attempt = delivery.properties.headers.get(H_ATTEMPT)
+        return message_id, delivery.exchange, delivery.routing_key, \
+            attempt if type(attempt) in _PLAIN else repr(attempt)  # a foreign header may be unhashable
 
     def add(self, delivery: Delivery) -> None:
         key = self.key(delivery)
@@ -205,18 +208,25 @@ class _Loop:
                         pool.in_flight, self.queue)
         return True
 
+    def may_take(self) -> bool:
+        limit = self.options.max_messages
+        return not self.stopping and (limit is None or self.taken < limit)
+
     def feed(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
         limit = self.options.max_messages
+        batch: list[Delivery] = []
+        poll = not self.parked  # with deliveries parked, what arrived since is taken in the next wait
         while limit is None or self.taken < limit:
-            delivery = self.parked.popleft() if self.parked else consumer.get(0)
+            delivery = self.parked.popleft() if self.parked else consumer.get(0) if poll else None
             if delivery is None:
-                return
+                break
             self.taken += 1
             if delivery.redelivered and delivery in self.recent:
                 consumer.ack(delivery.tag)
                 self.result.duplicates += 1
                 continue
-            pool.submit(delivery)
+            batch.append(delivery)
+        pool.submit(batch)
 
     def wait(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
         if pool.in_flight:
@@ -230,15 +240,33 @@ class _Loop:
         elif self.grace is not None:
             timeout = self.grace.cap(timeout)
         consumer.flush()
-        pool.sleeping = True
-        try:
-            if pool.has_results():
+        until = Deadline.after(timeout)
+        while not pool.has_results():
+            if self.parked and pool.has_idle_thread() and self.may_take():
                 return
-            delivery = consumer.get(timeout)
-        finally:
-            pool.sleeping = False
-        if delivery is not None:
+            if not pool.has_idle_thread():
+                # Every thread is busy: sleep until one finishes, looking at the connection (heartbeats,
+                # new deliveries) every _POLL. Reading the socket in larger gulps between chunks costs
+                # less than answering every packet while the handlers run.
+                if pool.wait_for_results(until.cap(_POLL)) or until.expired:
+                    return
+                self.take_buffered(consumer)
+                continue
+            pool.sleeping = True
+            try:
+                delivery = None if pool.has_results() else consumer.get(until.remaining())
+            finally:
+                pool.sleeping = False
+            if delivery is None:
+                return  # woken, or the time is up
             self.parked.append(delivery)
+
+    def take_buffered(self, consumer: Consumer) -> None:
+        """Run the connection's I/O once and park what it delivered."""
+        delivery = consumer.get(0)
+        while delivery is not None:
+            self.parked.append(delivery)
+            delivery = consumer.get(0)
 
     # -- settling ------------------------------------------------------------------
     def settle(self, consumer: Consumer, finished: Sequence[tuple[Delivery, Decision | None]]) -> None:

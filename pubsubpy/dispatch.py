@@ -18,11 +18,10 @@ operations. Order of checks, each ending the message at once:
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import json
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic_core
@@ -69,8 +68,8 @@ class Decision:
     attempt: int
     reason: Reason | None = None            # set: dead-letter with this reason
     error: str | None = None
-    failed: list[Subscription] = field(default_factory=list)
-    exhausted: list[Subscription] = field(default_factory=list)
+    failed: Sequence[Subscription] = ()
+    exhausted: Sequence[Subscription] = ()
 
     @property
     def ok(self) -> bool:
@@ -201,19 +200,21 @@ class Dispatcher:
             return decision
         info = self._info(delivery, decision) if plan.wants_info else None
         raw: dict[str, Any] | None = None
-        runs: list[HandlerRun] = []
+        failures: list[HandlerRun] = []
         for sub in plan.subs:
             argument: Any = payload
             if schema is not None and sub.accepts_dict and not (sub.accepts_any_schema or sub.schemas):
                 if raw is None:
                     raw = json.loads(body)
                 argument = raw
-            call = functools.partial(sub.handler, argument, info) if info is not None and sub.wants_info \
-                else functools.partial(sub.handler, argument)
-            runs.append(run_handler(sub, call, routing_key, attempt, self.max_attempts(sub)))
-        folded = fold(runs)
-        decision.failed, decision.exhausted = folded.retry, folded.blamed
-        decision.reason, decision.error = folded.reason, folded.error
+            args = (argument, info) if info is not None and sub.wants_info else (argument,)
+            failure = run_handler(sub, args, routing_key, attempt, self.max_attempts(sub))
+            if failure is not None:
+                failures.append(failure)
+        if failures:
+            folded = fold(failures)
+            decision.failed, decision.exhausted = folded.retry, folded.blamed
+            decision.reason, decision.error = folded.reason, folded.error
         return decision
 
     def _load(self, body: bytes, schema: type[ModelEvent] | None, decision: Decision) -> Any:

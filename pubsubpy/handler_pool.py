@@ -6,6 +6,12 @@ connection, and its message came back to run again, forever. Here the owner
 thread waits in the I/O loop while up to ``concurrency`` threads run handlers;
 a finished handler wakes it through ``Consumer.wake``.
 
+Work is handed over in chunks: the owner submits everything it has buffered at
+once, split across the threads, and each thread returns a chunk's results in
+one piece, waking the owner at most once per chunk. Handing over one message at
+a time cost a queue round trip and a thread switch per message (measured: a
+no-op drain ran at 0.72 of the same work inline; chunked, close to it).
+
 Each run happens in a copy of the context variables of the thread that started
 the consumer, and, when Django is in use, between ``close_old_connections()``
 calls, as Celery does, so a handler thread never reuses a stale database
@@ -15,6 +21,7 @@ connection. The threads are daemons: a hard stop never waits for a stuck handler
 from __future__ import annotations
 
 import contextvars
+import math
 import queue
 import sys
 import threading
@@ -26,14 +33,18 @@ __all__ = ["HandlerPool"]
 In = TypeVar("In")
 Out = TypeVar("Out")
 
+_CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk wait for its last item
 
-def _close_old_db_connections() -> None:
-    """Django's per-request cleanup, when Django is loaded and set up (never imports it)."""
+
+def _django_cleanup() -> Callable[[], None] | None:
+    """Django's per-request cleanup when Django is loaded and set up (never imports it).
+    Looked up once per pool: a consumer starts after Django's setup, as a worker or inside a request."""
     db = sys.modules.get("django.db")
     apps_module = sys.modules.get("django.apps")
     if db is None or apps_module is None or not apps_module.apps.ready:
-        return
-    db.close_old_connections()
+        return None
+    close: Callable[[], None] = db.close_old_connections
+    return close
 
 
 class HandlerPool(Generic[In, Out]):
@@ -48,11 +59,15 @@ class HandlerPool(Generic[In, Out]):
         self._work = work
         self._wake = wake
         self._context = contextvars.copy_context()
-        self._inbox: queue.SimpleQueue[In | None] = queue.SimpleQueue()
-        self._done: queue.SimpleQueue[tuple[In, Out | None, BaseException | None]] = queue.SimpleQueue()
+        self._cleanup = _django_cleanup()
+        self._concurrency = concurrency
+        self._inbox: queue.SimpleQueue[list[In] | None] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[list[tuple[In, Out | None]] | BaseException] = queue.SimpleQueue()
         self._stopping = threading.Event()
-        self.sleeping = False  # the owner sets it while it waits; finished work wakes it then
+        self._finished = threading.Event()  # set whenever a chunk finishes
+        self.sleeping = False  # the owner sets it while it waits in the broker; finished work wakes it there
         self.in_flight = 0
+        self._chunks_out = 0
         self._threads = [threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True)
                          for i in range(concurrency)]
         for thread in self._threads:
@@ -60,46 +75,69 @@ class HandlerPool(Generic[In, Out]):
 
     def _loop(self) -> None:
         while True:
-            item = self._inbox.get()
-            if item is None:
+            chunk = self._inbox.get()
+            if chunk is None:
                 return
-            if self._stopping.is_set():
-                self._finish(item, None, None)
-                continue
-            _close_old_db_connections()
+            finished: list[tuple[In, Out | None]] = []
             try:
-                out = self._context.copy().run(self._work, item)
+                for item in chunk:
+                    finished.append((item, self._run(item)))
             except BaseException as exc:  # a bug in dispatch itself: the owner re-raises it
-                self._finish(item, None, exc)
-                continue
-            finally:
-                _close_old_db_connections()
-            self._finish(item, out, None)
+                self._done.put(exc)
+            else:
+                self._done.put(finished)
+            self._finished.set()
+            if self.sleeping and self._inbox.empty():  # more queued work: the owner is woken by the last one
+                self._wake()
 
-    def _finish(self, item: In, out: Out | None, error: BaseException | None) -> None:
-        self._done.put((item, out, error))
-        if self.sleeping and self._inbox.empty():  # more queued work: the owner is woken by the last one
-            self._wake()
+    def _run(self, item: In) -> Out | None:
+        if self._stopping.is_set():
+            return None
+        cleanup = self._cleanup
+        if cleanup is None:
+            return self._context.copy().run(self._work, item)
+        cleanup()
+        try:
+            return self._context.copy().run(self._work, item)
+        finally:
+            cleanup()
 
-    def submit(self, item: In) -> None:
-        self.in_flight += 1
-        self._inbox.put(item)
+    def submit(self, items: list[In]) -> None:
+        """Hand ``items`` to the threads, split into at most one chunk per thread."""
+        if not items:
+            return
+        self.in_flight += len(items)
+        size = min(_CHUNK_MAX, math.ceil(len(items) / self._concurrency))
+        for start in range(0, len(items), size):
+            self._chunks_out += 1
+            self._inbox.put(items[start:start + size])
+
+    def has_idle_thread(self) -> bool:
+        return self._chunks_out < self._concurrency
 
     def has_results(self) -> bool:
         return not self._done.empty()
+
+    def wait_for_results(self, timeout: float) -> bool:
+        """Block the owner until a chunk finishes (True) or ``timeout`` passes (False)."""
+        self._finished.clear()
+        if self.has_results():
+            return True
+        return self._finished.wait(timeout)
 
     def collect(self) -> list[tuple[In, Out | None]]:
         """Finished items (``None`` for one handed back unstarted); re-raises a dispatch bug."""
         finished: list[tuple[In, Out | None]] = []
         while True:
             try:
-                item, out, error = self._done.get_nowait()
+                chunk = self._done.get_nowait()
             except queue.Empty:
                 return finished
-            self.in_flight -= 1
-            if error is not None:
-                raise error
-            finished.append((item, out))
+            self._chunks_out -= 1
+            if isinstance(chunk, BaseException):
+                raise chunk
+            self.in_flight -= len(chunk)
+            finished.extend(chunk)
 
     def stop_starting(self) -> None:
         """No new item starts from now on; queued ones come back unstarted."""

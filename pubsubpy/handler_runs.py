@@ -4,7 +4,7 @@ Each matching handler runs once per delivery, whatever the others do: one
 handler's ``Reject`` or exhausted retries never keeps another from running.
 ``fold`` is the one place that turns the runs into the message's outcome:
 
-- every run returned                  -> handled
+- every run returned                  -> handled (``fold`` is not even called)
 - some raised with attempts left      -> a retry copy aimed at just those handlers
 - some raised ``Reject``, or raised on their last attempt
                                       -> a dead letter naming just those handlers,
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,6 @@ ERROR_TEXT_LIMIT = 1000
 
 
 class RunResult(str, enum.Enum):
-    OK = "ok"
     RETRY = "retry"          # raised; attempts left
     EXHAUSTED = "exhausted"  # raised on its last attempt
     REJECTED = "rejected"    # raised Reject
@@ -55,10 +54,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:ERROR_TEXT_LIMIT]
 
 
-def run_handler(sub: Subscription, call: Callable[[], Any], routing_key: str, attempt: int,
-                max_attempts: int) -> HandlerRun:
+def run_handler(sub: Subscription, args: tuple[Any, ...], routing_key: str, attempt: int,
+                max_attempts: int) -> HandlerRun | None:
+    """Call ``sub.handler(*args)``; None when it returned, else how it failed."""
     try:
-        call()
+        sub.handler(*args)
     except Reject as exc:
         return HandlerRun(sub, RunResult.REJECTED, describe(exc))
     except Exception as exc:
@@ -66,7 +66,7 @@ def run_handler(sub: Subscription, call: Callable[[], Any], routing_key: str, at
                     max_attempts, describe(exc))
         result = RunResult.EXHAUSTED if attempt >= max_attempts else RunResult.RETRY
         return HandlerRun(sub, result, describe(exc))
-    return HandlerRun(sub, RunResult.OK)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,7 @@ class Folded:
 
 
 def fold(runs: Sequence[HandlerRun]) -> Folded:
+    """The verdict from the failed runs of one message (the handlers that returned are not listed)."""
     retry = [run.subscription for run in runs if run.result is RunResult.RETRY]
     dead = [run for run in runs if run.result in (RunResult.EXHAUSTED, RunResult.REJECTED)]
     reason: Reason | None = None
