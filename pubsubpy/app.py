@@ -163,15 +163,37 @@ class PubSub:
         attempts = max([settings.max_attempts, *(s.max_attempts or 0 for s in self._router.subscriptions)])
         return build_topology(settings, self._service(), self._router.patterns, attempts)
 
-    def declare(self, *, deadline: Deadline | None = None) -> Topology:
-        """Create the exchange, queues and bindings now (at deploy time), so nothing published
-        before the first drain is lost. Removes bindings for patterns no longer subscribed."""
+    def declare(self, *, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
+        """Create the exchange, queues and this version's bindings now (at deploy time), so nothing
+        published before the first drain is lost.
+
+        Additive: bindings of other versions of the service, and ones made by hand, stay.
+        ``prune=True`` also removes the bindings pubsubpy made that this version no longer
+        subscribes (``stale_bindings()``); a collection of patterns removes just those of them
+        that are stale. Prune after every instance runs the new version, never during a deploy.
+        """
+        if isinstance(prune, str):
+            raise ConfigurationError(f"prune takes True or a collection of patterns, not the string {prune!r}")
         topology = self.topology()
         self.transport.declare(topology, deadline=deadline)
         with self._lock:
             self._declared = topology
             self._exchange_ready = True
+        if prune is not False:
+            stale = set(self._stale(topology, deadline))
+            targets = stale if prune is True else stale & set(prune)
+            for pattern in self.transport.prune_bindings(topology, targets, deadline=deadline):
+                log.warning("pruned binding %s -> %s (%s): no handler of this version subscribes it",
+                            topology.exchange, topology.queue.name, pattern)
         return topology
+
+    def stale_bindings(self, *, timeout: float | None = None) -> list[str]:
+        """Bindings pubsubpy made for this service that this version no longer subscribes (what
+        ``declare(prune=True)`` would remove); bindings made by hand are never listed."""
+        return self._stale(self.topology(), None if timeout is None else Deadline.after(timeout))
+
+    def _stale(self, topology: Topology, deadline: Deadline | None) -> list[str]:
+        return sorted(self.transport.recorded_bindings(topology, deadline=deadline) - topology.bindings)
 
     def _ensure_declared(self, deadline: Deadline | None = None) -> None:
         if self._declared is None or self._declared != self.topology():

@@ -7,7 +7,12 @@ operations. Order of checks, each ending the message at once:
 2. ``too_large``                 body over ``max_message_size`` (never parsed)
 3. ``unsupported_content_type``  ``content_type`` other than JSON, or an encoding
                                  (gzip...) we do not read; a missing type is read as JSON
-4. ``unknown_event``             no subscription matches, or no schema and a handler needs one
+4. deferred                      no subscription here matches the key, or no schema for it is
+                                 registered here: another version of this service may know it
+                                 (a rolling deploy), so it goes back through a retry queue,
+                                 without counting as an attempt, for up to ``unknown_key_window``
+   ``unknown_event``             ...and after that window; also at once when a matching handler
+                                 cannot accept the registered schema
 5. ``decode_error``              nested deeper than ``max_json_depth`` (checked before any
                                  parser), not UTF-8 JSON, or not a JSON object
 6. ``validation_error``          the registered schema rejects it
@@ -20,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +33,15 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from pubsubpy.envelope import CONTENT_TYPE, H_ATTEMPT, H_HANDLERS, H_ROUTING_KEY, attempt_from, header_text
+from pubsubpy.envelope import (
+    CONTENT_TYPE,
+    H_ATTEMPT,
+    H_HANDLERS,
+    H_ROUTING_KEY,
+    attempt_from,
+    deferral_from,
+    header_text,
+)
 from pubsubpy.errors import InvalidTopic
 from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, run_handler
 from pubsubpy.jsondepth import nesting_exceeds
@@ -68,12 +82,14 @@ class Decision:
     attempt: int
     reason: Reason | None = None            # set: dead-letter with this reason
     error: str | None = None
+    deferred_since: float | None = None     # set: send back for another version (first deferred then)
+    deferrals: int = 0                      # deferrals before this one
     failed: Sequence[Subscription] = ()
     exhausted: Sequence[Subscription] = ()
 
     @property
     def ok(self) -> bool:
-        return self.reason is None and not self.failed
+        return self.reason is None and not self.failed and self.deferred_since is None
 
 
 def _timestamp(seconds: int | None) -> dt.datetime | None:
@@ -130,8 +146,9 @@ class _Plan:
     subs: list[Subscription]
     cap: int
     schema: type[ModelEvent] | None
-    unknown: str | None  # set: dead-letter as unknown_event with this error
+    unknown: str | None  # set: dead-letter as unknown_event with this error...
     wants_info: bool
+    foreign: bool = False  # ...unless the key is another version's to judge: defer it first
 
 
 class Dispatcher:
@@ -160,12 +177,13 @@ class Dispatcher:
             unknown = f"no subscription matches routing key {routing_key!r}"
         elif schema is None and (self._settings.require_schemas or not all(s.accepts_dict for s in matched)):
             unknown = f"no schema is registered for routing key {routing_key!r}"
-        elif schema is not None:
+        foreign = unknown is not None  # not this version's to judge: another may know the key
+        if schema is not None and matched:
             refusing = [s.name for s in matched if not s.accepts(schema)]
             if refusing:  # Router.resolve() prevents this unless a schema was registered after it ran
                 unknown = f"handler(s) {', '.join(refusing)} cannot accept {schema.__qualname__}"
         cap = max((self.max_attempts(s) for s in matched), default=self._settings.max_attempts)
-        plan = _Plan(matched, cap, schema, unknown, any(s.wants_info for s in matched))
+        plan = _Plan(matched, cap, schema, unknown, any(s.wants_info for s in matched), foreign)
         if subs is None and len(self._plans) < 10_000:
             self._plans[routing_key] = plan
         return plan
@@ -193,7 +211,8 @@ class Dispatcher:
             if targets is not plan.subs:
                 plan = self._plan(routing_key, targets)
         if plan.unknown is not None:
-            return self._dead(decision, Reason.UNKNOWN_EVENT, plan.unknown)
+            return self._defer(decision, plan.unknown, headers) if plan.foreign \
+                else self._dead(decision, Reason.UNKNOWN_EVENT, plan.unknown)
         schema = plan.schema
         payload = self._load(body, schema, decision)
         if decision.reason is not None:
@@ -242,6 +261,17 @@ class Dispatcher:
             if len(errors) == 1 and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
                 return self._dead(decision, Reason.DECODE_ERROR, "body is JSON but not an object")
             return self._dead(decision, Reason.VALIDATION_ERROR, f"{schema.__qualname__}: {exc}")
+
+    def _defer(self, decision: Decision, why: str, headers: Mapping[str, Any]) -> Decision:
+        """Send it back for another version, or, once ``unknown_key_window`` has passed, dead-letter it."""
+        window = self._settings.unknown_key_window
+        now = time.time()
+        since, deferrals = deferral_from(headers, now, window)
+        if window <= 0 or now - since >= window:
+            waited = f"; no version of this service took it within unknown_key_window={window:g}s" if window else ""
+            return self._dead(decision, Reason.UNKNOWN_EVENT, why + waited)
+        decision.deferred_since, decision.deferrals = since, deferrals
+        return decision
 
     @staticmethod
     def _dead(decision: Decision, reason: Reason, error: str) -> Decision:

@@ -21,6 +21,8 @@ __all__ = [
     "HEADER_PREFIX",
     "H_ATTEMPT",
     "H_DEAD_LETTERED_AT",
+    "H_DEFERRALS",
+    "H_DEFERRED_SINCE",
     "H_ERROR",
     "H_HANDLERS",
     "H_QUEUE",
@@ -43,8 +45,11 @@ H_REASON = "pubsubpy-reason"
 H_ERROR = "pubsubpy-error"
 H_QUEUE = "pubsubpy-original-queue"
 H_DEAD_LETTERED_AT = "pubsubpy-dead-lettered-at"
+H_DEFERRED_SINCE = "pubsubpy-deferred-since"  # epoch milliseconds: first sent back for another version
+H_DEFERRALS = "pubsubpy-deferrals"            # how many times so far
 
-_DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT)
+# Notes about one journey through a queue: a copy made for another purpose (dead letter, retry, replay) drops them.
+_DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT, H_DEFERRED_SINCE, H_DEFERRALS)
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
                    "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
 
@@ -98,6 +103,16 @@ def attempt_from(headers: Mapping[str, Any], max_attempts: int) -> int:
     except (TypeError, ValueError):
         return 1
     return min(max(value, 1), max_attempts)
+
+
+def deferral_from(headers: Mapping[str, Any], now: float, window: float) -> tuple[float, int]:
+    """(since, deferrals so far) claimed by a deferred message, clamped: a missing or garbled
+    ``since`` is ``now``, one in the future is ``now``, one older than the window is the window's start."""
+    raw, count = headers.get(H_DEFERRED_SINCE), headers.get(H_DEFERRALS)
+    since = raw / 1000.0 if isinstance(raw, int) and not isinstance(raw, bool) else now
+    since = min(max(since, now - window), now)
+    count = count if isinstance(count, int) and not isinstance(count, bool) else 0
+    return since, min(max(count, 0), 1000)
 
 
 def clean_headers(headers: Mapping[str, Any], *, keep_dead_letter: bool = False) -> dict[str, Any]:

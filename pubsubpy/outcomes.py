@@ -17,6 +17,8 @@ class Outcome(str, enum.Enum):
     HANDLED = "handled"            # acked after every matching handler returned
     RETRIED = "retried"            # a handler raised; a copy waits for another attempt; original acked
     DEAD_LETTERED = "dead_lettered"  # a copy is confirmed in the dead-letter queue; original acked
+    DEFERRED = "deferred"          # no handler here subscribes its key (another version may): a copy waits
+                                   # in a retry queue, up to unknown_key_window; original acked
 
 
 class Reason(str, enum.Enum):
@@ -26,6 +28,7 @@ class Reason(str, enum.Enum):
     UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"  # not application/json (pickle is never read)
     TOO_LARGE = "too_large"                              # body over max_message_size
     UNKNOWN_EVENT = "unknown_event"                      # no schema, or no handler, for the routing key
+                                                         # (after unknown_key_window of deferrals)
     VALIDATION_ERROR = "validation_error"                # the schema rejected the payload
     HANDLER_ERROR = "handler_error"                      # a handler kept failing for max_attempts (the only
                                                          # retried failure: bad payloads never improve)
@@ -53,6 +56,7 @@ class DrainResult:
     handled: int = 0
     retried: int = 0
     dead_lettered: int = 0
+    deferred: int = 0      # sent back for another version of this service (see unknown_key_window)
     reasons: dict[str, int] = field(default_factory=dict)
     redelivered: int = 0   # of the settled messages, how many the broker flagged as redelivered
     duplicates: int = 0    # redeliveries of messages this consumer had already settled: acked, not run again
@@ -62,13 +66,15 @@ class DrainResult:
 
     @property
     def messages(self) -> int:
-        return self.handled + self.retried + self.dead_lettered
+        return self.handled + self.retried + self.dead_lettered + self.deferred
 
     def count(self, outcome: Outcome, reason: Reason | None = None) -> None:
         if outcome is Outcome.HANDLED:
             self.handled += 1
         elif outcome is Outcome.RETRIED:
             self.retried += 1
+        elif outcome is Outcome.DEFERRED:
+            self.deferred += 1
         else:
             self.dead_lettered += 1
             key = (reason or Reason.UNKNOWN).value
@@ -78,6 +84,8 @@ class DrainResult:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.reasons.items()))
         text = (f"{self.messages} messages in {self.seconds:.2f}s: {self.handled} handled, {self.retried} retried, "
                 f"{self.dead_lettered} dead-lettered" + (f" ({reasons})" if reasons else ""))
+        if self.deferred:
+            text += f"; {self.deferred} deferred (keys no handler here subscribes)"
         if self.duplicates:
             text += f"; {self.duplicates} duplicate deliveries skipped"
         if self.abandoned:

@@ -47,6 +47,9 @@ class Settings(BaseModel):
     max_message_size: int = Field(default=1_048_576, ge=1, le=128 * 1_048_576)
     max_json_depth: int = Field(default=64, ge=1, le=128, description="deeper bodies are a decode_error")
     shutdown_timeout: float = Field(default=30.0, gt=0, le=3600, description="worker: in-flight handlers' grace")
+    unknown_key_window: float = Field(
+        default=900.0, ge=0, le=7 * 86_400,
+        description="seconds a key no handler here subscribes goes back for another version before unknown_event")
     queue_type: Literal["classic", "quorum"] = "classic"
     delivery_limit: int = Field(default=20, ge=1, description="quorum queues: broker-side redelivery cap")
     on_unroutable: Literal["ignore", "warn", "raise"] = "warn"

@@ -1,8 +1,8 @@
 """Settling: turn decisions into the broker operations that make them durable, a window at a time.
 
-A handled message needs only its ack. A retried or dead-lettered one first
-needs a copy (in a retry queue, or the dead-letter queue) confirmed by the
-broker; only then is the original acked. ``Settler.copies`` builds the copies
+A handled message needs only its ack. A retried, deferred or dead-lettered
+one first needs a copy (in a retry queue, or the dead-letter queue) confirmed
+by the broker; only then is the original acked. ``Settler.copies`` builds the copies
 of a whole batch, which go out in one publish with one round of confirms, so a
 window of failures costs one round trip, not one per message.
 """
@@ -16,6 +16,8 @@ from pubsubpy.dispatch import Decision
 from pubsubpy.envelope import (
     H_ATTEMPT,
     H_DEAD_LETTERED_AT,
+    H_DEFERRALS,
+    H_DEFERRED_SINCE,
     H_ERROR,
     H_HANDLERS,
     H_QUEUE,
@@ -27,7 +29,7 @@ from pubsubpy.envelope import (
 from pubsubpy.errors import PublishError
 from pubsubpy.outcomes import Outcome
 from pubsubpy.settings import Settings
-from pubsubpy.topology import dead_letter_exchange, retry_delay_ms, retry_queue, service_queue
+from pubsubpy.topology import dead_letter_exchange, deferral_delay_ms, retry_delay_ms, retry_queue, service_queue
 from pubsubpy.transports.base import Delivery, OutgoingMessage
 
 __all__ = ["Settler", "outcome_of"]
@@ -36,6 +38,8 @@ __all__ = ["Settler", "outcome_of"]
 def outcome_of(decision: Decision) -> Outcome:
     if decision.reason is not None:
         return Outcome.DEAD_LETTERED
+    if decision.deferred_since is not None:
+        return Outcome.DEFERRED
     return Outcome.RETRIED if decision.failed else Outcome.HANDLED
 
 
@@ -60,6 +64,18 @@ class Settler:
         target = retry_queue(self._service, delay) if delay > 0 else service_queue(self._service)
         return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
 
+    def deferral_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
+        """Back through a retry queue, for a version of this service that subscribes its key; the attempt
+        count is left alone (no handler ran)."""
+        deferral = decision.deferrals + 1
+        headers: dict[str, object] = {
+            H_ROUTING_KEY: decision.routing_key,
+            H_DEFERRED_SINCE: int((decision.deferred_since or 0.0) * 1000),
+            H_DEFERRALS: deferral,
+        }
+        target = retry_queue(self._service, deferral_delay_ms(self._settings, deferral))
+        return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
+
     def dead_letter_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
         assert decision.reason is not None
         headers: dict[str, object] = {
@@ -81,6 +97,8 @@ class Settler:
         for delivery, decision in settled:
             if decision.failed:
                 out.append(self.retry_copy(delivery, decision))
+            if decision.deferred_since is not None:
+                out.append(self.deferral_copy(delivery, decision))
             if decision.reason is not None:
                 out.append(self.dead_letter_copy(delivery, decision))
         return out

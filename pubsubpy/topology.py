@@ -7,7 +7,9 @@ For ``service_name="billing"``:
                             and where pubsubpy publishes its own dead letters
 - ``billing.dead-letters``  the dead-letter queue (no TTL, no length limit: never expires)
 - ``billing.retry.<ms>``    one queue per backoff step; a per-queue TTL returns
-                            each message to ``billing.events`` when it runs out
+                            each message to ``billing.events`` when it runs out.
+                            Retries of failed handlers and deferrals (keys no
+                            handler of this version subscribes) share them.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ from typing import Any
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import QueueSpec, Topology
 
-__all__ = ["build_topology", "dead_letter_exchange", "dead_letter_queue", "retry_delay_ms", "retry_queue",
-           "service_queue"]
+__all__ = ["build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "retry_delay_ms",
+           "retry_queue", "service_queue"]
 
 
 def service_queue(service: str) -> str:
@@ -44,6 +46,28 @@ def retry_delay_ms(settings: Settings, failed_attempt: int) -> int:
     return int(seconds * 1000)
 
 
+_DEFER_MAX = 60.0  # seconds: a deferred message is looked at again at least once a minute
+
+
+def deferral_delay_ms(settings: Settings, deferral: int) -> int:
+    """How long the ``deferral``-th deferral waits: from ``max(retry_delay, 1s)``, doubling, capped at
+    the shortest of ``retry_delay_max``, a minute and ``unknown_key_window`` (never below the first step)."""
+    first = max(settings.retry_delay, 1.0)
+    cap = max(first, min(settings.retry_delay_max, _DEFER_MAX, settings.unknown_key_window))
+    return int(min(first * 2 ** min(max(deferral - 1, 0), 30), cap) * 1000)
+
+
+def _deferral_delays(settings: Settings) -> set[int]:
+    if settings.unknown_key_window <= 0:
+        return set()
+    delays: set[int] = set()
+    deferral = 1
+    while (ms := deferral_delay_ms(settings, deferral)) not in delays:
+        delays.add(ms)
+        deferral += 1
+    return delays
+
+
 def _queue_arguments(settings: Settings, **extra: Any) -> dict[str, Any]:
     arguments: dict[str, Any] = {}
     if settings.queue_type == "quorum":
@@ -57,7 +81,8 @@ def build_topology(settings: Settings, service: str, patterns: Iterable[str], ma
     main_args = _queue_arguments(settings, **{"x-dead-letter-exchange": dlx})
     if settings.queue_type == "quorum":
         main_args["x-delivery-limit"] = settings.delivery_limit
-    delays = sorted({retry_delay_ms(settings, attempt) for attempt in range(1, max_attempts)} - {0})
+    attempts = {retry_delay_ms(settings, attempt) for attempt in range(1, max_attempts)}
+    delays = sorted((attempts | _deferral_delays(settings)) - {0})
     retry_queues = tuple(
         QueueSpec(retry_queue(service, ms), _queue_arguments(
             settings, **{"x-message-ttl": ms, "x-dead-letter-exchange": "",

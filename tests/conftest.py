@@ -85,7 +85,7 @@ class Names:
             channel = connection.channel()
             queues = list(self.queues)
             for service in self.services:
-                queues += [f"{service}.events", f"{service}.dead-letters", f"{service}.events.bindings"]
+                queues += [f"{service}.events", f"{service}.dead-letters", f"{service}.events.ledger"]
                 queues += [f"{service}.retry.{ms}ms" for ms in _retry_levels()]
             for queue in queues:
                 channel.queue_delete(queue)
@@ -96,7 +96,7 @@ class Names:
 
 
 def _retry_levels() -> list[int]:
-    levels = {0}
+    levels = {0, 1500} | {1000 * 2**k for k in range(6)} | {60_000}  # deferral ladders (topology.py)
     for base in (0.01, 0.02, 0.05, 0.1, 0.2, 1.0):
         for attempt in range(1, 8):
             levels.add(int(min(base * 2 ** (attempt - 1), 300) * 1000))

@@ -55,7 +55,7 @@ def _app(url: str, names: Names, **options: object) -> PubSub:
 
 def test_dead_letter_workflow_through_the_cli(rabbit_url: str, names: Names) -> None:
     """100 good messages among bad ones of every reason; list, fix, replay ten by id, purge the rest."""
-    app = _app(rabbit_url, names, retry_delay=0, max_attempts=2, max_message_size=2000)
+    app = _app(rabbit_url, names, retry_delay=0, max_attempts=2, max_message_size=2000, unknown_key_window=0)
     broken = {"on": True}
     good: Counter[int] = Counter()
 

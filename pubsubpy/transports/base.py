@@ -28,20 +28,23 @@ Semantics every transport keeps:
   drain with ``max_messages``), so it never holds messages it will not handle
   while competing consumers find the queue empty.
 - A queue's ``x-dead-letter-exchange`` receives what it rejects or expires.
+- ``declare`` only adds: exchanges, queues and the topology's bindings, each
+  binding recorded as made by pubsubpy. Nothing but ``prune_bindings`` removes
+  a binding, and it removes only recorded ones (never one made by hand).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 
-__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueSpec", "Topology", "Transport", "next_delivery",
-           "topology_queues"]
+__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Topology", "Transport",
+           "next_delivery", "topology_queues"]
 
 
 @dataclass(slots=True)
@@ -75,8 +78,9 @@ class QueueSpec:
 class Topology:
     """What one service needs on the broker.
 
-    ``bindings`` is the full set of patterns bound from ``exchange`` to
-    ``queue``; declaring removes this queue's other bindings on ``exchange``.
+    ``bindings`` are the patterns this version of the service subscribes.
+    Declaring adds them and never removes another binding (an older or newer
+    version's, or one made by hand); only ``prune_bindings`` removes any.
     """
 
     exchange: str
@@ -87,9 +91,16 @@ class Topology:
     retry_queues: tuple[QueueSpec, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class QueueInfo:
+    name: str
+    messages: int   # ready to deliver (not counting unacked ones held by consumers)
+    consumers: int
+
+
 def topology_queues(topology: Topology) -> list[str]:
-    """Every queue of a topology, ledger included (``<service queue>.bindings``, RabbitMQ only)."""
-    names = [topology.queue.name, topology.dead_letter_queue.name, f"{topology.queue.name}.bindings"]
+    """Every queue of a topology, ledger included (``<service queue>.ledger``, RabbitMQ only)."""
+    names = [topology.queue.name, topology.dead_letter_queue.name, f"{topology.queue.name}.ledger"]
     return names + [spec.name for spec in topology.retry_queues]
 
 
@@ -122,6 +133,19 @@ class Transport(Protocol):
                 deadline: Deadline | None = None) -> Consumer: ...
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int: ...
+
+    def queue_info(self, queue: str, *, deadline: Deadline | None = None) -> QueueInfo | None:
+        """Depth and consumer count of ``queue``; None when it does not exist."""
+        ...
+
+    def recorded_bindings(self, topology: Topology, *, deadline: Deadline | None = None) -> set[str]:
+        """The patterns pubsubpy bound (and recorded) from ``topology.exchange`` to its queue."""
+        ...
+
+    def prune_bindings(self, topology: Topology, patterns: Iterable[str], *,
+                       deadline: Deadline | None = None) -> list[str]:
+        """Remove those of ``patterns`` that pubsubpy recorded binding; returns the ones removed."""
+        ...
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:
         """Remove what ``declare`` created (queues with their messages); the model exchange only if asked."""

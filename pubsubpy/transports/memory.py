@@ -11,11 +11,12 @@ between two ``PubSub`` objects to model two services.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -23,7 +24,7 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.topics import TopicTrie
-from pubsubpy.transports.base import Delivery, OutgoingMessage, Topology, next_delivery, topology_queues
+from pubsubpy.transports.base import Delivery, OutgoingMessage, QueueInfo, Topology, next_delivery, topology_queues
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -48,6 +49,7 @@ class _Queue:
         ttl = arguments.get("x-message-ttl")
         self.ttl: float | None = None if ttl is None else float(ttl) / 1000.0  # seconds
         self.delivery_limit = arguments.get("x-delivery-limit")
+        self.consumers = 0
 
 
 class _Exchange:
@@ -90,6 +92,7 @@ class MemoryBroker:
         self._queues: dict[str, _Queue] = {}
         self._ttl_queues: list[_Queue] = []
         self._seq = itertools.count()
+        self._recorded: dict[tuple[str, str], set[str]] = {}  # (exchange, queue): bindings pubsubpy made
 
     # -- topology -----------------------------------------------------------------
     def declare_exchange(self, name: str, kind: str) -> None:
@@ -126,6 +129,34 @@ class MemoryBroker:
             ex = self._exchange(exchange)
             ex.bindings.get(queue, set()).discard(pattern)
             ex.changed()
+
+    def record_bindings(self, exchange: str, queue: str, patterns: set[str] | frozenset[str]) -> None:
+        """Bind ``patterns`` and note that pubsubpy made them (RabbitMQ's ledger, ``ledger.py``)."""
+        with self._lock:
+            for pattern in patterns:
+                self.bind(exchange, queue, pattern)
+            self._recorded.setdefault((exchange, queue), set()).update(patterns)
+
+    def recorded(self, exchange: str, queue: str) -> set[str]:
+        with self._lock:
+            return set(self._recorded.get((exchange, queue), set()))
+
+    def prune(self, exchange: str, queue: str, patterns: set[str]) -> list[str]:
+        with self._lock:
+            recorded = self._recorded.get((exchange, queue), set())
+            removed = sorted(patterns & recorded)
+            for pattern in removed:
+                self.unbind(exchange, queue, pattern)
+                recorded.discard(pattern)
+            return removed
+
+    def info(self, queue_name: str) -> tuple[int, int] | None:
+        with self._lock:
+            queue = self._queues.get(queue_name)
+            if queue is None:
+                return None
+            self._expire()
+            return len(queue.ready), queue.consumers
 
     def bindings(self, exchange: str, queue: str) -> set[str]:
         with self._lock:
@@ -223,6 +254,8 @@ class MemoryBroker:
     def delete(self, queues: Sequence[str], exchanges: Sequence[str]) -> None:
         with self._lock:
             for name in queues:
+                for key in [key for key in self._recorded if key[1] == name]:
+                    del self._recorded[key]
                 queue = self._queues.pop(name, None)
                 if queue in self._ttl_queues:
                     self._ttl_queues.remove(queue)
@@ -246,7 +279,7 @@ class MemoryBroker:
 
 class MemoryConsumer:
     def __init__(self, broker: MemoryBroker, queue: str, prefetch: int, limit: int | None = None) -> None:
-        broker.queue(queue)
+        broker.queue(queue).consumers += 1
         self._left = limit  # deliveries this consumer may still take
         self._broker = broker
         self._queue = queue
@@ -322,6 +355,8 @@ class MemoryConsumer:
         if self._closed:
             return
         self._closed = True
+        with contextlib.suppress(TransportError):  # the queue was deleted meanwhile
+            self._broker.queue(self._queue).consumers -= 1
         self._pushed.clear()
         if self._unacked:
             self._broker.give_back(self._queue, list(self._unacked.values()))
@@ -344,11 +379,7 @@ class MemoryTransport:
         for spec in (topology.queue, topology.dead_letter_queue, *topology.retry_queues):
             broker.declare_queue(spec.name, spec.arguments)
         broker.bind(topology.dead_letter_exchange, topology.dead_letter_queue.name, "#")
-        current = broker.bindings(topology.exchange, topology.queue.name)
-        for pattern in topology.bindings - current:
-            broker.bind(topology.exchange, topology.queue.name, pattern)
-        for pattern in current - topology.bindings:
-            broker.unbind(topology.exchange, topology.queue.name, pattern)
+        broker.record_bindings(topology.exchange, topology.queue.name, topology.bindings)
 
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
         unroutable: list[str] = []
@@ -363,6 +394,17 @@ class MemoryTransport:
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int:
         return self.broker.depth(queue)
+
+    def queue_info(self, queue: str, *, deadline: Deadline | None = None) -> QueueInfo | None:
+        info = self.broker.info(queue)
+        return None if info is None else QueueInfo(queue, *info)
+
+    def recorded_bindings(self, topology: Topology, *, deadline: Deadline | None = None) -> set[str]:
+        return self.broker.recorded(topology.exchange, topology.queue.name)
+
+    def prune_bindings(self, topology: Topology, patterns: Iterable[str], *,
+                       deadline: Deadline | None = None) -> list[str]:
+        return self.broker.prune(topology.exchange, topology.queue.name, set(patterns))
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:
         self.broker.delete(topology_queues(topology), [topology.dead_letter_exchange]

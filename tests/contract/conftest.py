@@ -23,6 +23,8 @@ class Backend(Protocol):
 
     def foreign_publish(self, exchange: str, routing_key: str, body: bytes, **properties: Any) -> None: ...
 
+    def bind_by_hand(self, exchange: str, queue: str, pattern: str) -> None: ...
+
 
 class MemoryBackend:
     name = "memory"
@@ -43,6 +45,9 @@ class MemoryBackend:
         headers = properties.pop("headers", None) or {}
         props = Properties(**{"content_type": None, "delivery_mode": None, **properties}, headers=headers)
         self.broker.publish(OutgoingMessage(exchange, routing_key, body, props))
+
+    def bind_by_hand(self, exchange: str, queue: str, pattern: str) -> None:
+        self.broker.bind(exchange, queue, pattern)
 
 
 class RabbitBackend:
@@ -68,6 +73,13 @@ class RabbitBackend:
             channel = connection.channel()
             channel.confirm_delivery()
             channel.basic_publish(exchange, routing_key, body, pika.BasicProperties(**properties))
+        finally:
+            connection.close()
+
+    def bind_by_hand(self, exchange: str, queue: str, pattern: str) -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+        try:
+            connection.channel().queue_bind(queue, exchange, routing_key=pattern)
         finally:
             connection.close()
 

@@ -17,7 +17,7 @@ GOOD = json.dumps({"id": 1, "guest": "Ada"}).encode()
 
 
 def test_every_bad_message_is_dead_lettered_once_with_its_reason(backend: Backend) -> None:
-    app = backend.app(schemas=ALL, max_message_size=10_000, retry_delay=0, max_attempts=2)
+    app = backend.app(schemas=ALL, max_message_size=10_000, retry_delay=0, max_attempts=2, unknown_key_window=0)
     handled: list[int] = []
 
     @app.subscribe("Booking.*")

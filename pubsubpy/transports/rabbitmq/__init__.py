@@ -20,19 +20,20 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 import pika
 import pika.adapters.blocking_connection
+import pika.exceptions
 
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfirmTimeout
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import OutgoingMessage, Topology, topology_queues
+from pubsubpy.transports.base import OutgoingMessage, QueueInfo, Topology, topology_queues
 from pubsubpy.transports.rabbitmq.connection import abandon, connect, retrying, translate_errors, within
 from pubsubpy.transports.rabbitmq.consuming import RabbitConsumer
-from pubsubpy.transports.rabbitmq.declaring import declare_topology
+from pubsubpy.transports.rabbitmq.declaring import declare_topology, prune_bindings, recorded_bindings
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
 __all__ = ["RabbitMQTransport"]
@@ -158,6 +159,28 @@ class RabbitMQTransport:
             return int(channel.queue_declare(queue, passive=True).method.message_count)
 
         return self._on_channel(f"reading the depth of {queue!r}", deadline, work)
+
+    def queue_info(self, queue: str, *, deadline: Deadline | None = None) -> QueueInfo | None:
+        def work(_link: _ThreadLink, channel: BlockingChannel) -> QueueInfo | None:
+            try:
+                method = channel.queue_declare(queue, passive=True).method
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code == 404:
+                    return None
+                raise
+            return QueueInfo(queue, int(method.message_count), int(method.consumer_count))
+
+        return self._on_channel(f"inspecting queue {queue!r}", deadline, work)
+
+    def recorded_bindings(self, topology: Topology, *, deadline: Deadline | None = None) -> set[str]:
+        return self._on_channel(f"reading the bindings ledger of {topology.queue.name!r}", deadline,
+                                lambda _link, channel: recorded_bindings(channel, topology))
+
+    def prune_bindings(self, topology: Topology, patterns: Iterable[str], *,
+                       deadline: Deadline | None = None) -> list[str]:
+        wanted = sorted(patterns)
+        return self._on_channel(f"pruning bindings of {topology.queue.name!r}", deadline,
+                                lambda _link, channel: prune_bindings(channel, topology, wanted))
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:
         def operation() -> None:

@@ -1,47 +1,40 @@
-"""Declaring a service's topology on RabbitMQ, including removing stale bindings.
+"""Declaring a service's topology on RabbitMQ: additive, with pruning only on request.
 
-AMQP cannot list a queue's bindings, so the patterns this library bound are
-recorded in a one-message ledger queue, ``<service>.bindings`` (``x-max-length``
-1: each new record replaces the last). Declaring reads the ledger, binds the
-current patterns, unbinds the ones recorded before but no longer subscribed,
-and writes the new record. Bindings someone made by hand are never touched.
+``declare_topology`` creates what the service needs (exchanges, its queues,
+its bindings) and records the bindings in the ledger (``ledger.py``); it never
+removes anything, so an older or newer version of the service running beside
+this one keeps its bindings. ``prune_bindings`` removes the bindings it is
+given that pubsubpy recorded; a binding made by hand is never in the ledger.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Iterable
 from typing import Any
 
 import pika
 import pika.adapters.blocking_connection
 
-from pubsubpy.envelope import Properties
-from pubsubpy.transports.base import OutgoingMessage, QueueSpec, Topology
+from pubsubpy.transports.base import QueueSpec, Topology
+from pubsubpy.transports.rabbitmq.ledger import append_records, held_records, ledger_queue
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
-__all__ = ["declare_topology", "ledger_queue"]
+__all__ = ["declare_topology", "prune_bindings", "recorded_bindings"]
 
 BlockingChannel = pika.adapters.blocking_connection.BlockingChannel
-
-
-def ledger_queue(service_queue: str) -> str:
-    return f"{service_queue}.bindings"  # topology_queues() in transports/base.py lists it too
 
 
 def _declare_queue(channel: BlockingChannel, spec: QueueSpec) -> None:
     channel.queue_declare(spec.name, durable=True, arguments=dict(spec.arguments) or None)
 
 
-def _read_ledger(channel: BlockingChannel, name: str) -> set[str]:
-    method, _props, body = channel.basic_get(name, auto_ack=False)
-    if method is None or body is None:
-        return set()
-    channel.basic_nack(method.delivery_tag, requeue=True)
-    try:
-        recorded: Any = json.loads(body)
-    except ValueError:
-        return set()
-    return {p for p in recorded if isinstance(p, str)} if isinstance(recorded, list) else set()
+def _declare_ledger(channel: BlockingChannel, topology: Topology) -> str:
+    arguments: dict[str, Any] = {}
+    if topology.queue.arguments.get("x-queue-type") == "quorum":
+        arguments["x-queue-type"] = "quorum"
+    name = ledger_queue(topology.queue.name)
+    channel.queue_declare(name, durable=True, arguments=arguments or None)
+    return name
 
 
 def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology: Topology) -> None:
@@ -52,16 +45,29 @@ def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology
     _declare_queue(channel, topology.queue)
     for spec in topology.retry_queues:
         _declare_queue(channel, spec)
-    ledger_args: dict[str, Any] = {"x-max-length": 1}
-    if topology.queue.arguments.get("x-queue-type") == "quorum":
-        ledger_args["x-queue-type"] = "quorum"
-    ledger = ledger_queue(topology.queue.name)
-    channel.queue_declare(ledger, durable=True, arguments=ledger_args)
-    previous = _read_ledger(channel, ledger)
     for pattern in sorted(topology.bindings):
         channel.queue_bind(topology.queue.name, topology.exchange, routing_key=pattern)
-    for pattern in sorted(previous - topology.bindings):
-        channel.queue_unbind(topology.queue.name, topology.exchange, routing_key=pattern)
-    if previous != topology.bindings:
-        record = json.dumps(sorted(topology.bindings)).encode()
-        confirm.publish([OutgoingMessage("", ledger, record, Properties(message_id="bindings"))])
+    ledger = _declare_ledger(channel, topology)
+    with held_records(channel, ledger) as held:
+        missing = topology.bindings - held.patterns(topology.exchange)
+        append_records(confirm, ledger, topology.exchange, missing)
+
+
+def recorded_bindings(channel: BlockingChannel, topology: Topology) -> set[str]:
+    """The patterns pubsubpy recorded binding from ``topology.exchange`` to the service queue."""
+    ledger = _declare_ledger(channel, topology)
+    with held_records(channel, ledger) as held:
+        return held.patterns(topology.exchange)
+
+
+def prune_bindings(channel: BlockingChannel, topology: Topology, patterns: Iterable[str]) -> list[str]:
+    """Unbind each of ``patterns`` that pubsubpy recorded; returns those it removed."""
+    ledger = _declare_ledger(channel, topology)
+    removed: list[str] = []
+    with held_records(channel, ledger) as held:
+        recorded = held.patterns(topology.exchange)
+        for pattern in sorted(set(patterns) & recorded):
+            channel.queue_unbind(topology.queue.name, topology.exchange, routing_key=pattern)
+            held.forget(topology.exchange, pattern)
+            removed.append(pattern)
+    return removed
