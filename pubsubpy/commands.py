@@ -1,4 +1,4 @@
-"""The ``pubsubpy`` command's click group: demo, declare, drain, dlq (list/show/replay/purge), schema.
+"""The ``pubsubpy`` command's click group: demo, declare, topology, drain, worker, dlq, schema.
 
 Connection options are shared by every command and read from the environment
 when not given: ``PUBSUBPY_URL``, ``PUBSUBPY_EXCHANGE``, ``PUBSUBPY_SERVICE``.
@@ -83,15 +83,31 @@ def _build() -> click.Group:
 
         _run(lambda: run_demo(url, click.echo))
 
-    @cli.command(help="Create the exchange, queues and bindings for a service now (at deploy time).")
+    @cli.command(help="Create the exchange, queues and bindings for a service now (at deploy time). Only adds; "
+                      "--prune also removes bindings pubsubpy made that this version no longer subscribes.")
     @with_connection
-    def declare(url: str | None, exchange: str | None, service: str | None, app_path: str | None) -> None:
-        def action() -> None:
-            topology = _load_app(app_path, url, exchange, service).declare()
-            click.echo(f"declared exchange {topology.exchange}, queue {topology.queue.name} "
-                       f"({len(topology.bindings)} bindings), dead letters {topology.dead_letter_queue.name}")
+    @click.option("--prune", is_flag=True, help="list stale bindings, ask, remove them")
+    @click.option("--dry-run", is_flag=True, help="with --prune: only list, change nothing")
+    @click.option("--yes", is_flag=True, help="with --prune: do not ask")
+    def declare(url: str | None, exchange: str | None, service: str | None, app_path: str | None, prune: bool,
+                dry_run: bool, yes: bool) -> None:
+        from pubsubpy.pruning import declare_and_prune
 
-        _run(action)
+        if (dry_run or yes) and not prune:
+            raise click.UsageError("--dry-run and --yes go with --prune")
+        _run(lambda: declare_and_prune(_load_app(app_path, url, exchange, service), prune=prune, dry_run=dry_run,
+                                       yes=yes, echo=click.echo, confirm=lambda q: click.confirm(q, default=False)))
+
+    @cli.command(help="Show the service's exchange, bindings, queues (depth, consumers) and handlers.")
+    @with_connection
+    @click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid"]), default="text",
+                  show_default=True, help="mermaid: a flowchart for docs (render it with mermaid-cli)")
+    @click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True)
+    def topology(url: str | None, exchange: str | None, service: str | None, app_path: str | None, fmt: str,
+                 timeout: float) -> None:
+        from pubsubpy.topology_view import describe, render
+
+        _run(lambda: click.echo(render(describe(_load_app(app_path, url, exchange, service), timeout=timeout), fmt)))
 
     @cli.command(help="Consume everything outstanding for the service, then exit.")
     @with_connection

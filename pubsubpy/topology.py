@@ -6,6 +6,7 @@ For ``service_name="billing"``:
 - ``billing.dlx``           fanout exchange: the service queue's broker-side DLX,
                             and where pubsubpy publishes its own dead letters
 - ``billing.dead-letters``  the dead-letter queue (no TTL, no length limit: never expires)
+- ``billing.events.ledger`` RabbitMQ only: one message per binding pubsubpy made
 - ``billing.retry.<ms>``    one queue per backoff step; a per-queue TTL returns
                             each message to ``billing.events`` when it runs out.
                             Retries of failed handlers and deferrals (keys no
@@ -20,8 +21,8 @@ from typing import Any
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import QueueSpec, Topology
 
-__all__ = ["build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "retry_delay_ms",
-           "retry_queue", "service_queue"]
+__all__ = ["build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "ledger_queue",
+           "retry_delay_ms", "retry_queue", "service_queue"]
 
 
 def service_queue(service: str) -> str:
@@ -34,6 +35,11 @@ def dead_letter_exchange(service: str) -> str:
 
 def dead_letter_queue(service: str) -> str:
     return f"{service}.dead-letters"
+
+
+def ledger_queue(service_queue: str) -> str:
+    """RabbitMQ only: the bindings pubsubpy made (``transports/rabbitmq/ledger.py``)."""
+    return f"{service_queue}.ledger"  # topology_queues() in transports/base.py lists it too
 
 
 def retry_queue(service: str, delay_ms: int) -> str:

@@ -138,7 +138,7 @@ def test_rolling_deploy_every_event_of_the_new_version_reaches_it(backend: Backe
                 totals[name]["dead"] += result.dead_lettered
                 if result.messages == 0:
                     time.sleep(0.05)  # the deferred ones are waiting in a retry queue
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:  # reported by the main thread
             errors.append(exc)
 
     threads = [threading.Thread(target=drain_until_done, args=(n, a)) for n, a in (("v1", v1), ("v2", v2))]

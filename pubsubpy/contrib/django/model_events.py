@@ -30,7 +30,7 @@ import pubsubpy
 from pubsubpy.errors import ConfigurationError, PayloadValidationError
 from pubsubpy.schemas import ModelEvent
 
-__all__ = ["model_path", "publish_changes"]
+__all__ = ["model_path", "publish_changes", "published_schemas"]
 
 EVENTS = ("created", "updated", "deleted")
 
@@ -97,3 +97,15 @@ def connect_from_settings(declared: dict[str, list[str]]) -> None:
         except (LookupError, ValueError) as exc:
             raise ConfigurationError(f"PUBSUBPY['MODEL_EVENTS']: {label!r} is not an installed model ({exc})") from None
         publish_changes(model, *events)
+
+
+def published_schemas(app: pubsubpy.PubSub) -> list[type[ModelEvent]] | None:
+    """The schemas ``PUBSUBPY["MODEL_EVENTS"]`` publishes; None (every registered one) without it."""
+    from django.conf import settings
+
+    configured = {k.lower(): v for k, v in getattr(settings, "PUBSUBPY", {}).items()}.get("model_events")
+    if not configured:
+        return None
+    found = [app.registry.get(model_path(apps.get_model(label)), event)
+             for label, events in configured.items() for event in events]
+    return [schema for schema in found if schema is not None]

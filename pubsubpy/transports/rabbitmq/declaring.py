@@ -15,8 +15,9 @@ from typing import Any
 import pika
 import pika.adapters.blocking_connection
 
+from pubsubpy.topology import ledger_queue
 from pubsubpy.transports.base import QueueSpec, Topology
-from pubsubpy.transports.rabbitmq.ledger import append_records, held_records, ledger_queue
+from pubsubpy.transports.rabbitmq.ledger import append_records, held_records
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
 __all__ = ["declare_topology", "prune_bindings", "recorded_bindings"]

@@ -32,15 +32,11 @@ from pubsubpy.envelope import Properties
 from pubsubpy.transports.base import OutgoingMessage
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
-__all__ = ["HeldRecords", "append_records", "held_records", "ledger_queue"]
+__all__ = ["HeldRecords", "append_records", "held_records"]
 
 BlockingChannel = pika.adapters.blocking_connection.BlockingChannel
 
 _READ_LIMIT = 100_000  # records read at most: a ledger is a few per pattern, this only bounds garbage
-
-
-def ledger_queue(service_queue: str) -> str:
-    return f"{service_queue}.ledger"  # topology_queues() in transports/base.py lists it too
 
 
 def _parse(body: bytes) -> tuple[str, str] | None:
