@@ -8,8 +8,6 @@ import multiprocessing
 import multiprocessing.synchronize
 import uuid
 
-import pytest
-
 from pubsubpy import PubSub
 from pubsubpy.envelope import Properties
 from pubsubpy.transports.base import OutgoingMessage
