@@ -28,8 +28,11 @@ import threading
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar
 
+from typing_extensions import Unpack
+
 from pubsubpy.app import PubSub
 from pubsubpy.deadletters import DeadLetter
+from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import MessageInfo
 from pubsubpy.errors import (
     BrokerUnavailable,
@@ -50,6 +53,8 @@ from pubsubpy.errors import (
 from pubsubpy.outcomes import DrainResult, Reason
 from pubsubpy.publisher import EventSpec
 from pubsubpy.schemas import ModelEvent
+from pubsubpy.settings import SettingsOptions
+from pubsubpy.transports.base import Topology, Transport
 
 __all__ = [
     "BrokerUnavailable",
@@ -72,6 +77,8 @@ __all__ = [
     "TransportError",
     "UnknownEventType",
     "UnroutableMessage",
+    "close",
+    "dead_letter_count",
     "declare",
     "drain",
     "get_default",
@@ -82,6 +89,7 @@ __all__ = [
     "purge_dead_letters",
     "replay_dead_letters",
     "run",
+    "stale_bindings",
     "subscribe",
 ]
 
@@ -99,18 +107,24 @@ def get_default() -> PubSub:
     return _default
 
 
-def init(amqp_url: str = "memory://", **options: Any) -> PubSub:
+def init(
+    amqp_url: str = "memory://",
+    *,
+    schemas: Iterable[type[ModelEvent]] | None = None,
+    transport: Transport | None = None,
+    **options: Unpack[SettingsOptions],
+) -> PubSub:
     """Configure the default instance (once per process). Never connects.
 
-    Options: ``model_exchange``, ``service_name``, ``require_schemas``,
-    ``max_attempts``, ``retry_delay``, ``retry_delay_max``, ``prefetch``,
-    ``max_message_size``, ``queue_type``, ``delivery_limit``, ``on_unroutable``,
-    timeouts (``connect_timeout``, ``heartbeat``, ``blocked_connection_timeout``,
-    ``confirm_timeout``), ``schemas`` and ``transport``. See ``pubsubpy.settings``.
+    ``options`` are the fields of ``pubsubpy.settings.Settings`` (``model_exchange``,
+    ``service_name``, ``max_attempts``, timeouts...), typed in ``SettingsOptions``.
     """
-    _default.configure(amqp_url=amqp_url, **options)
+    _default.configure(amqp_url, schemas=schemas, transport=transport, **options)
     return _default
 
+
+# Each function below is the default instance's method of the same name, with the same signature
+# (tests/test_facade.py compares them).
 
 def subscribe(pattern: str, *, max_attempts: int | None = None) -> Callable[[F], F]:
     """Register a handler for routing keys matching ``pattern``; works before ``init()``."""
@@ -127,14 +141,26 @@ def publish_many(events: Iterable[EventSpec]) -> list[str]:
     return _default.publish_many(events)
 
 
-def declare() -> None:
-    """Create this service's exchange, queues and bindings now."""
-    _default.declare()
+def declare(*, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
+    """Create this service's exchange, queues and bindings now (additive; ``prune`` on purpose)."""
+    return _default.declare(prune=prune, deadline=deadline)
 
 
-def drain(*, max_messages: int | None = None, timeout: float = 60.0, concurrency: int = 1) -> DrainResult:
+def stale_bindings(*, timeout: float | None = None) -> list[str]:
+    """Bindings pubsubpy made that this version no longer subscribes."""
+    return _default.stale_bindings(timeout=timeout)
+
+
+def drain(
+    *,
+    max_messages: int | None = None,
+    timeout: float = 60.0,
+    concurrency: int = 1,
+    on_message: Callable[[DrainResult], None] | None = None,
+) -> DrainResult:
     """Consume everything outstanding for this service; returns what happened."""
-    return _default.drain(max_messages=max_messages, timeout=timeout, concurrency=concurrency)
+    return _default.drain(max_messages=max_messages, timeout=timeout, concurrency=concurrency,
+                          on_message=on_message)
 
 
 def run(concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
@@ -142,19 +168,39 @@ def run(concurrency: int = 1, stop: threading.Event | None = None) -> DrainResul
     return _default.run(concurrency=concurrency, stop=stop)
 
 
-def list_dead_letters(*, limit: int | None = None, reason: str | None = None, topic: str | None = None,
-                      handler: str | None = None) -> list[DeadLetter]:
+def list_dead_letters(
+    *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
+    handler: str | None = None, timeout: float | None = None,
+) -> list[DeadLetter]:
     """Read the dead-letter queue without changing it."""
-    return _default.list_dead_letters(limit=limit, reason=reason, topic=topic, handler=handler)
+    return _default.list_dead_letters(limit=limit, reason=reason, topic=topic, handler=handler, timeout=timeout)
 
 
-def replay_dead_letters(message_ids: Collection[str] | None = None, *, reason: str | None = None,
-                        topic: str | None = None, handler: str | None = None) -> list[str]:
+def replay_dead_letters(
+    message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
+    handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+    timeout: float | None = None,
+) -> list[str]:
     """Send dead letters back for another try; returns the ids replayed."""
-    return _default.replay_dead_letters(message_ids, reason=reason, topic=topic, handler=handler)
+    return _default.replay_dead_letters(message_ids, reason=reason, topic=topic, handler=handler,
+                                        progress=progress, timeout=timeout)
 
 
-def purge_dead_letters(message_ids: Collection[str] | None = None, *, reason: str | None = None,
-                       topic: str | None = None, handler: str | None = None) -> list[str]:
+def purge_dead_letters(
+    message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
+    handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+    timeout: float | None = None,
+) -> list[str]:
     """Delete dead letters; returns the ids removed."""
-    return _default.purge_dead_letters(message_ids, reason=reason, topic=topic, handler=handler)
+    return _default.purge_dead_letters(message_ids, reason=reason, topic=topic, handler=handler,
+                                       progress=progress, timeout=timeout)
+
+
+def dead_letter_count(*, timeout: float | None = None) -> int:
+    """How many dead letters wait in this service's dead-letter queue."""
+    return _default.dead_letter_count(timeout=timeout)
+
+
+def close() -> None:
+    """Close the default instance's broker connections (it reconnects if used again)."""
+    _default.close()

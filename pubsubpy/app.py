@@ -15,6 +15,8 @@ import traceback
 from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar
 
+from typing_extensions import Unpack
+
 from pubsubpy.consumer import LoopOptions, consume_queue
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
@@ -24,7 +26,7 @@ from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
-from pubsubpy.settings import Settings
+from pubsubpy.settings import Settings, SettingsOptions
 from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports.base import Topology, Transport
 from pubsubpy.worker import handle_signals, worker_prefetch
@@ -64,7 +66,7 @@ class PubSub:
         *,
         schemas: Iterable[type[ModelEvent]] | None = None,
         transport: Transport | None = None,
-        **options: Any,
+        **options: Unpack[SettingsOptions],
     ) -> None:
         self._router = Router()
         self._lock = threading.RLock()
@@ -75,7 +77,7 @@ class PubSub:
         self._declared: Topology | None = None
         self._exchange_ready = False
         self._cached_publisher: Publisher | None = None
-        self.configure(amqp_url=amqp_url, **options)
+        self.configure(amqp_url, **options)
 
     @classmethod
     def unconfigured(cls) -> PubSub:
@@ -93,16 +95,22 @@ class PubSub:
         return self
 
     # -- configuration -------------------------------------------------------------
-    def configure(self, **options: Any) -> None:
+    def configure(
+        self,
+        amqp_url: str = "memory://",
+        *,
+        schemas: Iterable[type[ModelEvent]] | None = None,
+        transport: Transport | None = None,
+        **options: Unpack[SettingsOptions],
+    ) -> None:
+        """Set the options of an unconfigured instance (``init()`` does this for the default one)."""
         with self._lock:
             if self._settings is not None:
                 raise ConfigurationError(
                     f"pubsubpy is already initialised (first call at {self._configured_at}); call init() once, "
                     "or pubsubpy.testing.reset() between tests"
                 )
-            transport = options.pop("transport", None)
-            schemas = options.pop("schemas", None)
-            self._settings = Settings.build(**options)
+            self._settings = Settings.build(amqp_url=amqp_url, **options)
             if transport is not None:
                 self._transport = transport
             if schemas is not None:
@@ -328,7 +336,8 @@ class PubSub:
         self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
         handler: str | None = None, timeout: float | None = None,
     ) -> list[DeadLetter]:
-        """Read the dead-letter queue without removing anything (all of it, then filter and ``limit``).
+        """Read the dead-letter queue without removing anything: the letters matching the filters, in
+        queue order, stopping once ``limit`` matched (else reading it to the end).
 
         ``timeout`` bounds the whole call, connecting included (``OperationTimeout`` past it).
         """

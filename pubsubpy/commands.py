@@ -22,12 +22,17 @@ import click
 import pubsubpy
 from pubsubpy.app import PubSub
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, PubSubError, TransportError
+from pubsubpy.settings import SettingsOptions
 
 EXIT_FAILED, EXIT_USAGE, EXIT_BROKER = 1, 2, 3
 
 
 def _load_app(app: str | None, url: str | None, exchange: str | None, service: str | None) -> PubSub:
-    options = {k: v for k, v in (("model_exchange", exchange), ("service_name", service)) if v is not None}
+    options: SettingsOptions = {}
+    if exchange is not None:
+        options["model_exchange"] = exchange
+    if service is not None:
+        options["service_name"] = service
     if app:
         module_name, _, attribute = app.partition(":")
         sys.path.insert(0, ".")

@@ -149,14 +149,14 @@ class DeadLetterStore:
         self._service = service
         self._deadline = deadline or Deadline.never()
 
-    def _walk(self, visit: Callable[[Delivery, DeadLetter], bool], limit: int | None = None) -> None:
-        """Read the queue once; ``visit`` returns True to ack (remove) a message. The rest go back.
-        Past the deadline: ``OperationTimeout``, with whatever was done staying done."""
+    def _walk(self, visit: Callable[[Delivery, DeadLetter], bool], enough: Callable[[], bool] = lambda: False) -> None:
+        """Read the queue once (or until ``enough()``); ``visit`` returns True to ack (remove) a message.
+        The rest go back. Past the deadline: ``OperationTimeout``, with whatever was done staying done."""
         consumer = self._transport.consume(dead_letter_queue(self._service), 0, recover=False,
                                            deadline=self._deadline)
         seen = 0
         try:
-            while limit is None or seen < limit:
+            while not enough():
                 if self._deadline.expired:
                     raise OperationTimeout(f"the dead-letter queue of {self._service!r} was not read to the end "
                                            f"before the deadline ({seen} letters seen); run the command again")
@@ -174,11 +174,11 @@ class DeadLetterStore:
         found: list[DeadLetter] = []
 
         def visit(_: Delivery, letter: DeadLetter) -> bool:
-            if match(letter) and (limit is None or len(found) < limit):
+            if match(letter):
                 found.append(letter)
             return False
 
-        self._walk(visit)
+        self._walk(visit, lambda: limit is not None and len(found) >= limit)  # stops at ``limit`` matches
         return found
 
     def _remove(self, match: DeadLetterFilter, before_ack: Callable[[DeadLetter], None],

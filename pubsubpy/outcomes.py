@@ -1,8 +1,9 @@
 """What can become of a consumed message, as data.
 
-Every message a drain takes ends in exactly one ``Outcome``. The reason codes
-of dead letters, and which failures are worth retrying, are fixed here and
-nowhere else.
+Every message a drain takes ends in exactly one ``Outcome``; the reason codes
+of dead letters are fixed here. Which failures are retried is decided in
+``handler_runs.fold`` (only handler failures with attempts left: a bad payload
+never improves), and ``dispatch.py`` documents the order of the checks.
 """
 
 from __future__ import annotations

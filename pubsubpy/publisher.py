@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from pubsubpy.envelope import H_VERSION, Properties
-from pubsubpy.errors import MessageTooLarge, PayloadValidationError, UnknownEventType, UnroutableMessage
+from pubsubpy.errors import InvalidTopic, MessageTooLarge, PayloadValidationError, UnknownEventType, UnroutableMessage
 from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, routing_key_for
 from pubsubpy.settings import Settings
@@ -43,11 +43,15 @@ class Publisher:
         key = (model, event)
         routing_key = self._routing_keys.get(key)
         if routing_key is None:
+            if not event or "." in event:
+                raise InvalidTopic(f"event name {event!r} must be one word (no dots, not empty): the routing key "
+                                   f"is <model>.<event>, and a pattern like 'Booking.*' matches exactly one word")
             routing_key = self._routing_keys[key] = validate_routing_key(routing_key_for(model, event))
         return routing_key
 
     def encode(self, model: str, event: str, obj: Any) -> OutgoingMessage:
         """Validate ``obj`` and build the message; raises before anything is sent."""
+        routing_key = self._routing_key(model, event)
         schema = self._registry.get(model, event)
         headers: dict[str, Any]
         if schema is None:
@@ -68,7 +72,7 @@ class Publisher:
             raise PayloadValidationError(f"{model}.{event}: payload nests deeper than max_json_depth="
                                          f"{self._settings.max_json_depth}; consumers would refuse it")
         props = Properties.for_event(f"{model}.{event}", self._settings.service_name, headers)
-        return OutgoingMessage(self._settings.model_exchange, self._routing_key(model, event), body, props,
+        return OutgoingMessage(self._settings.model_exchange, routing_key, body, props,
                                mandatory=self._settings.on_unroutable != "ignore")
 
     def send(self, transport: Transport, messages: list[OutgoingMessage]) -> list[str]:

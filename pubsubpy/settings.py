@@ -12,10 +12,11 @@ from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from typing_extensions import TypedDict
 
 from pubsubpy.errors import ConfigurationError
 
-__all__ = ["Settings", "redact_url"]
+__all__ = ["Settings", "SettingsOptions", "redact_url"]
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -110,3 +111,29 @@ class Settings(BaseModel):
     def __repr_args__(self) -> Any:
         yield "amqp_url", self.display_url
         yield from super().__repr_args__()
+
+
+class SettingsOptions(TypedDict, total=False):
+    """The keyword arguments ``init()`` and ``PubSub(...)`` take besides ``amqp_url``: the fields of
+    ``Settings`` (defaults and bounds there), typed so IDEs and mypy check them. A test keeps both in step."""
+
+    model_exchange: str
+    service_name: str | None
+    require_schemas: bool
+    max_attempts: int
+    retry_delay: float
+    retry_delay_max: float
+    prefetch: int
+    max_message_size: int
+    max_json_depth: int
+    shutdown_timeout: float
+    unknown_key_window: float
+    queue_type: Literal["classic", "quorum"]
+    delivery_limit: int
+    on_unroutable: Literal["ignore", "warn", "raise"]
+    connect_timeout: float
+    heartbeat: int
+    blocked_connection_timeout: float
+    confirm_timeout: float
+    connection_attempts: int
+    retry_connect_delay: float

@@ -48,6 +48,7 @@ class TopologyView:
     exchange: str
     dead_letter_exchange: str
     events: list[dict[str, str]] = field(default_factory=list)  # event_type, routing_key
+    events_from: str = "registered schemas"  # or "published": the events the service says it sends
     bindings: list[BindingView] = field(default_factory=list)
     queues: list[QueueView] = field(default_factory=list)
 
@@ -81,7 +82,7 @@ def describe(app: PubSub, publishes: Iterable[type[ModelEvent]] | None = None, *
     events = [{"event_type": s.event_type(), "routing_key": s.routing_key()}
               for s in sorted(sent, key=lambda s: s.routing_key())]
     return TopologyView(app.settings.service_name or "", topology.exchange, topology.dead_letter_exchange,
-                        events, bindings, queues)
+                        events, "registered schemas" if publishes is None else "published", bindings, queues)
 
 
 def to_json(view: TopologyView) -> str:
@@ -107,7 +108,7 @@ def to_text(view: TopologyView) -> str:
         lines.append(f"    {queue.name:<40} {queue.role:<12} {queue.type:<8} "
                      f"{_count(queue.messages, 'message')}, {_count(queue.consumers, 'consumer')}{ttl}")
     if view.events:
-        lines.append("  events")
+        lines.append(f"  events ({view.events_from})")
         lines += [f"    {e['routing_key']:<24} {e['event_type']}" for e in view.events]
     return "\n".join(lines)
 
@@ -131,7 +132,7 @@ def to_mermaid(view: TopologyView) -> str:
     exchange = _id("x_", view.exchange)
     lines = ["flowchart LR"]
     if view.events:
-        lines.append('  subgraph events["events published"]')
+        lines.append(f'  subgraph events["events ({view.events_from})"]')
         lines += [f'    {_id("e_", e["routing_key"])}["{_label(e["routing_key"])}"]' for e in view.events]
         lines.append("  end")
         lines += [f'  {_id("e_", e["routing_key"])} --> {exchange}' for e in view.events]

@@ -56,3 +56,12 @@ trie: TopicTrie[str] = TopicTrie()
 trie.add("Booking.#", "bookings")
 assert_type(trie.match("Booking.updated"), list[str])
 matched: bool = topic_matches("a.#", "a")
+
+# init() and PubSub(...) take the settings as typed keyword arguments: a typo or a wrong type is a mypy error.
+typed = PubSub("memory://", service_name="billing", max_attempts=5, queue_type="quorum", unknown_key_window=60.0)
+PubSub("memory://", max_atempts=5)  # type: ignore[call-arg]
+PubSub("memory://", queue_type="fast")  # type: ignore[arg-type]
+pubsubpy.init(prefetch="many")  # type: ignore[arg-type]
+stale: list[str] = typed.stale_bindings(timeout=5.0)
+pubsubpy.declare(prune=True)
+count: int = pubsubpy.dead_letter_count(timeout=5.0)

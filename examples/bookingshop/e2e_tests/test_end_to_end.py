@@ -174,3 +174,25 @@ def test_dead_letters_through_the_management_command(billing: Billing) -> None:
     listed = [json.loads(line) for line in billing.manage("pubsub_dlq", "list", "--json").splitlines()]
     assert [(x["message_id"], x["reason"]) for x in listed] == [("bad-1", "decode_error")]
     assert "purged 1" in billing.manage("pubsub_dlq", "purge", "--yes")
+
+
+def test_prune_and_topology_through_the_management_commands(billing: Billing) -> None:
+    """An older billing version bound Refund.* (recorded in the ledger); this one no longer subscribes it."""
+    older = pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], service_name=billing.service, require_schemas=False,
+                            model_exchange=settings.PUBSUBPY["MODEL_EXCHANGE"])
+    older.subscribe("Refund.*")(lambda event: None)
+    older.declare()
+    older.close()
+    billing.manage("pubsub_declare")  # the new version's deploy step: additive, Refund.* stays
+    view = json.loads(billing.manage("pubsub_topology", "--format", "json"))
+    bindings = {b["pattern"]: b for b in view["bindings"]}
+    assert bindings["Refund.*"]["stale"] and bindings["Booking.*"]["handlers"] == ["invoices.subscribers.keep_invoice"]
+    assert {e["routing_key"] for e in view["events"]} >= {"Booking.created", "Booking.deleted"}
+
+    out = billing.manage("pubsub_declare", "--prune", "--dry-run")
+    assert "Refund.*" in out and "dry run: nothing removed" in out
+    out = billing.manage("pubsub_declare", "--prune", "--yes")
+    assert "removed 1 binding(s)" in out, out
+    view = json.loads(billing.manage("pubsub_topology", "--format", "json"))
+    assert [b["pattern"] for b in view["bindings"]] == ["Booking.*"]
+    assert billing.manage("pubsub_topology", "--format", "mermaid").startswith("flowchart LR")

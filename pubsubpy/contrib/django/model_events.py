@@ -6,7 +6,8 @@ change the payload is built right away from the instance through the schema
 registered for (``"<module>.<Model>"``, event), with pydantic's
 ``from_attributes``, so a payload the schema rejects fails the ``save()`` itself.
 It is published from ``transaction.on_commit``: a rolled-back transaction
-publishes nothing, a committed one publishes exactly once.
+publishes nothing, a committed one publishes once (at least once: a publish
+retried after a lost connection may store a duplicate, with the same message_id).
 
 What does not publish: ``QuerySet.update()``, ``bulk_create()``,
 ``bulk_update()`` and raw SQL send no model signals, so they publish nothing.
