@@ -214,3 +214,33 @@ def test_failover_to_the_second_url(rabbit_url: str, names: Names) -> None:
     app.close()
 
 
+
+
+def test_a_ledger_of_pubsubpy_0_1_is_taken_over(rabbit_url: str, names: Names) -> None:
+    """0.1 kept its bindings in `<queue>.bindings` (one JSON list, x-max-length 1); declaring now records
+    those patterns in the new ledger (so they stay prunable) and deletes the old queue."""
+    exchange, service = names.exchange(), names.service()
+    queue = f"{service}.events"
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:
+        channel = connection.channel()
+        channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        channel.queue_declare(queue, durable=True, arguments={"x-dead-letter-exchange": f"{service}.dlx"})
+        channel.queue_bind(queue, exchange, routing_key="Room.*")
+        channel.queue_declare(f"{queue}.bindings", durable=True, arguments={"x-max-length": 1})
+        channel.basic_publish("", f"{queue}.bindings", json.dumps(["Room.*"]).encode())
+        app = _app(rabbit_url, names, model_exchange=exchange, service_name=service)
+
+        @app.subscribe("Booking.*")
+        def on_booking(event: BookingCreated | BookingUpdated) -> None: ...
+
+        app.declare()
+        assert app.stale_bindings(timeout=10) == ["Room.*"]
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker) as gone:
+            connection.channel().queue_declare(f"{queue}.bindings", passive=True)
+        assert gone.value.reply_code == 404
+        app.declare(prune=True)
+        assert app.stale_bindings(timeout=10) == []
+        app.close()
+    finally:
+        connection.close()

@@ -9,11 +9,13 @@ given that pubsubpy recorded; a binding made by hand is never in the ledger.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
 import pika
 import pika.adapters.blocking_connection
+import pika.exceptions
 
 from pubsubpy.topology import ledger_queue
 from pubsubpy.transports.base import QueueSpec, Topology
@@ -38,6 +40,32 @@ def _declare_ledger(channel: BlockingChannel, topology: Topology) -> str:
     return name
 
 
+def _take_old_ledger(channel: BlockingChannel, topology: Topology) -> set[str]:
+    """The patterns in a ledger of pubsubpy 0.1 (``<queue>.bindings``: one JSON list, x-max-length 1),
+    which is then deleted; empty when there is none. Read on a channel of its own: a missing queue
+    closes the channel that asks."""
+    old = f"{topology.queue.name}.bindings"
+    probe = channel.connection.channel()
+    try:
+        probe.queue_declare(old, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return set()
+        raise
+    try:
+        _method, _props, body = probe.basic_get(old, auto_ack=False)
+        try:
+            recorded: Any = json.loads(body or b"[]")
+        except ValueError:
+            recorded = []
+        patterns = {p for p in recorded if isinstance(p, str)} if isinstance(recorded, list) else set()
+        probe.queue_delete(old)
+        return patterns
+    finally:
+        if probe.is_open:
+            probe.close()
+
+
 def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology: Topology) -> None:
     channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
     channel.exchange_declare(topology.dead_letter_exchange, exchange_type="fanout", durable=True)
@@ -49,8 +77,9 @@ def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology
     for pattern in sorted(topology.bindings):
         channel.queue_bind(topology.queue.name, topology.exchange, routing_key=pattern)
     ledger = _declare_ledger(channel, topology)
+    bound_before = _take_old_ledger(channel, topology)
     with held_records(channel, ledger) as held:
-        missing = topology.bindings - held.patterns(topology.exchange)
+        missing = (topology.bindings | bound_before) - held.patterns(topology.exchange)
         append_records(confirm, ledger, topology.exchange, missing)
 
 
