@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import Decision, Dispatcher
-from pubsubpy.envelope import H_ATTEMPT
+from pubsubpy.envelope import H_ATTEMPT, H_COPY
 from pubsubpy.errors import TransportError
 from pubsubpy.handler_pool import HandlerPool
 from pubsubpy.outcomes import DrainResult, Outcome
@@ -80,9 +80,12 @@ class _Recent:
         message_id = delivery.properties.message_id
         if not message_id:
             return None
-        attempt = delivery.properties.headers.get(H_ATTEMPT)
+        headers = delivery.properties.headers
+        copy = headers.get(H_COPY)  # each retry/deferral/replay copy has its own
+        if copy is None:
+            copy = headers.get(H_ATTEMPT)
         return message_id, delivery.exchange, delivery.routing_key, \
-            attempt if type(attempt) in _PLAIN else repr(attempt)  # a foreign header may be unhashable
+            copy if type(copy) in _PLAIN else repr(copy)  # a foreign header may be unhashable
 
     def add(self, delivery: Delivery) -> None:
         key = self.key(delivery)

@@ -31,6 +31,7 @@ from typing import Any
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import (
     H_ATTEMPT,
+    H_COPY,
     H_DEAD_LETTERED_AT,
     H_ERROR,
     H_HANDLERS,
@@ -40,6 +41,7 @@ from pubsubpy.envelope import (
     Properties,
     clean_headers,
     header_text,
+    new_message_id,
 )
 from pubsubpy.errors import InvalidTopic, OperationTimeout, PublishError
 from pubsubpy.outcomes import Reason
@@ -204,6 +206,7 @@ class DeadLetterStore:
         headers = clean_headers(letter.headers)
         headers.pop(H_ATTEMPT, None)
         headers[H_ROUTING_KEY] = letter.routing_key
+        headers[H_COPY] = new_message_id()
         if letter.handler:
             headers[H_HANDLERS] = letter.handler
         queue = service_queue(self._service)

@@ -20,6 +20,7 @@ __all__ = [
     "CONTENT_TYPE",
     "HEADER_PREFIX",
     "H_ATTEMPT",
+    "H_COPY",
     "H_DEAD_LETTERED_AT",
     "H_DEFERRALS",
     "H_DEFERRED_SINCE",
@@ -47,9 +48,11 @@ H_QUEUE = "pubsubpy-original-queue"
 H_DEAD_LETTERED_AT = "pubsubpy-dead-lettered-at"
 H_DEFERRED_SINCE = "pubsubpy-deferred-since"  # epoch milliseconds: first sent back for another version
 H_DEFERRALS = "pubsubpy-deferrals"            # how many times so far
+H_COPY = "pubsubpy-copy-id"                   # fresh on every retry/deferral/dead-letter/replay copy, so a
+                                              # consumer tells a redelivered copy from a later copy of it
 
 # Notes about one journey through a queue: a copy made for another purpose (dead letter, retry, replay) drops them.
-_DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT, H_DEFERRED_SINCE, H_DEFERRALS)
+_DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT, H_DEFERRED_SINCE, H_DEFERRALS, H_COPY)
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
                    "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pubsubpy.dispatch import Decision
 from pubsubpy.envelope import (
     H_ATTEMPT,
+    H_COPY,
     H_DEAD_LETTERED_AT,
     H_DEFERRALS,
     H_DEFERRED_SINCE,
@@ -25,6 +26,7 @@ from pubsubpy.envelope import (
     H_ROUTING_KEY,
     Properties,
     clean_headers,
+    new_message_id,
 )
 from pubsubpy.errors import PublishError
 from pubsubpy.outcomes import Outcome
@@ -46,6 +48,7 @@ def outcome_of(decision: Decision) -> Outcome:
 def _copy(delivery: Delivery, headers: dict[str, object]) -> Properties:
     merged = clean_headers(delivery.properties.headers)
     merged.update(headers)
+    merged[H_COPY] = new_message_id()
     return delivery.properties.with_headers(merged)
 
 
