@@ -56,9 +56,9 @@ _DEFER_MAX = 60.0  # seconds: a deferred message is looked at again at least onc
 
 
 def deferral_delay_ms(settings: Settings, deferral: int) -> int:
-    """How long the ``deferral``-th deferral waits: from ``max(retry_delay, 1s)``, doubling, capped at
+    """How long the ``deferral``-th deferral waits: from ``max(retry_delay, 0.1s)``, doubling, capped at
     the shortest of ``retry_delay_max``, a minute and ``unknown_key_window`` (never below the first step)."""
-    first = max(settings.retry_delay, 1.0)
+    first = max(settings.retry_delay, 0.1)
     cap = max(first, min(settings.retry_delay_max, _DEFER_MAX, settings.unknown_key_window))
     return int(min(first * 2 ** min(max(deferral - 1, 0), 30), cap) * 1000)
 

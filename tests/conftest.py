@@ -96,10 +96,13 @@ class Names:
 
 
 def _retry_levels() -> list[int]:
-    levels = {0, 1500} | {1000 * 2**k for k in range(6)} | {60_000}  # deferral ladders (topology.py)
+    """Every retry/deferral queue delay the tests' settings can make (topology.py): bases doubling,
+    capped at 300 s (retries) and 60 s or the window (deferrals)."""
+    levels = {1500, 60_000}
     for base in (0.01, 0.02, 0.05, 0.1, 0.2, 1.0):
-        for attempt in range(1, 8):
-            levels.add(int(min(base * 2 ** (attempt - 1), 300) * 1000))
+        for step in range(12):
+            levels.add(int(min(base * 2**step, 300) * 1000))
+            levels.add(int(min(max(base, 0.1) * 2**step, 60) * 1000))
     return sorted(levels - {0})
 
 

@@ -90,7 +90,8 @@ def test_rolling_deploy_every_event_of_the_new_version_reaches_it(backend: Backe
     """v2 subscribes Room.* too; v1 and v2 compete on the queue. v1 sends Room events back instead of
     dead-lettering them, until a v2 worker takes them."""
     exchange, service = backend.names.exchange(), backend.names.service()  # type: ignore[attr-defined]
-    options = {"schemas": ALL, "model_exchange": exchange, "service_name": service, "prefetch": 10}
+    options = {"schemas": ALL, "model_exchange": exchange, "service_name": service, "prefetch": 10,
+               "retry_delay": 0.1}
     v1 = backend.app(**options)  # type: ignore[arg-type]
     v2 = backend.app(**options)  # type: ignore[arg-type]
     v1_rooms: list[int] = []
@@ -117,14 +118,19 @@ def test_rolling_deploy_every_event_of_the_new_version_reaches_it(backend: Backe
     v1.declare()  # the old version starts again meanwhile: Room.* must stay bound
     count = 60
     publisher = backend.app(schemas=ALL, model_exchange=exchange, service_name=backend.names.service("pub"))  # type: ignore[attr-defined]
-    for i in range(count):
-        publisher.publish_model_event(ROOM, "cleaned", {"number": i})
-        publisher.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"})
 
+    def publish(numbers: range) -> None:
+        for i in numbers:
+            publisher.publish_model_event(ROOM, "cleaned", {"number": i})
+            publisher.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"})
+
+    publish(range(10))
     first = v1.drain(max_messages=20, timeout=10)  # the old version is first to see the new keys
     assert first.deferred == 10 and first.handled == 10 and first.dead_lettered == 0, first
     totals = {"v1": {"deferred": first.deferred, "dead": 0}, "v2": {"deferred": 0, "dead": 0}}
     errors: list[BaseException] = []
+
+    v1_stopped = threading.Event()  # the deploy finishes: the last v1 worker stops
 
     def drain_until_done(name: str, app: PubSub) -> None:
         deadline = time.monotonic() + 60
@@ -133,6 +139,8 @@ def test_rolling_deploy_every_event_of_the_new_version_reaches_it(backend: Backe
                 with lock:
                     if len(v2_rooms) >= count and len(bookings) >= count:
                         return
+                if name == "v1" and v1_stopped.is_set():
+                    return
                 result = app.drain(timeout=5)
                 totals[name]["deferred"] += result.deferred
                 totals[name]["dead"] += result.dead_lettered
@@ -144,6 +152,8 @@ def test_rolling_deploy_every_event_of_the_new_version_reaches_it(backend: Backe
     threads = [threading.Thread(target=drain_until_done, args=(n, a)) for n, a in (("v1", v1), ("v2", v2))]
     for thread in threads:
         thread.start()
+    publish(range(10, count))  # while both versions drain
+    v1_stopped.set()
     for thread in threads:
         thread.join(90)
     assert not errors, errors
