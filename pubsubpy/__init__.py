@@ -50,6 +50,7 @@ from pubsubpy.errors import (
     UnknownEventType,
     UnroutableMessage,
 )
+from pubsubpy.inbox import Inbox
 from pubsubpy.outcomes import DrainResult, Reason
 from pubsubpy.publisher import EventSpec
 from pubsubpy.schemas import ModelEvent
@@ -62,6 +63,7 @@ __all__ = [
     "ConfirmTimeout",
     "DeadLetter",
     "DrainResult",
+    "Inbox",
     "InvalidTopic",
     "MessageInfo",
     "MessageTooLarge",
@@ -112,6 +114,7 @@ def init(
     *,
     schemas: Iterable[type[ModelEvent]] | None = None,
     transport: Transport | None = None,
+    inbox: Inbox | None = None,
     **options: Unpack[SettingsOptions],
 ) -> PubSub:
     """Configure the default instance (once per process). Never connects.
@@ -119,16 +122,16 @@ def init(
     ``options`` are the fields of ``pubsubpy.settings.Settings`` (``model_exchange``,
     ``service_name``, ``max_attempts``, timeouts...), typed in ``SettingsOptions``.
     """
-    _default.configure(amqp_url, schemas=schemas, transport=transport, **options)
+    _default.configure(amqp_url, schemas=schemas, transport=transport, inbox=inbox, **options)
     return _default
 
 
 # Each function below is the default instance's method of the same name, with the same signature
 # (tests/test_facade.py compares them).
 
-def subscribe(pattern: str, *, max_attempts: int | None = None) -> Callable[[F], F]:
+def subscribe(pattern: str, *, max_attempts: int | None = None, idempotent: bool = False) -> Callable[[F], F]:
     """Register a handler for routing keys matching ``pattern``; works before ``init()``."""
-    return _default.subscribe(pattern, max_attempts=max_attempts)
+    return _default.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
 
 
 def publish_model_event(model: str, event: str, obj: Any) -> str:

@@ -22,8 +22,9 @@ from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import Dispatcher
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, OperationTimeout, TransportError
+from pubsubpy.inbox import Inbox
 from pubsubpy.outcomes import DrainResult
-from pubsubpy.publisher import EventSpec, Publisher
+from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
 from pubsubpy.settings import Settings, SettingsOptions
@@ -66,6 +67,7 @@ class PubSub:
         *,
         schemas: Iterable[type[ModelEvent]] | None = None,
         transport: Transport | None = None,
+        inbox: Inbox | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
         self._router = Router()
@@ -77,7 +79,9 @@ class PubSub:
         self._declared: Topology | None = None
         self._exchange_ready = False
         self._cached_publisher: Publisher | None = None
-        self.configure(amqp_url, **options)
+        self._inbox: Inbox | None = None
+        self._outbox: OutboxWriter | None = None
+        self.configure(amqp_url, inbox=inbox, **options)
 
     @classmethod
     def unconfigured(cls) -> PubSub:
@@ -92,6 +96,8 @@ class PubSub:
         self._declared = None
         self._exchange_ready = False
         self._cached_publisher = None
+        self._inbox = None
+        self._outbox = None
         return self
 
     # -- configuration -------------------------------------------------------------
@@ -101,6 +107,7 @@ class PubSub:
         *,
         schemas: Iterable[type[ModelEvent]] | None = None,
         transport: Transport | None = None,
+        inbox: Inbox | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
         """Set the options of an unconfigured instance (``init()`` does this for the default one)."""
@@ -111,6 +118,8 @@ class PubSub:
                     "or pubsubpy.testing.reset() between tests"
                 )
             self._settings = Settings.build(amqp_url=amqp_url, **options)
+            if inbox is not None:
+                self._inbox = inbox
             if transport is not None:
                 self._transport = transport
             if schemas is not None:
@@ -158,9 +167,13 @@ class PubSub:
         return f"<PubSub {s.display_url} exchange={s.model_exchange!r} service={s.service_name!r}>"
 
     # -- subscribing ---------------------------------------------------------------
-    def subscribe(self, pattern: str, *, max_attempts: int | None = None) -> Callable[[F], F]:
-        """Register the decorated function for routing keys matching ``pattern``; no I/O."""
-        decorator = self._router.subscribe(pattern, max_attempts=max_attempts)
+    def subscribe(self, pattern: str, *, max_attempts: int | None = None,
+                  idempotent: bool = False) -> Callable[[F], F]:
+        """Register the decorated function for routing keys matching ``pattern``; no I/O.
+
+        ``idempotent=True``: the handler runs once per message id, recorded by the inbox in the same
+        transaction as the handler's effects (needs ``inbox=``; the Django app provides one)."""
+        decorator = self._router.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
         with self._lock:
             self._declared = None
         return decorator
@@ -229,11 +242,15 @@ class PubSub:
     def publish_model_event(self, model: str, event: str, obj: Any) -> str:
         """Validate ``obj`` against the schema for (model, event) and publish it, confirmed.
 
-        Returns the message id. ``obj`` is a mapping, an instance of the schema,
-        or any object whose attributes fill it (a Django model instance).
+        Returns the message id once the broker confirmed it; with an outbox (Django ``OUTBOX``),
+        once the row is written in the current transaction (a relay publishes it after the commit).
+        ``obj`` is a mapping, an instance of the schema, or any object whose attributes fill it (a
+        Django model instance).
         """
         publisher = self._publisher()
         message = publisher.encode(model, event, obj)
+        if self._outbox is not None:
+            return self._outbox.write([message])[0]
         self._ensure_exchange()
         return publisher.send(self.transport, [message])[0]
 
@@ -247,6 +264,8 @@ class PubSub:
         messages = publisher.encode_many(events)
         if not messages:
             return []
+        if self._outbox is not None:
+            return self._outbox.write(messages)
         self._ensure_exchange()
         return publisher.send(self.transport, messages)
 
@@ -320,9 +339,15 @@ class PubSub:
         service = self._service()
         if not self._router.subscriptions:
             raise ConfigurationError(f"service {service!r} has no subscriptions: decorate a handler with @subscribe")
+        idempotent = [s.name for s in self._router.subscriptions if s.idempotent]
+        if idempotent and self._inbox is None:
+            raise ConfigurationError(
+                f"handler(s) {', '.join(idempotent)} are idempotent=True but this PubSub has no inbox: pass "
+                "PubSub(inbox=...) (an object with run_once(message_id, handler, call)), or use the Django app, "
+                "which installs one")
         if not self._router.resolved:
             self._router.resolve(self._registry)
-        return service, Dispatcher(self.settings, self._router, self._registry)
+        return service, Dispatcher(self.settings, self._router, self._registry, self._inbox)
 
     # -- dead letters --------------------------------------------------------------
     def _dead_letters(self, timeout: float | None) -> DeadLetterStore:

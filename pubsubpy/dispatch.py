@@ -42,8 +42,9 @@ from pubsubpy.envelope import (
     deferral_from,
     header_text,
 )
-from pubsubpy.errors import InvalidTopic
+from pubsubpy.errors import ConfigurationError, InvalidTopic
 from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, run_handler
+from pubsubpy.inbox import Inbox
 from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.outcomes import Reason
 from pubsubpy.router import Router, Subscription
@@ -152,10 +153,12 @@ class _Plan:
 
 
 class Dispatcher:
-    def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry) -> None:
+    def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry,
+                 inbox: Inbox | None = None) -> None:
         self._settings = settings
         self._router = router
         self._registry = registry
+        self._inbox = inbox
         self._plans: dict[str, _Plan] = {}
         self._plans_for = len(registry)
 
@@ -226,8 +229,12 @@ class Dispatcher:
                 if raw is None:
                     raw = json.loads(body)
                 argument = raw
-            args = (argument, info) if info is not None and sub.wants_info else (argument,)
-            failure = run_handler(sub, args, routing_key, attempt, self.max_attempts(sub))
+            args: tuple[Any, ...] = (argument, info) if info is not None and sub.wants_info else (argument,)
+            if sub.idempotent:
+                failure = run_handler(sub, self._run_once, (sub, delivery.properties.message_id, args), routing_key,
+                                      attempt, self.max_attempts(sub))
+            else:
+                failure = run_handler(sub, sub.handler, args, routing_key, attempt, self.max_attempts(sub))
             if failure is not None:
                 failures.append(failure)
         if failures:
@@ -261,6 +268,18 @@ class Dispatcher:
             if len(errors) == 1 and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
                 return self._dead(decision, Reason.DECODE_ERROR, "body is JSON but not an object")
             return self._dead(decision, Reason.VALIDATION_ERROR, f"{schema.__qualname__}: {exc}")
+
+    def _run_once(self, sub: Subscription, message_id: str | None, args: tuple[Any, ...]) -> None:
+        """An idempotent subscription's run: through the inbox, once per (message id, handler)."""
+        if self._inbox is None:  # PubSub checks this before consuming; here only for the type checker
+            raise ConfigurationError(f"handler {sub.name} is idempotent=True but no Inbox is configured")
+        if not message_id:
+            log.warning("handler %s is idempotent but this message has no message_id: it cannot be deduplicated "
+                        "and runs without the inbox", sub.name)
+            sub.handler(*args)
+            return
+        if not self._inbox.run_once(message_id, sub.name, lambda: sub.handler(*args)):
+            log.info("handler %s already handled message %s: duplicate skipped", sub.name, message_id)
 
     def _defer(self, decision: Decision, why: str, headers: Mapping[str, Any]) -> Decision:
         """Send it back for another version, or, once ``unknown_key_window`` has passed, dead-letter it."""

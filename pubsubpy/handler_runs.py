@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,11 +54,11 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:ERROR_TEXT_LIMIT]
 
 
-def run_handler(sub: Subscription, args: tuple[Any, ...], routing_key: str, attempt: int,
-                max_attempts: int) -> HandlerRun | None:
-    """Call ``sub.handler(*args)``; None when it returned, else how it failed."""
+def run_handler(sub: Subscription, call: Callable[..., object], args: tuple[Any, ...], routing_key: str,
+                attempt: int, max_attempts: int) -> HandlerRun | None:
+    """Call ``call(*args)`` (``sub.handler``, or a wrapper running it); None when it returned, else how it failed."""
     try:
-        sub.handler(*args)
+        call(*args)
     except Reject as exc:
         return HandlerRun(sub, RunResult.REJECTED, describe(exc))
     except Exception as exc:

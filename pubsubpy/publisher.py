@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -25,12 +25,20 @@ from pubsubpy.settings import Settings
 from pubsubpy.topics import validate_routing_key
 from pubsubpy.transports.base import OutgoingMessage, Transport
 
-__all__ = ["EventSpec", "Publisher"]
+__all__ = ["EventSpec", "OutboxWriter", "Publisher"]
 
 log = logging.getLogger("pubsubpy.publish")
 
 EventSpec = tuple[str, str, Any]
 """``(model, event, obj)`` as given to ``publish_model_event``."""
+
+
+class OutboxWriter(Protocol):
+    """Where encoded messages go instead of the broker when an outbox is on (Django ``OUTBOX``)."""
+
+    def write(self, messages: list[OutgoingMessage]) -> list[str]:
+        """Store ``messages`` in the current transaction; returns their message ids."""
+        ...
 
 
 class Publisher:

@@ -37,6 +37,7 @@ class Subscription:
     accepts_dict: bool = False
     accepts_any_schema: bool = False
     schemas: tuple[type[ModelEvent], ...] = field(default=())
+    idempotent: bool = False  # runs through the Inbox: once per message id
 
     def accepts(self, schema: type[ModelEvent] | None) -> bool:
         if schema is None:
@@ -117,7 +118,8 @@ class Router:
         self._lock = threading.Lock()
         self._resolved = False
 
-    def subscribe(self, pattern: str, *, max_attempts: int | None = None) -> Callable[[F], F]:
+    def subscribe(self, pattern: str, *, max_attempts: int | None = None,
+                  idempotent: bool = False) -> Callable[[F], F]:
         validate_pattern(pattern)
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
             raise ConfigurationError(f"max_attempts must be a positive int, got {max_attempts!r}")
@@ -135,7 +137,8 @@ class Router:
             with self._lock:
                 if any(s.handler is handler and s.pattern == pattern for s in self._subscriptions):
                     return handler
-                self._subscriptions.append(Subscription(pattern, handler, name, max_attempts, wants_info))
+                self._subscriptions.append(Subscription(pattern, handler, name, max_attempts, wants_info,
+                                                        idempotent=idempotent))
                 self._trie = None
                 self._cache.clear()
                 self._resolved = False
@@ -155,7 +158,8 @@ class Router:
         with self._lock:
             for sub in other.subscriptions:
                 self._subscriptions.append(Subscription(sub.pattern, sub.handler, sub.name,
-                                                        sub.max_attempts, sub.wants_info))
+                                                        sub.max_attempts, sub.wants_info,
+                                                        idempotent=sub.idempotent))
             self._trie = None
             self._cache.clear()
             self._resolved = False
