@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import broker_rows, local_rows, worker_rows
+from bench import broker_rows, local_rows, outbox_rows, worker_rows
 from bench.common import URL, Booking, Row, alternate, delete_app, fill, unique
 from pubsubpy import PubSub
 
@@ -146,6 +146,7 @@ SHORT = {
     "drain: validation_error": "validation_error dead letters\nvs handled",
     "drain: handler_error": "handler_error dead letters\nvs handled",
     "drain: handler raised": "retried\nvs handled",
+    "outbox relay": "outbox relay\nvs publish_many",
 }
 
 
@@ -207,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             rows.extend(faststream_rows(300 if quick else 2000, 2000 if quick else 10000, 2 if quick else 3))
         except ImportError:
             print("FastStream is not installed (pip install '.[bench]'): skipping its rows", file=sys.stderr)
+    step("outbox")
+    rows.extend(outbox_rows.rows(2000 if quick else 10000, 200 if quick else 1000, rounds))
     step("routing")
     rows.extend(local_rows.routing(10_000, 2000 if quick else 20000, rounds))
     step("in-process")

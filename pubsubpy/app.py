@@ -29,7 +29,7 @@ from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
 from pubsubpy.settings import Settings, SettingsOptions
 from pubsubpy.topology import build_topology, service_queue
-from pubsubpy.transports.base import Topology, Transport
+from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
 from pubsubpy.worker import handle_signals, worker_prefetch
 
 __all__ = ["PubSub"]
@@ -253,6 +253,12 @@ class PubSub:
             return self._outbox.write([message])[0]
         self._ensure_exchange()
         return publisher.send(self.transport, [message])[0]
+
+    def _send(self, messages: list[OutgoingMessage]) -> list[str]:
+        """Encoded messages straight to the broker, confirmed (the outbox relay's way out); returns the
+        ids of mandatory ones no queue took."""
+        self._ensure_exchange()
+        return self.transport.publish(messages)
 
     def publish_many(self, events: Iterable[EventSpec]) -> list[str]:
         """Validate every ``(model, event, obj)`` first, then publish them all, each confirmed.

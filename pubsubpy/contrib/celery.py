@@ -19,7 +19,7 @@ from celery import shared_task
 
 import pubsubpy
 
-__all__ = ["BEAT_SCHEDULE", "drain"]
+__all__ = ["BEAT_SCHEDULE", "drain", "relay"]
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "pubsubpy-drain": {
@@ -37,3 +37,18 @@ def drain(max_messages: int | None = None, timeout: float = 25.0) -> dict[str, A
     result = pubsubpy.get_default().drain(max_messages=max_messages, timeout=timeout)
     return {"handled": result.handled, "retried": result.retried, "dead_lettered": result.dead_lettered,
             "reasons": dict(result.reasons), "seconds": round(result.seconds, 3), "stopped_by": result.stopped_by}
+
+
+@shared_task(name="pubsubpy.relay")
+def relay(batch_size: int = 500) -> dict[str, Any]:
+    """Django with ``OUTBOX``: send what is pending in the outbox (``manage.py pubsub_relay --once``).
+    Schedule it with beat, e.g. every few seconds, or run ``pubsub_relay`` as a process instead."""
+    import datetime as dt
+
+    from pubsubpy.contrib.django.apps import duration, outbox_database
+    from pubsubpy.contrib.django.relay import Relay
+
+    result = Relay(pubsubpy.get_default(), outbox_database(), batch_size=batch_size,
+                   retention=duration("outbox_retention", dt.timedelta(days=1))).run_once()
+    return {"sent": result.sent, "parked": result.parked, "batches": result.batches}
+

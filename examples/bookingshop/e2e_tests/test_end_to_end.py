@@ -1,8 +1,10 @@
 """The booking shop end to end: Django saves in `shop` become typed events handled by `billing`.
 
-`shop` runs in this process under pytest-django (real commits: transaction=True);
-`billing` is a second Django project run through its manage.py, on its own
-database: a fresh PostgreSQL database when DATABASE_URL is set, SQLite otherwise.
+`shop` runs in this process under pytest-django (real commits: transaction=True)
+with the outbox on: a save writes its event to the outbox table, and
+`pubsub_relay` sends it after the commit. `billing` is a second Django project
+run through its manage.py, on its own database (a fresh PostgreSQL database
+when DATABASE_URL is set, SQLite otherwise), with an idempotent handler.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +21,8 @@ from typing import Any
 
 import pytest
 from django.conf import settings
-from django.db import transaction
+from django.core.management import call_command
+from django.db import connection, transaction
 
 import pubsubpy
 
@@ -65,6 +69,16 @@ class Billing:
                 "'booking_id', 'guest', 'amount_cents', 'status'))))")
         return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])  # type: ignore[no-any-return]
 
+    def events(self) -> list[dict[str, Any]]:
+        """InvoiceEvent rows in the order billing wrote them."""
+        code = ("import json; from invoices.models import InvoiceEvent; "
+                "print(json.dumps(list(InvoiceEvent.objects.order_by('id').values("
+                "'booking_id', 'event', 'status', 'message_id'))))")
+        return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    def drain(self) -> str:
+        return self.manage("pubsub_drain", "--timeout", "60")
+
     def depth(self) -> int:
         app = pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], service_name=self.service)
         try:
@@ -91,6 +105,17 @@ def _billing_database(tmp_path: Path) -> Iterator[str]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def relay() -> None:
+    """The shop's `manage.py pubsub_relay --once`, in this process (it sees the test database)."""
+    call_command("pubsub_relay", "--once")
+
+
+def unsent() -> int:
+    from pubsubpy.contrib.django.models import OutboxMessage
+
+    return OutboxMessage.objects.filter(sent_at__isnull=True).count()
+
+
 @pytest.fixture
 def billing(tmp_path: Path) -> Iterator[Billing]:
     for url in _billing_database(tmp_path):
@@ -110,11 +135,14 @@ def test_save_publishes_after_commit_and_billing_gets_typed_events(billing: Bill
 
     with transaction.atomic():
         booking = Booking.objects.create(guest="Ada", nights=3, amount_cents=36000)
-        assert billing.depth() == 0, "nothing may leave before the commit"
-    assert billing.depth() == 1, "exactly one event once committed"
+        assert unsent() == 1 and billing.depth() == 0, "a row in the transaction; nothing leaves before the commit"
+    assert unsent() == 1 and billing.depth() == 0, "the commit itself never touches the broker"
+    relay()
+    assert unsent() == 0 and billing.depth() == 1, "the relay sent it, once"
 
     booking.status = "paid"
     booking.save()
+    relay()
     out = billing.manage("pubsub_drain", "--timeout", "30")
     assert "2 handled" in out, out
     assert billing.invoices() == [{"booking_id": booking.id, "guest": "Ada", "amount_cents": 36000,
@@ -129,6 +157,8 @@ def test_rollback_publishes_nothing(billing: Billing) -> None:
         Booking.objects.create(guest="Ghost", nights=1, amount_cents=100)
         raise RuntimeError("payment failed")
     assert Booking.objects.count() == 0
+    assert unsent() == 0, "the rollback took the outbox row with it"
+    relay()
     assert billing.depth() == 0
     assert "0 messages" in billing.manage("pubsub_drain", "--timeout", "10")
 
@@ -141,6 +171,7 @@ def test_delete_publishes_deleted_and_bulk_update_publishes_nothing(billing: Bil
     Booking.objects.filter(id=booking.id).update(status="ignored")  # documented: no signal, no event
     booking_id = booking.id
     booking.delete()
+    relay()
     assert billing.depth() == 2
     out = billing.manage("pubsub_drain", "--timeout", "30")
     assert "2 handled" in out, out
@@ -155,7 +186,7 @@ def test_a_payload_the_schema_rejects_fails_the_save(billing: Billing) -> None:
     with pytest.raises(pubsubpy.PayloadValidationError), transaction.atomic():
         Booking.objects.create(guest="", nights=1, amount_cents=100)
     assert Booking.objects.count() == 0, "the save was rolled back with its transaction"
-    assert billing.depth() == 0
+    assert unsent() == 0 and billing.depth() == 0
 
 
 def test_dead_letters_through_the_management_command(billing: Billing) -> None:
@@ -196,3 +227,101 @@ def test_prune_and_topology_through_the_management_commands(billing: Billing) ->
     view = json.loads(billing.manage("pubsub_topology", "--format", "json"))
     assert [b["pattern"] for b in view["bindings"]] == ["Booking.*"]
     assert billing.manage("pubsub_topology", "--format", "mermaid").startswith("flowchart LR")
+
+
+# -- the outbox under failure: PostgreSQL (relay processes share the test database) --------------
+
+def _postgres_only() -> None:
+    if connection.vendor != "postgresql":
+        if IN_CI:
+            pytest.fail("the outbox failure tests need PostgreSQL (DATABASE_URL) under CI=true")
+        pytest.skip("the outbox failure tests need PostgreSQL: relay processes must see the test database")
+
+
+def _relay_process(*args: str) -> subprocess.Popen[str]:
+    """The shop's `manage.py pubsub_relay` as its own process, on this test's database."""
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(HERE), "DJANGO_SETTINGS_MODULE": "shop_site.settings"}
+    return subprocess.Popen([sys.executable, "manage.py", "pubsub_relay", *args], cwd=HERE / "shop", env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
+
+
+def _wait_for_broker(timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not _rabbit_up():
+        assert time.monotonic() < deadline, "RabbitMQ did not come back"
+        time.sleep(0.2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_commits_succeed_with_the_broker_down_and_two_relays_send_each_event_once_in_order(
+        billing: Billing) -> None:
+    from bookings.models import Booking
+
+    _postgres_only()
+    _rabbitmqctl("stop_app")
+    try:
+        bookings = [Booking.objects.create(guest=f"g{i}", nights=1, amount_cents=100) for i in range(100)]
+        for status in ("s1", "s2"):  # interleaved across bookings: each update its own commit
+            for booking in bookings:
+                booking.status = status
+                booking.save()
+        with pytest.raises(RuntimeError), transaction.atomic():
+            Booking.objects.create(guest="rolled back", nights=1, amount_cents=1)
+            raise RuntimeError("payment failed")
+        assert unsent() == 300, "every commit succeeded with the broker down; the rollback left nothing"
+    finally:
+        _rabbitmqctl("start_app")
+    _wait_for_broker()
+    relays = [_relay_process("--once", "--batch-size", "50") for _ in range(2)]
+    for process in relays:
+        _out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+    assert unsent() == 0
+    assert billing.depth() == 300, "two relays at once published no event twice"
+    assert "300 handled" in billing.drain()
+    events = billing.events()
+    assert len({e["message_id"] for e in events}) == 300
+    by_booking: dict[int, list[tuple[str, str]]] = {}
+    for event in events:
+        by_booking.setdefault(event["booking_id"], []).append((event["event"], event["status"]))
+    expected = [("created", "pending"), ("updated", "s1"), ("updated", "s2")]
+    assert all(seen == expected for seen in by_booking.values()), "each booking's events in commit order"
+    assert sorted(by_booking) == sorted(b.id for b in bookings)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_relay_killed_mid_batch_loses_nothing_and_idempotent_handlers_act_once(billing: Billing) -> None:
+    from bookings.models import Booking
+
+    _postgres_only()
+    with transaction.atomic():
+        for i in range(2000):
+            Booking.objects.create(guest=f"k{i}", nights=1, amount_cents=1)
+    relay_process = _relay_process("--batch-size", "2000")
+    try:
+        deadline = time.monotonic() + 60
+        while billing.depth() == 0:  # the broker has started taking the batch...
+            assert time.monotonic() < deadline and relay_process.poll() is None, "the relay never published"
+            time.sleep(0.005)
+        relay_process.kill()  # ...SIGKILL before it could mark the rows sent
+    finally:
+        relay_process.kill()
+        relay_process.communicate(timeout=30)
+    sent_before_kill, marked = billing.depth(), 2000 - unsent()
+    assert sent_before_kill > 0 and marked < 2000, (sent_before_kill, marked)
+    restarted = _relay_process("--once")
+    _out, err = restarted.communicate(timeout=120)
+    assert restarted.returncode == 0, err
+    assert unsent() == 0
+    out = billing.drain()
+    events = billing.events()
+    assert len(events) == 2000, "every event delivered, every handler effect exactly once"
+    assert len({e["booking_id"] for e in events}) == 2000
+    handled = int(out.split(" handled")[0].rsplit(" ", 1)[-1])
+    assert handled >= 2000, out  # duplicates re-sent after the kill were acked without running again

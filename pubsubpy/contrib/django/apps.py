@@ -1,7 +1,8 @@
-"""The Django app: settings-driven ``init()``, ``subscribers`` discovery, model events."""
+"""The Django app: settings-driven ``init()``, ``subscribers`` discovery, model events, outbox, inbox."""
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from django.apps import AppConfig
@@ -11,7 +12,19 @@ from django.utils.module_loading import autodiscover_modules
 import pubsubpy
 from pubsubpy.errors import ConfigurationError
 
-_OWN_KEYS = {"model_events", "subscribers_module"}
+# PUBSUBPY keys that configure the Django side, not PubSub itself.
+_OWN_KEYS = {"model_events", "subscribers_module", "outbox", "outbox_database", "outbox_retention",
+             "outbox_send_on_commit", "inbox_retention"}
+
+
+def own_settings() -> dict[str, Any]:
+    """``settings.PUBSUBPY`` with lower-case keys."""
+    configured = getattr(settings, "PUBSUBPY", None)
+    if configured is None:
+        raise ConfigurationError("pubsubpy.contrib.django is installed but settings.PUBSUBPY is missing")
+    if not isinstance(configured, dict):
+        raise ConfigurationError(f"settings.PUBSUBPY must be a dict, got {type(configured).__name__}")
+    return {key.lower(): value for key, value in configured.items()}
 
 
 def init_options(configured: dict[str, Any]) -> dict[str, Any]:
@@ -19,20 +32,48 @@ def init_options(configured: dict[str, Any]) -> dict[str, Any]:
     return {key.lower(): value for key, value in configured.items() if key.lower() not in _OWN_KEYS}
 
 
+def duration(key: str, default: dt.timedelta) -> dt.timedelta:
+    """A retention setting: seconds (int or float) or a ``timedelta``."""
+    value = own_settings().get(key, default)
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return dt.timedelta(seconds=value)
+    raise ConfigurationError(f"PUBSUBPY['{key.upper()}'] must be seconds (a number >= 0) or a timedelta, "
+                             f"got {value!r}")
+
+
+def outbox_database() -> str:
+    return str(own_settings().get("outbox_database", "default"))
+
+
 class PubSubConfig(AppConfig):
     name = "pubsubpy.contrib.django"
     label = "pubsubpy"
     verbose_name = "pubsubpy"
+    default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
         configured = getattr(settings, "PUBSUBPY", None)
-        if configured is None:
-            raise ConfigurationError("pubsubpy.contrib.django is installed but settings.PUBSUBPY is missing")
-        if not isinstance(configured, dict):
-            raise ConfigurationError(f"settings.PUBSUBPY must be a dict, got {type(configured).__name__}")
-        lowered = {key.lower(): value for key, value in configured.items()}
-        if not pubsubpy.get_default().configured:
-            pubsubpy.init(**init_options(configured))
+        lowered = own_settings()
+        from pubsubpy.contrib.django.inbox import DjangoInbox
+
+        default = pubsubpy.get_default()
+        inbox = DjangoInbox(retention=duration("inbox_retention", dt.timedelta(days=30)))
+        if not default.configured:
+            assert configured is not None
+            pubsubpy.init(inbox=inbox, **init_options(configured))
+        elif default._inbox is None:
+            default._inbox = inbox
+        if lowered.get("outbox"):
+            from pubsubpy.contrib.django.outbox import DjangoOutbox
+            from pubsubpy.contrib.django.relay import BackgroundRelay, Relay
+
+            after_commit = None
+            if lowered.get("outbox_send_on_commit"):
+                after_commit = BackgroundRelay(Relay(default, outbox_database(),
+                                                     retention=duration("outbox_retention", dt.timedelta(days=1)))).poke
+            default._outbox = DjangoOutbox(outbox_database(), after_commit)
         autodiscover_modules(lowered.get("subscribers_module", "subscribers"))
         from pubsubpy.contrib.django.model_events import connect_from_settings
 

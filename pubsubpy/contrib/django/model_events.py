@@ -14,8 +14,11 @@ What does not publish: ``QuerySet.update()``, ``bulk_create()``,
 ``QuerySet.delete()`` does send ``post_delete`` per object, so it publishes one
 ``deleted`` per row.
 
-This is not an outbox: if the broker is unreachable when the transaction
-commits, the row is saved and ``publish_model_event`` raises from the commit.
+With ``PUBSUBPY["OUTBOX"] = True`` the event is instead written to the outbox
+table inside the save's transaction (``outbox.py``) and sent by the relay after
+the commit: a broker that is down or slow never fails or delays the save.
+Without it, the event is published from ``on_commit``, and a broker that is
+unreachable then makes the commit hook raise after the row was saved.
 """
 
 from __future__ import annotations
@@ -59,10 +62,14 @@ def _publish_on_commit(model: type[models.Model], event: str, instance: models.M
         payload = schema.model_validate(instance, from_attributes=True)
     except Exception as exc:  # pydantic's ValidationError, or an attribute that raises
         raise PayloadValidationError(f"{model.__name__} {event}: {exc}") from exc
-    transaction.on_commit(
-        functools.partial(pubsubpy.get_default().publish_model_event, model_path(model), event, payload),
-        using=using,
-    )
+    app = pubsubpy.get_default()
+    if app._outbox is not None:  # OUTBOX: a row in this transaction, sent by the relay after the commit
+        from pubsubpy.contrib.django.outbox import aggregate  # imports the models: not at app loading
+
+        with aggregate(f"{model_path(model)}:{instance.pk}"):
+            app.publish_model_event(model_path(model), event, payload)
+        return
+    transaction.on_commit(functools.partial(app.publish_model_event, model_path(model), event, payload), using=using)
 
 
 def publish_changes(model: type[models.Model], *events: str) -> None:

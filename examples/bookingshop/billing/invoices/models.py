@@ -7,3 +7,12 @@ class Invoice(models.Model):
     amount_cents = models.IntegerField()
     status = models.CharField(max_length=20)
     message_id = models.CharField(max_length=64)
+
+
+class InvoiceEvent(models.Model):
+    """Every Booking event billing handled, in the order it handled them (an audit trail)."""
+
+    booking_id = models.IntegerField(db_index=True)
+    event = models.CharField(max_length=20)
+    status = models.CharField(max_length=20)
+    message_id = models.CharField(max_length=64)
