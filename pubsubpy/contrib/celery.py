@@ -40,7 +40,7 @@ def drain(max_messages: int | None = None, timeout: float = 25.0) -> dict[str, A
 
 
 @shared_task(name="pubsubpy.relay")
-def relay(batch_size: int = 500) -> dict[str, Any]:
+def relay(batch_size: int = 1000) -> dict[str, Any]:
     """Django with ``OUTBOX``: send what is pending in the outbox (``manage.py pubsub_relay --once``).
     Schedule it with beat, e.g. every few seconds, or run ``pubsub_relay`` as a process instead."""
     import datetime as dt

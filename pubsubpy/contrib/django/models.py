@@ -19,7 +19,7 @@ class OutboxMessage(models.Model):
     body: models.BinaryField[bytes, bytes] = models.BinaryField()
     properties: models.JSONField[dict[str, Any], dict[str, Any]] = models.JSONField()
     # events of one aggregate go out in order (model path + primary key)
-    aggregate: models.CharField[str, str] = models.CharField(max_length=255, db_index=True)
+    aggregate: models.CharField[str, str] = models.CharField(max_length=255)
     created_at: models.DateTimeField[dt.datetime, dt.datetime] = models.DateTimeField(auto_now_add=True)
     sent_at: models.DateTimeField[dt.datetime | None, dt.datetime | None] = models.DateTimeField(null=True, blank=True)
     parked_at: models.DateTimeField[dt.datetime | None, dt.datetime | None] = models.DateTimeField(
@@ -28,7 +28,12 @@ class OutboxMessage(models.Model):
 
     class Meta:
         db_table = "pubsubpy_outbox"
-        indexes = [models.Index(fields=["sent_at", "parked_at", "id"], name="pubsubpy_outbox_pending")]
+        indexes = [
+            models.Index(fields=["sent_at", "parked_at", "id"], name="pubsubpy_outbox_pending"),
+            # the relay's "oldest unsent row of this aggregate?" probe, one index lookup per candidate
+            models.Index(fields=["aggregate", "id"], name="pubsubpy_outbox_unsent_agg",
+                         condition=models.Q(sent_at__isnull=True, parked_at__isnull=True)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.routing_key} {self.message_id}"

@@ -66,10 +66,11 @@ def to_row(message: OutgoingMessage) -> OutboxMessage:
                          aggregate=_aggregate_of(message))
 
 
-def from_row(row: OutboxMessage) -> OutgoingMessage:
-    properties = dict(row.properties)
+def from_row(exchange: str, routing_key: str, body: bytes | memoryview, stored: dict[str, Any]) -> OutgoingMessage:
+    """The message an outbox row holds (its columns, as ``values_list`` returns them)."""
+    properties = dict(stored)
     mandatory = bool(properties.pop("mandatory", False))
-    return OutgoingMessage(row.exchange, row.routing_key, bytes(row.body), Properties(**properties), mandatory)
+    return OutgoingMessage(exchange, routing_key, bytes(body), Properties(**properties), mandatory)
 
 
 class DjangoOutbox:

@@ -34,6 +34,7 @@ from pubsubpy.app import PubSub
 from pubsubpy.contrib.django.models import OutboxMessage
 from pubsubpy.contrib.django.outbox import from_row
 from pubsubpy.errors import PublishNacked, TransportError
+from pubsubpy.transports.base import OutgoingMessage
 
 __all__ = ["Relay", "RelayResult"]
 
@@ -42,12 +43,12 @@ log = logging.getLogger("pubsubpy.relay")
 _HEADS_POSTGRESQL = """
     SELECT o.id, o.aggregate FROM pubsubpy_outbox o
     WHERE o.sent_at IS NULL AND o.parked_at IS NULL
-      AND NOT EXISTS (SELECT 1 FROM pubsubpy_outbox p
-                      WHERE p.aggregate = o.aggregate AND p.sent_at IS NULL AND p.parked_at IS NULL
-                        AND p.id < o.id)
+      AND o.id = (SELECT p.id FROM pubsubpy_outbox p
+                  WHERE p.aggregate = o.aggregate AND p.sent_at IS NULL AND p.parked_at IS NULL
+                  ORDER BY p.id LIMIT 1)
     ORDER BY o.id LIMIT %s
     FOR UPDATE OF o SKIP LOCKED
-"""
+"""  # a per-row index probe (pubsubpy_outbox_unsent_agg) whatever the planner's statistics say
 _BACKOFF_MAX = 30.0
 _CLEAN_EVERY = 300.0
 
@@ -63,7 +64,7 @@ class RelayResult:
 
 
 class Relay:
-    def __init__(self, app: PubSub, database: str = "default", batch_size: int = 500,
+    def __init__(self, app: PubSub, database: str = "default", batch_size: int = 1000,
                  retention: dt.timedelta = dt.timedelta(days=1)) -> None:
         self.app = app
         self.database = database
@@ -72,19 +73,19 @@ class Relay:
         self._cleaned = 0.0
 
     # -- one batch -----------------------------------------------------------------
-    def _claim(self) -> list[OutboxMessage]:
-        rows = OutboxMessage.objects.using(self.database)
-        pending = rows.filter(sent_at__isnull=True, parked_at__isnull=True)
-        if connections[self.database].vendor != "postgresql":
-            return list(pending.order_by("id")[: self.batch_size])
-        with connections[self.database].cursor() as cursor:
-            cursor.execute(_HEADS_POSTGRESQL, [self.batch_size])
-            heads = cursor.fetchall()
-        if not heads:
-            return []
-        # The rows behind each claimed head: no other relay takes them while their head is unsent.
-        return list(pending.filter(aggregate__in={aggregate for _, aggregate in heads}).order_by("id")
-                    [: self.batch_size])
+    def _claim(self) -> list[tuple[int, OutgoingMessage]]:
+        """(row id, message) of the rows this batch holds, oldest first."""
+        pending = OutboxMessage.objects.using(self.database).filter(sent_at__isnull=True, parked_at__isnull=True)
+        if connections[self.database].vendor == "postgresql":
+            with connections[self.database].cursor() as cursor:
+                cursor.execute(_HEADS_POSTGRESQL, [self.batch_size])
+                heads = cursor.fetchall()
+            if not heads:
+                return []
+            # The rows behind each claimed head: no other relay takes them while their head is unsent.
+            pending = pending.filter(aggregate__in={aggregate for _, aggregate in heads})
+        fields = ("id", "exchange", "routing_key", "body", "properties")
+        return [(row[0], from_row(*row[1:])) for row in pending.order_by("id").values_list(*fields)[: self.batch_size]]
 
     def relay_batch(self) -> RelayResult:
         """Claim, publish (confirmed), mark sent or parked, commit. Raises ``TransportError`` when the
@@ -94,7 +95,7 @@ class Relay:
             rows = self._claim()
             if not rows:
                 return result
-            messages = [from_row(row) for row in rows]
+            messages = [message for _, message in rows]
             refused: dict[str, str] = {}
             try:
                 unroutable = self.app._send(messages)
@@ -104,13 +105,14 @@ class Relay:
             if unroutable and self.app.settings.on_unroutable == "raise":
                 refused.update({i: "unroutable: no queue is bound for its routing key" for i in unroutable})
             now = timezone.now()
-            parked = [row.id for row in rows if row.message_id in refused]
-            for row in rows:
-                if row.message_id in refused:
-                    OutboxMessage.objects.using(self.database).filter(id=row.id).update(
-                        parked_at=now, error=refused[row.message_id][:2000])
-                    log.error("outbox row %s (%s) parked: %s", row.id, row.message_id, refused[row.message_id])
-            OutboxMessage.objects.using(self.database).filter(id__in=[r.id for r in rows]).exclude(
+            parked: list[int] = []
+            for row_id, message in rows:
+                why = refused.get(message.properties.message_id or "")
+                if why is not None:
+                    parked.append(row_id)
+                    OutboxMessage.objects.using(self.database).filter(id=row_id).update(parked_at=now, error=why[:2000])
+                    log.error("outbox row %s (%s) parked: %s", row_id, message.properties.message_id, why)
+            OutboxMessage.objects.using(self.database).filter(id__in=[row_id for row_id, _ in rows]).exclude(
                 id__in=parked).update(sent_at=now)
         result.sent, result.parked, result.batches = len(rows) - len(parked), len(parked), 1
         return result

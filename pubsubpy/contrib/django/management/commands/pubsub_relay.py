@@ -21,7 +21,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="send what is pending, then exit")
-        parser.add_argument("--batch-size", type=int, default=500, help="rows per batch (one transaction)")
+        parser.add_argument("--batch-size", type=int, default=1000, help="rows per batch (one transaction)")
         parser.add_argument("--poll", type=float, default=1.0, help="seconds between looks at an empty outbox")
 
     def handle(self, *args: Any, **options: Any) -> None:
