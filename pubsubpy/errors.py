@@ -79,7 +79,12 @@ class PublishError(TransportError):
 
 
 class PublishNacked(PublishError):
-    """The broker answered with a negative acknowledgement."""
+    """The broker answered with a negative acknowledgement. ``unroutable``: of the messages it
+    confirmed in the same batch, the mandatory ones no queue took."""
+
+    def __init__(self, message: str, message_ids: Sequence[str] = (), unroutable: Sequence[str] = ()) -> None:
+        super().__init__(message, message_ids)
+        self.unroutable: tuple[str, ...] = tuple(unroutable)
 
 
 class UnroutableMessage(PublishError):

@@ -325,3 +325,48 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_idempotent_handlers_act_once
     assert len({e["booking_id"] for e in events}) == 2000
     handled = int(out.split(" handled")[0].rsplit(" ", 1)[-1])
     assert handled >= 2000, out  # duplicates re-sent after the kill were acked without running again
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rows_the_broker_refuses_are_parked_and_listed_never_retried_in_a_loop(capsys: pytest.CaptureFixture[str]) \
+        -> None:
+    import datetime as dt
+
+    import pika
+
+    from pubsubpy.contrib.django.inbox import DjangoInbox
+    from pubsubpy.contrib.django.models import InboxMessage, OutboxMessage
+    from pubsubpy.contrib.django.outbox import to_row
+    from pubsubpy.contrib.django.relay import Relay
+    from pubsubpy.envelope import Properties
+    from pubsubpy.transports.base import OutgoingMessage
+
+    exchange = f"e2e-park-{uuid.uuid4().hex[:8]}"
+    strict = pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], model_exchange=exchange, on_unroutable="raise")
+    strict.transport.declare_exchange(exchange)
+    connection_ = pika.BlockingConnection(pika.URLParameters(settings.PUBSUBPY["AMQP_URL"]))
+    full = f"{exchange}-full"
+    channel = connection_.channel()
+    channel.queue_declare(full, arguments={"x-max-length": 0, "x-overflow": "reject-publish"})  # nacks everything
+    channel.queue_bind(full, exchange, routing_key="Full.key")
+    try:
+        rows = [OutgoingMessage(exchange, key, b"{}", Properties(message_id=f"{key}-{uuid.uuid4().hex}"), True)
+                for key in ("Nobody.key", "Full.key", "Nobody.key")]
+        OutboxMessage.objects.bulk_create([to_row(m) for m in rows])
+        first = Relay(strict).run_once()
+        assert (first.sent, first.parked) == (0, 3), first
+        again = Relay(strict).run_once()
+        assert again.batches == 0, "parked rows are not retried on their own"
+        call_command("pubsub_outbox", "list")
+        out = capsys.readouterr().out
+        assert out.count("PARKED") == 3 and "unroutable" in out and "refused by the broker" in out
+        assert "3 unsent row(s), 3 parked" in out
+        call_command("pubsub_outbox", "retry")
+        assert OutboxMessage.objects.filter(parked_at__isnull=True, sent_at__isnull=True).count() == 3
+    finally:
+        channel.queue_delete(full)
+        channel.exchange_delete(exchange)
+        connection_.close()
+        strict.close()
+    InboxMessage.objects.create(message_id="old", handler="h")
+    assert DjangoInbox(retention=dt.timedelta(0)).clean() == 1, "inbox rows past the retention are deleted"

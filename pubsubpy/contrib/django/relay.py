@@ -101,7 +101,7 @@ class Relay:
                 unroutable = self.app._send(messages)
             except PublishNacked as exc:
                 refused.update({i: f"refused by the broker: {exc}" for i in exc.message_ids})
-                unroutable = []
+                unroutable = list(exc.unroutable)
             if unroutable and self.app.settings.on_unroutable == "raise":
                 refused.update({i: "unroutable: no queue is bound for its routing key" for i in unroutable})
             now = timezone.now()

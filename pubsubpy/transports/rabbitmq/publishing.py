@@ -112,10 +112,14 @@ class ConfirmChannel:
             self._impl.basic_publish(message.exchange, message.routing_key, message.body,
                                      to_pika_properties(message.properties), message.mandatory)
         self._wait(lambda: not self._unconfirmed, f"publishing {len(messages)} message(s)", deadline)
+        unroutable = [m.properties.message_id or "" for m in messages
+                      if (m.properties.message_id or "") in self._returned]
         if self._nacked:
+            nacked = set(self._nacked)
             raise PublishNacked(f"the broker refused {len(self._nacked)} of {len(messages)} message(s) "
-                                "(basic.nack); they were not stored", list(self._nacked))
-        return [m.properties.message_id or "" for m in messages if (m.properties.message_id or "") in self._returned]
+                                "(basic.nack); they were not stored", list(self._nacked),
+                                [i for i in unroutable if i not in nacked])
+        return unroutable
 
     @property
     def is_open(self) -> bool:
