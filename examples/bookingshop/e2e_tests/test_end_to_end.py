@@ -370,3 +370,38 @@ def test_rows_the_broker_refuses_are_parked_and_listed_never_retried_in_a_loop(c
         strict.close()
     InboxMessage.objects.create(message_id="old", handler="h")
     assert DjangoInbox(retention=dt.timedelta(0)).clean() == 1, "inbox rows past the retention are deleted"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_send_on_commit_the_celery_task_and_retention(billing: Billing) -> None:
+    import datetime as dt
+
+    from bookings.models import Booking
+
+    from pubsubpy.contrib.celery import relay as relay_task
+    from pubsubpy.contrib.django.models import OutboxMessage
+    from pubsubpy.contrib.django.outbox import DjangoOutbox
+    from pubsubpy.contrib.django.relay import BackgroundRelay, Relay
+
+    app = pubsubpy.get_default()
+    writer = app._outbox
+    assert isinstance(writer, DjangoOutbox)
+    background = BackgroundRelay(Relay(app))
+    writer.after_commit = background.poke  # what OUTBOX_SEND_ON_COMMIT installs
+    try:
+        with transaction.atomic():
+            Booking.objects.create(guest="Now", nights=1, amount_cents=1)
+            assert background._thread is None, "nothing happens before the commit"
+        deadline = time.monotonic() + 30
+        while billing.depth() < 1:  # sent by the background thread, off this (the saving) thread
+            assert time.monotonic() < deadline, "the send on commit never happened"
+            time.sleep(0.02)
+        assert unsent() == 0
+    finally:
+        writer.after_commit = None
+
+    Booking.objects.create(guest="Beat", nights=1, amount_cents=1)
+    assert relay_task() == {"sent": 1, "parked": 0, "batches": 1}, "the Celery task pubsubpy.relay"
+    assert billing.depth() == 2
+    assert OutboxMessage.objects.filter(sent_at__isnull=False).count() == 2
+    assert Relay(app, retention=dt.timedelta(0)).clean() == 2, "sent rows past the retention are deleted"
