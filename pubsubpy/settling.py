@@ -45,6 +45,10 @@ def outcome_of(decision: Decision) -> Outcome:
     return Outcome.RETRIED if decision.failed else Outcome.HANDLED
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _copy(delivery: Delivery, headers: dict[str, object]) -> Properties:
     merged = clean_headers(delivery.properties.headers)
     merged.update(headers)
@@ -79,7 +83,7 @@ class Settler:
         target = retry_queue(self._service, deferral_delay_ms(self._settings, deferral))
         return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
 
-    def dead_letter_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
+    def dead_letter_copy(self, delivery: Delivery, decision: Decision, at: str | None = None) -> OutgoingMessage:
         assert decision.reason is not None
         headers: dict[str, object] = {
             H_REASON: decision.reason.value,
@@ -87,7 +91,7 @@ class Settler:
             H_ATTEMPT: decision.attempt,
             H_ROUTING_KEY: decision.routing_key,
             H_QUEUE: service_queue(self._service),
-            H_DEAD_LETTERED_AT: dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            H_DEAD_LETTERED_AT: at or _now(),
         }
         if decision.exhausted:
             headers[H_HANDLERS] = ",".join(s.name for s in decision.exhausted)
@@ -97,13 +101,14 @@ class Settler:
     def copies(self, settled: Sequence[tuple[Delivery, Decision]]) -> list[OutgoingMessage]:
         """Every copy a batch needs, in order: retry copies and dead letters."""
         out: list[OutgoingMessage] = []
+        at = _now()  # one timestamp per window: the copies are made together
         for delivery, decision in settled:
             if decision.failed:
                 out.append(self.retry_copy(delivery, decision))
             if decision.deferred_since is not None:
                 out.append(self.deferral_copy(delivery, decision))
             if decision.reason is not None:
-                out.append(self.dead_letter_copy(delivery, decision))
+                out.append(self.dead_letter_copy(delivery, decision, at))
         return out
 
     def missing(self, lost: Sequence[str]) -> PublishError:

@@ -25,6 +25,7 @@ import datetime as dt
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connections, transaction
@@ -118,8 +119,9 @@ class Relay:
         return result
 
     # -- loops ---------------------------------------------------------------------
-    def run_once(self) -> RelayResult:
-        """Send everything pending now, batch after batch; then delete expired sent rows."""
+    def run_once(self, progress: Callable[[RelayResult], None] | None = None) -> RelayResult:
+        """Send everything pending now, batch after batch (``progress`` hears the running total after
+        each); then delete expired sent rows."""
         total = RelayResult()
         while True:
             batch = self.relay_batch()
@@ -128,6 +130,8 @@ class Relay:
             total.sent += batch.sent
             total.parked += batch.parked
             total.batches += 1
+            if progress is not None:
+                progress(total)
         self.clean()
         return total
 

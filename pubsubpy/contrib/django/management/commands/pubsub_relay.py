@@ -31,7 +31,8 @@ class Command(BaseCommand):
                       retention=duration("outbox_retention", dt.timedelta(days=1)))
         try:
             if options["once"]:
-                self.stdout.write(f"relayed: {relay.run_once()}")
+                result = relay.run_once(progress=lambda total: self.stderr.write(f"  ... {total}"))
+                self.stdout.write(f"relayed: {result}")
                 return
             if not logging.getLogger().handlers:
                 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
