@@ -54,6 +54,7 @@ from pubsubpy.inbox import Inbox
 from pubsubpy.outcomes import DrainResult, Reason
 from pubsubpy.publisher import EventSpec
 from pubsubpy.schemas import ModelEvent
+from pubsubpy.schemas.upcasting import upcaster
 from pubsubpy.settings import SettingsOptions
 from pubsubpy.transports.base import Topology, Transport
 
@@ -93,6 +94,7 @@ __all__ = [
     "run",
     "stale_bindings",
     "subscribe",
+    "upcaster",
 ]
 
 __version__ = "0.1.0"
@@ -134,9 +136,9 @@ def subscribe(pattern: str, *, max_attempts: int | None = None, idempotent: bool
     return _default.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
 
 
-def publish_model_event(model: str, event: str, obj: Any) -> str:
+def publish_model_event(model: str, event: str, obj: Any, *, version: int | None = None) -> str:
     """Validate and publish one event, confirmed; returns its message id."""
-    return _default.publish_model_event(model, event, obj)
+    return _default.publish_model_event(model, event, obj, version=version)
 
 
 def publish_many(events: Iterable[EventSpec]) -> list[str]:

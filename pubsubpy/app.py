@@ -239,16 +239,17 @@ class PubSub:
             self.transport.declare_exchange(self.settings.model_exchange)
         self._exchange_ready = True
 
-    def publish_model_event(self, model: str, event: str, obj: Any) -> str:
+    def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None) -> str:
         """Validate ``obj`` against the schema for (model, event) and publish it, confirmed.
 
         Returns the message id once the broker confirmed it; with an outbox (Django ``OUTBOX``),
         once the row is written in the current transaction (a relay publishes it after the commit).
         ``obj`` is a mapping, an instance of the schema, or any object whose attributes fill it (a
-        Django model instance).
+        Django model instance). It is sent as the newest registered version of the event, or as
+        ``version``.
         """
         publisher = self._publisher()
-        message = publisher.encode(model, event, obj)
+        message = publisher.encode(model, event, obj, version)
         if self._outbox is not None:
             return self._outbox.write([message])[0]
         self._ensure_exchange()

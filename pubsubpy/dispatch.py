@@ -23,11 +23,12 @@ operations. Order of checks, each ending the message at once:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic_core
@@ -38,9 +39,11 @@ from pubsubpy.envelope import (
     H_ATTEMPT,
     H_HANDLERS,
     H_ROUTING_KEY,
+    H_VERSION,
     attempt_from,
     deferral_from,
     header_text,
+    version_from,
 )
 from pubsubpy.errors import ConfigurationError, InvalidTopic
 from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, run_handler
@@ -49,6 +52,7 @@ from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.outcomes import Reason
 from pubsubpy.router import Router, Subscription
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
+from pubsubpy.schemas.upcasting import can_upcast, upcast
 from pubsubpy.settings import Settings
 from pubsubpy.topics import validate_routing_key
 from pubsubpy.transports.base import Delivery
@@ -72,6 +76,7 @@ class MessageInfo:
     timestamp: dt.datetime | None
     event_type: str | None
     app_id: str | None
+    schema_version: int = 1  # the version that arrived (pubsubpy-schema-version; absent means 1)
 
 
 @dataclass(slots=True)
@@ -87,6 +92,11 @@ class Decision:
     deferrals: int = 0                      # deferrals before this one
     failed: Sequence[Subscription] = ()
     exhausted: Sequence[Subscription] = ()
+
+    @property
+    def dead(self) -> bool:
+        """Set to be dead-lettered (a method the type checker cannot narrow, unlike ``reason``)."""
+        return self.reason is not None
 
     @property
     def ok(self) -> bool:
@@ -150,6 +160,7 @@ class _Plan:
     unknown: str | None  # set: dead-letter as unknown_event with this error...
     wants_info: bool
     foreign: bool = False  # ...unless the key is another version's to judge: defer it first
+    versions: dict[int, type[ModelEvent]] = field(default_factory=dict)  # every registered version of the key
 
 
 class Dispatcher:
@@ -159,6 +170,7 @@ class Dispatcher:
         self._router = router
         self._registry = registry
         self._inbox = inbox
+        self._targets: dict[tuple[str, type[ModelEvent]], type[ModelEvent] | None] = {}
         self._plans: dict[str, _Plan] = {}
         self._plans_for = len(registry)
 
@@ -186,7 +198,8 @@ class Dispatcher:
             if refusing:  # Router.resolve() prevents this unless a schema was registered after it ran
                 unknown = f"handler(s) {', '.join(refusing)} cannot accept {schema.__qualname__}"
         cap = max((self.max_attempts(s) for s in matched), default=self._settings.max_attempts)
-        plan = _Plan(matched, cap, schema, unknown, any(s.wants_info for s in matched), foreign)
+        plan = _Plan(matched, cap, schema, unknown, any(s.wants_info for s in matched), foreign,
+                     self._registry.versions(routing_key))
         if subs is None and len(self._plans) < 10_000:
             self._plans[routing_key] = plan
         return plan
@@ -216,25 +229,42 @@ class Dispatcher:
         if plan.unknown is not None:
             return self._defer(decision, plan.unknown, headers) if plan.foreign \
                 else self._dead(decision, Reason.UNKNOWN_EVENT, plan.unknown)
+        version = version_from(headers) if H_VERSION in headers else 1
         schema = plan.schema
-        payload = self._load(body, schema, decision)
+        if schema is not None and version != schema.__pubsub_version__:
+            schema = self._version(plan, version, decision)
+            if decision.reason is not None:
+                return decision
+        payload = self._load(body, schema, decision, version)
         if decision.reason is not None:
             return decision
-        info = self._info(delivery, decision) if plan.wants_info else None
+        conversions = self._conversions(plan.subs, schema, version, decision)
+        if decision.dead:
+            return decision
+        info = self._info(delivery, decision, version) if plan.wants_info else None
         raw: dict[str, Any] | None = None
         failures: list[HandlerRun] = []
-        for sub in plan.subs:
+        for sub, target in zip(plan.subs, conversions, strict=True):
             argument: Any = payload
+            handler = sub.handler
             if schema is not None and sub.accepts_dict and not (sub.accepts_any_schema or sub.schemas):
                 if raw is None:
                     raw = json.loads(body)
                 argument = raw
+            elif target is not None and schema is not None:  # the handler wants another version of this event
+                if target.__pubsub_version__ > schema.__pubsub_version__:
+                    handler = functools.partial(_upcast_then, sub.handler, target)
+                else:
+                    argument = self._load(body, target, decision, version)
+                    refused = argument is decision  # _load dead-lettered it (validation_error naming both versions)
+                    if refused:
+                        return decision
             args: tuple[Any, ...] = (argument, info) if info is not None and sub.wants_info else (argument,)
             if sub.idempotent:
-                failure = run_handler(sub, self._run_once, (sub, delivery.properties.message_id, args), routing_key,
-                                      attempt, self.max_attempts(sub))
+                failure = run_handler(sub, self._run_once, (sub, handler, delivery.properties.message_id, args),
+                                      routing_key, attempt, self.max_attempts(sub))
             else:
-                failure = run_handler(sub, sub.handler, args, routing_key, attempt, self.max_attempts(sub))
+                failure = run_handler(sub, handler, args, routing_key, attempt, self.max_attempts(sub))
             if failure is not None:
                 failures.append(failure)
         if failures:
@@ -243,7 +273,7 @@ class Dispatcher:
             decision.reason, decision.error = folded.reason, folded.error
         return decision
 
-    def _load(self, body: bytes, schema: type[ModelEvent] | None, decision: Decision) -> Any:
+    def _load(self, body: bytes, schema: type[ModelEvent] | None, decision: Decision, version: int = 1) -> Any:
         depth = self._settings.max_json_depth
         if nesting_exceeds(body, depth):
             return self._dead(decision, Reason.DECODE_ERROR, f"body nests deeper than max_json_depth={depth}")
@@ -267,18 +297,57 @@ class Dispatcher:
                 return self._dead(decision, Reason.DECODE_ERROR, f"body is not UTF-8 JSON: {errors[0]['msg']}")
             if len(errors) == 1 and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
                 return self._dead(decision, Reason.DECODE_ERROR, "body is JSON but not an object")
-            return self._dead(decision, Reason.VALIDATION_ERROR, f"{schema.__qualname__}: {exc}")
+            read_as = "" if version == schema.__pubsub_version__ else \
+                f" (version {version} arrived, read as version {schema.__pubsub_version__})"
+            return self._dead(decision, Reason.VALIDATION_ERROR, f"{schema.__qualname__}{read_as}: {exc}")
 
-    def _run_once(self, sub: Subscription, message_id: str | None, args: tuple[Any, ...]) -> None:
+    def _version(self, plan: _Plan, version: int, decision: Decision) -> type[ModelEvent] | None:
+        """The registered schema to read ``version`` with: itself, or the newest for a newer version."""
+        found = plan.versions.get(version)
+        if found is not None:
+            return found
+        newest = max(plan.versions)
+        if version > newest:
+            return plan.versions[newest]  # the compatibility gate is what makes this safe
+        self._dead(decision, Reason.UNKNOWN_EVENT,
+                   f"version {version} of {decision.routing_key} is not registered here (registered: "
+                   f"{', '.join(str(v) for v in sorted(plan.versions))})")
+        return None
+
+    def _conversions(self, subs: list[Subscription], schema: type[ModelEvent] | None, version: int,
+                     decision: Decision) -> list[type[ModelEvent] | None]:
+        """Per handler, the other version it wants (None: the payload as read). A handler that wants
+        only versions no upcaster reaches from what arrived makes the message ``unknown_event``."""
+        targets: list[type[ModelEvent] | None] = []
+        for sub in subs:
+            if schema is None or sub.accepts_any_schema or sub.accepts_dict or issubclass(schema, sub.schemas):
+                targets.append(None)
+                continue
+            key = (sub.name, schema)
+            if key not in self._targets:
+                self._targets[key] = _target(sub, schema)
+            target = self._targets[key]
+            if target is None:
+                wanted = ", ".join(f"v{s.__pubsub_version__}" for s in sub.schemas
+                                   if s.__pubsub_model__ is not None and s.event_key() == schema.event_key())
+                self._dead(decision, Reason.UNKNOWN_EVENT,
+                           f"handler {sub.name} wants {schema.event_type()} {wanted}; version {version} arrived "
+                           f"(read as v{schema.__pubsub_version__}) and no upcaster leads there")
+                return targets
+            targets.append(target)
+        return targets
+
+    def _run_once(self, sub: Subscription, handler: Callable[..., object], message_id: str | None,
+                  args: tuple[Any, ...]) -> None:
         """An idempotent subscription's run: through the inbox, once per (message id, handler)."""
         if self._inbox is None:  # PubSub checks this before consuming; here only for the type checker
             raise ConfigurationError(f"handler {sub.name} is idempotent=True but no Inbox is configured")
         if not message_id:
             log.warning("handler %s is idempotent but this message has no message_id: it cannot be deduplicated "
                         "and runs without the inbox", sub.name)
-            sub.handler(*args)
+            handler(*args)
             return
-        if not self._inbox.run_once(message_id, sub.name, lambda: sub.handler(*args)):
+        if not self._inbox.run_once(message_id, sub.name, lambda: handler(*args)):
             log.info("handler %s already handled message %s: duplicate skipped", sub.name, message_id)
 
     def _defer(self, decision: Decision, why: str, headers: Mapping[str, Any]) -> Decision:
@@ -299,10 +368,28 @@ class Dispatcher:
         return decision
 
     @staticmethod
-    def _info(delivery: Delivery, decision: Decision) -> MessageInfo:
+    def _info(delivery: Delivery, decision: Decision, version: int) -> MessageInfo:
         props = delivery.properties
         return MessageInfo(props.message_id, decision.routing_key, decision.attempt, delivery.redelivered,
-                           dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id)
+                           dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id, version)
+
+
+def _target(sub: Subscription, arrived: type[ModelEvent]) -> type[ModelEvent] | None:
+    """Which version of ``arrived``'s event ``sub`` gets: the nearest newer one upcasters reach, else the
+    newest older one it accepts (read as that version, as a consumer of it would)."""
+    same = [s for s in sub.schemas if s.__pubsub_model__ is not None and s.event_key() == arrived.event_key()]
+    newer = sorted((s for s in same if s.__pubsub_version__ > arrived.__pubsub_version__),
+                   key=lambda s: s.__pubsub_version__)
+    for candidate in newer:
+        if can_upcast(arrived, candidate):
+            return candidate
+    older = [s for s in same if s.__pubsub_version__ < arrived.__pubsub_version__]
+    return max(older, key=lambda s: s.__pubsub_version__) if older else None
+
+
+def _upcast_then(handler: Callable[..., object], target: type[ModelEvent], event: ModelEvent, *rest: Any) -> object:
+    """Run ``handler`` on ``event`` carried up to ``target`` (an upcaster's error is the handler run's failure)."""
+    return handler(upcast(event, target), *rest)
 
 
 def _strict_json_problem(body: bytes) -> str | None:

@@ -34,6 +34,7 @@ __all__ = [
     "attempt_from",
     "clean_headers",
     "new_message_id",
+    "version_from",
 ]
 
 CONTENT_TYPE = "application/json"
@@ -92,6 +93,14 @@ class Properties:
     def for_event(cls, event_type: str | None, app_id: str | None, headers: dict[str, Any]) -> Properties:
         return cls(message_id=new_message_id(), timestamp=int(time.time()), type=event_type,
                    app_id=app_id, headers=headers)
+
+
+def version_from(headers: Mapping[str, Any]) -> int:
+    """The schema version a message claims (``pubsubpy-schema-version``): absent or garbled is 1."""
+    raw = headers.get(H_VERSION)
+    if isinstance(raw, int) and not isinstance(raw, bool) and 1 <= raw <= 1_000_000:
+        return raw
+    return 1
 
 
 def attempt_from(headers: Mapping[str, Any], max_attempts: int) -> int:

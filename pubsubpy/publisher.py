@@ -57,10 +57,18 @@ class Publisher:
             routing_key = self._routing_keys[key] = validate_routing_key(routing_key_for(model, event))
         return routing_key
 
-    def encode(self, model: str, event: str, obj: Any) -> OutgoingMessage:
-        """Validate ``obj`` and build the message; raises before anything is sent."""
+    def encode(self, model: str, event: str, obj: Any, version: int | None = None) -> OutgoingMessage:
+        """Validate ``obj`` (against the newest registered version, or ``version``) and build the
+        message; raises before anything is sent."""
         routing_key = self._routing_key(model, event)
-        schema = self._registry.get(model, event)
+        if version is None and isinstance(obj, ModelEvent) and type(obj).__pubsub_event__ == event \
+                and type(obj).__pubsub_model__ == model:
+            version = obj.__pubsub_version__  # an instance of one version says which one it is
+        schema = self._registry.get(model, event, version)
+        if schema is None and version is not None and self._registry.get(model, event) is not None:
+            registered = sorted(s.__pubsub_version__ for s in self._registry if s.event_key() == (model, event))
+            raise UnknownEventType(f"{model} {event}: version {version} is not registered "
+                                   f"(registered: {', '.join(map(str, registered))})")
         headers: dict[str, Any]
         if schema is None:
             if self._settings.require_schemas:

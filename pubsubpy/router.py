@@ -40,9 +40,14 @@ class Subscription:
     idempotent: bool = False  # runs through the Inbox: once per message id
 
     def accepts(self, schema: type[ModelEvent] | None) -> bool:
+        """Whether this handler takes ``schema``'s event: that class, or another version of the same
+        event (read through upcasters, or as the older version; ``dispatch.py`` decides per message)."""
         if schema is None:
             return self.accepts_dict
-        return self.accepts_any_schema or self.accepts_dict or issubclass(schema, self.schemas)
+        if self.accepts_any_schema or self.accepts_dict or issubclass(schema, self.schemas):
+            return True
+        key = schema.event_key()
+        return any(s.__pubsub_model__ is not None and s.event_key() == key for s in self.schemas)
 
 
 def _handler_name(handler: Callable[..., Any]) -> str:

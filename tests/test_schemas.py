@@ -20,14 +20,26 @@ def test_keys_routing_key_and_type() -> None:
     assert Paid.__pubsub_version__ == 3
 
 
-def test_two_schemas_for_one_event_is_an_error_naming_both() -> None:
-    class Other(ModelEvent, model="shop.models.Booking", event="paid", register=False):
+def test_two_schemas_for_one_event_version_is_an_error_naming_both() -> None:
+    class Other(ModelEvent, model="shop.models.Booking", event="paid", version=3, register=False):
         id: int
 
     registry = SchemaRegistry([Paid])
     with pytest.raises(ConfigurationError) as excinfo:
         registry.register(Other)
-    assert "Paid" in str(excinfo.value) and "Other" in str(excinfo.value)
+    assert "Paid" in str(excinfo.value) and "Other" in str(excinfo.value) and "version=4" in str(excinfo.value)
+
+
+def test_versions_of_one_event_live_side_by_side() -> None:
+    class PaidV1(ModelEvent, model="shop.models.Booking", event="paid", register=False):
+        id: int
+
+    registry = SchemaRegistry([PaidV1, Paid])
+    assert registry.get("shop.models.Booking", "paid") is Paid, "the newest by default"
+    assert registry.get("shop.models.Booking", "paid", version=1) is PaidV1
+    assert registry.get("shop.models.Booking", "paid", version=2) is None
+    assert registry.versions("Booking.paid") == {1: PaidV1, 3: Paid}
+    assert registry.for_routing_key("Booking.paid") is Paid and len(registry) == 2
 
 
 def test_two_models_sharing_a_routing_key_is_an_error() -> None:

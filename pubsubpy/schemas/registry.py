@@ -1,8 +1,10 @@
-"""``SchemaRegistry``: which schema a (model, event) or a routing key means.
+"""``SchemaRegistry``: which schema a (model, event, version) or a routing key means.
 
-Two schemas for one (model, event), or two whose routing keys collide
-(``a.models.Booking`` and ``b.models.Booking`` both give ``Booking.updated``),
-are a ``ConfigurationError`` naming both classes: never a silent overwrite.
+Several versions of one (model, event) live side by side and share its routing
+key. Two schemas for one (model, event, version), or two different
+(model, event) pairs whose routing keys collide (``a.models.Booking`` and
+``b.models.Booking`` both give ``Booking.updated``), are a
+``ConfigurationError`` naming both classes: never a silent overwrite.
 Re-defining the same class (same module and qualified name, as a reload does)
 replaces it.
 """
@@ -24,8 +26,8 @@ def _name(cls: type[ModelEvent]) -> str:
 
 class SchemaRegistry:
     def __init__(self, schemas: Iterable[type[ModelEvent]] = ()) -> None:
-        self._by_key: dict[tuple[str, str], type[ModelEvent]] = {}
-        self._by_routing_key: dict[str, type[ModelEvent]] = {}
+        self._by_key: dict[tuple[str, str], dict[int, type[ModelEvent]]] = {}
+        self._by_routing_key: dict[str, dict[int, type[ModelEvent]]] = {}
         self._lock = threading.Lock()
         for schema in schemas:
             self.register(schema)
@@ -33,36 +35,68 @@ class SchemaRegistry:
     def register(self, schema: type[ModelEvent]) -> type[ModelEvent]:
         key = schema.event_key()
         routing_key = schema.routing_key()
+        version = schema.__pubsub_version__
         with self._lock:
-            for existing in (self._by_key.get(key), self._by_routing_key.get(routing_key)):
-                if existing is None or existing is schema:
-                    continue
-                if _name(existing) != _name(schema):
-                    what = f"event {key[0]}:{key[1]}" if existing.event_key() == key else f"routing key {routing_key!r}"
+            others = self._by_routing_key.get(routing_key, {})
+            for existing in others.values():
+                if existing.event_key() != key and _name(existing) != _name(schema):
                     raise ConfigurationError(
-                        f"schemas {_name(existing)} and {_name(schema)} both claim {what}; "
+                        f"schemas {_name(existing)} and {_name(schema)} both claim routing key {routing_key!r}; "
                         "rename the event or the model, or pass register=False to one of them"
                     )
-                self._forget(existing)
-            self._by_key[key] = schema
-            self._by_routing_key[routing_key] = schema
+            for existing in list(self._all()):
+                if existing is schema or _name(existing) != _name(schema):
+                    continue
+                self._forget(existing)  # the same class defined again (a reload)
+            same = self._by_key.get(key, {}).get(version)
+            if same is not None and same is not schema:
+                raise ConfigurationError(
+                    f"schemas {_name(same)} and {_name(schema)} both claim event {key[0]}:{key[1]} version "
+                    f"{version}; give the newer one version={version + 1}, or pass register=False to one of them"
+                )
+            self._by_key.setdefault(key, {})[version] = schema
+            self._by_routing_key.setdefault(routing_key, {})[version] = schema
         return schema
 
-    def _forget(self, schema: type[ModelEvent]) -> None:
-        self._by_key.pop(schema.event_key(), None)
-        self._by_routing_key.pop(schema.routing_key(), None)
+    def _all(self) -> Iterator[type[ModelEvent]]:
+        for versions in self._by_key.values():
+            yield from versions.values()
 
-    def get(self, model: str, event: str) -> type[ModelEvent] | None:
-        return self._by_key.get((model, event))
+    def _forget(self, schema: type[ModelEvent]) -> None:
+        version = schema.__pubsub_version__
+        by_key = self._by_key.get(schema.event_key(), {})
+        by_routing_key = self._by_routing_key.get(schema.routing_key(), {})
+        for versions in (by_key, by_routing_key):
+            if versions.get(version) is schema:
+                del versions[version]
+        if not by_key:
+            self._by_key.pop(schema.event_key(), None)
+        if not by_routing_key:
+            self._by_routing_key.pop(schema.routing_key(), None)
+
+    def get(self, model: str, event: str, version: int | None = None) -> type[ModelEvent] | None:
+        """The schema of (model, event): the newest registered version, or ``version``."""
+        versions = self._by_key.get((model, event))
+        if not versions:
+            return None
+        return versions[max(versions)] if version is None else versions.get(version)
+
+    def versions(self, routing_key: str) -> dict[int, type[ModelEvent]]:
+        """Every registered version for ``routing_key``, by version number."""
+        return dict(self._by_routing_key.get(routing_key, {}))
 
     def for_routing_key(self, routing_key: str) -> type[ModelEvent] | None:
-        return self._by_routing_key.get(routing_key)
+        """The newest registered version for ``routing_key``."""
+        versions = self._by_routing_key.get(routing_key)
+        return versions[max(versions)] if versions else None
 
     def __iter__(self) -> Iterator[type[ModelEvent]]:
-        return iter(list(self._by_key.values()))
+        """Every registered schema, each version on its own."""
+        with self._lock:
+            return iter(list(self._all()))
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return sum(len(versions) for versions in self._by_key.values())
 
 
 default_catalog = SchemaRegistry()

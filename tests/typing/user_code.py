@@ -65,3 +65,7 @@ pubsubpy.init(prefetch="many")  # type: ignore[arg-type]
 stale: list[str] = typed.stale_bindings(timeout=5.0)
 pubsubpy.declare(prune=True)
 count: int = pubsubpy.dead_letter_count(timeout=5.0)
+
+# Versions: publish a given version; handlers can read which version arrived.
+version_sent: str = app.publish_model_event("shop.models.Booking", "updated", {"id": 1, "status": "x"}, version=1)
+schema_version: int = MessageInfo("m", "Booking.updated", 1, False, {}, None, None, None).schema_version
