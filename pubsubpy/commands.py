@@ -11,7 +11,6 @@ configuration error, 3 broker unreachable.
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -162,16 +161,13 @@ def _build() -> click.Group:
 
     register_dlq_commands(dlq, with_connection, _load_app, _run)
 
-    @cli.command(help="Print the JSON Schema of every registered event schema.")
-    @with_connection
-    def schema(url: str | None, exchange: str | None, service: str | None, app_path: str | None) -> None:
-        def action() -> None:
-            app = _load_app(app_path, url, exchange, service)
-            out = {s.event_type(): {"routing_key": s.routing_key(), "version": s.__pubsub_version__,
-                                    "schema": s.model_json_schema()} for s in app.registry}
-            click.echo(json.dumps(out, indent=2, sort_keys=True))
+    @cli.group(help="Schema contracts: lock the deployed schemas, check changes against them, export them.")
+    def schema() -> None:
+        pass
 
-        _run(action)
+    from pubsubpy.schema_cli import register_schema_commands
+
+    register_schema_commands(schema, with_connection, _load_app, _run)
 
     return cli
 

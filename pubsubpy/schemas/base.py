@@ -48,6 +48,7 @@ class ModelEvent(BaseModel):
     __pubsub_model__: ClassVar[str | None] = None
     __pubsub_event__: ClassVar[str | None] = None
     __pubsub_version__: ClassVar[int] = 1
+    __pubsub_compatibility__: ClassVar[str] = "full"  # what `pubsubpy schema check` holds new versions to
 
     def __init_subclass__(
         cls,
@@ -56,6 +57,7 @@ class ModelEvent(BaseModel):
         event: str | None = None,
         version: int = 1,
         register: bool = True,
+        compatibility: str = "full",
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -64,8 +66,12 @@ class ModelEvent(BaseModel):
             raise ConfigurationError(f"{owner}: pass both model= and event=, or neither (an abstract base)")
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise ConfigurationError(f"{owner}: version= must be a positive int, got {version!r}")
+        if compatibility not in ("backward", "forward", "full", "none"):
+            raise ConfigurationError(f"{owner}: compatibility= must be backward, forward, full or none, "
+                                     f"got {compatibility!r}")
         if model is None:
             return
+        cls.__pubsub_compatibility__ = compatibility
         cls.__pubsub_model__ = _check_name("model", model, owner)
         event_name = _check_name("event", event, owner)
         if "." in event_name:

@@ -405,3 +405,18 @@ def test_send_on_commit_the_celery_task_and_retention(billing: Billing) -> None:
     assert billing.depth() == 2
     assert OutboxMessage.objects.filter(sent_at__isnull=False).count() == 2
     assert Relay(app, retention=dt.timedelta(0)).clean() == 2, "sent rows past the retention are deleted"
+
+
+def test_schema_lock_and_check_through_the_management_command(billing: Billing, tmp_path: Path) -> None:
+    lock = str(tmp_path / "pubsubpy.lock.json")
+    assert "3 schema version(s)" in billing.manage("pubsub_schema", "lock", "--lock", lock)
+    assert "compatible with" in billing.manage("pubsub_schema", "check", "--lock", lock)
+    document = json.loads(Path(lock).read_text())
+    created = next(e for e in document["events"] if e["event"] == "created")
+    created["schema"]["required"].remove("guest")  # as if the locked version had guest optional
+    created["schema"]["properties"]["guest"].pop("minLength")
+    Path(lock).write_text(json.dumps(document))
+    proc = subprocess.run([sys.executable, "manage.py", "pubsub_schema", "check", "--lock", lock],
+                          cwd=HERE / "billing", env=billing.env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "bookings.models.Booking.created v1: changed since the lock: field guest" in proc.stdout

@@ -1,0 +1,32 @@
+"""``manage.py pubsub_schema lock|check|export``: the schema contract gate, as ``pubsubpy schema``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+import pubsubpy
+from pubsubpy.errors import PubSubError
+from pubsubpy.schema_cli import check_lock, export_jsonschema
+from pubsubpy.schemas.lockfile import DEFAULT_LOCK, write_lock
+
+
+class Command(BaseCommand):
+    help = "Lock the event schemas, check changes against the lock (exit 1 on a break), or export them."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("action", choices=["lock", "check", "export"])
+        parser.add_argument("--lock", default=DEFAULT_LOCK, help="the lock file (lock: where to write it)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        registry = pubsubpy.get_default().registry
+        try:
+            if options["action"] == "lock":
+                self.stdout.write(f"wrote {options['lock']}: {write_lock(registry, options['lock'])} schema version(s)")
+            elif options["action"] == "export":
+                self.stdout.write(export_jsonschema(registry))
+            elif check_lock(registry, options["lock"], self.stdout.write):
+                raise CommandError("breaking schema changes (see above)", returncode=1)
+        except PubSubError as exc:
+            raise CommandError(f"{type(exc).__name__}: {exc}") from exc
