@@ -117,6 +117,7 @@ def init(
     schemas: Iterable[type[ModelEvent]] | None = None,
     transport: Transport | None = None,
     inbox: Inbox | None = None,
+    publishes: Iterable[type[ModelEvent]] | None = None,
     **options: Unpack[SettingsOptions],
 ) -> PubSub:
     """Configure the default instance (once per process). Never connects.
@@ -124,7 +125,7 @@ def init(
     ``options`` are the fields of ``pubsubpy.settings.Settings`` (``model_exchange``,
     ``service_name``, ``max_attempts``, timeouts...), typed in ``SettingsOptions``.
     """
-    _default.configure(amqp_url, schemas=schemas, transport=transport, inbox=inbox, **options)
+    _default.configure(amqp_url, schemas=schemas, transport=transport, inbox=inbox, publishes=publishes, **options)
     return _default
 
 

@@ -68,6 +68,7 @@ class PubSub:
         schemas: Iterable[type[ModelEvent]] | None = None,
         transport: Transport | None = None,
         inbox: Inbox | None = None,
+        publishes: Iterable[type[ModelEvent]] | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
         self._router = Router()
@@ -81,7 +82,8 @@ class PubSub:
         self._cached_publisher: Publisher | None = None
         self._inbox: Inbox | None = None
         self._outbox: OutboxWriter | None = None
-        self.configure(amqp_url, inbox=inbox, **options)
+        self.publishes: list[type[ModelEvent]] | None = None
+        self.configure(amqp_url, inbox=inbox, publishes=publishes, **options)
 
     @classmethod
     def unconfigured(cls) -> PubSub:
@@ -98,6 +100,7 @@ class PubSub:
         self._cached_publisher = None
         self._inbox = None
         self._outbox = None
+        self.publishes = None
         return self
 
     # -- configuration -------------------------------------------------------------
@@ -108,6 +111,7 @@ class PubSub:
         schemas: Iterable[type[ModelEvent]] | None = None,
         transport: Transport | None = None,
         inbox: Inbox | None = None,
+        publishes: Iterable[type[ModelEvent]] | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
         """Set the options of an unconfigured instance (``init()`` does this for the default one)."""
@@ -120,6 +124,8 @@ class PubSub:
             self._settings = Settings.build(amqp_url=amqp_url, **options)
             if inbox is not None:
                 self._inbox = inbox
+            if publishes is not None:  # what this service sends (AsyncAPI, the catalogue, topology)
+                self.publishes = list(publishes)
             if transport is not None:
                 self._transport = transport
             if schemas is not None:

@@ -16,10 +16,12 @@ import click
 
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
+from pubsubpy.schemas.asyncapi import asyncapi_document
+from pubsubpy.schemas.base import ModelEvent
 from pubsubpy.schemas.lockfile import DEFAULT_LOCK, check, read_lock, write_lock
 from pubsubpy.schemas.registry import SchemaRegistry
 
-__all__ = ["check_lock", "export_jsonschema", "register_schema_commands"]
+__all__ = ["check_lock", "export_asyncapi", "export_jsonschema", "register_schema_commands"]
 
 EXIT_BREAKING = 1
 
@@ -29,6 +31,15 @@ def export_jsonschema(registry: SchemaRegistry) -> str:
            {"routing_key": s.routing_key(), "version": s.__pubsub_version__,
             "compatibility": s.__pubsub_compatibility__, "schema": s.model_json_schema()} for s in registry}
     return json.dumps(out, indent=2, sort_keys=True)
+
+
+def export_asyncapi(app: PubSub, publishes: list[type[ModelEvent]] | None = None) -> str:
+    """The service's AsyncAPI 3.0 document as JSON (``publishes``: default ``app.publishes``, else nothing)."""
+    settings = app.settings
+    sends = publishes if publishes is not None else (app.publishes or [])
+    document = asyncapi_document(settings.service_name or "service", settings.model_exchange, settings.amqp_url,
+                                 app.registry, sends, app.router.patterns)
+    return json.dumps(document, indent=2)
 
 
 def check_lock(registry: SchemaRegistry, path: str, echo: Callable[[str], None]) -> int:
@@ -70,6 +81,11 @@ def register_schema_commands(group: click.Group, with_connection: Callable[[Any]
 
     @group.command(help="Print the registered schemas.")
     @with_connection
-    @click.option("--format", "fmt", type=click.Choice(["jsonschema"]), default="jsonschema", show_default=True)
+    @click.option("--format", "fmt", type=click.Choice(["jsonschema", "asyncapi"]), default="jsonschema",
+                  show_default=True, help="asyncapi: an AsyncAPI 3.0 document of the service")
     def export(url: str | None, exchange: str | None, service: str | None, app_path: str | None, fmt: str) -> None:
-        run(lambda: click.echo(export_jsonschema(load_app(app_path, url, exchange, service).registry)))
+        def action() -> None:
+            app = load_app(app_path, url, exchange, service)
+            click.echo(export_asyncapi(app) if fmt == "asyncapi" else export_jsonschema(app.registry))
+
+        run(action)

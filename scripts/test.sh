@@ -7,7 +7,7 @@
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 ensure_venv test
 bash scripts/start-services.sh
-bash scripts/ensure-mermaid.sh
+bash scripts/ensure-node-tools.sh
 if [ -z "${DATABASE_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   export DATABASE_URL="postgres://root@127.0.0.1:5432/shop"   # the example runs on PostgreSQL
 fi

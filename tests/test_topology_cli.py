@@ -135,8 +135,8 @@ def test_topology_text_names_everything(rabbit_url: str, names: Names) -> None:
 def test_topology_mermaid_renders_with_mermaid_cli(rabbit_url: str, names: Names, tmp_path: Path) -> None:
     if not (MMDC.exists() and shutil.which("chromium")):
         if IN_CI:
-            pytest.fail("mermaid-cli or chromium missing under CI=true: scripts/ensure-mermaid.sh installs them")
-        pytest.skip("run scripts/ensure-mermaid.sh for mermaid-cli and Debian's chromium")
+            pytest.fail("mermaid-cli or chromium missing under CI=true: scripts/ensure-node-tools.sh installs them")
+        pytest.skip("run scripts/ensure-node-tools.sh for mermaid-cli and Debian's chromium")
     _v1, _v2 = _versions(rabbit_url, names)
     code, out = run("topology", "--app", APP, "--format", "mermaid")
     assert code == 0, out

@@ -7,8 +7,9 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 import pubsubpy
+from pubsubpy.contrib.django.model_events import published_schemas
 from pubsubpy.errors import PubSubError
-from pubsubpy.schema_cli import check_lock, export_jsonschema
+from pubsubpy.schema_cli import check_lock, export_asyncapi, export_jsonschema
 from pubsubpy.schemas.lockfile import DEFAULT_LOCK, write_lock
 
 
@@ -18,12 +19,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("action", choices=["lock", "check", "export"])
         parser.add_argument("--lock", default=DEFAULT_LOCK, help="the lock file (lock: where to write it)")
+        parser.add_argument("--format", choices=["jsonschema", "asyncapi"], default="jsonschema")
 
     def handle(self, *args: Any, **options: Any) -> None:
         registry = pubsubpy.get_default().registry
         try:
             if options["action"] == "lock":
                 self.stdout.write(f"wrote {options['lock']}: {write_lock(registry, options['lock'])} schema version(s)")
+            elif options["action"] == "export" and options["format"] == "asyncapi":
+                app = pubsubpy.get_default()
+                self.stdout.write(export_asyncapi(app, published_schemas(app)))
             elif options["action"] == "export":
                 self.stdout.write(export_jsonschema(registry))
             elif check_lock(registry, options["lock"], self.stdout.write):
