@@ -18,10 +18,11 @@ from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.schemas.asyncapi import asyncapi_document
 from pubsubpy.schemas.base import ModelEvent
+from pubsubpy.schemas.catalogue import catalogue_html
 from pubsubpy.schemas.lockfile import DEFAULT_LOCK, check, read_lock, write_lock
 from pubsubpy.schemas.registry import SchemaRegistry
 
-__all__ = ["check_lock", "export_asyncapi", "export_jsonschema", "register_schema_commands"]
+__all__ = ["check_lock", "export_asyncapi", "export_jsonschema", "register_schema_commands", "write_docs"]
 
 EXIT_BREAKING = 1
 
@@ -40,6 +41,21 @@ def export_asyncapi(app: PubSub, publishes: list[type[ModelEvent]] | None = None
     document = asyncapi_document(settings.service_name or "service", settings.model_exchange, settings.amqp_url,
                                  app.registry, sends, app.router.patterns)
     return json.dumps(document, indent=2)
+
+
+def write_docs(own: str, inputs: list[str], out: str) -> Path:
+    """The catalogue page from this service's AsyncAPI document and other services' (``inputs``)."""
+    documents = [json.loads(own)]
+    for path in inputs:
+        try:
+            documents.append(json.loads(Path(path).read_text()))
+        except (OSError, ValueError) as exc:
+            raise ConfigurationError(f"--input {path}: not a readable AsyncAPI JSON document ({exc})") from None
+    target = Path(out)
+    target.mkdir(parents=True, exist_ok=True)
+    page = target / "index.html"
+    page.write_text(catalogue_html(documents))
+    return page
 
 
 def check_lock(registry: SchemaRegistry, path: str, echo: Callable[[str], None]) -> int:
@@ -87,5 +103,18 @@ def register_schema_commands(group: click.Group, with_connection: Callable[[Any]
         def action() -> None:
             app = load_app(app_path, url, exchange, service)
             click.echo(export_asyncapi(app) if fmt == "asyncapi" else export_jsonschema(app.registry))
+
+        run(action)
+
+    @group.command(help="Write a static HTML event catalogue (one page, no server); --input adds other services' "
+                        "`schema export --format asyncapi` documents, for who publishes and who subscribes.")
+    @with_connection
+    @click.option("--out", required=True, help="directory for index.html")
+    @click.option("--input", "inputs", multiple=True, help="another service's AsyncAPI JSON (repeatable)")
+    def docs(url: str | None, exchange: str | None, service: str | None, app_path: str | None, out: str,
+             inputs: tuple[str, ...]) -> None:
+        def action() -> None:
+            page = write_docs(export_asyncapi(load_app(app_path, url, exchange, service)), list(inputs), out)
+            click.echo(f"wrote {page}")
 
         run(action)

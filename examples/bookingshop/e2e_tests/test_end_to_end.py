@@ -420,3 +420,8 @@ def test_schema_lock_and_check_through_the_management_command(billing: Billing, 
                           cwd=HERE / "billing", env=billing.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "bookings.models.Booking.created v1: changed since the lock: field guest" in proc.stdout
+    document = json.loads(billing.manage("pubsub_schema", "export", "--format", "asyncapi"))
+    assert document["asyncapi"] == "3.0.0" and "Booking.created" in {c["address"] for c in
+                                                                      document["channels"].values()}
+    billing.manage("pubsub_schema", "docs", "--out", str(tmp_path / "catalogue"))
+    assert "Booking.updated" in (tmp_path / "catalogue" / "index.html").read_text()
