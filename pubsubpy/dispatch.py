@@ -161,6 +161,7 @@ class _Plan:
     wants_info: bool
     foreign: bool = False  # ...unless the key is another version's to judge: defer it first
     versions: dict[int, type[ModelEvent]] = field(default_factory=dict)  # every registered version of the key
+    conversions: dict[type[ModelEvent] | None, list[type[ModelEvent] | None]] = field(default_factory=dict)
 
 
 class Dispatcher:
@@ -172,16 +173,16 @@ class Dispatcher:
         self._inbox = inbox
         self._targets: dict[tuple[str, type[ModelEvent]], type[ModelEvent] | None] = {}
         self._plans: dict[str, _Plan] = {}
-        self._plans_for = len(registry)
+        self._plans_for = registry.generation
 
     def max_attempts(self, sub: Subscription) -> int:
         return sub.max_attempts or self._settings.max_attempts
 
     def _plan(self, routing_key: str, subs: list[Subscription] | None = None) -> _Plan:
         if subs is None:
-            if self._plans_for != len(self._registry):  # a schema was registered meanwhile
+            if self._plans_for != self._registry.generation:  # a schema was registered meanwhile
                 self._plans.clear()
-                self._plans_for = len(self._registry)
+                self._plans_for = self._registry.generation
             plan = self._plans.get(routing_key)
             if plan is not None:
                 return plan
@@ -238,9 +239,12 @@ class Dispatcher:
         payload = self._load(body, schema, decision, version)
         if decision.reason is not None:
             return decision
-        conversions = self._conversions(plan.subs, schema, version, decision)
-        if decision.dead:
-            return decision
+        conversions = plan.conversions.get(schema)
+        if conversions is None:
+            conversions = self._conversions(plan.subs, schema, version, decision)
+            if decision.dead:
+                return decision
+            plan.conversions[schema] = conversions
         info = self._info(delivery, decision, version) if plan.wants_info else None
         raw: dict[str, Any] | None = None
         failures: list[HandlerRun] = []

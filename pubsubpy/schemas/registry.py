@@ -29,6 +29,7 @@ class SchemaRegistry:
         self._by_key: dict[tuple[str, str], dict[int, type[ModelEvent]]] = {}
         self._by_routing_key: dict[str, dict[int, type[ModelEvent]]] = {}
         self._lock = threading.Lock()
+        self.generation = 0  # bumped on every change: lets lookups cached elsewhere notice
         for schema in schemas:
             self.register(schema)
 
@@ -56,6 +57,7 @@ class SchemaRegistry:
                 )
             self._by_key.setdefault(key, {})[version] = schema
             self._by_routing_key.setdefault(routing_key, {})[version] = schema
+            self.generation += 1
         return schema
 
     def _all(self) -> Iterator[type[ModelEvent]]:
