@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from typing_extensions import Unpack
@@ -137,9 +137,12 @@ def subscribe(pattern: str, *, max_attempts: int | None = None, idempotent: bool
     return _default.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
 
 
-def publish_model_event(model: str, event: str, obj: Any, *, version: int | None = None) -> str:
+def publish_model_event(model: str, event: str, obj: Any, *, version: int | None = None,
+                        headers: Mapping[str, str | int | bool] | None = None,
+                        correlation_id: str | None = None) -> str:
     """Validate and publish one event, confirmed; returns its message id."""
-    return _default.publish_model_event(model, event, obj, version=version)
+    return _default.publish_model_event(model, event, obj, version=version, headers=headers,
+                                        correlation_id=correlation_id)
 
 
 def publish_many(events: Iterable[EventSpec]) -> list[str]:

@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 import traceback
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 from typing_extensions import Unpack
@@ -245,17 +245,20 @@ class PubSub:
             self.transport.declare_exchange(self.settings.model_exchange)
         self._exchange_ready = True
 
-    def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None) -> str:
+    def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None,
+                            headers: Mapping[str, str | int | bool] | None = None,
+                            correlation_id: str | None = None) -> str:
         """Validate ``obj`` against the schema for (model, event) and publish it, confirmed.
 
         Returns the message id once the broker confirmed it; with an outbox (Django ``OUTBOX``),
         once the row is written in the current transaction (a relay publishes it after the commit).
         ``obj`` is a mapping, an instance of the schema, or any object whose attributes fill it (a
         Django model instance). It is sent as the newest registered version of the event, or as
-        ``version``.
+        ``version``. ``headers`` (names not starting with ``pubsubpy-`` or ``x-``; text, integer or
+        boolean values) and ``correlation_id`` (the AMQP property) reach handlers in ``MessageInfo``.
         """
         publisher = self._publisher()
-        message = publisher.encode(model, event, obj, version)
+        message = publisher.encode(model, event, obj, version, headers, correlation_id)
         if self._outbox is not None:
             return self._outbox.write([message])[0]
         self._ensure_exchange()
@@ -268,7 +271,8 @@ class PubSub:
         return self.transport.publish(messages)
 
     def publish_many(self, events: Iterable[EventSpec]) -> list[str]:
-        """Validate every ``(model, event, obj)`` first, then publish them all, each confirmed.
+        """Validate every ``(model, event, obj)`` (optionally with a fourth item, a ``PublishOptions``
+        dict: ``version``, ``headers``, ``correlation_id``) first, then publish them all, each confirmed.
 
         Returns the message ids in order. Nothing is sent if any payload is
         invalid; a broker failure raises a ``PublishError`` naming the affected ids.

@@ -39,6 +39,7 @@ from pubsubpy.dispatch import Decision, Dispatcher
 from pubsubpy.envelope import H_ATTEMPT, H_COPY
 from pubsubpy.errors import TransportError
 from pubsubpy.handler_pool import HandlerPool
+from pubsubpy.handler_runs import log_fields
 from pubsubpy.outcomes import DrainResult, Outcome
 from pubsubpy.settings import Settings
 from pubsubpy.settling import Settler, outcome_of
@@ -290,6 +291,7 @@ class _Loop:
                     consumer.nack(delivery.tag, requeue=True)
                 raise
         result = self.result
+        debug = log.isEnabledFor(logging.DEBUG)
         for delivery, decision in done:
             consumer.ack(delivery.tag)
             outcome = outcome_of(decision)
@@ -300,9 +302,25 @@ class _Loop:
             if outcome is Outcome.DEAD_LETTERED:
                 log.warning("dead-lettered %s (%s) from %s: %s: %s", delivery.properties.message_id,
                             decision.routing_key, self.queue, decision.reason.value if decision.reason else "?",
-                            decision.error)
+                            decision.error, extra=self.log_fields(delivery, decision, outcome))
+            elif outcome is Outcome.DEFERRED:
+                log.info("deferred %s (%s): no handler here subscribes it; another version may",
+                         delivery.properties.message_id, decision.routing_key,
+                         extra=self.log_fields(delivery, decision, outcome))
+            elif debug:
+                log.debug("%s %s (%s)", outcome.value, delivery.properties.message_id, decision.routing_key,
+                          extra=self.log_fields(delivery, decision, outcome))
             if self.options.on_message is not None:
                 self.options.on_message(result)
+
+
+    @staticmethod
+    def log_fields(delivery: Delivery, decision: Decision, outcome: Outcome) -> dict[str, object]:
+        handlers = ",".join(s.name for s in (decision.exhausted or decision.failed)) or None
+        fields = log_fields(delivery.properties.message_id, decision.routing_key, handlers, decision.attempt,
+                            outcome.value)
+        fields["reason"] = decision.reason.value if decision.reason else None
+        return fields
 
 
 def consume_queue(settings: Settings, service: str, transport: Transport, dispatcher: Dispatcher,

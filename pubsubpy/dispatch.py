@@ -46,7 +46,7 @@ from pubsubpy.envelope import (
     version_from,
 )
 from pubsubpy.errors import ConfigurationError, InvalidTopic
-from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, run_handler
+from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, log_fields, run_handler
 from pubsubpy.inbox import Inbox
 from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.outcomes import Reason
@@ -77,6 +77,7 @@ class MessageInfo:
     event_type: str | None
     app_id: str | None
     schema_version: int = 1  # the version that arrived (pubsubpy-schema-version; absent means 1)
+    correlation_id: str | None = None  # the AMQP property, as the publisher set it
 
 
 @dataclass(slots=True)
@@ -266,9 +267,10 @@ class Dispatcher:
             args: tuple[Any, ...] = (argument, info) if info is not None and sub.wants_info else (argument,)
             if sub.idempotent:
                 failure = run_handler(sub, self._run_once, (sub, handler, delivery.properties.message_id, args),
-                                      routing_key, attempt, self.max_attempts(sub))
+                                      routing_key, attempt, self.max_attempts(sub), delivery.properties.message_id)
             else:
-                failure = run_handler(sub, handler, args, routing_key, attempt, self.max_attempts(sub))
+                failure = run_handler(sub, handler, args, routing_key, attempt, self.max_attempts(sub),
+                                      delivery.properties.message_id)
             if failure is not None:
                 failures.append(failure)
         if failures:
@@ -348,11 +350,13 @@ class Dispatcher:
             raise ConfigurationError(f"handler {sub.name} is idempotent=True but no Inbox is configured")
         if not message_id:
             log.warning("handler %s is idempotent but this message has no message_id: it cannot be deduplicated "
-                        "and runs without the inbox", sub.name)
+                        "and runs without the inbox", sub.name,
+                        extra=log_fields(None, "", sub.name, 0, "not_deduplicated"))
             handler(*args)
             return
         if not self._inbox.run_once(message_id, sub.name, lambda: handler(*args)):
-            log.info("handler %s already handled message %s: duplicate skipped", sub.name, message_id)
+            log.info("handler %s already handled message %s: duplicate skipped", sub.name, message_id,
+                     extra=log_fields(message_id, "", sub.name, 0, "duplicate_skipped"))
 
     def _defer(self, decision: Decision, why: str, headers: Mapping[str, Any]) -> Decision:
         """Send it back for another version, or, once ``unknown_key_window`` has passed, dead-letter it."""
@@ -375,7 +379,8 @@ class Dispatcher:
     def _info(delivery: Delivery, decision: Decision, version: int) -> MessageInfo:
         props = delivery.properties
         return MessageInfo(props.message_id, decision.routing_key, decision.attempt, delivery.redelivered,
-                           dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id, version)
+                           dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id, version,
+                           props.correlation_id)
 
 
 def _target(sub: Subscription, arrived: type[ModelEvent]) -> type[ModelEvent] | None:

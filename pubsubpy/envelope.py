@@ -82,12 +82,13 @@ class Properties:
     # Not a wire property: set by a transport when it could not decode the message's properties
     # (what it could recover is filled in above); the message is dead-lettered as ``decode_error``.
     decode_error: str | None = None
+    correlation_id: str | None = None  # the AMQP property, set by the publisher's caller
 
     def with_headers(self, headers: dict[str, Any]) -> Properties:
         """The same message properties (persistent) with ``headers`` instead: for retry, dead-letter
         and replay copies of a message."""
         return Properties(self.content_type, self.content_encoding, self.message_id, self.timestamp, self.type,
-                          self.app_id, 2, None, headers)
+                          self.app_id, 2, None, headers, correlation_id=self.correlation_id)
 
     @classmethod
     def for_event(cls, event_type: str | None, app_id: str | None, headers: dict[str, Any]) -> Properties:

@@ -54,17 +54,29 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:ERROR_TEXT_LIMIT]
 
 
+def log_fields(message_id: str | None, routing_key: str, handler: str | None, attempt: int,
+               outcome: str) -> dict[str, Any]:
+    """The ``extra`` of every per-message log line, for JSON formatters and structlog."""
+    return {"message_id": message_id, "routing_key": routing_key, "handler": handler, "attempt": attempt,
+            "outcome": outcome}
+
+
 def run_handler(sub: Subscription, call: Callable[..., object], args: tuple[Any, ...], routing_key: str,
-                attempt: int, max_attempts: int) -> HandlerRun | None:
-    """Call ``call(*args)`` (``sub.handler``, or a wrapper running it); None when it returned, else how it failed."""
+                attempt: int, max_attempts: int, message_id: str | None = None) -> HandlerRun | None:
+    """Call ``call(*args)`` (``sub.handler``, or a wrapper running it); None when it returned, else how it failed.
+    A failure with attempts left is logged at INFO (it will be retried), a last one or a Reject at WARNING."""
     try:
         call(*args)
     except Reject as exc:
+        log.warning("handler %s rejected %s (%s): %s", sub.name, message_id, routing_key, describe(exc),
+                    extra=log_fields(message_id, routing_key, sub.name, attempt, RunResult.REJECTED.value))
         return HandlerRun(sub, RunResult.REJECTED, describe(exc))
     except Exception as exc:
-        log.warning("handler %s failed on %s (attempt %d of %d): %s", sub.name, routing_key, attempt,
-                    max_attempts, describe(exc))
         result = RunResult.EXHAUSTED if attempt >= max_attempts else RunResult.RETRY
+        log.log(logging.WARNING if result is RunResult.EXHAUSTED else logging.INFO,
+                "handler %s failed on %s %s (attempt %d of %d): %s", sub.name, routing_key, message_id, attempt,
+                max_attempts, describe(exc),
+                extra=log_fields(message_id, routing_key, sub.name, attempt, result.value))
         return HandlerRun(sub, result, describe(exc))
     return None
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypedDict
 
 from pydantic import ValidationError
 
@@ -25,12 +25,50 @@ from pubsubpy.settings import Settings
 from pubsubpy.topics import validate_routing_key
 from pubsubpy.transports.base import OutgoingMessage, Transport
 
-__all__ = ["EventSpec", "OutboxWriter", "Publisher"]
+__all__ = ["EventSpec", "OutboxWriter", "PublishOptions", "Publisher", "user_headers"]
 
 log = logging.getLogger("pubsubpy.publish")
 
-EventSpec = tuple[str, str, Any]
-"""``(model, event, obj)`` as given to ``publish_model_event``."""
+class PublishOptions(TypedDict, total=False):
+    """Per-message options of ``publish_many`` (the keyword arguments of ``publish_model_event``)."""
+
+    version: int | None
+    headers: Mapping[str, str | int | bool] | None
+    correlation_id: str | None
+
+
+EventSpec = tuple[str, str, Any] | tuple[str, str, Any, PublishOptions]
+"""``(model, event, obj)``, or with ``PublishOptions`` as a fourth item."""
+
+_RESERVED = ("pubsubpy-", "x-")
+_MAX_HEADER_TEXT = 4096
+
+
+def user_headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A caller's headers, checked: names not starting with ``pubsubpy-`` or ``x-`` (the library's
+    and the broker's), values text, integers or booleans (what every AMQP client reads alike)."""
+    if not headers:
+        return {}
+    checked: dict[str, Any] = {}
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or len(name) > 128:
+            raise PayloadValidationError(f"header name {name!r} must be 1-128 characters of text")
+        if name.lower().startswith(_RESERVED):
+            raise PayloadValidationError(f"header {name!r}: names starting with 'pubsubpy-' or 'x-' are reserved "
+                                         "for the library and the broker; choose another name")
+        if isinstance(value, str) and len(value) > _MAX_HEADER_TEXT:
+            raise PayloadValidationError(f"header {name!r}: text longer than {_MAX_HEADER_TEXT} characters")
+        if not isinstance(value, (str, int, bool)):
+            raise PayloadValidationError(f"header {name!r}: value {value!r} is a {type(value).__name__}; headers "
+                                         "take text, integers or booleans (put anything else in the payload)")
+        checked[name] = value
+    return checked
+
+
+def _correlation(correlation_id: str | None) -> str | None:
+    if correlation_id is not None and (not isinstance(correlation_id, str) or len(correlation_id.encode()) > 255):
+        raise PayloadValidationError(f"correlation_id {correlation_id!r} must be text of at most 255 bytes")
+    return correlation_id
 
 
 class OutboxWriter(Protocol):
@@ -57,10 +95,12 @@ class Publisher:
             routing_key = self._routing_keys[key] = validate_routing_key(routing_key_for(model, event))
         return routing_key
 
-    def encode(self, model: str, event: str, obj: Any, version: int | None = None) -> OutgoingMessage:
+    def encode(self, model: str, event: str, obj: Any, version: int | None = None,
+               headers: Mapping[str, Any] | None = None, correlation_id: str | None = None) -> OutgoingMessage:
         """Validate ``obj`` (against the newest registered version, or ``version``) and build the
         message; raises before anything is sent."""
         routing_key = self._routing_key(model, event)
+        extra, correlation = user_headers(headers), _correlation(correlation_id)
         if version is None and isinstance(obj, ModelEvent) and type(obj).__pubsub_event__ == event \
                 and type(obj).__pubsub_model__ == model:
             version = obj.__pubsub_version__  # an instance of one version says which one it is
@@ -69,7 +109,7 @@ class Publisher:
             registered = sorted(s.__pubsub_version__ for s in self._registry if s.event_key() == (model, event))
             raise UnknownEventType(f"{model} {event}: version {version} is not registered "
                                    f"(registered: {', '.join(map(str, registered))})")
-        headers: dict[str, Any]
+        wire: dict[str, Any]
         if schema is None:
             if self._settings.require_schemas:
                 raise UnknownEventType(
@@ -77,17 +117,19 @@ class Publisher:
                     f"`class X(ModelEvent, model={model!r}, event={event!r})` or init(require_schemas=False)"
                 )
             body = _schemaless_body(model, event, obj)
-            headers = {}
+            wire = {}
         else:
             body = _schema_body(schema, obj)
-            headers = {H_VERSION: schema.__pubsub_version__}
+            wire = {H_VERSION: schema.__pubsub_version__}
         limit = self._settings.max_message_size
         if len(body) > limit:
             raise MessageTooLarge(f"{model}.{event}: body is {len(body)} bytes, over max_message_size={limit}")
         if nesting_exceeds(body, self._settings.max_json_depth):
             raise PayloadValidationError(f"{model}.{event}: payload nests deeper than max_json_depth="
                                          f"{self._settings.max_json_depth}; consumers would refuse it")
-        props = Properties.for_event(f"{model}.{event}", self._settings.service_name, headers)
+        wire.update(extra)
+        props = Properties.for_event(f"{model}.{event}", self._settings.service_name, wire)
+        props.correlation_id = correlation
         return OutgoingMessage(self._settings.model_exchange, routing_key, body, props,
                                mandatory=self._settings.on_unroutable != "ignore")
 
@@ -104,7 +146,12 @@ class Publisher:
         return [m.properties.message_id or "" for m in messages]
 
     def encode_many(self, events: Iterable[EventSpec]) -> list[OutgoingMessage]:
-        return [self.encode(model, event, obj) for model, event, obj in events]
+        messages = []
+        for spec in events:
+            options: PublishOptions = spec[3] if len(spec) == 4 else {}
+            messages.append(self.encode(spec[0], spec[1], spec[2], options.get("version"), options.get("headers"),
+                                        options.get("correlation_id")))
+        return messages
 
 
 def _schema_body(schema: type[ModelEvent], obj: Any) -> bytes:

@@ -26,6 +26,7 @@ def to_pika_properties(props: Properties) -> pika.BasicProperties:
         delivery_mode=props.delivery_mode,
         expiration=props.expiration,
         headers=props.headers or None,
+        correlation_id=props.correlation_id,
     )
 
 
@@ -34,4 +35,4 @@ def from_pika_properties(props: pika.spec.BasicProperties) -> Properties:
     every message, and this runs once per delivery)."""
     return Properties(props.content_type, props.content_encoding, props.message_id, props.timestamp, props.type,
                       props.app_id, props.delivery_mode, props.expiration, props.headers or {},
-                      props.decode_error if type(props) is UndecodableProperties else None)
+                      props.decode_error if type(props) is UndecodableProperties else None, props.correlation_id)
