@@ -71,11 +71,23 @@ class PubSub:
         publishes: Iterable[type[ModelEvent]] | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
+        self._blank(default_catalog if schemas is None else SchemaRegistry(schemas), transport)
+        self.configure(amqp_url, inbox=inbox, publishes=publishes, **options)
+
+    @classmethod
+    def unconfigured(cls) -> PubSub:
+        """An instance that collects subscriptions until ``configure()`` (the facade's default)."""
+        self = cls.__new__(cls)
+        self._blank(default_catalog, None)
+        return self
+
+    def _blank(self, registry: SchemaRegistry, transport: Transport | None) -> None:
+        """Every attribute, as before ``configure()``."""
         self._router = Router()
         self._lock = threading.RLock()
         self._settings: Settings | None = None
         self._configured_at: str | None = None
-        self._registry = default_catalog if schemas is None else SchemaRegistry(schemas)
+        self._registry = registry
         self._transport: Transport | None = transport
         self._declared: Topology | None = None
         self._exchange_ready = False
@@ -83,25 +95,6 @@ class PubSub:
         self._inbox: Inbox | None = None
         self._outbox: OutboxWriter | None = None
         self.publishes: list[type[ModelEvent]] | None = None
-        self.configure(amqp_url, inbox=inbox, publishes=publishes, **options)
-
-    @classmethod
-    def unconfigured(cls) -> PubSub:
-        """An instance that collects subscriptions until ``configure()`` (the facade's default)."""
-        self = cls.__new__(cls)
-        self._router = Router()
-        self._lock = threading.RLock()
-        self._settings = None
-        self._configured_at = None
-        self._registry = default_catalog
-        self._transport = None
-        self._declared = None
-        self._exchange_ready = False
-        self._cached_publisher = None
-        self._inbox = None
-        self._outbox = None
-        self.publishes = None
-        return self
 
     # -- configuration -------------------------------------------------------------
     def configure(

@@ -217,13 +217,11 @@ class _Loop:
         return not self.stopping and (limit is None or self.taken < limit)
 
     def feed(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
-        limit = self.options.max_messages
+        if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
+            self.take_buffered(consumer)
         batch: list[Delivery] = []
-        poll = not self.parked  # with deliveries parked, what arrived since is taken in the next wait
-        while limit is None or self.taken < limit:
-            delivery = self.parked.popleft() if self.parked else consumer.get(0) if poll else None
-            if delivery is None:
-                break
+        while self.parked and self.may_take():
+            delivery = self.parked.popleft()
             self.taken += 1
             if delivery.redelivered and delivery in self.recent:
                 consumer.ack(delivery.tag)
@@ -233,12 +231,7 @@ class _Loop:
         pool.submit(batch)
 
     def wait(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
-        if pool.in_flight:
-            timeout = _POLL
-        elif self.options.until_empty:
-            timeout = _EMPTY_STEP
-        else:
-            timeout = _POLL
+        timeout = _EMPTY_STEP if self.options.until_empty and not pool.in_flight else _POLL
         if not self.stopping:
             timeout = self.options.deadline.cap(timeout)
         elif self.grace is not None:

@@ -172,7 +172,6 @@ class Dispatcher:
         self._router = router
         self._registry = registry
         self._inbox = inbox
-        self._targets: dict[tuple[str, type[ModelEvent]], type[ModelEvent] | None] = {}
         self._plans: dict[str, _Plan] = {}
         self._plans_for = registry.generation
 
@@ -329,10 +328,7 @@ class Dispatcher:
             if schema is None or sub.accepts_any_schema or sub.accepts_dict or issubclass(schema, sub.schemas):
                 targets.append(None)
                 continue
-            key = (sub.name, schema)
-            if key not in self._targets:
-                self._targets[key] = _target(sub, schema)
-            target = self._targets[key]
+            target = _target(sub, schema)  # the plan caches the list once it is complete
             if target is None:
                 wanted = ", ".join(f"v{s.__pubsub_version__}" for s in sub.schemas
                                    if s.__pubsub_model__ is not None and s.event_key() == schema.event_key())
