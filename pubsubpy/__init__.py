@@ -51,6 +51,7 @@ from pubsubpy.errors import (
     UnroutableMessage,
 )
 from pubsubpy.inbox import Inbox
+from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
 from pubsubpy.outcomes import DrainResult, Reason
 from pubsubpy.publisher import EventSpec
 from pubsubpy.schemas import ModelEvent
@@ -64,15 +65,20 @@ __all__ = [
     "ConfirmTimeout",
     "DeadLetter",
     "DrainResult",
+    "HandlerContext",
+    "HandlerResult",
     "Inbox",
     "InvalidTopic",
+    "MessageContext",
     "MessageInfo",
     "MessageTooLarge",
+    "Middleware",
     "ModelEvent",
     "OperationTimeout",
     "PayloadValidationError",
     "PubSub",
     "PubSubError",
+    "PublishContext",
     "PublishError",
     "PublishNacked",
     "Reason",
@@ -118,6 +124,7 @@ def init(
     transport: Transport | None = None,
     inbox: Inbox | None = None,
     publishes: Iterable[type[ModelEvent]] | None = None,
+    middleware: Iterable[Middleware] | None = None,
     **options: Unpack[SettingsOptions],
 ) -> PubSub:
     """Configure the default instance (once per process). Never connects.
@@ -125,7 +132,8 @@ def init(
     ``options`` are the fields of ``pubsubpy.settings.Settings`` (``model_exchange``,
     ``service_name``, ``max_attempts``, timeouts...), typed in ``SettingsOptions``.
     """
-    _default.configure(amqp_url, schemas=schemas, transport=transport, inbox=inbox, publishes=publishes, **options)
+    _default.configure(amqp_url, schemas=schemas, transport=transport, inbox=inbox, publishes=publishes,
+                       middleware=middleware, **options)
     return _default
 
 

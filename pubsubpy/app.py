@@ -8,6 +8,7 @@ never connects). Create more ``PubSub`` objects for more brokers or services.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -22,12 +23,15 @@ from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import Dispatcher
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, OperationTimeout, TransportError
+from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox
+from pubsubpy.middleware import Middleware, MiddlewareChain, PublishContext
 from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
 from pubsubpy.settings import Settings, SettingsOptions
+from pubsubpy.telemetry import telemetry_middleware
 from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
 from pubsubpy.worker import handle_signals, worker_prefetch
@@ -48,7 +52,7 @@ def _caller() -> str:
     return "<unknown>"
 
 
-def _make_transport(settings: Settings) -> Transport:
+def make_transport(settings: Settings) -> Transport:
     if settings.scheme == "memory":
         from pubsubpy.transports.memory import MemoryTransport
 
@@ -69,10 +73,11 @@ class PubSub:
         transport: Transport | None = None,
         inbox: Inbox | None = None,
         publishes: Iterable[type[ModelEvent]] | None = None,
+        middleware: Iterable[Middleware] | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
         self._blank(default_catalog if schemas is None else SchemaRegistry(schemas), transport)
-        self.configure(amqp_url, inbox=inbox, publishes=publishes, **options)
+        self.configure(amqp_url, inbox=inbox, publishes=publishes, middleware=middleware, **options)
 
     @classmethod
     def unconfigured(cls) -> PubSub:
@@ -94,7 +99,9 @@ class PubSub:
         self._cached_publisher: Publisher | None = None
         self._inbox: Inbox | None = None
         self._outbox: OutboxWriter | None = None
+        self._middleware: MiddlewareChain | None = None
         self.publishes: list[type[ModelEvent]] | None = None
+        self.health = WorkerHealth()  # run() reports here; the worker's /healthz reads it
 
     # -- configuration -------------------------------------------------------------
     def configure(
@@ -105,6 +112,7 @@ class PubSub:
         transport: Transport | None = None,
         inbox: Inbox | None = None,
         publishes: Iterable[type[ModelEvent]] | None = None,
+        middleware: Iterable[Middleware] | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
         """Set the options of an unconfigured instance (``init()`` does this for the default one)."""
@@ -123,6 +131,8 @@ class PubSub:
                 self._transport = transport
             if schemas is not None:
                 self._registry = SchemaRegistry(schemas)
+            chain = MiddlewareChain([*telemetry_middleware(self._settings), *(middleware or ())])
+            self._middleware = chain if chain.middleware else None
             self._configured_at = _caller()
 
     @property
@@ -150,7 +160,7 @@ class PubSub:
             return transport
         with self._lock:
             if self._transport is None:
-                self._transport = _make_transport(self.settings)
+                self._transport = make_transport(self.settings)
             return self._transport
 
     def _service(self) -> str:
@@ -250,18 +260,37 @@ class PubSub:
         ``version``. ``headers`` (names not starting with ``pubsubpy-`` or ``x-``; text, integer or
         boolean values) and ``correlation_id`` (the AMQP property) reach handlers in ``MessageInfo``.
         """
-        publisher = self._publisher()
-        message = publisher.encode(model, event, obj, version, headers, correlation_id)
-        if self._outbox is not None:
-            return self._outbox.write([message])[0]
-        self._ensure_exchange()
-        return publisher.send(self.transport, [message])[0]
+        message = self._publisher().encode(model, event, obj, version, headers, correlation_id)
+        return self._deliver([message], batch=False)[0]
+
+    def _deliver(self, messages: list[OutgoingMessage], *, batch: bool) -> list[str]:
+        """Encoded messages to the outbox (when on) or the broker, through the middleware."""
+        outbox = self._outbox
+        if outbox is not None:
+            send: Callable[[], list[str]] = functools.partial(outbox.write, messages)
+            context = PublishContext(messages, "outbox", batch, self.settings.model_exchange)
+        else:
+            self._ensure_exchange()
+            context = PublishContext(messages, "send", batch, self.settings.model_exchange)
+            send = functools.partial(self._publisher().send, self.transport, messages, context.unroutable)
+        middleware = self._middleware
+        return send() if middleware is None else middleware.publish(context, send)
 
     def _send(self, messages: list[OutgoingMessage]) -> list[str]:
         """Encoded messages straight to the broker, confirmed (the outbox relay's way out); returns the
         ids of mandatory ones no queue took."""
         self._ensure_exchange()
-        return self.transport.publish(messages)
+        middleware = self._middleware
+        if middleware is None:
+            return self.transport.publish(messages)
+        context = PublishContext(messages, "relay", True, self.settings.model_exchange)
+
+        def send() -> list[str]:
+            context.unroutable[:] = self.transport.publish(messages)
+            return [m.properties.message_id or "" for m in messages]
+
+        middleware.publish(context, send)
+        return list(context.unroutable)
 
     def publish_many(self, events: Iterable[EventSpec]) -> list[str]:
         """Validate every ``(model, event, obj)`` (optionally with a fourth item, a ``PublishOptions``
@@ -270,14 +299,10 @@ class PubSub:
         Returns the message ids in order. Nothing is sent if any payload is
         invalid; a broker failure raises a ``PublishError`` naming the affected ids.
         """
-        publisher = self._publisher()
-        messages = publisher.encode_many(events)
+        messages = self._publisher().encode_many(events)
         if not messages:
             return []
-        if self._outbox is not None:
-            return self._outbox.write(messages)
-        self._ensure_exchange()
-        return publisher.send(self.transport, messages)
+        return self._deliver(messages, batch=True)
 
     # -- consuming -----------------------------------------------------------------
     def drain(
@@ -303,7 +328,7 @@ class PubSub:
         service, dispatcher = self._prepare_consumer()
         self._ensure_declared(deadline)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
-                              on_message=on_message)
+                              on_message=on_message, middleware=self._middleware)
         return consume_queue(self.settings, service, self.transport, dispatcher, options)
 
     def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
@@ -327,7 +352,8 @@ class PubSub:
                 return DrainResult(stopped_by="stopped")
             log.info("worker started: service %s, queue %s, patterns %s, concurrency %d, prefetch %d", service,
                      service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
-            options = LoopOptions(prefetch, concurrency, until_empty=False, forever=True, stop=stop, force=force)
+            options = LoopOptions(prefetch, concurrency, until_empty=False, forever=True, stop=stop, force=force,
+                                  middleware=self._middleware, health=self.health)
             result = consume_queue(settings, service, self.transport, dispatcher, options)
         log.info("worker stopped (%s): %s", result.stopped_by, result)
         return result
@@ -357,7 +383,8 @@ class PubSub:
                 "which installs one")
         if not self._router.resolved:
             self._router.resolve(self._registry)
-        return service, Dispatcher(self.settings, self._router, self._registry, self._inbox)
+        return service, Dispatcher(self.settings, self._router, self._registry, self._inbox, self._middleware,
+                                   service_queue(service))
 
     # -- dead letters --------------------------------------------------------------
     def _dead_letters(self, timeout: float | None) -> DeadLetterStore:

@@ -36,11 +36,13 @@ from dataclasses import dataclass, field
 
 from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import Decision, Dispatcher
-from pubsubpy.envelope import H_ATTEMPT, H_COPY
+from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
 from pubsubpy.errors import TransportError
 from pubsubpy.handler_pool import HandlerPool
 from pubsubpy.handler_runs import log_fields
-from pubsubpy.outcomes import DrainResult, Outcome
+from pubsubpy.health import WorkerHealth
+from pubsubpy.middleware import MessageContext, MiddlewareChain
+from pubsubpy.outcomes import DrainResult, Outcome, Reason
 from pubsubpy.settings import Settings
 from pubsubpy.settling import Settler, outcome_of
 from pubsubpy.topology import service_queue
@@ -55,6 +57,7 @@ _EMPTY_STEP = 0.05   # re-ask step while the broker reports ready messages not y
 _BACKOFF_MAX = 30.0  # a worker's longest pause between reconnects
 _RECENT = 10_000     # settled messages remembered for spotting redeliveries
 _PLAIN = (int, str, type(None))
+_HANDLER_REASONS = (Reason.HANDLER_ERROR, Reason.REJECTED)  # dead letters a handler decided
 
 
 @dataclass
@@ -68,6 +71,8 @@ class LoopOptions:
     stop: threading.Event | None = None
     force: threading.Event | None = None
     on_message: Callable[[DrainResult], None] | None = None
+    middleware: MiddlewareChain | None = None
+    health: WorkerHealth | None = None
 
 
 class _Recent:
@@ -146,10 +151,15 @@ class _Loop:
             return self.result
         pool: HandlerPool[Delivery, Decision] = HandlerPool(self.options.concurrency, self.dispatcher.dispatch,
                                                              consumer.wake)
+        health = self.options.health
+        if health is not None:
+            health.attached(consumer, self.queue)
         try:
             while not self.step(consumer, pool):
                 pass
         finally:
+            if health is not None:
+                health.detached()
             pool.shutdown()
             consumer.close()
             self.result.seconds = time.monotonic() - started
@@ -157,6 +167,8 @@ class _Loop:
 
     def step(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> bool:
         """One turn: settle what finished, decide whether to stop, take more, wait. True: done."""
+        if self.options.health is not None:
+            self.options.health.turned()
         try:
             finished = pool.collect()
             if finished:
@@ -285,6 +297,8 @@ class _Loop:
                 raise
         result = self.result
         debug = log.isEnabledFor(logging.DEBUG)
+        middleware = self.options.middleware
+        observer = middleware if middleware is not None and middleware.observes_messages else None
         for delivery, decision in done:
             consumer.ack(delivery.tag)
             outcome = outcome_of(decision)
@@ -303,9 +317,16 @@ class _Loop:
             elif debug:
                 log.debug("%s %s (%s)", outcome.value, delivery.properties.message_id, decision.routing_key,
                           extra=self.log_fields(delivery, decision, outcome))
+            if observer is not None:
+                observer.after_message(self.message_context(delivery, decision, outcome))
             if self.options.on_message is not None:
                 self.options.on_message(result)
 
+    def message_context(self, delivery: Delivery, decision: Decision, outcome: Outcome) -> MessageContext:
+        ran = outcome in (Outcome.HANDLED, Outcome.RETRIED) or decision.reason in _HANDLER_REASONS
+        info = self.dispatcher.info(delivery, decision, version_from(delivery.properties.headers))
+        return MessageContext(info, outcome, decision.reason, decision.error, self.settings.model_exchange,
+                              self.queue, ran)
 
     @staticmethod
     def log_fields(delivery: Delivery, decision: Decision, outcome: Outcome) -> dict[str, object]:

@@ -46,21 +46,23 @@ from pubsubpy.envelope import (
     version_from,
 )
 from pubsubpy.errors import ConfigurationError, InvalidTopic
-from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, log_fields, run_handler
+from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, log_fields, run_handler, run_observed
 from pubsubpy.inbox import Inbox
 from pubsubpy.jsondepth import nesting_exceeds
+from pubsubpy.middleware import HandlerContext, MiddlewareChain
 from pubsubpy.outcomes import Reason
 from pubsubpy.router import Router, Subscription
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
 from pubsubpy.schemas.upcasting import can_upcast, upcast
 from pubsubpy.settings import Settings
 from pubsubpy.topics import validate_routing_key
-from pubsubpy.transports.base import Delivery
+from pubsubpy.transports.base import TAG_BITS, Delivery
 
 __all__ = ["Decision", "Dispatcher", "MessageInfo"]
 
 log = logging.getLogger("pubsubpy.drain")
 
+_TAG_MASK = (1 << TAG_BITS) - 1  # the broker's delivery tag within ours
 _READABLE_ENCODINGS = frozenset({"", "utf-8", "utf8", "identity"})
 
 
@@ -167,11 +169,13 @@ class _Plan:
 
 class Dispatcher:
     def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry,
-                 inbox: Inbox | None = None) -> None:
+                 inbox: Inbox | None = None, middleware: MiddlewareChain | None = None, queue: str = "") -> None:
         self._settings = settings
         self._router = router
         self._registry = registry
         self._inbox = inbox
+        self._middleware = middleware if middleware is not None and middleware.wraps_handlers else None
+        self._queue = queue
         self._plans: dict[str, _Plan] = {}
         self._plans_for = registry.generation
 
@@ -245,7 +249,8 @@ class Dispatcher:
             if decision.dead:
                 return decision
             plan.conversions[schema] = conversions
-        info = self._info(delivery, decision, version) if plan.wants_info else None
+        middleware = self._middleware
+        info = self.info(delivery, decision, version) if plan.wants_info or middleware is not None else None
         raw: dict[str, Any] | None = None
         failures: list[HandlerRun] = []
         for sub, target in zip(plan.subs, conversions, strict=True):
@@ -264,12 +269,18 @@ class Dispatcher:
                     if refused:
                         return decision
             args: tuple[Any, ...] = (argument, info) if info is not None and sub.wants_info else (argument,)
+            call: Callable[..., object] = handler
             if sub.idempotent:
-                failure = run_handler(sub, self._run_once, (sub, handler, delivery.properties.message_id, args),
-                                      routing_key, attempt, self.max_attempts(sub), delivery.properties.message_id)
-            else:
-                failure = run_handler(sub, handler, args, routing_key, attempt, self.max_attempts(sub),
+                call, args = self._run_once, (sub, handler, delivery.properties.message_id, args)
+            if middleware is None:
+                failure = run_handler(sub, call, args, routing_key, attempt, self.max_attempts(sub),
                                       delivery.properties.message_id)
+            else:
+                assert info is not None
+                context = HandlerContext(sub.name, info, argument, self._settings.model_exchange, self._queue,
+                                         delivery.tag & _TAG_MASK)
+                failure = run_observed(middleware, context, sub, call, args, routing_key, attempt,
+                                       self.max_attempts(sub), delivery.properties.message_id)
             if failure is not None:
                 failures.append(failure)
         if failures:
@@ -372,7 +383,7 @@ class Dispatcher:
         return decision
 
     @staticmethod
-    def _info(delivery: Delivery, decision: Decision, version: int) -> MessageInfo:
+    def info(delivery: Delivery, decision: Decision, version: int) -> MessageInfo:
         props = delivery.properties
         return MessageInfo(props.message_id, decision.routing_key, decision.attempt, delivery.redelivered,
                            dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id, version,

@@ -3,7 +3,10 @@
 Body: UTF-8 JSON of the validated payload. Properties: ``content_type``
 ``application/json``, ``message_id`` (uuid4 hex), ``timestamp`` (seconds),
 ``type`` (full model path + event), ``app_id`` (publishing service),
-``delivery_mode`` 2. Headers the library adds all start with ``pubsubpy-``;
+``delivery_mode`` 2. Headers the library adds all start with ``pubsubpy-``
+(``pubsubpy-published-at``: when it was published, in epoch milliseconds),
+except the W3C trace context (``traceparent``, ``tracestate``, ``baggage``)
+that tracing adds;
 ``x-death`` is never sent back to the broker, and a library header arriving
 from outside is clamped before it is used.
 """
@@ -26,6 +29,7 @@ __all__ = [
     "H_DEFERRED_SINCE",
     "H_ERROR",
     "H_HANDLERS",
+    "H_PUBLISHED_AT",
     "H_QUEUE",
     "H_REASON",
     "H_ROUTING_KEY",
@@ -49,6 +53,7 @@ H_QUEUE = "pubsubpy-original-queue"
 H_DEAD_LETTERED_AT = "pubsubpy-dead-lettered-at"
 H_DEFERRED_SINCE = "pubsubpy-deferred-since"  # epoch milliseconds: first sent back for another version
 H_DEFERRALS = "pubsubpy-deferrals"            # how many times so far
+H_PUBLISHED_AT = "pubsubpy-published-at"      # epoch milliseconds (the AMQP timestamp has whole seconds)
 H_COPY = "pubsubpy-copy-id"                   # fresh on every retry/deferral/dead-letter/replay copy, so a
                                               # consumer tells a redelivered copy from a later copy of it
 
@@ -92,8 +97,9 @@ class Properties:
 
     @classmethod
     def for_event(cls, event_type: str | None, app_id: str | None, headers: dict[str, Any]) -> Properties:
-        return cls(message_id=new_message_id(), timestamp=int(time.time()), type=event_type,
-                   app_id=app_id, headers=headers)
+        now = time.time()
+        headers[H_PUBLISHED_AT] = int(now * 1000)
+        return cls(message_id=new_message_id(), timestamp=int(now), type=event_type, app_id=app_id, headers=headers)
 
 
 def version_from(headers: Mapping[str, Any]) -> int:
@@ -142,3 +148,11 @@ def header_text(headers: Mapping[str, Any], key: str, limit: int = 2000) -> str 
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return str(value)[:limit]
+
+
+def published_at(headers: Mapping[str, Any]) -> float | None:
+    """When the message was published (epoch seconds), from ``pubsubpy-published-at``; None when absent or garbled."""
+    raw = headers.get(H_PUBLISHED_AT)
+    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
+        return raw / 1000.0
+    return None

@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from pubsubpy.errors import Reject
-from pubsubpy.outcomes import Reason
+from pubsubpy.middleware import HANDLED, HandlerContext, HandlerResult, MiddlewareChain
+from pubsubpy.outcomes import Outcome, Reason
 from pubsubpy.router import Subscription
 
-__all__ = ["HandlerRun", "RunResult", "describe", "run_handler"]
+__all__ = ["HandlerRun", "RunResult", "describe", "result_of", "run_handler", "run_observed"]
 
 log = logging.getLogger("pubsubpy.drain")
 
@@ -67,18 +68,53 @@ def run_handler(sub: Subscription, call: Callable[..., object], args: tuple[Any,
     A failure with attempts left is logged at INFO (it will be retried), a last one or a Reject at WARNING."""
     try:
         call(*args)
-    except Reject as exc:
+    except Exception as exc:
+        return _failed(sub, exc, routing_key, attempt, max_attempts, message_id)
+    return None
+
+
+def run_observed(chain: MiddlewareChain, context: HandlerContext, sub: Subscription, call: Callable[..., object],
+                 args: tuple[Any, ...], routing_key: str, attempt: int, max_attempts: int,
+                 message_id: str | None) -> HandlerRun | None:
+    """``run_handler`` inside the middleware's ``handle`` methods. An exception a middleware raises
+    fails the run as the handler's own would."""
+    failures: list[HandlerRun] = []
+
+    def run() -> HandlerResult:
+        try:
+            call(*args)
+        except Exception as exc:
+            failure = _failed(sub, exc, routing_key, attempt, max_attempts, message_id)
+            failures.append(failure)
+            return result_of(failure, exc)
+        return HANDLED
+
+    try:
+        chain.handle(context, run)
+    except Exception as exc:
+        if not failures:
+            return _failed(sub, exc, routing_key, attempt, max_attempts, message_id)
+    return failures[-1] if failures else None
+
+
+def result_of(failure: HandlerRun, exc: BaseException | None = None) -> HandlerResult:
+    if failure.result is RunResult.RETRY:
+        return HandlerResult(Outcome.RETRIED, None, exc)
+    reason = Reason.REJECTED if failure.result is RunResult.REJECTED else Reason.HANDLER_ERROR
+    return HandlerResult(Outcome.DEAD_LETTERED, reason, exc)
+
+
+def _failed(sub: Subscription, exc: Exception, routing_key: str, attempt: int, max_attempts: int,
+            message_id: str | None) -> HandlerRun:
+    if isinstance(exc, Reject):
         log.warning("handler %s rejected %s (%s): %s", sub.name, message_id, routing_key, describe(exc),
                     extra=log_fields(message_id, routing_key, sub.name, attempt, RunResult.REJECTED.value))
         return HandlerRun(sub, RunResult.REJECTED, describe(exc))
-    except Exception as exc:
-        result = RunResult.EXHAUSTED if attempt >= max_attempts else RunResult.RETRY
-        log.log(logging.WARNING if result is RunResult.EXHAUSTED else logging.INFO,
-                "handler %s failed on %s %s (attempt %d of %d): %s", sub.name, routing_key, message_id, attempt,
-                max_attempts, describe(exc),
-                extra=log_fields(message_id, routing_key, sub.name, attempt, result.value))
-        return HandlerRun(sub, result, describe(exc))
-    return None
+    result = RunResult.EXHAUSTED if attempt >= max_attempts else RunResult.RETRY
+    log.log(logging.WARNING if result is RunResult.EXHAUSTED else logging.INFO,
+            "handler %s failed on %s %s (attempt %d of %d): %s", sub.name, routing_key, message_id, attempt,
+            max_attempts, describe(exc), extra=log_fields(message_id, routing_key, sub.name, attempt, result.value))
+    return HandlerRun(sub, result, describe(exc))
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,9 +133,14 @@ class Publisher:
         return OutgoingMessage(self._settings.model_exchange, routing_key, body, props,
                                mandatory=self._settings.on_unroutable != "ignore")
 
-    def send(self, transport: Transport, messages: list[OutgoingMessage]) -> list[str]:
+    def send(self, transport: Transport, messages: list[OutgoingMessage], unroutable_out: list[str] | None = None,
+             ) -> list[str]:
+        """Publish, confirmed; returns the message ids. The ids of mandatory messages no queue took are
+        logged or raised (``on_unroutable``) and, when given, put in ``unroutable_out``."""
         unroutable = transport.publish(messages)
         if unroutable:
+            if unroutable_out is not None:
+                unroutable_out[:] = unroutable
             lost = set(unroutable)
             keys = sorted({m.routing_key for m in messages if m.properties.message_id in lost})
             text = (f"{len(unroutable)} message(s) reached no queue on exchange "

@@ -60,6 +60,8 @@ class Settings(BaseModel):
     confirm_timeout: float = Field(default=30.0, gt=0, le=3600)
     connection_attempts: int = Field(default=3, ge=1, le=100)
     retry_connect_delay: float = Field(default=0.5, ge=0, le=60)
+    telemetry: bool = Field(default=True, description="trace and measure through OpenTelemetry when "
+                            "opentelemetry-api is installed (pubsubpy[otel]); False: no spans, no metrics")
 
     @field_validator("amqp_url")
     @classmethod
@@ -137,3 +139,4 @@ class SettingsOptions(TypedDict, total=False):
     confirm_timeout: float
     connection_attempts: int
     retry_connect_delay: float
+    telemetry: bool

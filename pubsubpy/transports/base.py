@@ -19,8 +19,9 @@ Semantics every transport keeps:
 - Unacknowledged deliveries come back (``redelivered=True``) when the consumer
   closes or its connection dies. ``ack`` may be deferred until ``flush``/``close``.
 - ``consume(..., recover=True)`` reconnects inside ``get()`` after a lost
-  connection; with ``recover=False`` it raises ``BrokerUnavailable`` instead (a
-  walk that must not read a message twice).
+  connection (``connected`` is False from the loss until it is back); with
+  ``recover=False`` it raises ``BrokerUnavailable`` instead (a walk that must
+  not read a message twice).
 - ``deadline`` bounds connecting and every broker round trip of the call (or,
   for ``consume``, of the consumer's life); without one, the settings' own
   timeouts apply.
@@ -43,7 +44,7 @@ from typing import Any, Protocol
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 
-__all__ = ["Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Topology", "Transport",
+__all__ = ["TAG_BITS", "Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Topology", "Transport",
            "next_delivery", "topology_queues"]
 
 
@@ -54,6 +55,11 @@ class OutgoingMessage:
     body: bytes
     properties: Properties
     mandatory: bool = False
+
+
+TAG_BITS = 40
+"""A delivery's ``tag`` holds the broker's delivery tag in its low ``TAG_BITS`` bits (a transport may
+number its connections above them, so a tag from an old connection is never mistaken for a new one)."""
 
 
 @dataclass(slots=True)
@@ -112,6 +118,11 @@ class Consumer(Protocol):
     def next(self, timeout: float) -> Delivery | None: ...
 
     def wake(self) -> None: ...
+
+    @property
+    def connected(self) -> bool:
+        """Attached to the queue on a live connection (read from other threads: a health probe)."""
+        ...
 
     def ack(self, tag: int) -> None: ...
 

@@ -321,6 +321,10 @@ class MemoryConsumer:
                     return None
                 self._broker.arrived.wait(self._broker.wait_step(remaining))
 
+    @property
+    def connected(self) -> bool:
+        return not self._closed
+
     def is_empty(self) -> bool:
         self._fill()
         return not self._pushed

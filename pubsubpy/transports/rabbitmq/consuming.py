@@ -34,7 +34,7 @@ import pika.spec
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import BrokerUnavailable, TransportError
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import Delivery, next_delivery
+from pubsubpy.transports.base import TAG_BITS, Delivery, next_delivery
 from pubsubpy.transports.rabbitmq.connection import abandon, connect, translate_errors, within
 from pubsubpy.transports.rabbitmq.properties import from_pika_properties
 
@@ -42,7 +42,7 @@ __all__ = ["RabbitConsumer"]
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
-_GENERATION_SHIFT = 40
+_GENERATION_SHIFT = TAG_BITS
 _CLOSE_BUDGET = 2.0  # seconds for a polite cancel + final acks on close
 
 
@@ -150,6 +150,11 @@ class RabbitConsumer:
             if remaining <= 0 and not self._buffer:
                 self._woken = False
                 return None
+
+    @property
+    def connected(self) -> bool:
+        connection = self._connection
+        return self._broken is None and self._channel is not None and connection is not None and connection.is_open
 
     def is_empty(self) -> bool:
         if self._buffer:

@@ -1,0 +1,51 @@
+"""A worker's readiness, as a Kubernetes probe asks for it: is its consumer attached to the broker?
+
+The consumer loop reports here (``attached``, ``detached``, ``turned``); the
+metrics server's ``/healthz`` reads ``ready()`` from another thread. Ready means:
+a consumer is attached to the queue on a live connection, and the loop has
+turned within ``stale_after`` seconds (it turns at least every 0.2 s while
+healthy, handlers running or not), so a wedged loop is not ready either.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from pubsubpy.transports.base import Consumer
+
+__all__ = ["WorkerHealth"]
+
+
+class WorkerHealth:
+    def __init__(self, stale_after: float = 60.0) -> None:
+        self._lock = threading.Lock()
+        self._consumer: Consumer | None = None
+        self._turned = 0.0
+        self._stale_after = stale_after
+        self.queue: str | None = None
+
+    def attached(self, consumer: Consumer, queue: str) -> None:
+        with self._lock:
+            self._consumer, self.queue = consumer, queue
+            self._turned = time.monotonic()
+
+    def detached(self) -> None:
+        with self._lock:
+            self._consumer = None
+
+    def turned(self) -> None:
+        self._turned = time.monotonic()
+
+    def ready(self) -> tuple[bool, str]:
+        """(ready, why) for a probe's answer."""
+        with self._lock:
+            consumer, turned = self._consumer, self._turned
+        if consumer is None:
+            return False, "no consumer: starting, reconnecting or stopped"
+        if not consumer.connected:
+            return False, f"consumer on {self.queue} lost its connection; reconnecting"
+        idle = time.monotonic() - turned
+        if idle > self._stale_after:
+            return False, f"the consumer loop has not turned for {idle:.0f}s"
+        return True, f"consuming from {self.queue}"

@@ -1,0 +1,146 @@
+"""Middleware: code that runs around every publish and every handler run, and after every message.
+
+Subclass ``Middleware``, override what you need, and pass instances as
+``PubSub(middleware=[...])``. The library's own tracing and metrics
+(``pubsubpy.telemetry``) are middleware too; they run outermost, so yours run
+inside their spans. In list order, the first middleware is the outermost.
+
+- ``publish(context, send)``: around sending ``context.messages``. Call ``send()``
+  (it returns the message ids) and return what it returns; headers added to a
+  message before ``send()`` travel with it. ``context.stage`` is ``"send"`` (to the
+  broker, confirmed), ``"outbox"`` (written to the outbox in the caller's
+  transaction; a relay sends them after the commit) or ``"relay"`` (the relay
+  sending stored messages, headers as they were written).
+- ``handle(context, run)``: around one handler's run on one message, on the
+  handler's thread. ``run()`` never raises: it returns a ``HandlerResult`` saying
+  what became of the run (``handled``, ``retried``, ``dead_lettered`` with a
+  reason) and the exception, if any. An exception your ``handle`` raises fails
+  the run as the handler's own would (it is retried, then dead-lettered).
+- ``after_message(context)``: once per settled message, on the consumer's thread,
+  after the broker has its outcome (acked; a retry or dead-letter copy confirmed).
+  Exceptions here are logged and ignored: the message is already settled.
+
+Publishing from inside ``handle`` is allowed (it goes through ``publish`` again).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pubsubpy.outcomes import Outcome, Reason
+from pubsubpy.transports.base import OutgoingMessage
+
+if TYPE_CHECKING:
+    from pubsubpy.dispatch import MessageInfo
+
+__all__ = ["HandlerContext", "HandlerResult", "MessageContext", "Middleware", "PublishContext"]
+
+log = logging.getLogger("pubsubpy.middleware")
+
+PublishStage = Literal["send", "outbox", "relay"]
+
+
+@dataclass(slots=True)
+class PublishContext:
+    """One publish call: one message (``publish_model_event``) or a batch (``publish_many``, a relay batch)."""
+
+    messages: Sequence[OutgoingMessage]
+    stage: PublishStage
+    batch: bool                      # publish_many or a relay batch (even of one message)
+    exchange: str
+    unroutable: list[str] = field(default_factory=list)  # set by send(): ids of mandatory messages no queue took
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    """One handler about to run on one message."""
+
+    handler: str                     # the subscription's name (module.function)
+    message: MessageInfo
+    payload: Any                     # what the handler receives
+    exchange: str                    # the exchange the event was published to
+    queue: str                       # the service queue it was consumed from
+    delivery_tag: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerResult:
+    """What became of one handler run: ``handled``, or ``retried``, or ``dead_lettered`` with the reason
+    (``rejected`` for ``Reject``, ``handler_error`` on the last attempt)."""
+
+    outcome: Outcome
+    reason: Reason | None = None
+    exception: BaseException | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is Outcome.HANDLED
+
+
+HANDLED = HandlerResult(Outcome.HANDLED)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageContext:
+    """A settled message: its outcome as the broker now has it."""
+
+    message: MessageInfo
+    outcome: Outcome
+    reason: Reason | None            # set for dead letters
+    error: str | None                # the dead letter's or retry's error text
+    exchange: str
+    queue: str
+    handlers_ran: bool               # False when it ended before any handler (bad payload, unknown key...)
+
+
+class Middleware:
+    """Override any of the three methods; the defaults pass straight through."""
+
+    def publish(self, context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
+        return send()
+
+    def handle(self, context: HandlerContext, run: Callable[[], HandlerResult]) -> HandlerResult:
+        return run()
+
+    def after_message(self, context: MessageContext) -> None:
+        return None
+
+
+class MiddlewareChain:
+    """The middleware of one ``PubSub``, each method called only on those that override it."""
+
+    def __init__(self, middleware: Sequence[object]) -> None:
+        for item in middleware:
+            if not isinstance(item, Middleware):
+                from pubsubpy.errors import ConfigurationError
+
+                raise ConfigurationError(f"middleware {item!r} is not a pubsubpy.Middleware: subclass it and "
+                                         "override publish, handle or after_message")
+        self.middleware: tuple[Middleware, ...] = tuple(m for m in middleware if isinstance(m, Middleware))
+        self._publishers = [m for m in self.middleware if type(m).publish is not Middleware.publish]
+        self._handlers = [m for m in self.middleware if type(m).handle is not Middleware.handle]
+        self._observers = [m for m in self.middleware if type(m).after_message is not Middleware.after_message]
+        self.observes_messages = bool(self._observers)
+        self.wraps_handlers = bool(self._handlers)
+
+    def publish(self, context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
+        for item in reversed(self._publishers):
+            send = functools.partial(item.publish, context, send)
+        return send()
+
+    def handle(self, context: HandlerContext, run: Callable[[], HandlerResult]) -> HandlerResult:
+        for item in reversed(self._handlers):
+            run = functools.partial(item.handle, context, run)
+        return run()
+
+    def after_message(self, context: MessageContext) -> None:
+        for item in self._observers:
+            try:
+                item.after_message(context)
+            except Exception:
+                log.exception("middleware %r failed in after_message for %s (ignored: the message is settled)",
+                              item, context.message.message_id)

@@ -1,0 +1,174 @@
+"""Metrics middleware, through the OpenTelemetry metrics API (names in ``conventions.py``).
+
+- ``messaging.client.sent.messages`` (counter): every message handed to the broker;
+  ``error.type`` tells the ones it did not take (``PublishNacked``,
+  ``ConfirmTimeout``, ``BrokerUnavailable``...) and ``unroutable`` ones; the rest
+  were confirmed. Outbox writes are counted when the relay sends them.
+- ``messaging.client.operation.duration`` (histogram, s): a publish call, confirms included.
+- ``messaging.client.consumed.messages`` (counter): settled messages, by
+  ``pubsubpy.outcome`` and ``pubsubpy.reason``.
+- ``messaging.process.duration`` (histogram, s): one handler run, by ``pubsubpy.handler``.
+- ``pubsubpy.message.end_to_end.duration`` (histogram, s): from publishing (the
+  ``pubsubpy-published-at`` header, milliseconds) until the message was settled.
+- ``pubsubpy.queue.messages`` (observable gauge): ready messages in a service's queue
+  and dead-letter queue, read on a connection of its own (``observe_queue_depth``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+from pubsubpy.deadline import Deadline
+from pubsubpy.envelope import published_at
+from pubsubpy.errors import PublishError, PublishNacked, TransportError
+from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
+from pubsubpy.telemetry import conventions as c
+from pubsubpy.topology import dead_letter_queue, service_queue
+
+if TYPE_CHECKING:
+    from pubsubpy.app import PubSub
+
+__all__ = ["Metrics", "observe_queue_depth"]
+
+log = logging.getLogger("pubsubpy.telemetry")
+
+
+def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
+    from pubsubpy import __version__
+
+    return metrics.get_meter("pubsubpy", __version__, meter_provider, schema_url=c.SCHEMA_URL)
+
+
+class Metrics(Middleware):
+    """Counters and histograms for publishing and handling. Uses the global meter provider unless given one."""
+
+    def __init__(self, meter_provider: MeterProvider | None = None, *, system: str = "rabbitmq") -> None:
+        meter = _meter(meter_provider)
+        self._system = system
+        self._sent = meter.create_counter(c.SENT_MESSAGES, unit="{message}",
+                                          description="Messages handed to the broker (error.type: not taken)")
+        self._publish_duration = meter.create_histogram(
+            c.OPERATION_DURATION, unit="s", description="Duration of a publish, confirms included",
+            explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
+        self._consumed = meter.create_counter(c.CONSUMED_MESSAGES, unit="{message}",
+                                              description="Messages settled, by pubsubpy.outcome")
+        self._process_duration = meter.create_histogram(
+            c.PROCESS_DURATION, unit="s", description="Duration of one handler run",
+            explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
+        self._latency = meter.create_histogram(
+            c.END_TO_END_DURATION, unit="s", description="From publishing to settling the message",
+            explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
+
+    def publish(self, context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
+        if context.stage == "outbox":
+            return send()
+        started = time.perf_counter()
+        errors: dict[str, str] = {}
+        try:
+            return send()
+        except PublishError as exc:
+            failed = exc.message_ids or [m.properties.message_id or "" for m in context.messages]
+            errors = dict.fromkeys(failed, type(exc).__qualname__)
+            if isinstance(exc, PublishNacked):
+                errors.update(dict.fromkeys(exc.unroutable, "unroutable"))
+            raise
+        except Exception as exc:
+            errors = {m.properties.message_id or "": type(exc).__qualname__ for m in context.messages}
+            raise
+        finally:
+            errors.update(dict.fromkeys(context.unroutable, "unroutable"))
+            self._count_sent(context, errors, time.perf_counter() - started)
+
+    def _count_sent(self, context: PublishContext, errors: dict[str, str], seconds: float) -> None:
+        groups: Counter[tuple[str, str | None]] = Counter(
+            (c.publish_destination(m.exchange, m.routing_key), errors.get(m.properties.message_id or ""))
+            for m in context.messages)
+        for (destination, error), count in groups.items():
+            attributes: dict[str, Any] = {c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "publish",
+                                          c.DESTINATION_NAME: destination}
+            if error is not None:
+                attributes[c.ERROR_TYPE] = error
+            self._sent.add(count, attributes)
+        duration: dict[str, Any] = {c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "publish",
+                                    c.OPERATION_TYPE: "send", c.DESTINATION_NAME: context.exchange}
+        if errors and any(e != "unroutable" for e in errors.values()):
+            duration[c.ERROR_TYPE] = next(e for e in errors.values() if e != "unroutable")
+        self._publish_duration.record(seconds, duration)
+
+    def handle(self, context: HandlerContext, run: Callable[[], HandlerResult]) -> HandlerResult:
+        started = time.perf_counter()
+        result = run()
+        attributes: dict[str, Any] = {
+            c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "process",
+            c.DESTINATION_NAME: c.process_destination(context.exchange, context.message.routing_key, context.queue),
+            c.HANDLER: context.handler, c.OUTCOME: result.outcome.value,
+        }
+        if result.exception is not None:
+            attributes[c.ERROR_TYPE] = type(result.exception).__qualname__
+        self._process_duration.record(time.perf_counter() - started, attributes)
+        return result
+
+    def after_message(self, context: MessageContext) -> None:
+        attributes: dict[str, Any] = {
+            c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "process",
+            c.DESTINATION_NAME: c.process_destination(context.exchange, context.message.routing_key, context.queue),
+            c.OUTCOME: context.outcome.value,
+        }
+        if context.reason is not None:
+            attributes[c.REASON] = context.reason.value
+        self._consumed.add(1, attributes)
+        sent = published_at(context.message.headers)
+        if sent is not None:
+            latency = time.time() - sent
+            if 0 <= latency < 86_400 * 365:  # a clock far off, or a forged header, is not a latency
+                self._latency.record(latency, attributes)
+
+
+def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None,
+                        timeout: float = 2.0) -> Callable[[], None]:
+    """Register ``pubsubpy.queue.messages`` for ``app``'s service queue and dead-letter queue. Read at
+    collection time, on a transport of its own (never the worker's connection), each read bounded by
+    ``timeout``; a broker that does not answer yields no observation, not a stale one. Returns a
+    function that closes that transport."""
+    from pubsubpy.app import make_transport
+
+    service = app.settings.service_name
+    if service is None:
+        raise ValueError("queue depth needs service_name")
+    own = app.settings.scheme != "memory"  # memory:// has one broker per PubSub: read that one
+    transport = make_transport(app.settings) if own else app.transport
+    lock = threading.Lock()
+    queues = [service_queue(service), dead_letter_queue(service)]
+
+    def observe(_options: CallbackOptions) -> Iterable[Observation]:
+        observations = []
+        with lock:
+            deadline = Deadline.after(timeout)
+            for queue in queues:
+                try:
+                    info = transport.queue_info(queue, deadline=deadline)
+                except TransportError as exc:
+                    log.debug("queue depth of %s not read: %s", queue, exc)
+                    continue
+                if info is not None:
+                    observations.append(Observation(info.messages, {c.MESSAGING_SYSTEM: "rabbitmq", c.QUEUE: queue}))
+        return observations
+
+    _meter(meter_provider).create_observable_gauge(
+        c.QUEUE_DEPTH, callbacks=[observe], unit="{message}",
+        description="Messages ready in the service's queue and its dead-letter queue")
+
+    def close() -> None:
+        if own:
+            with lock:
+                transport.close()
+
+    return close
