@@ -139,15 +139,28 @@ def _build() -> click.Group:
     @with_connection
     @click.option("--concurrency", type=click.IntRange(min=1, max=1000), default=1, show_default=True,
                   help="handlers running at once, on threads (for I/O-bound handlers)")
+    @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
+                  help="serve Prometheus /metrics and a /healthz readiness probe on this port "
+                       "(needs pubsubpy[prometheus])")
     def worker(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
-               concurrency: int) -> None:
+               concurrency: int, metrics_port: int | None) -> None:
         from pubsubpy.worker import exit_code
 
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
         def action() -> int:
-            result = _load_app(app_path, url, exchange, service).run(concurrency=concurrency)
+            app = _load_app(app_path, url, exchange, service)
+            server = None
+            if metrics_port is not None:
+                from pubsubpy.telemetry.server import serve_metrics
+
+                server = serve_metrics(app, metrics_port)
+            try:
+                result = app.run(concurrency=concurrency)
+            finally:
+                if server is not None:
+                    server.close()
             click.echo(str(result))
             return exit_code(result)
 

@@ -147,6 +147,7 @@ def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None
     transport = make_transport(app.settings) if own else app.transport
     lock = threading.Lock()
     queues = [service_queue(service), dead_letter_queue(service)]
+    system = "rabbitmq" if own else "pubsubpy-memory"
 
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
         observations = []
@@ -159,7 +160,7 @@ def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None
                     log.debug("queue depth of %s not read: %s", queue, exc)
                     continue
                 if info is not None:
-                    observations.append(Observation(info.messages, {c.MESSAGING_SYSTEM: "rabbitmq", c.QUEUE: queue}))
+                    observations.append(Observation(info.messages, {c.MESSAGING_SYSTEM: system, c.QUEUE: queue}))
         return observations
 
     _meter(meter_provider).create_observable_gauge(

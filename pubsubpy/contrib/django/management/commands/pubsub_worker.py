@@ -18,14 +18,25 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--concurrency", type=int, default=1, help="handlers running at once, on threads")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="serve Prometheus /metrics and a /healthz readiness probe (pubsubpy[prometheus])")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1:
             raise CommandError(f"--concurrency must be >= 1, got {options['concurrency']}")
+        app = pubsubpy.get_default()
+        server = None
         try:
-            result = pubsubpy.get_default().run(concurrency=options["concurrency"])
+            if options["metrics_port"] is not None:
+                from pubsubpy.telemetry.server import serve_metrics
+
+                server = serve_metrics(app, options["metrics_port"])
+            result = app.run(concurrency=options["concurrency"])
         except PubSubError as exc:
             raise CommandError(f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            if server is not None:
+                server.close()
         self.stdout.write(str(result))
         code = exit_code(result)
         if code:
