@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal
 
 from typing_extensions import assert_type
 
@@ -69,3 +70,22 @@ count: int = pubsubpy.dead_letter_count(timeout=5.0)
 # Versions: publish a given version; handlers can read which version arrived.
 version_sent: str = app.publish_model_event("shop.models.Booking", "updated", {"id": 1, "status": "x"}, version=1)
 schema_version: int = MessageInfo("m", "Booking.updated", 1, False, {}, None, None, None).schema_version
+
+
+class Audit(pubsubpy.Middleware):
+    def publish(self, context: pubsubpy.PublishContext, send: Callable[[], list[str]]) -> list[str]:
+        assert_type(context.stage, Literal["send", "outbox", "relay"])
+        return send()
+
+    def handle(self, context: pubsubpy.HandlerContext, run: Callable[[], pubsubpy.HandlerResult]
+               ) -> pubsubpy.HandlerResult:
+        result = run()
+        assert_type(result.exception, BaseException | None)
+        assert_type(context.message, MessageInfo)
+        return result
+
+    def after_message(self, context: pubsubpy.MessageContext) -> None:
+        assert_type(context.handlers_ran, bool)
+
+
+audited = PubSub("memory://", service_name="audit", middleware=[Audit()], telemetry=False)
