@@ -166,3 +166,15 @@ def test_telemetry_false_and_no_middleware_means_no_chain_at_all() -> None:
     on = PubSub("memory://")  # opentelemetry-api is installed in the test environment
     assert on._middleware is not None
     assert [type(m).__name__ for m in on._middleware.middleware] == ["Tracing", "Metrics"]
+
+
+def test_django_settings_name_middleware_by_dotted_path() -> None:
+    from examples.middleware import Tenancy
+    from pubsubpy.contrib.django.apps import middleware
+
+    [made] = middleware({"middleware": ["examples.middleware.Tenancy"]})
+    assert isinstance(made, Tenancy)
+    with pytest.raises(ConfigurationError, match=r"cannot import 'examples\.nothing\.Here'"):
+        middleware({"middleware": ["examples.nothing.Here"]})
+    with pytest.raises(ConfigurationError, match="must be a list of dotted paths"):
+        middleware({"middleware": "examples.middleware.Tenancy"})

@@ -7,14 +7,14 @@ from typing import Any
 
 from django.apps import AppConfig
 from django.conf import settings
-from django.utils.module_loading import autodiscover_modules
+from django.utils.module_loading import autodiscover_modules, import_string
 
 import pubsubpy
 from pubsubpy.errors import ConfigurationError
 
 # PUBSUBPY keys that configure the Django side, not PubSub itself.
 _OWN_KEYS = {"model_events", "subscribers_module", "outbox", "outbox_database", "outbox_retention",
-             "outbox_send_on_commit", "inbox_retention"}
+             "outbox_send_on_commit", "inbox_retention", "middleware"}
 
 
 def own_settings() -> dict[str, Any]:
@@ -43,6 +43,23 @@ def duration(key: str, default: dt.timedelta) -> dt.timedelta:
                              f"got {value!r}")
 
 
+def middleware(configured: dict[str, Any]) -> list[Any]:
+    """``PUBSUBPY["MIDDLEWARE"]``: dotted paths of ``pubsubpy.Middleware`` classes (made with no arguments)
+    or instances, as Django's own ``MIDDLEWARE`` names classes."""
+    items = configured.get("middleware", [])
+    if isinstance(items, str) or not isinstance(items, (list, tuple)):
+        raise ConfigurationError(f"PUBSUBPY['MIDDLEWARE'] must be a list of dotted paths, got {items!r}")
+    made = []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item = import_string(item)
+            except ImportError as exc:
+                raise ConfigurationError(f"PUBSUBPY['MIDDLEWARE']: cannot import {item!r}: {exc}") from None
+        made.append(item() if isinstance(item, type) else item)
+    return made
+
+
 def outbox_database() -> str:
     return str(own_settings().get("outbox_database", "default"))
 
@@ -62,7 +79,7 @@ class PubSubConfig(AppConfig):
         inbox = DjangoInbox(retention=duration("inbox_retention", dt.timedelta(days=30)))
         if not default.configured:
             assert configured is not None
-            pubsubpy.init(inbox=inbox, **init_options(configured))
+            pubsubpy.init(inbox=inbox, middleware=middleware(lowered), **init_options(configured))
         elif default._inbox is None:
             default._inbox = inbox
         if lowered.get("outbox"):
