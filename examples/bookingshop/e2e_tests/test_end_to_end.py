@@ -4,7 +4,9 @@
 with the outbox on: a save writes its event to the outbox table, and
 `pubsub_relay` sends it after the commit. `billing` is a second Django project
 run through its manage.py, on its own database (a fresh PostgreSQL database
-when DATABASE_URL is set, SQLite otherwise), with an idempotent handler.
+when DATABASE_URL is set, SQLite otherwise), with an idempotent handler. The
+tracing test runs the shop as processes too (`manage.py book`, `pubsub_relay`),
+with TRACES_TO_CONSOLE=1, and follows one trace through the spans both print.
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ def broker() -> None:
         pytest.skip("RabbitMQ is not reachable")
 
 
+def manage(project: str, env: dict[str, str], *args: str) -> str:
+    """`manage.py ARGS` of `project` (shop or billing) in a process of its own; its stdout."""
+    proc = subprocess.run([sys.executable, "manage.py", *args], cwd=HERE / project, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, f"{project} manage.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
 class Billing:
     """The subscribing service, driven through its manage.py like an operator would."""
 
@@ -58,10 +68,7 @@ class Billing:
                     "DJANGO_SETTINGS_MODULE": "billing_site.settings"}
 
     def manage(self, *args: str) -> str:
-        proc = subprocess.run([sys.executable, "manage.py", *args], cwd=HERE / "billing", env=self.env,
-                              capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 0, f"manage.py {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-        return proc.stdout
+        return manage("billing", self.env, *args)
 
     def invoices(self) -> list[dict[str, Any]]:
         code = ("import json; from invoices.models import Invoice; "
@@ -87,14 +94,15 @@ class Billing:
             app.close()
 
 
-def _billing_database(tmp_path: Path) -> Iterator[str]:
+def _fresh_database(tmp_path: Path, project: str) -> Iterator[str]:
+    """A new database for `project` run as its own processes: PostgreSQL when DATABASE_URL is set."""
     shop_url = os.environ.get("DATABASE_URL")
     if not shop_url:
-        yield f"sqlite:///{tmp_path / 'billing.sqlite3'}"
+        yield f"sqlite:///{tmp_path / f'{project}.sqlite3'}"
         return
     import psycopg
 
-    name = f"billing_e2e_{uuid.uuid4().hex[:8]}"
+    name = f"{project}_e2e_{uuid.uuid4().hex[:8]}"
     admin = shop_url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -118,7 +126,7 @@ def unsent() -> int:
 
 @pytest.fixture
 def billing(tmp_path: Path) -> Iterator[Billing]:
-    for url in _billing_database(tmp_path):
+    for url in _fresh_database(tmp_path, "billing"):
         service = f"e2e-billing-{uuid.uuid4().hex[:8]}"
         app = Billing(url, service)
         app.manage("migrate", "--noinput")
@@ -425,3 +433,78 @@ def test_schema_lock_and_check_through_the_management_command(billing: Billing, 
                                                                       document["channels"].values()}
     billing.manage("pubsub_schema", "docs", "--out", str(tmp_path / "catalogue"))
     assert "Booking.updated" in (tmp_path / "catalogue" / "index.html").read_text()
+
+
+# -- tracing: one trace from the save in shop to the handler in billing ----------------------------
+
+TRACES = {"TRACES_TO_CONSOLE": "1"}  # console_tracing.py: each project prints its spans as JSON on stdout
+
+
+def printed_spans(output: str) -> list[dict[str, Any]]:
+    """The spans ConsoleSpanExporter printed (indented JSON objects, "{" and "}" alone on their lines)
+    among a command's other output."""
+    spans: list[dict[str, Any]] = []
+    lines: list[str] | None = None
+    for line in output.splitlines():
+        if line == "{":
+            lines = []
+        if lines is not None:
+            lines.append(line)
+            if line == "}":
+                spans.append(json.loads("\n".join(lines)))
+                lines = None
+    return spans
+
+
+def the_span(spans: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    named = [span for span in spans if span["name"] == name]
+    assert len(named) == 1, (name, [span["name"] for span in spans])
+    return named[0]
+
+
+@pytest.fixture
+def shop(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The shop as processes of its own (with tracing, a process's global tracer provider is set once, at
+    start-up), on a fresh database: the environment to run its manage.py with."""
+    for url in _fresh_database(tmp_path, "shop"):
+        env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(HERE),
+               "DJANGO_SETTINGS_MODULE": "shop_site.settings",
+               "PUBSUBPY_EXCHANGE": settings.PUBSUBPY["MODEL_EXCHANGE"], **TRACES}
+        manage("shop", env, "migrate", "--noinput")
+        yield env
+
+
+def test_one_trace_runs_from_the_save_in_shop_through_the_relay_to_the_handler_in_billing(
+        shop: dict[str, str], billing: Billing) -> None:
+    saved = printed_spans(manage("shop", shop, "book", "Ada", "3", "36000"))  # the outbox write
+    relayed = printed_spans(manage("shop", shop, "pubsub_relay", "--once"))
+    assert billing.depth() == 1, "the relay's publish was confirmed: the event is in billing's queue"
+    billing.env.update(TRACES)
+    out = billing.drain()
+    assert "1 handled" in out, out
+    handled = printed_spans(out)
+
+    exchange = settings.PUBSUBPY["MODEL_EXCHANGE"]
+    book = the_span(saved, "book")
+    create = the_span(saved, f"create {exchange}:Booking.created")
+    publish = the_span(relayed, f"publish {exchange}:Booking.created")
+    process = the_span(handled, f"process {exchange}:Booking.created:{billing.service}.events")
+    trace_id = book["context"]["trace_id"]
+
+    assert book["parent_id"] is None, "the command is the trace's root"
+    assert (create["context"]["trace_id"], create["parent_id"]) == (trace_id, book["context"]["span_id"])
+    assert (process["context"]["trace_id"], process["parent_id"]) == (trace_id, create["context"]["span_id"]), \
+        "billing's handler run is the child of the outbox write, across the relay and the broker"
+    assert [link["context"]["span_id"] for link in publish["links"]] == [create["context"]["span_id"]]
+    assert publish["links"][0]["context"]["trace_id"] == trace_id
+    assert publish["context"]["trace_id"] != trace_id, "the relay's batch is a trace of its own, linked"
+
+    assert [span["kind"] for span in (create, publish, process)] == \
+        ["SpanKind.PRODUCER", "SpanKind.CLIENT", "SpanKind.CONSUMER"]
+    assert [span["resource"]["attributes"]["service.name"] for span in (book, create, publish, process)] == \
+        ["shop", "shop", "shop", "billing"]
+    message_id = create["attributes"]["messaging.message.id"]
+    assert process["attributes"]["messaging.message.id"] == message_id
+    assert process["attributes"]["pubsubpy.handler"] == "invoices.subscribers.keep_invoice"
+    assert process["attributes"]["pubsubpy.outcome"] == "handled"
+    assert [e["message_id"] for e in billing.events()] == [message_id]

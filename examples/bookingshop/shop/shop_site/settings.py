@@ -3,6 +3,7 @@
 import os
 from pathlib import Path
 
+import console_tracing
 from database import database
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -12,6 +13,9 @@ USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "bookings", "pubsubpy.contrib.django"]
 DATABASES = {"default": database(BASE_DIR / "shop.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# TRACES_TO_CONSOLE=1: print every span (JSON, service.name "shop") on stdout; see console_tracing.py.
+console_tracing.install("shop")
 
 PUBSUBPY = {
     "AMQP_URL": os.environ.get("PUBSUBPY_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
