@@ -273,15 +273,15 @@ class PubSub:
             self._ensure_exchange()
             context = PublishContext(messages, "send", batch, self.settings.model_exchange)
             send = functools.partial(self._publisher().send, self.transport, messages, context.unroutable)
-        middleware = self._middleware
-        return send() if middleware is None else middleware.publish(context, send)
+        active = self._middleware.publishers() if self._middleware is not None else None
+        return MiddlewareChain.publish(active, context, send) if active else send()
 
     def _send(self, messages: list[OutgoingMessage]) -> list[str]:
         """Encoded messages straight to the broker, confirmed (the outbox relay's way out); returns the
         ids of mandatory ones no queue took."""
         self._ensure_exchange()
-        middleware = self._middleware
-        if middleware is None:
+        active = self._middleware.publishers() if self._middleware is not None else None
+        if not active:
             return self.transport.publish(messages)
         context = PublishContext(messages, "relay", True, self.settings.model_exchange)
 
@@ -289,7 +289,7 @@ class PubSub:
             context.unroutable[:] = self.transport.publish(messages)
             return [m.properties.message_id or "" for m in messages]
 
-        middleware.publish(context, send)
+        MiddlewareChain.publish(active, context, send)
         return list(context.unroutable)
 
     def publish_many(self, events: Iterable[EventSpec]) -> list[str]:

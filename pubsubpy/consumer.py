@@ -298,7 +298,7 @@ class _Loop:
         result = self.result
         debug = log.isEnabledFor(logging.DEBUG)
         middleware = self.options.middleware
-        observer = middleware if middleware is not None and middleware.observes_messages else None
+        observers = middleware.observers() if middleware is not None and middleware.observes_messages else None
         for delivery, decision in done:
             consumer.ack(delivery.tag)
             outcome = outcome_of(decision)
@@ -317,8 +317,8 @@ class _Loop:
             elif debug:
                 log.debug("%s %s (%s)", outcome.value, delivery.properties.message_id, decision.routing_key,
                           extra=self.log_fields(delivery, decision, outcome))
-            if observer is not None:
-                observer.after_message(self.message_context(delivery, decision, outcome))
+            if observers:
+                MiddlewareChain.after_message(observers, self.message_context(delivery, decision, outcome))
             if self.options.on_message is not None:
                 self.options.on_message(result)
 

@@ -249,8 +249,8 @@ class Dispatcher:
             if decision.dead:
                 return decision
             plan.conversions[schema] = conversions
-        middleware = self._middleware
-        info = self.info(delivery, decision, version) if plan.wants_info or middleware is not None else None
+        middleware = self._middleware.handlers() if self._middleware is not None else None
+        info = self.info(delivery, decision, version) if plan.wants_info or middleware else None
         raw: dict[str, Any] | None = None
         failures: list[HandlerRun] = []
         for sub, target in zip(plan.subs, conversions, strict=True):
@@ -272,7 +272,7 @@ class Dispatcher:
             call: Callable[..., object] = handler
             if sub.idempotent:
                 call, args = self._run_once, (sub, handler, delivery.properties.message_id, args)
-            if middleware is None:
+            if not middleware:
                 failure = run_handler(sub, call, args, routing_key, attempt, self.max_attempts(sub),
                                       delivery.properties.message_id)
             else:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pubsubpy.errors import Reject
-from pubsubpy.middleware import HANDLED, HandlerContext, HandlerResult, MiddlewareChain
+from pubsubpy.middleware import HANDLED, HandlerContext, HandlerResult, Middleware, MiddlewareChain
 from pubsubpy.outcomes import Outcome, Reason
 from pubsubpy.router import Subscription
 
@@ -73,7 +73,8 @@ def run_handler(sub: Subscription, call: Callable[..., object], args: tuple[Any,
     return None
 
 
-def run_observed(chain: MiddlewareChain, context: HandlerContext, sub: Subscription, call: Callable[..., object],
+def run_observed(middleware: Sequence[Middleware], context: HandlerContext, sub: Subscription,
+                 call: Callable[..., object],
                  args: tuple[Any, ...], routing_key: str, attempt: int, max_attempts: int,
                  message_id: str | None) -> HandlerRun | None:
     """``run_handler`` inside the middleware's ``handle`` methods. An exception a middleware raises
@@ -90,7 +91,7 @@ def run_observed(chain: MiddlewareChain, context: HandlerContext, sub: Subscript
         return HANDLED
 
     try:
-        chain.handle(context, run)
+        MiddlewareChain.handle(middleware, context, run)
     except Exception as exc:
         if not failures:
             return _failed(sub, exc, routing_key, attempt, max_attempts, message_id)

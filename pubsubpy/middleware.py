@@ -98,7 +98,12 @@ class MessageContext:
 
 
 class Middleware:
-    """Override any of the three methods; the defaults pass straight through."""
+    """Override any of the three methods; the defaults pass straight through. ``active()`` returning
+    False skips the middleware for that call (the library's telemetry does, until an OpenTelemetry SDK
+    is installed, so an application without one pays next to nothing)."""
+
+    def active(self) -> bool:
+        return True
 
     def publish(self, context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
         return send()
@@ -127,18 +132,31 @@ class MiddlewareChain:
         self.observes_messages = bool(self._observers)
         self.wraps_handlers = bool(self._handlers)
 
-    def publish(self, context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
-        for item in reversed(self._publishers):
+    def publishers(self) -> list[Middleware]:
+        return [m for m in self._publishers if m.active()]
+
+    def handlers(self) -> list[Middleware]:
+        return [m for m in self._handlers if m.active()]
+
+    def observers(self) -> list[Middleware]:
+        return [m for m in self._observers if m.active()]
+
+    @staticmethod
+    def publish(items: Sequence[Middleware], context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
+        for item in reversed(items):
             send = functools.partial(item.publish, context, send)
         return send()
 
-    def handle(self, context: HandlerContext, run: Callable[[], HandlerResult]) -> HandlerResult:
-        for item in reversed(self._handlers):
+    @staticmethod
+    def handle(items: Sequence[Middleware], context: HandlerContext, run: Callable[[], HandlerResult]
+               ) -> HandlerResult:
+        for item in reversed(items):
             run = functools.partial(item.handle, context, run)
         return run()
 
-    def after_message(self, context: MessageContext) -> None:
-        for item in self._observers:
+    @staticmethod
+    def after_message(items: Sequence[Middleware], context: MessageContext) -> None:
+        for item in items:
             try:
                 item.after_message(context)
             except Exception:

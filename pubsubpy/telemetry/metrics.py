@@ -19,12 +19,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, MeterProvider, Observation
+
+try:
+    from opentelemetry.metrics._internal import _ProxyMeterProvider as _Proxy
+except ImportError:  # pragma: no cover - an API without the proxy: always measure
+    _Proxy = ()  # type: ignore[assignment,misc]
 
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import published_at
@@ -47,25 +53,77 @@ def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
     return metrics.get_meter("pubsubpy", __version__, meter_provider, schema_url=c.SCHEMA_URL)
 
 
+class _Tally:
+    """A counter kept in a dict and reported at collection time (an observable counter): adding costs a
+    dict update instead of the SDK's per-measurement attribute work, which dominated a drain's cost."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[tuple[str, Any], ...], int] = {}
+
+    def add(self, count: int, attributes: tuple[tuple[str, Any], ...]) -> None:
+        with self._lock:
+            self._counts[attributes] = self._counts.get(attributes, 0) + count
+
+    def observe(self, _options: CallbackOptions) -> Iterable[Observation]:
+        with self._lock:
+            counts = list(self._counts.items())
+        return [Observation(total, dict(attributes)) for attributes, total in counts]
+
+
+class _GlobalProvider:
+    """The key of the global meter provider's tallies (weakly referenceable, unlike ``object()``)."""
+
+
+_GLOBAL = _GlobalProvider()
+_TALLIES: weakref.WeakKeyDictionary[object, tuple[_Tally, _Tally]] = weakref.WeakKeyDictionary()
+_TALLIES_LOCK = threading.Lock()
+
+
+def _tallies(meter_provider: MeterProvider | None, meter: metrics.Meter) -> tuple[_Tally, _Tally]:
+    """The sent and consumed tallies of one meter provider, shared by every ``Metrics`` on it: an
+    observable counter registers once per name and meter (as the SDK does for its own instruments);
+    a second registration would be dropped, and with it that instance's counts."""
+    key: object = _GLOBAL if meter_provider is None else meter_provider
+    with _TALLIES_LOCK:
+        found = _TALLIES.get(key)
+        if found is None:
+            found = _TALLIES[key] = (_Tally(), _Tally())
+            meter.create_observable_counter(c.SENT_MESSAGES, [found[0].observe], unit="{message}",
+                                            description="Messages handed to the broker (error.type: not taken)")
+            meter.create_observable_counter(c.CONSUMED_MESSAGES, [found[1].observe], unit="{message}",
+                                            description="Messages settled, by pubsubpy.outcome")
+    return found
+
+
 class Metrics(Middleware):
     """Counters and histograms for publishing and handling. Uses the global meter provider unless given one."""
 
     def __init__(self, meter_provider: MeterProvider | None = None, *, system: str = "rabbitmq") -> None:
         meter = _meter(meter_provider)
         self._system = system
-        self._sent = meter.create_counter(c.SENT_MESSAGES, unit="{message}",
-                                          description="Messages handed to the broker (error.type: not taken)")
+        self._active = meter_provider is not None
+        self._looked = 0.0
+        self._sent, self._consumed = _tallies(meter_provider, meter)
         self._publish_duration = meter.create_histogram(
             c.OPERATION_DURATION, unit="s", description="Duration of a publish, confirms included",
             explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
-        self._consumed = meter.create_counter(c.CONSUMED_MESSAGES, unit="{message}",
-                                              description="Messages settled, by pubsubpy.outcome")
         self._process_duration = meter.create_histogram(
             c.PROCESS_DURATION, unit="s", description="Duration of one handler run",
             explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
         self._latency = meter.create_histogram(
             c.END_TO_END_DURATION, unit="s", description="From publishing to settling the message",
             explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
+
+    def active(self) -> bool:
+        """Until the application installs a meter provider (the SDK), skip: nothing would be recorded
+        (looked up at most once a second; once installed it stays)."""
+        if not self._active:
+            now = time.monotonic()
+            if now - self._looked >= 1.0:
+                self._looked = now
+                self._active = not isinstance(metrics.get_meter_provider(), _Proxy)
+        return self._active
 
     def publish(self, context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
         if context.stage == "outbox":
@@ -92,10 +150,10 @@ class Metrics(Middleware):
             (c.publish_destination(m.exchange, m.routing_key), errors.get(m.properties.message_id or ""))
             for m in context.messages)
         for (destination, error), count in groups.items():
-            attributes: dict[str, Any] = {c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "publish",
-                                          c.DESTINATION_NAME: destination}
+            attributes: tuple[tuple[str, Any], ...] = (
+                (c.MESSAGING_SYSTEM, self._system), (c.OPERATION_NAME, "publish"), (c.DESTINATION_NAME, destination))
             if error is not None:
-                attributes[c.ERROR_TYPE] = error
+                attributes += ((c.ERROR_TYPE, error),)
             self._sent.add(count, attributes)
         duration: dict[str, Any] = {c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "publish",
                                     c.OPERATION_TYPE: "send", c.DESTINATION_NAME: context.exchange}
@@ -117,19 +175,19 @@ class Metrics(Middleware):
         return result
 
     def after_message(self, context: MessageContext) -> None:
-        attributes: dict[str, Any] = {
-            c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "process",
-            c.DESTINATION_NAME: c.process_destination(context.exchange, context.message.routing_key, context.queue),
-            c.OUTCOME: context.outcome.value,
-        }
+        destination = c.process_destination(context.exchange, context.message.routing_key, context.queue)
+        key: tuple[tuple[str, Any], ...] = (
+            (c.MESSAGING_SYSTEM, self._system), (c.OPERATION_NAME, "process"), (c.DESTINATION_NAME, destination),
+            (c.OUTCOME, context.outcome.value))
         if context.reason is not None:
-            attributes[c.REASON] = context.reason.value
-        self._consumed.add(1, attributes)
+            key += ((c.REASON, context.reason.value),)
+        self._consumed.add(1, key)
         sent = published_at(context.message.headers)
         if sent is not None:
             latency = time.time() - sent
             if 0 <= latency < 86_400 * 365:  # a clock far off, or a forged header, is not a latency
-                self._latency.record(latency, attributes)
+                self._latency.record(latency, {c.MESSAGING_SYSTEM: self._system, c.DESTINATION_NAME: destination,
+                                               c.OUTCOME: context.outcome.value})
 
 
 def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None,

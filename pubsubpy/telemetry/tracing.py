@@ -10,11 +10,12 @@ caller) keeps it, as the conventions ask. See ``conventions.py`` for names.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Link, ProxyTracerProvider, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from pubsubpy.handler_runs import describe
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
@@ -48,6 +49,19 @@ class Tracing(Middleware):
     def __init__(self, tracer_provider: TracerProvider | None = None, *, system: str = "rabbitmq") -> None:
         self._tracer: Tracer = trace.get_tracer("pubsubpy", _version(), tracer_provider, schema_url=c.SCHEMA_URL)
         self._system = system
+        self._active = tracer_provider is not None
+        self._looked = 0.0
+
+    def active(self) -> bool:
+        """Until the application installs a tracer provider (the SDK), tracing would record nothing:
+        skip it (looking again at most once a second: the lookup reads the environment). Once installed
+        it stays (OpenTelemetry sets the global provider once)."""
+        if not self._active:
+            now = time.monotonic()
+            if now - self._looked >= 1.0:
+                self._looked = now
+                self._active = not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+        return self._active
 
     # -- publishing ----------------------------------------------------------------
     def _message_attributes(self, message: OutgoingMessage, operation: str, kind: str) -> dict[str, Any]:
@@ -143,9 +157,10 @@ class Tracing(Middleware):
                                                 context=extract(message.headers), kind=SpanKind.CONSUMER,
                                                 attributes=attributes, **_NO_EXCEPTION_HANDLING) as span:
             result = run()
-            span.set_attribute(c.OUTCOME, result.outcome.value)
-            if result.reason is not None:
-                span.set_attribute(c.REASON, result.reason.value)
+            if result.reason is None:
+                span.set_attribute(c.OUTCOME, result.outcome.value)
+            else:
+                span.set_attributes({c.OUTCOME: result.outcome.value, c.REASON: result.reason.value})
             if result.exception is not None:
                 failed(span, result.exception)
             return result
