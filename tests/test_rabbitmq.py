@@ -43,6 +43,8 @@ def test_plain_pika_consumer_reads_the_documented_wire_format(rabbit_url: str, n
     assert props.app_id == app.settings.service_name
     assert props.delivery_mode == 2
     assert isinstance(props.timestamp, int) and props.timestamp > 1_700_000_000
+    published_ms = props.headers.pop("pubsubpy-published-at")  # the AMQP timestamp has whole seconds
+    assert isinstance(published_ms, int) and props.timestamp * 1000 <= published_ms < (props.timestamp + 1) * 1000
     assert props.headers == {"pubsubpy-schema-version": 1}
     app.close()
 

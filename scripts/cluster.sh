@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# scripts/cluster.sh up|down|status: three local RabbitMQ nodes in one cluster, AMQP on 127.0.0.1:5681-5683.
+#
+# Each node has its own name (pubsubpy1..3@localhost), config file (the system's rabbitmq.conf pins 5672),
+# Erlang distribution port (25681-25683), data and log directories under $PUBSUBPY_CLUSTER_DIR (default
+# /tmp/pubsubpy-cluster), and no plugins (so no management listener clashes). They run as the rabbitmq
+# user so they share its Erlang cookie with rabbitmqctl. `up` is idempotent; every wait is bounded.
+# URLs for pubsubpy: amqp://guest:guest@127.0.0.1:5681,amqp://guest:guest@127.0.0.1:5682,...
+set -euo pipefail
+
+BASE="${PUBSUBPY_CLUSTER_DIR:-/tmp/pubsubpy-cluster}"
+NODES=(pubsubpy1 pubsubpy2 pubsubpy3)
+WAIT="${PUBSUBPY_CLUSTER_WAIT:-120}"   # seconds for each node to start
+
+port() { echo $((5680 + ${1#pubsubpy})); }
+ctl() { timeout 60 rabbitmqctl -q -n "$1@localhost" "${@:2}"; }
+running() { timeout 20 rabbitmqctl -q -n "$1@localhost" status >/dev/null 2>&1; }
+
+start_node() {
+  local name="$1" dir="$BASE/$1" amqp; amqp="$(port "$1")"
+  if running "$name"; then return 0; fi
+  mkdir -p "$dir/mnesia" "$dir/log"
+  printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users.guest = true\n' "$amqp" > "$dir/rabbitmq.conf"
+  echo '[].' > "$dir/enabled_plugins"
+  chown -R rabbitmq:rabbitmq "$BASE"
+  su rabbitmq -s /bin/sh -c "env RABBITMQ_NODENAME=$name@localhost RABBITMQ_NODE_PORT=$amqp \
+      RABBITMQ_DIST_PORT=$((amqp + 20000)) RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf \
+      RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins \
+      RABBITMQ_PID_FILE=$dir/pid ERL_EPMD_ADDRESS=127.0.0.1 \
+      /usr/lib/rabbitmq/bin/rabbitmq-server -detached" >/dev/null 2>&1
+  if ! timeout "$WAIT" rabbitmqctl -q -n "$name@localhost" await_startup >/dev/null 2>&1; then
+    echo "cluster: node $name did not start within ${WAIT}s; its log: $dir/log" >&2
+    tail -n 20 "$dir/log/$name@localhost.log" >&2 2>/dev/null || true
+    exit 1
+  fi
+}
+
+members() { ctl pubsubpy1 cluster_status --formatter json 2>/dev/null | python3 -c \
+  'import json,sys; print(" ".join(sorted(json.load(sys.stdin).get("running_nodes", []))))' 2>/dev/null || true; }
+
+join() {
+  local name="$1"
+  if members | grep -q "$name@localhost"; then return 0; fi
+  ctl "$name" stop_app
+  ctl "$name" reset
+  ctl "$name" join_cluster pubsubpy1@localhost
+  ctl "$name" start_app
+}
+
+case "${1:-status}" in
+  up)
+    for name in "${NODES[@]}"; do start_node "$name"; done
+    for name in "${NODES[@]:1}"; do join "$name"; done
+    running=$(members)
+    if [ "$(wc -w <<<"$running")" -ne 3 ]; then
+      echo "cluster: expected 3 running nodes, found: ${running:-none}" >&2; exit 1
+    fi
+    echo "cluster up: $running (AMQP 127.0.0.1:5681-5683)"
+    ;;
+  down)
+    for name in "${NODES[@]}"; do
+      if running "$name"; then ctl "$name" stop >/dev/null 2>&1 || true; fi
+      pkill -u rabbitmq -f "$name@localhost" 2>/dev/null || true   # a node that did not stop in time
+    done
+    rm -rf "$BASE"
+    echo "cluster down"
+    ;;
+  status)
+    for name in "${NODES[@]}"; do
+      if running "$name"; then echo "$name@localhost: running (AMQP 127.0.0.1:$(port "$name"))"
+      else echo "$name@localhost: not running"; fi
+    done
+    echo "cluster members running: $(members)"
+    ;;
+  *)
+    echo "usage: scripts/cluster.sh up|down|status" >&2; exit 2 ;;
+esac
