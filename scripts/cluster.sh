@@ -28,11 +28,15 @@ start_node() {
       RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins \
       RABBITMQ_PID_FILE=$dir/pid ERL_EPMD_ADDRESS=127.0.0.1 \
       /usr/lib/rabbitmq/bin/rabbitmq-server -detached" >/dev/null 2>&1
-  if ! timeout "$WAIT" rabbitmqctl -q -n "$name@localhost" await_startup >/dev/null 2>&1; then
-    echo "cluster: node $name did not start within ${WAIT}s; its log: $dir/log" >&2
-    tail -n 20 "$dir/log/$name@localhost.log" >&2 2>/dev/null || true
-    exit 1
-  fi
+  local until=$((SECONDS + WAIT))   # await_startup fails at once until the node has registered: poll it
+  until timeout 30 rabbitmqctl -q -n "$name@localhost" await_startup >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$until" ]; then
+      echo "cluster: node $name did not start within ${WAIT}s; its log: $dir/log" >&2
+      tail -n 20 "$dir/log/$name@localhost.log" >&2 2>/dev/null || true
+      exit 1
+    fi
+    sleep 1
+  done
 }
 
 members() { ctl pubsubpy1 cluster_status --formatter json 2>/dev/null | python3 -c \
@@ -41,10 +45,11 @@ members() { ctl pubsubpy1 cluster_status --formatter json 2>/dev/null | python3 
 join() {
   local name="$1"
   if members | grep -q "$name@localhost"; then return 0; fi
-  ctl "$name" stop_app
-  ctl "$name" reset
-  ctl "$name" join_cluster pubsubpy1@localhost
-  ctl "$name" start_app
+  local out="$BASE/$name/join.log"
+  if ! { ctl "$name" stop_app && ctl "$name" reset && ctl "$name" join_cluster pubsubpy1@localhost \
+         && ctl "$name" start_app; } >"$out" 2>&1; then
+    echo "cluster: $name could not join pubsubpy1@localhost:" >&2; tail -n 20 "$out" >&2; exit 1
+  fi
 }
 
 case "${1:-status}" in
