@@ -80,9 +80,10 @@ def channel() -> tuple[pika.BlockingConnection, pika.adapters.blocking_connectio
     return connection, connection.channel()
 
 
-def fill(queue: str, count: int, exchange: str = "", body: bytes = BODY) -> None:
+def fill(queue: str, count: int, exchange: str = "", body: bytes = BODY, headers: dict[str, object] | None = None,
+         ) -> None:
     """Put ``count`` copies of ``body`` (the payload) in ``queue``, directly or through ``exchange`` (already
-    bound)."""
+    bound); ``headers``, when given, on every copy."""
     connection, ch = channel()
     routing_key = queue
     if exchange:
@@ -90,7 +91,7 @@ def fill(queue: str, count: int, exchange: str = "", body: bytes = BODY) -> None
     else:
         ch.queue_declare(queue, durable=True)
     props = pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id="m",
-                                 type=f"{MODEL}.updated")
+                                 type=f"{MODEL}.updated", headers=headers)
     for _ in range(count - 1):
         ch.basic_publish(exchange, routing_key, body, props)
     ch.confirm_delivery()

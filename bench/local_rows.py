@@ -66,7 +66,7 @@ def in_process(count: int, rounds: int) -> Row:
     body = Booking(**PAYLOAD).model_dump_json().encode()  # type: ignore[arg-type]
 
     def ours() -> float:
-        app = memory_pubsub(schemas=[Booking], on_unroutable="ignore")
+        app = memory_pubsub(schemas=[Booking], on_unroutable="ignore", telemetry=False)
 
         @app.subscribe(ROUTING_KEY)
         def on_booking(event: Booking) -> None:

@@ -44,7 +44,8 @@ def _setup_django() -> bool:
         INSTALLED_APPS=["django.contrib.contenttypes", "pubsubpy.contrib.django", "bench.outbox_app"],
         DATABASES={"default": db}, USE_TZ=True, DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
         PUBSUBPY={"AMQP_URL": URL, "SERVICE_NAME": unique("outbox"), "MODEL_EXCHANGE": unique("x"),
-                  "ON_UNROUTABLE": "ignore", "SCHEMAS": [Booking]},
+                  "ON_UNROUTABLE": "ignore", "SCHEMAS": [Booking],
+                  "TELEMETRY": False},
     )
     django.setup()
     from django.core.management import call_command

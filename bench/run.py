@@ -34,7 +34,7 @@ def rss_mb() -> float:
 
 def memory_row(count: int) -> Row:
     exchange, service = unique("x"), unique("svc")
-    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service)
+    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, telemetry=False)
 
     @app.subscribe("Booking.*")
     def on_booking(event: Booking) -> None:
@@ -59,7 +59,7 @@ def memory_row(count: int) -> Row:
 
 def idle_row(repeats: int) -> Row:
     exchange, service = unique("x"), unique("svc")
-    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service)
+    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, telemetry=False)
     for i in range(20):
         app.subscribe(f"Booking.k{i}.*")(_noop)
     app.subscribe("Booking.*")(_noop)
@@ -78,7 +78,8 @@ def faststream_rows(single: int, drained: int, rounds: int) -> list[Row]:
     from bench import faststream_rows as fs
 
     exchange, service = unique("x"), unique("svc")
-    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore")
+    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore",
+                 telemetry=False)
     app.subscribe("Booking.*")(_noop)
     app.declare()
     from bench.common import MODEL, PAYLOAD, rate
@@ -147,6 +148,10 @@ SHORT = {
     "drain: handler_error": "handler_error dead letters\nvs handled",
     "drain: handler raised": "retried\nvs handled",
     "outbox relay": "outbox relay\nvs publish_many",
+    "drain: telemetry on, API only": "drain, telemetry on (API only)\nvs off",
+    "drain: telemetry on + SDK": "drain, telemetry on + SDK\nvs off",
+    "publish: telemetry on, API only": "publish, telemetry on (API only)\nvs off",
+    "publish: telemetry on + SDK": "publish, telemetry on + SDK\nvs off",
 }
 
 
@@ -202,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     step("drain")
     rows.append(broker_rows.drain(3000 if quick else 30000, rounds))
     rows.extend(worker_rows.all_rows(quick, rounds, step))
+    try:
+        from bench import telemetry_rows
+    except ImportError:
+        print("opentelemetry-sdk is not installed (pip install '.[prometheus]'): skipping the telemetry rows",
+              file=sys.stderr)
+    else:
+        rows.extend(telemetry_rows.all_rows(quick, rounds, step))
     if not args.no_faststream:
         step("FastStream")
         try:
