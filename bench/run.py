@@ -167,7 +167,7 @@ def chart(rows: list[Row], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     shown = [r for r in rows if r.baseline and r.unit == "msg/s"][::-1]
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(9, max(5.5, 1 + 0.38 * len(shown))))  # two-line labels stay apart
     ys = range(len(shown))
     ax.barh([y + 0.2 for y in ys], [r.ours_median for r in shown], height=0.4, label="pubsubpy")
     ax.barh([y - 0.2 for y in ys], [r.baseline_median for r in shown], height=0.4, label="baseline")
