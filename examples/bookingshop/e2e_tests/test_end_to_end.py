@@ -83,8 +83,8 @@ class Billing:
                 "'booking_id', 'event', 'status', 'message_id'))))")
         return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-    def drain(self) -> str:
-        return self.manage("pubsub_drain", "--timeout", "60")
+    def drain(self, timeout: int = 60) -> str:
+        return self.manage("pubsub_drain", "--timeout", str(timeout))
 
     def depth(self) -> int:
         app = pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], service_name=self.service)
@@ -327,7 +327,8 @@ def test_a_relay_killed_mid_batch_loses_nothing_and_idempotent_handlers_act_once
     _out, err = restarted.communicate(timeout=120)
     assert restarted.returncode == 0, err
     assert unsent() == 0
-    out = billing.drain()
+    out = billing.drain(timeout=240)  # 2,000 idempotent handlers, a PostgreSQL transaction each
+    assert billing.depth() == 0, f"the drain stopped before the queue was empty: {out}"
     events = billing.events()
     assert len(events) == 2000, "every event delivered, every handler effect exactly once"
     assert len({e["booking_id"] for e in events}) == 2000
