@@ -15,13 +15,17 @@ For ``service_name="billing"``:
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
 from collections.abc import Iterable
 from typing import Any
 
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import QueueSpec, Topology
 
-__all__ = ["build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "ledger_queue",
+__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "at_least_once_policy", "build_topology", "dead_letter_exchange",
+           "dead_letter_queue", "deferral_delay_ms", "ledger_queue",
            "retry_delay_ms", "retry_queue", "service_queue"]
 
 
@@ -74,10 +78,27 @@ def _deferral_delays(settings: Settings) -> set[int]:
     return delays
 
 
+AT_LEAST_ONCE_DEAD_LETTERING: dict[str, Any] = {
+    "x-dead-letter-strategy": "at-least-once",  # quorum queues dead-letter at most once without it
+    "x-overflow": "reject-publish",             # which at-least-once requires
+}
+
+
+def at_least_once_policy(service: str, vhost: str = "/") -> str:
+    """The ``rabbitmqctl`` command that gives a service's existing quorum queues (declared before
+    pubsubpy declared ``AT_LEAST_ONCE_DEAD_LETTERING``) at-least-once dead-lettering, in place."""
+    pattern = f"^{re.escape(service)}\\.(events|retry\\.[0-9]+ms)$"
+    definition = json.dumps({"dead-letter-strategy": "at-least-once", "overflow": "reject-publish"})
+    return (f"rabbitmqctl set_policy -p {shlex.quote(vhost)} --apply-to queues "
+            f"{shlex.quote(f'pubsubpy-{service}-at-least-once')} {shlex.quote(pattern)} {shlex.quote(definition)}")
+
+
 def _queue_arguments(settings: Settings, **extra: Any) -> dict[str, Any]:
     arguments: dict[str, Any] = {}
     if settings.queue_type == "quorum":
         arguments["x-queue-type"] = "quorum"
+        if "x-dead-letter-exchange" in extra:
+            arguments.update(AT_LEAST_ONCE_DEAD_LETTERING)
     arguments.update(extra)
     return arguments
 

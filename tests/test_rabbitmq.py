@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import logging
 import multiprocessing
+import shlex
+import subprocess
 import threading
+import time
 from collections import Counter
 
 import pika
 import pytest
 
-from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PubSub
+from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PublishNacked, PubSub
+from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, at_least_once_policy
 from tests.conftest import Names, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 
@@ -129,6 +134,102 @@ def test_quorum_queues_work_end_to_end_with_a_delivery_limit(rabbit_url: str, na
     assert list(returns.values()) == [4], "delivered delivery_limit + 1 times, then dead-lettered by the broker"
     letters = {letter.reason for letter in app.list_dead_letters()}
     assert letters == {"handler_error", "delivery_limit"}
+    app.close()
+
+
+def _queue_column(column: str, names: list[str]) -> dict[str, str]:
+    out = subprocess.run(["rabbitmqctl", "-q", "list_queues", "--no-table-headers", "name", column],
+                         check=True, capture_output=True, text=True, timeout=60).stdout
+    rows = (line.split("\t", 1) for line in out.splitlines() if "\t" in line)
+    return {name: value for name, value in rows if name in names}
+
+
+def test_quorum_queues_dead_letter_at_least_once(rabbit_url: str, names: Names) -> None:
+    app = _app(rabbit_url, names, queue_type="quorum", retry_delay=0.05, max_attempts=3)
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: BookingCreated | BookingUpdated) -> None: ...
+
+    topology = app.declare()
+    dead_lettering = [topology.queue.name, *(spec.name for spec in topology.retry_queues)]
+    arguments = _queue_column("arguments", [*dead_lettering, topology.dead_letter_queue.name])
+    for name in dead_lettering:
+        assert '{"x-dead-letter-strategy","at-least-once"}' in arguments[name], arguments[name]
+        assert '{"x-overflow","reject-publish"}' in arguments[name], arguments[name]
+    assert "x-dead-letter-strategy" not in arguments[topology.dead_letter_queue.name], "it dead-letters nowhere"
+    app.close()
+
+
+def test_quorum_queues_from_before_at_least_once_keep_working_and_a_policy_upgrades_them(
+        rabbit_url: str, names: Names, caplog: pytest.LogCaptureFixture) -> None:
+    app = _app(rabbit_url, names, queue_type="quorum", retry_delay=0.05, max_attempts=3)
+    got: list[int] = []
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None:
+        got.append(event.id)
+
+    topology = app.topology()
+    old = [topology.queue, *topology.retry_queues]
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:  # what pubsubpy 0.x declared: no dead-letter strategy, so at-most-once
+        channel = connection.channel()
+        for spec in old:
+            arguments = {k: v for k, v in spec.arguments.items() if k not in AT_LEAST_ONCE_DEAD_LETTERING}
+            channel.queue_declare(spec.name, durable=True, arguments=arguments)
+    finally:
+        connection.close()
+    service = app.settings.service_name or ""
+    with caplog.at_level(logging.WARNING, logger="pubsubpy.rabbitmq"):
+        app.declare()  # was a 406 PRECONDITION_FAILED (inequivalent arg 'x-dead-letter-strategy')
+    policy = at_least_once_policy(service)
+    assert any(policy in record.getMessage() for record in caplog.records), caplog.text
+    app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    assert app.drain(timeout=10).handled == 1 and got == [1]
+
+    policy_name = f"pubsubpy-{service}-at-least-once"
+    subprocess.run(shlex.split(policy), check=True, capture_output=True, timeout=60)
+    try:
+        wanted = [spec.name for spec in old]
+        wait_for(lambda: set(_queue_column("policy", wanted).values()) == {policy_name}, timeout=20,
+                 what="the policy to apply to the service queue and every retry queue")
+        applied = _queue_column("policy", [topology.dead_letter_queue.name, topology.queue.name + ".ledger"])
+        assert policy_name not in applied.values(), "only the queues that dead-letter"
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="pubsubpy.rabbitmq"):
+            app.declare()
+        assert policy in caplog.text, "the arguments still differ: the warning stays (the policy is the fix)"
+    finally:
+        subprocess.run(["rabbitmqctl", "clear_policy", "-p", "/", policy_name], capture_output=True, timeout=60)
+    app.close()
+
+
+def test_a_nacked_publish_is_sent_again_on_a_new_connection_until_its_deadline(
+        rabbit_url: str, names: Names) -> None:
+    """A queue that refuses (full, reject-publish) nacks every try: the publish raises PublishNacked at its
+    deadline (connect_timeout + confirm_timeout), naming the message; once there is room it goes through."""
+    app = _app(rabbit_url, names, connect_timeout=1, confirm_timeout=1)
+    queue = f"{names.tag}-full"
+    names.queues.append(queue)
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:
+        channel = connection.channel()
+        app.transport.declare_exchange(app.settings.model_exchange)
+        channel.queue_declare(queue, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+        channel.queue_bind(queue, app.settings.model_exchange, "Booking.*")
+        app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+        started = time.monotonic()
+        with pytest.raises(PublishNacked) as excinfo:
+            app.publish_model_event(BOOKING, "created", {"id": 2, "guest": "g"})
+        took = time.monotonic() - started
+        assert 1.0 < took < 10, f"retried until the 2 s deadline, then raised (took {took:.1f}s)"
+        assert len(excinfo.value.message_ids) == 1
+        channel.queue_purge(queue)
+        app.publish_model_event(BOOKING, "created", {"id": 3, "guest": "g"})
+        _method, _props, body = channel.basic_get(queue, auto_ack=True)
+        assert json.loads(body)["id"] == 3
+    finally:
+        connection.close()
     app.close()
 
 

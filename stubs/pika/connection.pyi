@@ -10,6 +10,7 @@ class Parameters:
     connection_attempts: int
     retry_delay: float
     client_properties: dict[str, Any] | None
+    virtual_host: str
 
 class URLParameters(Parameters):
     def __init__(self, url: str) -> None: ...

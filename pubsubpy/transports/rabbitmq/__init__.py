@@ -19,6 +19,7 @@ import contextlib
 import logging
 import os
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
@@ -28,15 +29,30 @@ import pika.adapters.blocking_connection
 import pika.exceptions
 
 from pubsubpy.deadline import Deadline
-from pubsubpy.errors import ConfirmTimeout
+from pubsubpy.errors import ConfirmTimeout, PublishNacked
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import OutgoingMessage, QueueInfo, Topology, topology_queues
-from pubsubpy.transports.rabbitmq.connection import abandon, connect, retrying, translate_errors, within
+from pubsubpy.transports.rabbitmq.connection import (
+    abandon,
+    connect,
+    parameters,
+    retrying,
+    translate_errors,
+    within,
+)
 from pubsubpy.transports.rabbitmq.consuming import RabbitConsumer
-from pubsubpy.transports.rabbitmq.declaring import declare_topology, prune_bindings, recorded_bindings
+from pubsubpy.transports.rabbitmq.declaring import (
+    declare_topology,
+    prune_bindings,
+    recorded_bindings,
+    warn_at_most_once,
+)
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
 __all__ = ["RabbitMQTransport"]
+
+_FIRST_NACK_PAUSE = 0.05  # seconds; doubling up to
+_LAST_NACK_PAUSE = 1.0
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
@@ -131,15 +147,44 @@ class RabbitMQTransport:
         retrying(self._settings, f"declaring exchange {name!r}", operation, self._reset, limit)
 
     def declare(self, topology: Topology, *, deadline: Deadline | None = None) -> None:
-        def work(link: _ThreadLink, channel: BlockingChannel) -> None:
-            declare_topology(channel, link.confirm, topology)
+        def work(link: _ThreadLink, channel: BlockingChannel) -> bool:
+            at_least_once = declare_topology(channel, link.confirm, topology)
             link.exchanges.add(topology.exchange)
+            return at_least_once
 
-        self._on_channel(f"declaring the topology of {topology.queue.name!r}", deadline, work)
+        if not self._on_channel(f"declaring the topology of {topology.queue.name!r}", deadline, work):
+            warn_at_most_once(topology, parameters(self._settings)[0].virtual_host)
 
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
-        limit = self._default_deadline(deadline)
+        """Publish confirmed; returns the ids of mandatory messages no queue took.
 
+        A nack means the broker could not store the message now: a quorum queue between leaders, a
+        queue refusing publishes. On RabbitMQ 3.10 a channel that saw a quorum queue's leader killed
+        goes on nacking for good, while a new connection is accepted within seconds, so the nacked
+        messages are sent again on a new connection, pausing longer each time, until the deadline;
+        then ``PublishNacked``. A message nacked and then stored may be stored twice (same id).
+        """
+        limit = self._default_deadline(deadline)
+        unroutable: list[str] = []
+        pending = list(messages)
+        pause = _FIRST_NACK_PAUSE
+        while True:
+            try:
+                unroutable += self._publish_once(pending, limit)
+                return unroutable
+            except PublishNacked as exc:
+                self._reset()
+                unroutable += exc.unroutable
+                if limit.remaining() <= pause:
+                    raise PublishNacked(str(exc), exc.message_ids, unroutable) from exc
+                log.warning("%d message(s) nacked by the broker; sending them again on a new connection in %.2gs",
+                            len(exc.message_ids), pause)
+                nacked = set(exc.message_ids)
+                pending = [m for m in pending if (m.properties.message_id or "") in nacked]
+                time.sleep(pause)
+                pause = min(pause * 2, _LAST_NACK_PAUSE)
+
+    def _publish_once(self, messages: Sequence[OutgoingMessage], limit: Deadline) -> list[str]:
         def operation() -> list[str]:
             link = self._link(limit)
             try:
