@@ -4,6 +4,11 @@ Semantics:
 
 - ``list`` is non-destructive: it reads the dead-letter queue without acking
   and gives every message back, in the same order.
+- Every operation returns only once the letters it gave back are in the queue
+  again (bounded wait), so a count, list or replay right after it sees them.
+  The broker requeues unacked messages asynchronously after the consumer goes
+  away (a quorum queue applies the return through its Raft log), so without
+  this wait a count read at once could miss every letter just listed.
 - ``replay`` publishes a confirmed copy into the service queue (original body,
   routing key and properties, dead-letter headers removed, attempts reset,
   aimed at the handlers that failed) and only then acks the dead letter. A
@@ -24,6 +29,8 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import logging
+import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +50,7 @@ from pubsubpy.envelope import (
     header_text,
     new_message_id,
 )
-from pubsubpy.errors import InvalidTopic, OperationTimeout, PublishError
+from pubsubpy.errors import InvalidTopic, OperationTimeout, PublishError, TransportError
 from pubsubpy.outcomes import Reason
 from pubsubpy.topics import topic_matches, validate_routing_key
 from pubsubpy.topology import dead_letter_queue, service_queue
@@ -51,7 +58,10 @@ from pubsubpy.transports.base import Delivery, OutgoingMessage, Transport
 
 __all__ = ["DeadLetter", "DeadLetterFilter", "DeadLetterStore"]
 
+log = logging.getLogger("pubsubpy.deadletters")
+
 _SETTLE_TIMEOUT = 5.0
+_GIVE_BACK_POLL = (0.002, 0.1)  # first and longest pause between depth reads while letters go back
 
 
 def _broker_reason(headers: Mapping[str, Any]) -> Reason:
@@ -154,9 +164,10 @@ class DeadLetterStore:
     def _walk(self, visit: Callable[[Delivery, DeadLetter], bool], enough: Callable[[], bool] = lambda: False) -> None:
         """Read the queue once (or until ``enough()``); ``visit`` returns True to ack (remove) a message.
         The rest go back. Past the deadline: ``OperationTimeout``, with whatever was done staying done."""
-        consumer = self._transport.consume(dead_letter_queue(self._service), 0, recover=False,
-                                           deadline=self._deadline)
-        seen = 0
+        queue = dead_letter_queue(self._service)
+        before = self._transport.queue_depth(queue, deadline=self._deadline.sooner(60.0))
+        consumer = self._transport.consume(queue, 0, recover=False, deadline=self._deadline)
+        seen = removed = 0
         try:
             while not enough():
                 if self._deadline.expired:
@@ -168,9 +179,35 @@ class DeadLetterStore:
                 if visit(delivery, DeadLetter.from_delivery(delivery)):
                     consumer.ack(delivery.tag)
                     consumer.flush()  # ack now, not in a batch: a lost connection then duplicates one at most
+                    removed += 1
                 seen += 1
         finally:
             consumer.close()
+        # Everything we held and did not remove goes back: what was ready before (a walk stopped at
+        # ``limit`` holds unread letters too) or all we read (letters dead-lettered during the walk).
+        self._await_given_back(queue, max(before, seen) - removed)
+
+    def _await_given_back(self, queue: str, expected: int) -> None:
+        """Wait (bounded) until ``queue`` holds at least ``expected`` ready messages again.
+
+        Closing the consumer only asks the broker to requeue what it held; the broker does it
+        afterwards (for a quorum queue, once the return is committed to its log). Letters taken
+        meanwhile by another reader keep the depth low: past the bound this gives up with a warning,
+        the letters are safe either way."""
+        if expected <= 0:
+            return
+        limit = self._deadline.sooner(_SETTLE_TIMEOUT)
+        pause, longest = _GIVE_BACK_POLL
+        try:
+            while (depth := self._transport.queue_depth(queue, deadline=limit)) < expected and not limit.expired:
+                time.sleep(limit.cap(pause))
+                pause = min(pause * 2, longest)
+        except TransportError as exc:  # the walk itself is done; the broker requeues regardless
+            log.warning("could not check that the dead letters went back to %r: %s", queue, exc)
+            return
+        if depth < expected:
+            log.warning("%d of the %d dead letters given back to %r are not ready yet (another reader may "
+                        "hold them); an immediate count or list may miss them", expected - depth, expected, queue)
 
     def list_letters(self, match: DeadLetterFilter, limit: int | None = None) -> list[DeadLetter]:
         found: list[DeadLetter] = []
