@@ -42,6 +42,7 @@ from pubsubpy.errors import (
     MessageTooLarge,
     OperationTimeout,
     PayloadValidationError,
+    PermissionDenied,
     PublishError,
     PublishNacked,
     PubSubError,
@@ -76,6 +77,7 @@ __all__ = [
     "ModelEvent",
     "OperationTimeout",
     "PayloadValidationError",
+    "PermissionDenied",
     "PubSub",
     "PubSubError",
     "PublishContext",
@@ -118,7 +120,7 @@ def get_default() -> PubSub:
 
 
 def init(
-    amqp_url: str = "memory://",
+    amqp_url: str | None = None,
     *,
     schemas: Iterable[type[ModelEvent]] | None = None,
     transport: Transport | None = None,
@@ -128,6 +130,9 @@ def init(
     **options: Unpack[SettingsOptions],
 ) -> PubSub:
     """Configure the default instance (once per process). Never connects.
+
+    ``amqp_url``: given here, else ``$PUBSUBPY_URL``, else ``memory://``. A URL naming a user but no
+    password takes the password from the file ``$PUBSUBPY_PASSWORD_FILE``.
 
     ``options`` are the fields of ``pubsubpy.settings.Settings`` (``model_exchange``,
     ``service_name``, ``max_attempts``, timeouts...), typed in ``SettingsOptions``.

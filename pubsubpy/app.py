@@ -30,7 +30,7 @@ from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
-from pubsubpy.settings import Settings, SettingsOptions
+from pubsubpy.settings import Settings, SettingsOptions, resolve_url
 from pubsubpy.telemetry import telemetry_middleware
 from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
@@ -67,7 +67,7 @@ class PubSub:
 
     def __init__(
         self,
-        amqp_url: str = "memory://",
+        amqp_url: str | None = None,
         *,
         schemas: Iterable[type[ModelEvent]] | None = None,
         transport: Transport | None = None,
@@ -106,7 +106,7 @@ class PubSub:
     # -- configuration -------------------------------------------------------------
     def configure(
         self,
-        amqp_url: str = "memory://",
+        amqp_url: str | None = None,
         *,
         schemas: Iterable[type[ModelEvent]] | None = None,
         transport: Transport | None = None,
@@ -115,14 +115,19 @@ class PubSub:
         middleware: Iterable[Middleware] | None = None,
         **options: Unpack[SettingsOptions],
     ) -> None:
-        """Set the options of an unconfigured instance (``init()`` does this for the default one)."""
+        """Set the options of an unconfigured instance (``init()`` does this for the default one).
+
+        ``amqp_url=None``: ``$PUBSUBPY_URL``, else ``memory://``; a URL with a user but no password takes it
+        from the file ``$PUBSUBPY_PASSWORD_FILE`` (``pubsubpy.settings.resolve_url``).
+        """
         with self._lock:
             if self._settings is not None:
                 raise ConfigurationError(
                     f"pubsubpy is already initialised (first call at {self._configured_at}); call init() once, "
                     "or pubsubpy.testing.reset() between tests"
                 )
-            self._settings = Settings.build(amqp_url=amqp_url, **options)
+            url = resolve_url(amqp_url, auth=options.get("auth", "plain"))
+            self._settings = Settings.build(amqp_url=url, **options)
             if inbox is not None:
                 self._inbox = inbox
             if publishes is not None:  # what this service sends (AsyncAPI, the catalogue, topology)

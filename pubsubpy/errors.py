@@ -4,7 +4,8 @@
 
     PubSubError
     ├── ConfigurationError          bad settings, conflicting schemas or subscriptions,
-    │                               a queue that exists with other arguments
+    │   │                           a queue that exists with other arguments
+    │   └── PermissionDenied        the broker user lacks a permission (RabbitMQ 403)
     ├── InvalidTopic (ValueError)   a malformed pattern or routing key
     ├── UnknownEventType (LookupError)
     │                               no schema registered for (model, event)
@@ -36,6 +37,22 @@ class PubSubError(Exception):
 
 class ConfigurationError(PubSubError):
     """Settings, schemas, subscriptions or broker topology do not fit together."""
+
+
+class PermissionDenied(ConfigurationError):
+    """The broker refused an operation for lack of permission (RabbitMQ 403 ACCESS_REFUSED).
+
+    ``permissions``: what the operation needed on ``resource`` (``"exchange 'models'"``), of
+    ``configure``, ``write`` and ``read``; all three when it could not be told.
+    """
+
+    def __init__(self, message: str, permissions: Sequence[str] = (), resource: str | None = None,
+                 vhost: str | None = None, user: str | None = None) -> None:
+        super().__init__(message)
+        self.permissions: tuple[str, ...] = tuple(permissions)
+        self.resource = resource
+        self.vhost = vhost
+        self.user = user
 
 
 class InvalidTopic(PubSubError, ValueError):

@@ -3,20 +3,31 @@
 A bad value is a ``ConfigurationError`` naming the field and the value. The
 broker URL's password never appears in ``repr``, logs or errors: use
 ``display_url``.
+
+``resolve_url`` picks the URL when none is given (``PUBSUBPY_URL``, else
+``memory://``) and fills in a password from ``PUBSUBPY_PASSWORD_FILE``.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import sys
+import warnings
+from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from pubsubpy.errors import ConfigurationError
 
-__all__ = ["Settings", "SettingsOptions", "redact_url"]
+__all__ = ["PASSWORD_FILE_ENV", "URL_ENV", "InsecureTLSWarning", "Settings", "SettingsOptions", "redact_url",
+           "resolve_url"]
+
+URL_ENV = "PUBSUBPY_URL"
+PASSWORD_FILE_ENV = "PUBSUBPY_PASSWORD_FILE"
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -32,6 +43,107 @@ def redact_url(url: str) -> str:
     netloc = parts.netloc.rsplit("@", 1)[1]
     user = parts.username or ""
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _urls(amqp_url: str) -> list[str]:
+    """The comma-separated URLs of ``amqp_url`` (failover), as the transport splits them."""
+    return [url.strip() for url in amqp_url.split(",") if url.strip()]
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].lower() if "://" in url else ""
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None
+    except ValueError:
+        return False
+
+
+def resolve_url(amqp_url: str | None, auth: str = "plain", environ: Mapping[str, str] | None = None) -> str:
+    """The broker URL to use: ``amqp_url`` if given, else ``$PUBSUBPY_URL``, else ``memory://``.
+
+    An ``amqp(s)://`` URL that names a user but no password gets the content of the file named by
+    ``$PUBSUBPY_PASSWORD_FILE`` (a mounted secret; one trailing newline dropped); a password in the URL
+    wins. ``auth="external"`` logs in with the client certificate, so the file is not read.
+    """
+    env = os.environ if environ is None else environ
+    url = amqp_url if amqp_url is not None else (env.get(URL_ENV, "").strip() or "memory://")
+    path = env.get(PASSWORD_FILE_ENV, "").strip()
+    if not path or auth == "external":
+        return url
+    needing = [u for u in _urls(url) if _scheme(u) in ("amqp", "amqps") and not _has_password(u)]
+    if not needing:
+        return url
+    password = _read_password_file(path)
+    return ",".join(_with_password(u, password) if u in needing else u for u in _urls(url))
+
+
+def _read_password_file(path: str) -> str:
+    """The password in ``path``; errors name the file, never its content."""
+    where = f"{PASSWORD_FILE_ENV} {path!r}"
+    try:
+        with open(path, encoding="utf-8") as file:
+            content = file.read()
+    except FileNotFoundError:
+        raise ConfigurationError(f"{where} does not exist: point it at the file holding the broker password, "
+                                 f"or unset {PASSWORD_FILE_ENV}") from None
+    except IsADirectoryError:
+        raise ConfigurationError(f"{where} is a directory: point it at the file holding the password") from None
+    except PermissionError:
+        raise ConfigurationError(f"{where} cannot be read by this process (permission denied): make it "
+                                 "readable by the user pubsubpy runs as") from None
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{where} is not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{where} cannot be read: {exc.strerror or type(exc).__name__}") from None
+    password = content.removesuffix("\r\n") if content.endswith("\r\n") else content.removesuffix("\n")
+    if not password:
+        raise ConfigurationError(f"{where} is empty: write the broker password into it")
+    return password
+
+
+def _with_password(url: str, password: str) -> str:
+    """``amqp://user@host/vh`` -> ``amqp://user:<password, percent-encoded>@host/vh``."""
+    parts = urlsplit(url)
+    if not parts.username:
+        raise ConfigurationError(
+            f"{PASSWORD_FILE_ENV} is set but amqp_url {redact_url(url)!r} names no user to log in as with that "
+            f"password: put the user in the URL ({parts.scheme}://USER@{parts.netloc}{parts.path})")
+    userinfo, host = parts.netloc.rsplit("@", 1)
+    return urlunsplit(parts._replace(netloc=f"{userinfo}:{quote(password, safe='')}@{host}"))
+
+
+def _caller_level() -> int:
+    """``warnings.warn``'s stacklevel for the first frame outside pubsubpy and pydantic: the user's call."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").split(".")[0] in ("pubsubpy", "pydantic"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+class InsecureTLSWarning(UserWarning):
+    """``tls_verify=False``: the connection is encrypted but the broker is not authenticated."""
+
+
+def _readable_file(field: str, path: str | None) -> str | None:
+    """``path`` if it names a file this process can read; else a ValueError naming ``field`` and the fix."""
+    if path is None:
+        return None
+    if not path:
+        raise ValueError(f"{field} is an empty string: give the path of a PEM file, or leave it unset (None)")
+    if not os.path.exists(path):
+        raise ValueError(f"{field} {path!r} does not exist: give the path of a PEM file")
+    if os.path.isdir(path):
+        raise ValueError(f"{field} {path!r} is a directory: give the path of a PEM file in it")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{field} {path!r} cannot be read ({exc.strerror or type(exc).__name__}): make it "
+                         "readable by the user pubsubpy runs as") from None
+    return path
 
 
 class Settings(BaseModel):
@@ -62,6 +174,15 @@ class Settings(BaseModel):
     retry_connect_delay: float = Field(default=0.5, ge=0, le=60)
     telemetry: bool = Field(default=True, description="trace and measure through OpenTelemetry when "
                             "opentelemetry-api is installed (pubsubpy[otel]); False: no spans, no metrics")
+    tls_ca_file: str | None = Field(default=None, description="amqps://: PEM file of the CA(s) that signed the "
+                                    "broker's certificate; None: the system's default CAs")
+    tls_cert_file: str | None = Field(default=None, description="amqps://: PEM client certificate (with "
+                                      "tls_key_file), for brokers that ask for one and for auth='external'")
+    tls_key_file: str | None = Field(default=None, description="amqps://: PEM private key of tls_cert_file")
+    tls_verify: bool = Field(default=True, description="False: do not check the broker's certificate nor its "
+                             "host name (warns: open to a man-in-the-middle)")
+    auth: Literal["plain", "external"] = Field(default="plain", description="plain: user and password from the "
+                                               "URL; external: the client certificate's user (amqps:// only)")
 
     @field_validator("amqp_url")
     @classmethod
@@ -71,7 +192,43 @@ class Settings(BaseModel):
             raise ValueError(
                 f"amqp_url {redact_url(value)!r} must start with amqp://, amqps:// or memory://"
             )
+        if any("ssl_options" in parse_qs(urlsplit(url).query) for url in _urls(value)):
+            raise ValueError(f"amqp_url {redact_url(value)!r} sets ssl_options in its query, which pubsubpy does "
+                             "not use: give the settings tls_ca_file, tls_cert_file, tls_key_file instead")
         return value
+
+    @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file")
+    @classmethod
+    def _check_file(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _readable_file(info.field_name or "file", value)
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            given = "tls_key_file" if missing == "tls_cert_file" else "tls_cert_file"
+            raise ValueError(f"{given} is set but {missing} is not: a client certificate needs both the certificate "
+                             "(tls_cert_file) and its private key (tls_key_file)")
+        if self.auth == "external" and self.tls_cert_file is None:
+            raise ValueError("auth='external' logs in with a client certificate: set tls_cert_file and tls_key_file "
+                             "(the broker's user is the certificate's CN)")
+        needs_tls = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+                     if getattr(self, name) is not None]
+        needs_tls += ["tls_verify=False"] * (not self.tls_verify) + ["auth='external'"] * (self.auth == "external")
+        plain = [url for url in _urls(self.amqp_url) if _scheme(url) != "amqps"]
+        if needs_tls and plain:
+            verb = "needs" if len(needs_tls) == 1 else "need"
+            raise ValueError(f"{', '.join(needs_tls)} {verb} a TLS connection but amqp_url {redact_url(plain[0])!r} is "
+                             "not amqps://: use amqps://host:5671/... (the broker's TLS port)")
+        if self.auth == "external" and any(_has_password(url) for url in _urls(self.amqp_url)):
+            raise ValueError("auth='external' logs in as the client certificate's user: remove user:password from "
+                             f"amqp_url {self.display_url!r}")
+        if not self.tls_verify:
+            warnings.warn(f"tls_verify=False: the broker's certificate and host name are not checked, so the "
+                          f"connection to {self.display_url} is encrypted but open to a man-in-the-middle; set "
+                          "tls_ca_file to the CA that signed the broker's certificate instead",
+                          InsecureTLSWarning, stacklevel=_caller_level())
+        return self
 
     @field_validator("model_exchange")
     @classmethod
@@ -97,7 +254,8 @@ class Settings(BaseModel):
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-                + ("" if "amqp_url" in err["loc"] else f" (got {err.get('input')!r})")
+                # the URL (its password) is never echoed; a cross-field error's input is every option, URL included
+                + ("" if "amqp_url" in err["loc"] or not err["loc"] else f" (got {err.get('input')!r})")
                 for err in exc.errors()
             )
             raise ConfigurationError(f"invalid pubsubpy settings: {problems}") from None
@@ -140,3 +298,8 @@ class SettingsOptions(TypedDict, total=False):
     connection_attempts: int
     retry_connect_delay: float
     telemetry: bool
+    tls_ca_file: str | None
+    tls_cert_file: str | None
+    tls_key_file: str | None
+    tls_verify: bool
+    auth: Literal["plain", "external"]

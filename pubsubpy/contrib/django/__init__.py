@@ -4,7 +4,9 @@
 (start-up never connects). Each installed app's ``subscribers`` module is
 imported so its ``@pubsubpy.subscribe`` handlers register, the way Celery finds
 ``tasks`` modules. ``MODEL_EVENTS`` declares which models publish which
-events; see ``pubsubpy.contrib.django.model_events``.
+events; see ``pubsubpy.contrib.django.model_events``. Without ``AMQP_URL`` (or with
+``None``), ``init()`` reads ``PUBSUBPY_URL`` (else ``memory://``), and a URL with
+no password takes it from the file ``PUBSUBPY_PASSWORD_FILE``, as outside Django.
 
 ::
 

@@ -3,7 +3,9 @@
 Every wait is bounded: TCP connect and socket I/O (``connect_timeout``),
 AMQP handshake (``stack_timeout``), a broker resource alarm
 (``blocked_connection_timeout``), a dead peer (``heartbeat``). ``amqp_url`` may
-list several comma-separated URLs; they are tried in order (failover).
+list several comma-separated URLs; they are tried in order (failover). ``amqps://``
+URLs get the SSL context of ``tls`` (CA, client certificate), whose failures are
+explained in words and not retried.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from pubsubpy.errors import (
     TransportError,
 )
 from pubsubpy.settings import Settings, redact_url
+from pubsubpy.transports.rabbitmq import tls
 from pubsubpy.transports.rabbitmq.frames import tolerate_undecodable_properties
+from pubsubpy.transports.rabbitmq.permissions import refused, vhost_refused
 
 __all__ = ["Unreachable", "abandon", "connect", "parameters", "retrying", "translate_errors", "within"]
 
@@ -47,6 +51,7 @@ def parameters(settings: Settings) -> list[pika.URLParameters]:
             params = pika.URLParameters(url)
         except Exception as exc:  # pika raises ValueError/TypeError/AMQPError variants for bad URLs
             raise ConfigurationError(f"amqp_url {redact_url(url)!r} is not a valid AMQP URL: {exc}") from None
+        tls.secure(params, settings)  # amqps://: our SSL context (CA, client certificate); EXTERNAL login
         params.socket_timeout = settings.connect_timeout
         params.stack_timeout = settings.connect_timeout * 2
         params.blocked_connection_timeout = settings.blocked_connection_timeout
@@ -69,8 +74,10 @@ def translate(exc: BaseException, doing: str) -> PubSubError:
     if isinstance(exc, pika.exceptions.ConnectionBlockedTimeout):
         return OperationTimeout(f"{doing}: the broker blocked this connection (resource alarm: memory or disk) "
                                 "for longer than blocked_connection_timeout")
-    if isinstance(exc, pika.exceptions.ProbableAuthenticationError | pika.exceptions.ProbableAccessDeniedError):
-        return BrokerUnavailable(f"{doing}: the broker refused the credentials or the virtual host ({exc!r})")
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return BrokerUnavailable(vhost_refused(exc, doing))
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+        return BrokerUnavailable(f"{doing}: the broker refused the credentials ({exc!r})")
     if isinstance(exc, pika.exceptions.ChannelClosedByBroker):
         text = _describe_close(exc)
         if exc.reply_code == 406:
@@ -78,7 +85,7 @@ def translate(exc: BaseException, doing: str) -> PubSubError:
                 f"{doing}: {text}. An existing queue or exchange was declared with other arguments; "
                 "delete it (its messages go with it) or change the settings back. pubsubpy never deletes it.")
         if exc.reply_code == 403:
-            return ConfigurationError(f"{doing}: {text}. The broker user lacks permission.")
+            return refused(exc, doing)
         if exc.reply_code == 404:
             return ConfigurationError(f"{doing}: {text}. Run `pubsubpy declare` (or PubSub.declare()) first.")
         return TransportError(f"{doing}: {text}")
@@ -115,6 +122,7 @@ def connect(settings: Settings, deadline: Deadline | None = None) -> pika.Blocki
     deadline = deadline or Deadline.never()
     params = parameters(settings)
     last: BaseException | None = None
+    last_param: pika.URLParameters | None = None
     for attempt in range(settings.connection_attempts):
         if attempt:
             time.sleep(deadline.cap(settings.retry_connect_delay * attempt))
@@ -129,7 +137,10 @@ def connect(settings: Settings, deadline: Deadline | None = None) -> pika.Blocki
                 tolerate_undecodable_properties(connection)
                 return connection
             except (pika.exceptions.AMQPError, OSError, _ConnectorError) as exc:
-                last = exc
+                last, last_param = exc, param
+                failure = tls.explain(exc, settings, param)
+                if failure is not None and failure.final:  # a certificate problem: another attempt changes nothing
+                    raise Unreachable(f"connecting to {settings.display_url}: {failure.why}") from exc
                 if isinstance(exc, pika.exceptions.ProbableAuthenticationError
                               | pika.exceptions.ProbableAccessDeniedError):
                     raise Unreachable(str(translate(exc, f"connecting to {settings.display_url}"))) from exc
@@ -140,11 +151,12 @@ def connect(settings: Settings, deadline: Deadline | None = None) -> pika.Blocki
     doing = f"connecting to {settings.display_url}"
     if last is None:
         raise Unreachable(f"{doing}: no connection within the deadline")
-    raise Unreachable(str(translate(last, doing))) from last
+    failure = tls.explain(last, settings, last_param) if last_param is not None else None
+    raise Unreachable(f"{doing}: {failure.why}" if failure else str(translate(last, doing))) from last
 
 
 def _where(param: pika.URLParameters) -> str:
-    return f"{getattr(param, 'host', '?')}:{getattr(param, 'port', '?')}"
+    return f"{param.host}:{param.port}"
 
 
 def abandon(connection: pika.BlockingConnection) -> None:

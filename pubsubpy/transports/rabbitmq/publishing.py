@@ -11,6 +11,10 @@ the contract suite.
 RabbitMQ sends ``basic.return`` (unroutable, ``mandatory``) before the
 ``basic.ack`` of the same message, so a message is unroutable exactly when its
 id was returned by the time its ack arrives.
+
+A publish the broker refuses (no write permission: 403; no such exchange: 404)
+closes the channel and no confirm ever comes: the wait ends at once and raises
+the broker's ``ChannelClosedByBroker``, which the caller translates.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 
 import pika
 import pika.channel
+import pika.exceptions
 import pika.frame
 import pika.spec
 
@@ -47,10 +52,12 @@ class ConfirmChannel:
         self._unconfirmed: dict[int, str] = {}
         self._nacked: list[str] = []
         self._returned: set[str] = set()
+        self._closed_by_broker: pika.exceptions.ChannelClosedByBroker | None = None
         selected: list[bool] = []
         self._impl.confirm_delivery(ack_nack_callback=self._on_confirm,
                                     callback=lambda _frame: selected.append(True))
         self._impl.add_on_return_callback(self._on_return)
+        self._impl.add_on_close_callback(self._on_close)
         self._wait(lambda: bool(selected), "enabling publisher confirms")
 
     def _on_confirm(self, frame: pika.frame.Method[Any]) -> None:
@@ -74,6 +81,10 @@ class ConfirmChannel:
                    properties: pika.spec.BasicProperties, _body: bytes) -> None:
         self._returned.add(properties.message_id or "")
 
+    def _on_close(self, _channel: pika.channel.Channel, reason: Exception) -> None:
+        if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
+            self._closed_by_broker = reason
+
     def _wait(self, done: Callable[[], bool], doing: str, limit: Deadline | None = None) -> None:
         """Run the I/O loop until ``done()``, for ``confirm_timeout`` at most (less if ``limit`` comes
         first). pika's loop also insists on an empty write buffer, which a blocked broker never
@@ -82,7 +93,7 @@ class ConfirmChannel:
         deadline = time.monotonic() + wait
 
         def finished() -> bool:
-            if done():
+            if done() or self._closed_by_broker is not None:
                 return True
             if time.monotonic() >= deadline:
                 raise _DeadlinePassed
@@ -96,6 +107,8 @@ class ConfirmChannel:
         finally:
             if self._connection.is_open:
                 self._connection.remove_timeout(timer)
+        if self._closed_by_broker is not None and not done():
+            raise self._closed_by_broker
         if not done():
             self.broken = True
             raise ConfirmTimeout(f"{doing}: no answer from the broker within {wait:.3g}s (confirm_timeout="
