@@ -43,7 +43,7 @@ def _load_app(app: str | None, url: str | None, exchange: str | None, service: s
             return found
     default = pubsubpy.get_default()
     if not default.configured:
-        default.configure(amqp_url=url or "memory://", **options)
+        default.configure(amqp_url=url or None, **options)  # None: PUBSUBPY_URL, else memory://
     return default
 
 
