@@ -88,6 +88,7 @@ __all__ = [
     "TransportError",
     "UnknownEventType",
     "UnroutableMessage",
+    "apublish_model_event",
     "close",
     "dead_letter_count",
     "declare",
@@ -156,6 +157,18 @@ def publish_model_event(model: str, event: str, obj: Any, *, version: int | None
     """Validate and publish one event, confirmed; returns its message id."""
     return _default.publish_model_event(model, event, obj, version=version, headers=headers,
                                         correlation_id=correlation_id)
+
+
+async def apublish_model_event(model: str, event: str, obj: Any, *, version: int | None = None,
+                               headers: Mapping[str, str | int | bool] | None = None,
+                               correlation_id: str | None = None) -> str:
+    """``publish_model_event`` for async code (FastAPI, Django async views): the same, without blocking
+    the event loop. With Django's outbox on, the row is written through ``sync_to_async``: Django has no
+    async transactions, so inside an async view the row gets a transaction of its own."""
+    from pubsubpy.aio import AsyncPubSub
+
+    return await AsyncPubSub.of(_default).publish_model_event(model, event, obj, version=version, headers=headers,
+                                                                correlation_id=correlation_id)
 
 
 def publish_many(events: Iterable[EventSpec]) -> list[str]:

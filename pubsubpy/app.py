@@ -21,7 +21,7 @@ from typing_extensions import Unpack
 from pubsubpy.consumer import LoopOptions, consume_queue
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
-from pubsubpy.dispatch import Dispatcher
+from pubsubpy.dispatch import AwaitOnLoop, Dispatcher
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, OperationTimeout, TransportError
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox
@@ -36,7 +36,7 @@ from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
 from pubsubpy.worker import handle_signals, worker_prefetch
 
-__all__ = ["PubSub"]
+__all__ = ["PubSub", "check_drain"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,6 +60,15 @@ def make_transport(settings: Settings) -> Transport:
     from pubsubpy.transports.rabbitmq import RabbitMQTransport
 
     return RabbitMQTransport(settings)
+
+
+def check_drain(max_messages: int | None, timeout: float, concurrency: int) -> None:
+    if max_messages is not None and max_messages < 1:
+        raise ConfigurationError(f"max_messages must be >= 1, got {max_messages}")
+    if timeout <= 0:
+        raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
+    if concurrency < 1:
+        raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
 
 
 class PubSub:
@@ -102,6 +111,7 @@ class PubSub:
         self._middleware: MiddlewareChain | None = None
         self.publishes: list[type[ModelEvent]] | None = None
         self.health = WorkerHealth()  # run() reports here; the worker's /healthz reads it
+        self.async_view: object | None = None  # its AsyncPubSub.of(self), made on first use
 
     # -- configuration -------------------------------------------------------------
     def configure(
@@ -145,6 +155,14 @@ class PubSub:
         if self._settings is None:
             raise ConfigurationError("pubsubpy is not initialised: call pubsubpy.init(amqp_url=..., ...) first")
         return self._settings
+
+    @property
+    def middleware(self) -> MiddlewareChain | None:
+        return self._middleware
+
+    @property
+    def outbox(self) -> OutboxWriter | None:
+        return self._outbox
 
     @property
     def configured(self) -> bool:
@@ -323,14 +341,13 @@ class PubSub:
         Returns or raises within about ``timeout`` seconds whatever the broker does (set-up
         included), plus at most ``shutdown_timeout`` for a handler still running at the deadline.
         """
-        if max_messages is not None and max_messages < 1:
-            raise ConfigurationError(f"max_messages must be >= 1, got {max_messages}")
-        if timeout <= 0:
-            raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
-        if concurrency < 1:
-            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        check_drain(max_messages, timeout, concurrency)
+        return self._drain(max_messages, timeout, concurrency, on_message, None)
+
+    def _drain(self, max_messages: int | None, timeout: float, concurrency: int,
+               on_message: Callable[[DrainResult], None] | None, await_on_loop: AwaitOnLoop | None) -> DrainResult:
         deadline = Deadline.after(timeout)
-        service, dispatcher = self._prepare_consumer()
+        service, dispatcher = self._prepare_consumer(await_on_loop)
         self._ensure_declared(deadline)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
                               on_message=on_message, middleware=self._middleware)
@@ -346,13 +363,16 @@ class PubSub:
         """
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-        service, dispatcher = self._prepare_consumer()
-        settings = self.settings
         stop = stop if stop is not None else threading.Event()
-        force = threading.Event()
+        return self._run(concurrency, stop, threading.Event(), None, signals=True)
+
+    def _run(self, concurrency: int, stop: threading.Event, force: threading.Event,
+             await_on_loop: AwaitOnLoop | None, *, signals: bool) -> DrainResult:
+        service, dispatcher = self._prepare_consumer(await_on_loop)
+        settings = self.settings
         explicit = settings.prefetch if "prefetch" in settings.model_fields_set else None
         prefetch = worker_prefetch(explicit, concurrency)
-        with handle_signals(stop, force):
+        with handle_signals(stop, force) if signals else contextlib.nullcontext():
             if not self._declare_until_done(stop):
                 return DrainResult(stopped_by="stopped")
             log.info("worker started: service %s, queue %s, patterns %s, concurrency %d, prefetch %d", service,
@@ -376,10 +396,16 @@ class PubSub:
                 delay = min(delay * 2, 30.0)
         return False
 
-    def _prepare_consumer(self) -> tuple[str, Dispatcher]:
+    def _prepare_consumer(self, await_on_loop: AwaitOnLoop | None = None) -> tuple[str, Dispatcher]:
         service = self._service()
         if not self._router.subscriptions:
             raise ConfigurationError(f"service {service!r} has no subscriptions: decorate a handler with @subscribe")
+        asynchronous = [s.name for s in self._router.subscriptions if s.is_async]
+        if asynchronous and await_on_loop is None:
+            raise ConfigurationError(
+                f"handler(s) {', '.join(asynchronous)} are `async def`: a PubSub calls handlers on threads and "
+                "cannot await them. Consume with pubsubpy.aio.AsyncPubSub (`await app.drain()` / `await app.run()`, "
+                "the same arguments and subscriptions), or run `pubsubpy worker`, which runs an event loop for them")
         idempotent = [s.name for s in self._router.subscriptions if s.idempotent]
         if idempotent and self._inbox is None:
             raise ConfigurationError(
@@ -389,7 +415,7 @@ class PubSub:
         if not self._router.resolved:
             self._router.resolve(self._registry)
         return service, Dispatcher(self.settings, self._router, self._registry, self._inbox, self._middleware,
-                                   service_queue(service))
+                                   service_queue(service), await_on_loop)
 
     # -- dead letters --------------------------------------------------------------
     def _dead_letters(self, timeout: float | None) -> DeadLetterStore:

@@ -38,8 +38,13 @@ def _load_app(app: str | None, url: str | None, exchange: str | None, service: s
         module = importlib.import_module(module_name)
         if attribute:
             found = getattr(module, attribute)
+            from pubsubpy.aio import AsyncPubSub
+
+            if isinstance(found, AsyncPubSub):
+                return found.sync  # the same subscriptions and settings; the commands wait on threads
             if not isinstance(found, PubSub):
-                raise ConfigurationError(f"--app {app}: {attribute} is a {type(found).__name__}, not a PubSub")
+                raise ConfigurationError(f"--app {app}: {attribute} is a {type(found).__name__}, "
+                                         "not a PubSub or an AsyncPubSub")
             return found
     default = pubsubpy.get_default()
     if not default.configured:
@@ -144,6 +149,7 @@ def _build() -> click.Group:
                        "(needs pubsubpy[prometheus])")
     def worker(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
                concurrency: int, metrics_port: int | None) -> None:
+        from pubsubpy.aio.worker import run_worker
         from pubsubpy.worker import exit_code
 
         if not logging.getLogger().handlers:
@@ -157,7 +163,7 @@ def _build() -> click.Group:
 
                 server = serve_metrics(app, metrics_port)
             try:
-                result = app.run(concurrency=concurrency)
+                result = run_worker(app, concurrency)  # an event loop too, for async def handlers
             finally:
                 if server is not None:
                     server.close()

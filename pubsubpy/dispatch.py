@@ -27,7 +27,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,10 +167,15 @@ class _Plan:
     conversions: dict[type[ModelEvent] | None, list[type[ModelEvent] | None]] = field(default_factory=dict)
 
 
+AwaitOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]  # runs a coroutine to its end on an event loop
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry,
-                 inbox: Inbox | None = None, middleware: MiddlewareChain | None = None, queue: str = "") -> None:
+                 inbox: Inbox | None = None, middleware: MiddlewareChain | None = None, queue: str = "",
+                 await_on_loop: AwaitOnLoop | None = None) -> None:
         self._settings = settings
+        self._await_on_loop = await_on_loop
         self._router = router
         self._registry = registry
         self._inbox = inbox
@@ -269,6 +274,8 @@ class Dispatcher:
                     if refused:
                         return decision
             args: tuple[Any, ...] = (argument, info) if info is not None and sub.wants_info else (argument,)
+            if sub.is_async:
+                handler = self._awaited(handler)
             call: Callable[..., object] = handler
             if sub.idempotent:
                 call, args = self._run_once, (sub, handler, delivery.properties.message_id, args)
@@ -349,6 +356,18 @@ class Dispatcher:
                 return targets
             targets.append(target)
         return targets
+
+    def _awaited(self, handler: Callable[..., Any]) -> Callable[..., object]:
+        """An ``async def`` handler as a plain call for the handler thread: it runs on the event loop of
+        the ``AsyncPubSub`` that consumes, and the thread waits for it (so ``concurrency`` still bounds it)."""
+        await_on_loop = self._await_on_loop
+        if await_on_loop is None:  # PubSub refuses async handlers before consuming: never reached
+            raise ConfigurationError("an async handler needs an event loop: consume with pubsubpy.aio.AsyncPubSub")
+
+        def call(*args: Any) -> object:
+            return await_on_loop(handler(*args))
+
+        return call
 
     def _run_once(self, sub: Subscription, handler: Callable[..., object], message_id: str | None,
                   args: tuple[Any, ...]) -> None:

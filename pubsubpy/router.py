@@ -38,6 +38,7 @@ class Subscription:
     accepts_any_schema: bool = False
     schemas: tuple[type[ModelEvent], ...] = field(default=())
     idempotent: bool = False  # runs through the Inbox: once per message id
+    is_async: bool = False    # `async def`: awaited on the consuming AsyncPubSub's event loop
 
     def accepts(self, schema: type[ModelEvent] | None) -> bool:
         """Whether this handler takes ``schema``'s event: that class, or another version of the same
@@ -133,17 +134,16 @@ class Router:
             if not callable(handler):
                 raise ConfigurationError(f"@subscribe({pattern!r}) must decorate a function, got {handler!r}")
             name = _handler_name(handler)
-            if inspect.iscoroutinefunction(handler) or inspect.isasyncgenfunction(handler):
-                raise ConfigurationError(
-                    f"handler {name} is async; pubsubpy calls handlers synchronously (an un-awaited coroutine "
-                    "would be acked without running). Define it with `def`, or run your coroutine inside it."
-                )
+            if inspect.isasyncgenfunction(handler):
+                raise ConfigurationError(f"handler {name} is an async generator; a handler is a function "
+                                         "(`def`, or `async def` consumed by pubsubpy.aio.AsyncPubSub)")
+            is_async = inspect.iscoroutinefunction(handler)
             wants_info = _count_parameters(handler, name)
             with self._lock:
                 if any(s.handler is handler and s.pattern == pattern for s in self._subscriptions):
                     return handler
                 self._subscriptions.append(Subscription(pattern, handler, name, max_attempts, wants_info,
-                                                        idempotent=idempotent))
+                                                        idempotent=idempotent, is_async=is_async))
                 self._trie = None
                 self._cache.clear()
                 self._resolved = False

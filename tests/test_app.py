@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Iterator
 
 import pytest
@@ -107,13 +108,20 @@ def test_decorator_errors_are_immediate_and_clear() -> None:
         app.subscribe("Note.*")(lambda a, b, c: None)
 
 
-def test_async_handlers_are_refused_rather_than_acked_unrun() -> None:
-    app = memory_pubsub(schemas=[Note])
+def test_async_generators_are_refused_as_handlers_and_async_handlers_at_a_sync_drain() -> None:
+    app = memory_pubsub(schemas=[Note], service_name="notes")
+
+    async def stream(event: Note) -> typing.AsyncIterator[None]:
+        yield None
+
+    with pytest.raises(ConfigurationError, match="async generator"):
+        app.subscribe("Note.*")(stream)
 
     async def on_note(event: Note) -> None: ...
 
-    with pytest.raises(ConfigurationError, match="async"):
-        app.subscribe("Note.*")(on_note)
+    app.subscribe("Note.*")(on_note)  # shared with AsyncPubSub: refused when a sync drain starts, never acked unrun
+    with pytest.raises(ConfigurationError, match="AsyncPubSub"):
+        app.drain(timeout=1)
 
 
 def test_handler_without_annotation_is_reported_at_drain() -> None:

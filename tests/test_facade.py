@@ -19,7 +19,7 @@ EXCLUDED = {
     "unconfigured": "a constructor for the default instance itself",
     "topology": "would shadow the submodule pubsubpy.topology; use get_default().topology()",
     "settings": "a property", "configured": "a property", "registry": "a property", "router": "a property",
-    "transport": "a property",
+    "transport": "a property", "middleware": "a property", "outbox": "a property",
 }
 
 
@@ -83,3 +83,25 @@ def test_an_event_name_is_one_word() -> None:
         app.publish_model_event("shop.Booking", "up.dated", {"id": 1})
     with pytest.raises(pubsubpy.InvalidTopic, match="one word"):
         app.publish_many([("shop.Booking", "", {"id": 1})])
+
+
+# PubSub methods whose AsyncPubSub counterpart differs on purpose.
+ASYNC_DIFFERS = {"configure": "AsyncPubSub(...) takes the same arguments; AsyncPubSub.of(app) wraps a PubSub",
+                 "unconfigured": "the facade's own", "close": "aclose()",
+                 "run": "stop may be an asyncio.Event too"}
+ASYNC_PLAIN = {"subscribe", "topology"}  # no I/O: plain methods on both
+
+
+def test_async_pubsub_has_every_method_of_pubsub_with_the_same_signature() -> None:
+    from pubsubpy.aio import AsyncPubSub
+
+    methods = [name for name in dir(PubSub) if not name.startswith("_") and name not in ASYNC_DIFFERS
+               and callable(getattr(PubSub, name))]
+    assert {"publish_model_event", "publish_many", "drain", "declare", "list_dead_letters"} <= set(methods)
+    for name in methods:
+        method = getattr(AsyncPubSub, name, None)
+        assert method is not None, f"AsyncPubSub.{name} is missing"
+        assert _shape(method, True) == _shape(getattr(PubSub, name), True), f"AsyncPubSub.{name} differs"
+        assert inspect.iscoroutinefunction(method) == (name not in ASYNC_PLAIN), name
+    assert inspect.iscoroutinefunction(AsyncPubSub.aclose) and inspect.iscoroutinefunction(AsyncPubSub.run)
+    assert _shape(AsyncPubSub.__init__, True) == _shape(PubSub.__init__, True)

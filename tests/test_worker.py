@@ -21,7 +21,7 @@ TOTAL = 400
 
 
 def _start(rabbit_url: str, names: Names, log: Path, *, concurrency: int, pause: float,
-           grace: float = 30.0) -> tuple[PubSub, subprocess.Popen[str]]:
+           grace: float = 30.0, worker_app: str = "app") -> tuple[PubSub, subprocess.Popen[str]]:
     exchange, service = names.exchange(), names.service()
     app = PubSub(rabbit_url, schemas=ALL, model_exchange=exchange, service_name=service)
 
@@ -32,7 +32,7 @@ def _start(rabbit_url: str, names: Names, log: Path, *, concurrency: int, pause:
     env = {**os.environ, "PUBSUBPY_TEST_URL": rabbit_url, "WORKER_EXCHANGE": exchange, "WORKER_SERVICE": service,
            "WORKER_LOG": str(log), "WORKER_HANDLER_SECONDS": str(pause), "WORKER_GRACE": str(grace)}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "pubsubpy.cli", "worker", "--app", "tests.worker_app:app",
+        [sys.executable, "-m", "pubsubpy.cli", "worker", "--app", f"tests.worker_app:{worker_app}",
          "--concurrency", str(concurrency)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     return app, worker
@@ -56,11 +56,11 @@ def _drain_the_rest(rabbit_url: str, app: PubSub) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("concurrency", [1, 8])
+@pytest.mark.parametrize(("concurrency", "worker_app"), [(1, "app"), (8, "app"), (8, "async_app")])
 def test_sigterm_mid_way_handles_every_message_exactly_once(rabbit_url: str, names: Names, tmp_path: Path,
-                                                           concurrency: int) -> None:
+                                                           concurrency: int, worker_app: str) -> None:
     log = tmp_path / "handled.txt"
-    app, worker = _start(rabbit_url, names, log, concurrency=concurrency, pause=0.02)
+    app, worker = _start(rabbit_url, names, log, concurrency=concurrency, pause=0.02, worker_app=worker_app)
     try:
         ids = app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(TOTAL)])
         wait_for(lambda: len(_lines(log)) >= 100, timeout=60, what="the worker to handle 100 messages")

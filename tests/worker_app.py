@@ -1,14 +1,17 @@
-"""The app a worker subprocess runs in tests/test_worker.py (``pubsubpy worker --app tests.worker_app:app``).
+"""The apps a worker subprocess runs in tests/test_worker.py (``pubsubpy worker --app tests.worker_app:app``,
+or ``:async_app``, whose handler is ``async def``).
 
 Names and timing come from the environment; every handled message id is appended to WORKER_LOG.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 from pubsubpy import MessageInfo, PubSub
+from pubsubpy.aio import AsyncPubSub
 from tests.contract.events import ALL, BookingCreated
 
 app = PubSub(os.environ["PUBSUBPY_TEST_URL"], schemas=ALL, model_exchange=os.environ["WORKER_EXCHANGE"],
@@ -20,4 +23,15 @@ _pause = float(os.environ.get("WORKER_HANDLER_SECONDS", "0.01"))
 @app.subscribe("Booking.created")
 def record(event: BookingCreated, info: MessageInfo) -> None:
     time.sleep(_pause)
+    _log.write(f"{info.message_id}\n")
+
+
+async_app = AsyncPubSub(os.environ["PUBSUBPY_TEST_URL"], schemas=ALL, model_exchange=os.environ["WORKER_EXCHANGE"],
+                        service_name=os.environ["WORKER_SERVICE"],
+                        shutdown_timeout=float(os.environ.get("WORKER_GRACE", "30")))
+
+
+@async_app.subscribe("Booking.created")
+async def record_async(event: BookingCreated, info: MessageInfo) -> None:
+    await asyncio.sleep(_pause)
     _log.write(f"{info.message_id}\n")

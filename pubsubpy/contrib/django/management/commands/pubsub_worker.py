@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 import pubsubpy
+from pubsubpy.aio.worker import run_worker
 from pubsubpy.errors import PubSubError
 from pubsubpy.worker import exit_code
 
@@ -31,7 +32,7 @@ class Command(BaseCommand):
                 from pubsubpy.telemetry.server import serve_metrics
 
                 server = serve_metrics(app, options["metrics_port"])
-            result = app.run(concurrency=options["concurrency"])
+            result = run_worker(app, options["concurrency"])  # with an event loop for async def handlers
         except PubSubError as exc:
             raise CommandError(f"{type(exc).__name__}: {exc}") from exc
         finally:

@@ -1,0 +1,227 @@
+"""``AsyncPubSub``: the same typed events from asyncio code, with the same semantics as ``PubSub``.
+
+An ``AsyncPubSub`` wraps a ``PubSub`` and shares everything with it: settings, schema registry,
+router, dispatch decisions, envelope and transport. Only waiting differs:
+
+- publishing encodes and validates on the loop (a bad payload raises at once), then hands the
+  message to one publishing thread that sends whatever is waiting as a confirmed batch
+  (``batching.py``); with publishing middleware (telemetry) or an outbox each publish goes through
+  a thread of the loop's executor in the caller's context instead, so spans and transactions stay
+  the caller's.
+- ``drain()`` and ``run()`` consume on a thread of their own, where pika keeps the connection alive
+  (heartbeats) however long handlers take. ``async def`` handlers run on this loop; plain ``def``
+  handlers on the handler threads, so neither blocks the loop; ``concurrency`` bounds both.
+- ``run()`` installs no signal handlers: set its ``stop`` event, or cancel it. Either way no new
+  message starts, running handlers finish and are acked (up to ``shutdown_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Collection, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from typing_extensions import Self, Unpack
+
+from pubsubpy.aio.batching import PublishBatcher
+from pubsubpy.aio.threads import await_on, start_thread
+from pubsubpy.app import PubSub, check_drain
+from pubsubpy.deadletters import DeadLetter
+from pubsubpy.deadline import Deadline
+from pubsubpy.errors import ConfigurationError
+from pubsubpy.inbox import Inbox
+from pubsubpy.middleware import Middleware
+from pubsubpy.outcomes import DrainResult
+from pubsubpy.publisher import EventSpec
+from pubsubpy.router import Router
+from pubsubpy.schemas import ModelEvent, SchemaRegistry
+from pubsubpy.settings import Settings, SettingsOptions
+from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
+
+__all__ = ["AsyncPubSub"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class AsyncPubSub:
+    """``PubSub``'s constructor arguments and methods, as coroutines (``close`` is ``aclose``)."""
+
+    def __init__(
+        self,
+        amqp_url: str | None = None,
+        *,
+        schemas: Iterable[type[ModelEvent]] | None = None,
+        transport: Transport | None = None,
+        inbox: Inbox | None = None,
+        publishes: Iterable[type[ModelEvent]] | None = None,
+        middleware: Iterable[Middleware] | None = None,
+        **options: Unpack[SettingsOptions],
+    ) -> None:
+        self._attach(PubSub(amqp_url, schemas=schemas, transport=transport, inbox=inbox, publishes=publishes,
+                            middleware=middleware, **options))
+
+    @classmethod
+    def of(cls, app: PubSub) -> AsyncPubSub:
+        """The async view of an existing ``PubSub`` (one per instance: ``pubsubpy.apublish_model_event``
+        uses the default instance's)."""
+        view = app.async_view
+        if not isinstance(view, AsyncPubSub):
+            view = cls.__new__(cls)
+            view._attach(app)
+        return view
+
+    def _attach(self, app: PubSub) -> None:
+        self.sync = app  # the PubSub underneath: the same subscriptions, settings and transport
+        self._batcher = PublishBatcher(functools.partial(app._deliver, batch=True))
+        app.async_view = self
+
+    # -- what PubSub has -------------------------------------------------------------
+    @property
+    def settings(self) -> Settings:
+        return self.sync.settings
+
+    @property
+    def registry(self) -> SchemaRegistry:
+        return self.sync.registry
+
+    @property
+    def router(self) -> Router:
+        return self.sync.router
+
+    @property
+    def transport(self) -> Transport:
+        return self.sync.transport
+
+    def __repr__(self) -> str:
+        return f"Async{self.sync!r}"
+
+    def subscribe(self, pattern: str, *, max_attempts: int | None = None,
+                  idempotent: bool = False) -> Callable[[F], F]:
+        """As ``PubSub.subscribe``; the handler may be ``async def`` (awaited on the consuming loop)."""
+        return self.sync.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
+
+    def topology(self) -> Topology:
+        return self.sync.topology()
+
+    async def declare(self, *, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
+        return await asyncio.to_thread(functools.partial(self.sync.declare, prune=prune, deadline=deadline))
+
+    async def stale_bindings(self, *, timeout: float | None = None) -> list[str]:
+        return await asyncio.to_thread(functools.partial(self.sync.stale_bindings, timeout=timeout))
+
+    # -- publishing ------------------------------------------------------------------
+    async def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None,
+                                  headers: Mapping[str, str | int | bool] | None = None,
+                                  correlation_id: str | None = None) -> str:
+        """As ``PubSub.publish_model_event``: returns the message id once the broker confirmed it.
+
+        Within ``connect_timeout + confirm_timeout`` it confirms or raises, whatever the broker does."""
+        message = self.sync._publisher().encode(model, event, obj, version, headers, correlation_id)
+        if self._in_callers_context():
+            return (await self._deliver_in_thread([message], batch=False))[0]
+        return await self._batcher.publish(message)
+
+    async def publish_many(self, events: Iterable[EventSpec]) -> list[str]:
+        """As ``PubSub.publish_many``: all validated first, then sent as one confirmed batch."""
+        messages = self.sync._publisher().encode_many(events)
+        if not messages:
+            return []
+        return await self._deliver_in_thread(messages, batch=True)
+
+    def _in_callers_context(self) -> bool:
+        """Whether a publish must run in the caller's context: an outbox (the caller's transaction) or
+        publishing middleware (the caller's span is the parent)."""
+        chain = self.sync.middleware
+        return self.sync.outbox is not None or bool(chain is not None and chain.publishers())
+
+    async def _deliver_in_thread(self, messages: list[OutgoingMessage], *, batch: bool) -> list[str]:
+        deliver = functools.partial(self.sync._deliver, messages, batch=batch)
+        if self.sync.outbox is not None:
+            from asgiref.sync import sync_to_async  # the outbox is Django's; asgiref comes with it
+
+            return await sync_to_async(deliver)()  # the ORM's thread for this request: its transaction
+        return await asyncio.to_thread(deliver)
+
+    # -- consuming -------------------------------------------------------------------
+    async def drain(
+        self,
+        *,
+        max_messages: int | None = None,
+        timeout: float = 60.0,
+        concurrency: int = 1,
+        on_message: Callable[[DrainResult], None] | None = None,
+    ) -> DrainResult:
+        """As ``PubSub.drain``; ``async def`` handlers run on this loop."""
+        check_drain(max_messages, timeout, concurrency)
+        loop = asyncio.get_running_loop()
+        work = functools.partial(self.sync._drain, max_messages, timeout, concurrency, on_message, await_on(loop))
+        return await asyncio.shield(start_thread(work, "pubsubpy-drain"))
+
+    async def run(self, concurrency: int = 1, stop: asyncio.Event | threading.Event | None = None) -> DrainResult:
+        """Consume until ``stop`` is set or this coroutine is cancelled; then no new message starts and
+        running handlers finish and are acked (up to ``shutdown_timeout``). No signal handlers."""
+        if concurrency < 1:
+            raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+        halt = stop if isinstance(stop, threading.Event) else threading.Event()
+        loop = asyncio.get_running_loop()
+        work = functools.partial(self.sync._run, concurrency, halt, threading.Event(), await_on(loop), signals=False)
+        consuming = start_thread(work, "pubsubpy-worker")
+        watcher = asyncio.ensure_future(stop.wait()) if isinstance(stop, asyncio.Event) else None
+        if watcher is not None:
+            watcher.add_done_callback(lambda _: halt.set())
+        try:
+            return await asyncio.shield(consuming)
+        except asyncio.CancelledError:
+            halt.set()
+            await asyncio.shield(consuming)  # let running handlers finish (they may need this loop)
+            raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    # -- dead letters ----------------------------------------------------------------
+    async def list_dead_letters(
+        self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
+        handler: str | None = None, timeout: float | None = None,
+    ) -> list[DeadLetter]:
+        return await asyncio.to_thread(functools.partial(
+            self.sync.list_dead_letters, limit=limit, reason=reason, topic=topic, handler=handler, timeout=timeout))
+
+    async def replay_dead_letters(
+        self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
+        handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+        timeout: float | None = None,
+    ) -> list[str]:
+        return await asyncio.to_thread(functools.partial(
+            self.sync.replay_dead_letters, message_ids, reason=reason, topic=topic, handler=handler,
+            progress=progress, timeout=timeout))
+
+    async def purge_dead_letters(
+        self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
+        handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
+        timeout: float | None = None,
+    ) -> list[str]:
+        return await asyncio.to_thread(functools.partial(
+            self.sync.purge_dead_letters, message_ids, reason=reason, topic=topic, handler=handler,
+            progress=progress, timeout=timeout))
+
+    async def dead_letter_count(self, *, timeout: float | None = None) -> int:
+        return await asyncio.to_thread(functools.partial(self.sync.dead_letter_count, timeout=timeout))
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def aclose(self) -> None:
+        """Send what is waiting to be published, then close broker connections (reopened if used again)."""
+        await asyncio.to_thread(self._batcher.close)
+        await asyncio.to_thread(self.sync.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        await self.aclose()
+

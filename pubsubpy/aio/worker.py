@@ -1,0 +1,41 @@
+"""The worker commands' way to run an app whose handlers may be ``async def``.
+
+``pubsubpy worker`` and ``manage.py pubsub_worker`` consume on the main thread (so SIGTERM and
+SIGINT stop them gracefully, see ``pubsubpy.worker``); ``async def`` handlers run on an event loop
+of the worker's own, on a thread beside it, for as long as the worker runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+from pubsubpy.aio.threads import await_on
+from pubsubpy.app import PubSub
+from pubsubpy.errors import ConfigurationError
+from pubsubpy.outcomes import DrainResult
+from pubsubpy.worker import handle_signals
+
+__all__ = ["run_worker"]
+
+
+def run_worker(app: PubSub, concurrency: int = 1) -> DrainResult:
+    """``app.run(concurrency)``, with an event loop for its ``async def`` handlers when it has any."""
+    if concurrency < 1:
+        raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
+    if not any(sub.is_async for sub in app.router.subscriptions):
+        return app.run(concurrency=concurrency)
+    stop, force = threading.Event(), threading.Event()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="pubsubpy-handler-loop", daemon=True)
+    thread.start()
+    try:
+        with handle_signals(stop, force):
+            return app._run(concurrency, stop, force, await_on(loop), signals=False)
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            with contextlib.suppress(RuntimeError):
+                loop.close()

@@ -1,0 +1,274 @@
+"""``AsyncPubSub``: async handlers, coalesced confirmed publishing, stop and cancel, on memory:// and RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pika
+import pytest
+
+import pubsubpy
+from pubsubpy import (
+    ConfigurationError,
+    MessageInfo,
+    PayloadValidationError,
+    PublishError,
+    PublishNacked,
+    PubSub,
+)
+from pubsubpy.aio import AsyncPubSub
+from pubsubpy.testing import delete_topology
+from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
+from tests.conftest import RABBIT_URL, Names, require_rabbit
+from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+def make_app(request: pytest.FixtureRequest, names: Names) -> Iterator[Callable[..., AsyncPubSub]]:
+    made: list[AsyncPubSub] = []
+
+    def make(**options: object) -> AsyncPubSub:
+        options.setdefault("model_exchange", names.exchange())
+        options.setdefault("service_name", names.service())
+        options.setdefault("telemetry", False)
+        if request.param == "memory":
+            app = AsyncPubSub("memory://", transport=MemoryTransport(MemoryBroker()), schemas=ALL,
+                              **options)  # type: ignore[arg-type]
+        else:
+            require_rabbit()
+            app = AsyncPubSub(RABBIT_URL, schemas=ALL, **options)  # type: ignore[arg-type]
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        if request.param == "rabbitmq":
+            delete_topology(app.sync)
+        app.sync.close()
+
+
+def test_async_and_sync_handlers_both_run_without_blocking_the_loop(make_app: Callable[..., AsyncPubSub]) -> None:
+    app = make_app()
+    got: list[tuple[str, int]] = []
+    loop_threads: set[int] = set()
+    handler_threads: set[int] = set()
+
+    @app.subscribe("Booking.created")
+    async def on_created(event: BookingCreated, info: MessageInfo) -> None:
+        loop_threads.add(threading.get_ident())
+        await asyncio.sleep(0.01)
+        got.append(("async", event.id))
+
+    @app.subscribe("Booking.*")
+    def also(event: BookingCreated | BookingUpdated) -> None:
+        handler_threads.add(threading.get_ident())
+        got.append(("sync", event.id))
+
+    async def main() -> tuple[list[str], pubsubpy.DrainResult, int]:
+        await app.declare()
+        ids = list(await asyncio.gather(*(app.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"})
+                                          for i in range(20))))
+        ticks = 0
+
+        async def tick() -> None:  # the loop keeps running while the drain waits
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        ticker = asyncio.create_task(tick())
+        result = await app.drain(timeout=30, concurrency=4)
+        ticker.cancel()
+        return ids, result, ticks
+
+    ids, result, ticks = asyncio.run(main())
+    assert len(set(ids)) == 20 and all(len(i) == 32 for i in ids)
+    assert result.handled == 20 and result.dead_lettered == 0
+    assert sorted(got) == sorted([("async", i) for i in range(20)] + [("sync", i) for i in range(20)])
+    assert len(loop_threads) == 1 and not loop_threads & handler_threads
+    assert ticks > 3, "the event loop ran while the drain waited"
+
+
+def test_a_sync_pubsub_refuses_async_handlers_when_it_starts_to_drain() -> None:
+    app = PubSub("memory://", transport=MemoryTransport(MemoryBroker()), schemas=ALL, service_name="s")
+
+    @app.subscribe("Booking.created")  # no longer refused here: subscriptions are shared with AsyncPubSub
+    async def on_created(event: BookingCreated) -> None: ...
+
+    with pytest.raises(ConfigurationError) as excinfo:
+        app.drain(timeout=1)
+    assert "on_created" in str(excinfo.value) and "AsyncPubSub" in str(excinfo.value)
+    assert "pubsubpy worker" in str(excinfo.value)
+
+
+def test_concurrent_publishes_each_get_their_own_outcome(make_app: Callable[..., AsyncPubSub], names: Names) -> None:
+    """50 tasks at once; then a batch in which some messages are refused: only their tasks raise."""
+    app = make_app()
+    got: Counter[int] = Counter()
+
+    @app.subscribe("Booking.created")
+    async def on_created(event: BookingCreated) -> None:
+        got[event.id] += 1
+
+    async def main() -> pubsubpy.DrainResult:
+        await app.declare()
+        await asyncio.gather(*(app.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"})
+                               for i in range(50)))
+        with pytest.raises(PayloadValidationError):  # raised at once, in the caller; nothing sent
+            await app.publish_model_event(BOOKING, "created", {"id": "not a number", "guest": "g"})
+        return await app.drain(timeout=30)
+
+    result = asyncio.run(main())
+    assert result.handled == 50 and got == Counter(range(50))
+
+
+def test_a_refused_message_fails_only_its_own_task(rabbit_url: str, names: Names) -> None:
+    app = AsyncPubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(),  # type: ignore[arg-type]
+                      connect_timeout=1, confirm_timeout=1, telemetry=False)
+    queue = f"{names.tag}-five"
+    names.queues.append(queue)
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:
+        channel = connection.channel()
+        app.transport.declare_exchange(app.settings.model_exchange)
+        channel.queue_declare(queue, arguments={"x-max-length": 5, "x-overflow": "reject-publish"})
+        channel.queue_bind(queue, app.settings.model_exchange, "Booking.*")
+    finally:
+        connection.close()
+
+    async def main() -> list[str | BaseException]:
+        return await asyncio.gather(*(app.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"})
+                                      for i in range(10)), return_exceptions=True)
+
+    outcomes = asyncio.run(asyncio.wait_for(main(), timeout=60))
+    confirmed = [o for o in outcomes if isinstance(o, str)]
+    refused = [o for o in outcomes if isinstance(o, PublishNacked)]
+    assert (len(confirmed), len(refused)) == (5, 5), outcomes
+    assert all(len(exc.message_ids) >= 1 for exc in refused)
+    app.sync.close()
+
+
+def test_an_async_handler_of_five_heartbeats_runs_once(rabbit_url: str, names: Names) -> None:
+    app = AsyncPubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(),  # type: ignore[arg-type]
+                      service_name=names.service(), heartbeat=1, telemetry=False)
+    runs: list[int] = []
+
+    @app.subscribe("Booking.created")
+    async def slow(event: BookingCreated) -> None:
+        runs.append(event.id)
+        await asyncio.sleep(5.5)  # five heartbeat intervals and a half: the work itself, not a wait
+
+    async def main() -> pubsubpy.DrainResult:
+        await app.declare()
+        await app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+        return await app.drain(timeout=60)
+
+    result = asyncio.run(main())
+    assert runs == [1] and result.handled == 1 and result.redelivered == 0
+    assert asyncio.run(app.drain(timeout=5)).messages == 0, "nothing came back"
+    app.sync.close()
+
+
+@pytest.mark.parametrize("how", ["event", "cancel"])
+def test_run_stops_on_its_event_or_when_cancelled_and_finishes_the_running_handler(
+        make_app: Callable[..., AsyncPubSub], how: str) -> None:
+    app = make_app()
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    @app.subscribe("Booking.created")
+    async def on_created(event: BookingCreated) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.append(event.id)
+
+    async def main() -> pubsubpy.DrainResult | None:
+        await app.declare()
+        await app.publish_model_event(BOOKING, "created", {"id": 7, "guest": "g"})
+        stop = asyncio.Event()
+        worker = asyncio.create_task(app.run(stop=stop))
+        await asyncio.wait_for(started.wait(), timeout=30)
+        if how == "event":
+            stop.set()
+            return await asyncio.wait_for(worker, timeout=30)
+        worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(worker, timeout=30)
+        return None
+
+    result = asyncio.run(main())
+    assert finished == [7], "the running handler finished"
+    if result is not None:
+        assert result.handled == 1 and result.stopped_by == "stopped"
+    assert asyncio.run(app.drain(timeout=5)).messages == 0, "it was acked, not sent back"
+
+
+def test_a_connection_closed_under_a_publish_confirms_or_raises(rabbit_url: str, names: Names) -> None:
+    service = names.service()
+    app = AsyncPubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=service,  # type: ignore[arg-type]
+                      telemetry=False, connect_timeout=5, confirm_timeout=10)
+    handled: Counter[int] = Counter()
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None:
+        handled[event.id] += 1
+
+    def close_ours() -> int:
+        out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid",
+                              "client_properties"], capture_output=True, text=True, timeout=60, check=True).stdout
+        pids = [line.split("\t", 1)[0] for line in out.splitlines() if f"pubsubpy:{service}" in line]
+        for pid in pids:
+            subprocess.run(["rabbitmqctl", "close_connection", pid, "test: closed under a publish"],
+                           capture_output=True, timeout=60)
+        return len(pids)
+
+    async def main() -> list[str | BaseException]:
+        await app.declare()
+        tasks = [asyncio.create_task(app.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"}))
+                 for i in range(300)]
+        closed = await asyncio.to_thread(close_ours)
+        assert closed >= 1
+        tasks += [asyncio.create_task(app.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"}))
+                  for i in range(300, 400)]
+        return await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), timeout=60)
+
+    started = time.monotonic()
+    outcomes = asyncio.run(main())
+    assert time.monotonic() - started < 60, "never hangs"
+    confirmed = {i for i, o in enumerate(outcomes) if isinstance(o, str)}
+    raised = [o for o in outcomes if not isinstance(o, str)]
+    assert all(isinstance(o, PublishError | pubsubpy.BrokerUnavailable) for o in raised), raised
+    asyncio.run(app.drain(timeout=30))
+    assert confirmed <= set(handled), "every confirmed message arrived"
+    print(f"\nclosed under publish: confirmed={len(confirmed)} raised={len(raised)} "
+          f"handled={len(handled)} duplicates={sum(handled.values()) - len(handled)}")
+    app.sync.close()
+
+
+def test_apublish_model_event_on_the_default_instance() -> None:
+    from pubsubpy.testing import reset
+
+    reset()
+    pubsubpy.init("memory://", service_name="aio-facade", schemas=ALL, telemetry=False)
+    got: list[int] = []
+
+    @pubsubpy.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None:
+        got.append(event.id)
+
+    async def main() -> str:
+        return await pubsubpy.apublish_model_event(BOOKING, "created", {"id": 3, "guest": "g"})
+
+    try:
+        message_id = asyncio.run(main())
+        assert len(message_id) == 32
+        assert pubsubpy.drain(timeout=5).handled == 1 and got == [3]
+        with pytest.raises(PayloadValidationError):  # a bad payload raises in the caller
+            asyncio.run(pubsubpy.apublish_model_event(BOOKING, "created", {"id": "x"}))
+    finally:
+        reset()
