@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Literal
 
@@ -89,3 +90,26 @@ class Audit(pubsubpy.Middleware):
 
 
 audited = PubSub("memory://", service_name="audit", middleware=[Audit()], telemetry=False)
+
+
+# asyncio: the same names, as coroutines; async def handlers are accepted.
+async def async_service() -> None:
+    from pubsubpy.aio import AsyncPubSub
+
+    async with AsyncPubSub("memory://", service_name="aio", prefetch=10) as aio:
+
+        @aio.subscribe("Booking.*")
+        async def on_booking_async(event: BookingUpdated, info: MessageInfo) -> None: ...
+
+        sent: str = await aio.publish_model_event("shop.models.Booking", "updated", {"id": 1, "status": "x"})
+        many: list[str] = await aio.publish_many([("shop.models.Booking", "updated", {"id": 2, "status": "y"})])
+        drained: DrainResult = await aio.drain(timeout=5.0, concurrency=4)
+        stop = asyncio.Event()
+        ran: DrainResult = await aio.run(concurrency=2, stop=stop)
+        letters_async: list[pubsubpy.DeadLetter] = await aio.list_dead_letters(limit=10)
+        assert_type(await aio.dead_letter_count(), int)
+        await aio.declare(prune=False)
+        AsyncPubSub("memory://", max_atempts=5)  # type: ignore[call-arg]
+        print(sent, many, drained, ran, letters_async)
+    facade_sent: str = await pubsubpy.apublish_model_event("shop.models.Booking", "updated", {"id": 3, "status": "z"})
+    print(facade_sent)
