@@ -509,3 +509,24 @@ def test_one_trace_runs_from_the_save_in_shop_through_the_relay_to_the_handler_i
     assert process["attributes"]["pubsubpy.handler"] == "invoices.subscribers.keep_invoice"
     assert process["attributes"]["pubsubpy.outcome"] == "handled"
     assert [e["message_id"] for e in billing.events()] == [message_id]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_async_view_publishes_through_the_outbox(billing: Billing) -> None:
+    """``await pubsubpy.apublish_model_event`` in an async view: an outbox row (its own transaction,
+    written through sync_to_async), sent by the relay, handled by billing."""
+    from asgiref.sync import async_to_sync
+    from bookings.models import Booking
+    from django.test import AsyncClient
+
+    booking = Booking.objects.create(guest="Ada", nights=2, amount_cents=24000)
+    relay()  # the created event
+    response = async_to_sync(AsyncClient().post)(f"/bookings/{booking.id}/announce")
+    assert response.status_code == 200, response.content
+    message_id = response.json()["message_id"]
+    from pubsubpy.contrib.django.models import OutboxMessage
+
+    assert unsent() == 1 and OutboxMessage.objects.get(sent_at__isnull=True).message_id == message_id
+    relay()
+    out = billing.manage("pubsub_drain", "--timeout", "30")
+    assert "2 handled" in out, out

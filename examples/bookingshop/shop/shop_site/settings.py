@@ -13,6 +13,8 @@ USE_TZ = True
 INSTALLED_APPS = ["django.contrib.contenttypes", "bookings", "pubsubpy.contrib.django"]
 DATABASES = {"default": database(BASE_DIR / "shop.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+ROOT_URLCONF = "shop_site.urls"
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "testserver"]
 
 # TRACES_TO_CONSOLE=1: print every span (JSON, service.name "shop") on stdout; see console_tracing.py.
 console_tracing.install("shop")
