@@ -272,3 +272,26 @@ def test_apublish_model_event_on_the_default_instance() -> None:
             asyncio.run(pubsubpy.apublish_model_event(BOOKING, "created", {"id": "x"}))
     finally:
         reset()
+
+
+def test_concurrency_bounds_the_async_handlers_in_flight(make_app: Callable[..., AsyncPubSub]) -> None:
+    app = make_app()
+    running = 0
+    most = 0
+
+    @app.subscribe("Booking.created")
+    async def on_created(event: BookingCreated) -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.05)
+        running -= 1
+
+    async def main() -> pubsubpy.DrainResult:
+        await app.declare()
+        await app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(12)])
+        return await app.drain(timeout=30, concurrency=3)
+
+    result = asyncio.run(main())
+    assert result.handled == 12
+    assert most == 3, f"at most `concurrency` handlers at once, and that many when there is work: {most}"
