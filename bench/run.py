@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench import broker_rows, local_rows, outbox_rows, worker_rows
-from bench.common import URL, Booking, Row, alternate, delete_app, fill, unique
+from bench.common import URL, Booking, Row, delete_app, fill, unique
 from pubsubpy import PubSub
 
 
@@ -74,36 +74,6 @@ def _noop(event: Booking) -> None:
     pass
 
 
-def faststream_rows(single: int, drained: int, rounds: int) -> list[Row]:
-    from bench import faststream_rows as fs
-
-    exchange, service = unique("x"), unique("svc")
-    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore",
-                 telemetry=False)
-    app.subscribe("Booking.*")(_noop)
-    app.declare()
-    from bench.common import MODEL, PAYLOAD, rate
-
-    publish = alternate(Row("vs FastStream: publish, each confirmed", "msg/s", target=">= 2"), rounds,
-                        lambda: rate(single, lambda: [app.publish_model_event(MODEL, "updated", PAYLOAD)
-                                                      for _ in range(single)]),
-                        lambda: fs.publish_rate(single))
-
-    batch = alternate(Row("vs FastStream: publish_many vs its publish loop", "msg/s", target=">= 2",
-                          note="both confirmed"), rounds,
-                      lambda: rate(single * 5, lambda: app.publish_many([(MODEL, "updated", PAYLOAD)] * (single * 5))),
-                      lambda: fs.publish_rate(single))
-
-    def ours_drain() -> float:
-        fill(f"{service}.events", drained, exchange)
-        return rate(drained, lambda: app.drain(timeout=300))
-
-    drain = alternate(Row("vs FastStream: drain, typed handler", "msg/s", target=">= 5"), rounds, ours_drain,
-                      lambda: fs.drain_rate(drained))
-    delete_app(app)
-    return [publish, batch, drain]
-
-
 def met(row: Row) -> bool | None:
     target = row.target.replace("median ", "")
     if not target:
@@ -134,7 +104,7 @@ def print_table(rows: list[Row]) -> None:
 
 SHORT = {
     "single publish": "publish, confirmed\nvs raw pika",
-    "batch publish": "publish_many\nvs raw pika (no confirms)",
+    "batch publish": "publish_many\nvs raw pika, confirmed",
     "drain": "drain\nvs raw pika consumer",
     "vs FastStream: publish,": "publish\nvs FastStream",
     "vs FastStream: publish_many": "publish_many\nvs FastStream publish",
@@ -152,6 +122,15 @@ SHORT = {
     "drain: telemetry on + SDK": "drain, telemetry on + SDK\nvs off",
     "publish: telemetry on, API only": "publish, telemetry on (API only)\nvs off",
     "publish: telemetry on + SDK": "publish, telemetry on + SDK\nvs off",
+    "cluster: publish: 3-node": "publish, 3-node quorum\nvs 1-node classic",
+    "cluster: publish: 1-node": "publish, 1-node quorum\nvs 1-node classic",
+    "cluster: publish: classic": "publish, classic on node 1\nvs 1-node classic",
+    "cluster: publish_many: 3-node": "publish_many, 3-node quorum\nvs 1-node classic",
+    "cluster: publish_many: 1-node": "publish_many, 1-node quorum\nvs 1-node classic",
+    "cluster: publish_many: classic": "publish_many, classic on node 1\nvs 1-node classic",
+    "cluster: consume: 3-node": "consume, 3-node quorum\nvs 1-node classic",
+    "cluster: consume: 1-node": "consume, 1-node quorum\nvs 1-node classic",
+    "cluster: consume: classic": "consume, classic on node 1\nvs 1-node classic",
 }
 
 
@@ -189,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts, under a minute")
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--no-faststream", action="store_true")
+    parser.add_argument("--no-cluster", action="store_true", help="skip the rows on the 3-node cluster")
     args = parser.parse_args(argv)
     quick = args.quick
     out = Path(args.out)
@@ -217,9 +197,25 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_faststream:
         step("FastStream")
         try:
-            rows.extend(faststream_rows(300 if quick else 2000, 2000 if quick else 10000, 2 if quick else 3))
+            from bench import faststream_rows
+
+            rows.extend(faststream_rows.rows(300 if quick else 2000, 2000 if quick else 10000, 2 if quick else 3))
         except ImportError:
             print("FastStream is not installed (pip install '.[bench]'): skipping its rows", file=sys.stderr)
+    # -- asyncio rows (bench/aio_rows.py): AsyncPubSub vs FastStream, raw aio-pika and sync pubsubpy --
+    if not args.no_faststream:
+        from bench import aio_rows
+
+        SHORT.update(aio_rows.SHORT)
+        try:
+            rows.extend(aio_rows.all_rows(quick, rounds, step))
+        except ImportError:
+            print("FastStream is not installed (pip install '.[bench]'): skipping the asyncio rows", file=sys.stderr)
+    # -- end of the asyncio rows --
+    if not args.no_cluster:
+        from bench import cluster_rows
+
+        rows.extend(cluster_rows.all_rows(quick, rounds, step))
     step("outbox")
     rows.extend(outbox_rows.rows(2000 if quick else 10000, 200 if quick else 1000, rounds))
     step("routing")

@@ -23,8 +23,11 @@ def test_bench_quick_writes_valid_json_and_a_chart(rabbit_url: str, tmp_path: Pa
     assert results["quick"] is True and results["machine"]["cpus"] >= 1
     names = [row["name"] for row in results["rows"]]
     for expected in ("single publish", "batch publish", "drain", "vs FastStream: publish", "vs FastStream: drain",
-                     "routing: TopicTrie vs regex scan", "in-process", "memory: RSS", "idle drain"):
+                     "routing: TopicTrie vs regex scan", "in-process", "memory: RSS", "idle drain",
+                     "aio: publish, 50 tasks: AsyncPubSub vs FastStream", "aio: drain, async typed handler"):
         assert any(name.startswith(expected) for name in names), expected
+    cluster = [name for name in names if name.startswith("cluster: ")]  # when scripts/cluster.sh up ran
+    assert len(cluster) == 9 or (not cluster and "skipping the cluster rows" in proc.stderr), cluster
     for row in results["rows"]:
         assert math.isfinite(row["pubsubpy"]), row
         if row["unit"] in ("msg/s", "keys/s", "ms"):
