@@ -24,7 +24,7 @@ def test_bench_quick_writes_valid_json_and_a_chart(rabbit_url: str, tmp_path: Pa
     names = [row["name"] for row in results["rows"]]
     for expected in ("single publish", "batch publish", "drain", "vs FastStream: publish", "vs FastStream: drain",
                      "routing: TopicTrie vs regex scan", "in-process", "memory: RSS", "idle drain",
-                     "aio: publish, 50 tasks: AsyncPubSub vs FastStream", "aio: drain, async typed handler"):
+                     "aio: publish from 50 tasks vs FastStream", "aio: drain, async typed handler vs FastStream"):
         assert any(name.startswith(expected) for name in names), expected
     cluster = [name for name in names if name.startswith("cluster: ")]  # when scripts/cluster.sh up ran
     assert len(cluster) == 9 or (not cluster and "skipping the cluster rows" in proc.stderr), cluster
