@@ -7,6 +7,7 @@
 # user so they share its Erlang cookie with rabbitmqctl. `up` is idempotent; every wait is bounded.
 # URLs for pubsubpy: amqp://guest:guest@127.0.0.1:5681,amqp://guest:guest@127.0.0.1:5682,...
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_rabbitmq_node.sh"
 
 BASE="${PUBSUBPY_CLUSTER_DIR:-/tmp/pubsubpy-cluster}"
 NODES=(pubsubpy1 pubsubpy2 pubsubpy3)
@@ -17,26 +18,10 @@ ctl() { timeout 60 rabbitmqctl -q -n "$1@localhost" "${@:2}"; }
 running() { timeout 20 rabbitmqctl -q -n "$1@localhost" status >/dev/null 2>&1; }
 
 start_node() {
-  local name="$1" dir="$BASE/$1" amqp; amqp="$(port "$1")"
+  local name="$1" amqp; amqp="$(port "$1")"
   if running "$name"; then return 0; fi
-  mkdir -p "$dir/mnesia" "$dir/log"
-  printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users.guest = true\n' "$amqp" > "$dir/rabbitmq.conf"
-  echo '[].' > "$dir/enabled_plugins"
-  chown -R rabbitmq:rabbitmq "$BASE"
-  su rabbitmq -s /bin/sh -c "env RABBITMQ_NODENAME=$name@localhost RABBITMQ_NODE_PORT=$amqp \
-      RABBITMQ_DIST_PORT=$((amqp + 20000)) RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf \
-      RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins \
-      RABBITMQ_PID_FILE=$dir/pid ERL_EPMD_ADDRESS=127.0.0.1 \
-      /usr/lib/rabbitmq/bin/rabbitmq-server -detached" >/dev/null 2>&1
-  local until=$((SECONDS + WAIT))   # await_startup fails at once until the node has registered: poll it
-  until timeout 30 rabbitmqctl -q -n "$name@localhost" await_startup >/dev/null 2>&1; do
-    if [ "$SECONDS" -ge "$until" ]; then
-      echo "cluster: node $name did not start within ${WAIT}s; its log: $dir/log" >&2
-      tail -n 20 "$dir/log/$name@localhost.log" >&2 2>/dev/null || true
-      exit 1
-    fi
-    sleep 1
-  done
+  printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users.guest = true\n' "$amqp" \
+    | start_rabbit_node "$name@localhost" "$BASE/$name" "$amqp" $((amqp + 20000)) "$WAIT" "[]"
 }
 
 members() { ctl pubsubpy1 cluster_status --formatter json 2>/dev/null | python3 -c \

@@ -15,6 +15,7 @@
 # URLs: amqps://guest:guest@127.0.0.1:5691/%2F (tls_ca_file=.../certs/ca.pem), or amqps://127.0.0.1:5691/%2F
 # with auth="external", tls_cert_file=.../certs/client.pem, tls_key_file=.../certs/client.key.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/_rabbitmq_node.sh"
 
 BASE="${PUBSUBPY_TLS_DIR:-/tmp/pubsubpy-tls}"
 NAME=pubsubpytls
@@ -75,9 +76,8 @@ start_node() {
   for port in $AMQP_PORT $AMQPS_PORT $DIST_PORT; do
     if port_taken "$port"; then fail "port 127.0.0.1:$port is taken by another process, not by $NODE"; fi
   done
-  mkdir -p "$dir/mnesia" "$dir/log"
-  rm -f "$dir/pid"   # a stale one would read as "died at start"
-  cat > "$dir/rabbitmq.conf" <<EOF
+  chown -R rabbitmq:rabbitmq "$BASE"   # the node reads the certificates and keys under it
+  start_rabbit_node "$NODE" "$dir" "$AMQP_PORT" "$DIST_PORT" "$WAIT" "[rabbitmq_auth_mechanism_ssl]" <<EOF
 listeners.tcp.local = 127.0.0.1:$AMQP_PORT
 listeners.ssl.local = 127.0.0.1:$AMQPS_PORT
 loopback_users.guest = true
@@ -91,23 +91,6 @@ auth_mechanisms.2 = AMQPLAIN
 auth_mechanisms.3 = EXTERNAL
 ssl_cert_login_from = common_name
 EOF
-  echo '[rabbitmq_auth_mechanism_ssl].' > "$dir/enabled_plugins"
-  chown -R rabbitmq:rabbitmq "$BASE"
-  su rabbitmq -s /bin/sh -c "env RABBITMQ_NODENAME=$NODE RABBITMQ_NODE_PORT=$AMQP_PORT \
-      RABBITMQ_DIST_PORT=$DIST_PORT RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf \
-      RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins \
-      RABBITMQ_PID_FILE=$dir/pid ERL_EPMD_ADDRESS=127.0.0.1 \
-      /usr/lib/rabbitmq/bin/rabbitmq-server -detached" >/dev/null 2>&1
-  local until=$((SECONDS + WAIT))   # await_startup fails at once until the node has registered: poll it
-  until timeout 30 rabbitmqctl -q -n "$NODE" await_startup >/dev/null 2>&1; do
-    local pid; pid="$(cat "$dir/pid" 2>/dev/null || true)"
-    if [ "$SECONDS" -ge "$until" ] || { [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; }; then
-      echo "tls-node: $NODE did not start (waited up to ${WAIT}s); its log: $dir/log" >&2
-      tail -n 20 "$dir/log/$NODE.log" >&2 2>/dev/null || true
-      exit 1
-    fi
-    sleep 1
-  done
 }
 
 # The EXTERNAL login's user: the client certificate's CN, with every permission on the default vhost.
