@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from typing_extensions import Unpack
 
 from pubsubpy.consumer import LoopOptions, consume_queue
+from pubsubpy.credentials import resolve_url
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import AwaitOnLoop, Dispatcher
@@ -30,7 +31,7 @@ from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
-from pubsubpy.settings import Settings, SettingsOptions, resolve_url
+from pubsubpy.settings import Settings, SettingsOptions
 from pubsubpy.telemetry import telemetry_middleware
 from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
@@ -128,7 +129,7 @@ class PubSub:
         """Set the options of an unconfigured instance (``init()`` does this for the default one).
 
         ``amqp_url=None``: ``$PUBSUBPY_URL``, else ``memory://``; a URL with a user but no password takes it
-        from the file ``$PUBSUBPY_PASSWORD_FILE`` (``pubsubpy.settings.resolve_url``).
+        from the file ``$PUBSUBPY_PASSWORD_FILE`` (``pubsubpy.credentials``).
         """
         with self._lock:
             if self._settings is not None:

@@ -4,8 +4,9 @@ A bad value is a ``ConfigurationError`` naming the field and the value. The
 broker URL's password never appears in ``repr``, logs or errors: use
 ``display_url``.
 
-``resolve_url`` picks the URL when none is given (``PUBSUBPY_URL``, else
-``memory://``) and fills in a password from ``PUBSUBPY_PASSWORD_FILE``.
+``pubsubpy.credentials.resolve_url`` picks the URL when none is given
+(``PUBSUBPY_URL``, else ``memory://``) and fills in a password from
+``PUBSUBPY_PASSWORD_FILE``.
 """
 
 from __future__ import annotations
@@ -14,20 +15,16 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Mapping
 from typing import Any, Literal
-from urllib.parse import parse_qs, quote, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from typing_extensions import TypedDict
 
 from pubsubpy.errors import ConfigurationError
 
-__all__ = ["PASSWORD_FILE_ENV", "URL_ENV", "InsecureTLSWarning", "Settings", "SettingsOptions", "redact_url",
-           "resolve_url"]
-
-URL_ENV = "PUBSUBPY_URL"
-PASSWORD_FILE_ENV = "PUBSUBPY_PASSWORD_FILE"
+__all__ = ["InsecureTLSWarning", "Settings", "SettingsOptions", "has_password", "redact_url", "split_urls",
+           "url_scheme"]
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 
@@ -45,74 +42,20 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def _urls(amqp_url: str) -> list[str]:
+def split_urls(amqp_url: str) -> list[str]:
     """The comma-separated URLs of ``amqp_url`` (failover), as the transport splits them."""
     return [url.strip() for url in amqp_url.split(",") if url.strip()]
 
 
-def _scheme(url: str) -> str:
+def url_scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
-def _has_password(url: str) -> bool:
+def has_password(url: str) -> bool:
     try:
         return urlsplit(url).password is not None
     except ValueError:
         return False
-
-
-def resolve_url(amqp_url: str | None, auth: str = "plain", environ: Mapping[str, str] | None = None) -> str:
-    """The broker URL to use: ``amqp_url`` if given, else ``$PUBSUBPY_URL``, else ``memory://``.
-
-    An ``amqp(s)://`` URL that names a user but no password gets the content of the file named by
-    ``$PUBSUBPY_PASSWORD_FILE`` (a mounted secret; one trailing newline dropped); a password in the URL
-    wins. ``auth="external"`` logs in with the client certificate, so the file is not read.
-    """
-    env = os.environ if environ is None else environ
-    url = amqp_url if amqp_url is not None else (env.get(URL_ENV, "").strip() or "memory://")
-    path = env.get(PASSWORD_FILE_ENV, "").strip()
-    if not path or auth == "external":
-        return url
-    needing = [u for u in _urls(url) if _scheme(u) in ("amqp", "amqps") and not _has_password(u)]
-    if not needing:
-        return url
-    password = _read_password_file(path)
-    return ",".join(_with_password(u, password) if u in needing else u for u in _urls(url))
-
-
-def _read_password_file(path: str) -> str:
-    """The password in ``path``; errors name the file, never its content."""
-    where = f"{PASSWORD_FILE_ENV} {path!r}"
-    try:
-        with open(path, encoding="utf-8") as file:
-            content = file.read()
-    except FileNotFoundError:
-        raise ConfigurationError(f"{where} does not exist: point it at the file holding the broker password, "
-                                 f"or unset {PASSWORD_FILE_ENV}") from None
-    except IsADirectoryError:
-        raise ConfigurationError(f"{where} is a directory: point it at the file holding the password") from None
-    except PermissionError:
-        raise ConfigurationError(f"{where} cannot be read by this process (permission denied): make it "
-                                 "readable by the user pubsubpy runs as") from None
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{where} is not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigurationError(f"{where} cannot be read: {exc.strerror or type(exc).__name__}") from None
-    password = content.removesuffix("\r\n") if content.endswith("\r\n") else content.removesuffix("\n")
-    if not password:
-        raise ConfigurationError(f"{where} is empty: write the broker password into it")
-    return password
-
-
-def _with_password(url: str, password: str) -> str:
-    """``amqp://user@host/vh`` -> ``amqp://user:<password, percent-encoded>@host/vh``."""
-    parts = urlsplit(url)
-    if not parts.username:
-        raise ConfigurationError(
-            f"{PASSWORD_FILE_ENV} is set but amqp_url {redact_url(url)!r} names no user to log in as with that "
-            f"password: put the user in the URL ({parts.scheme}://USER@{parts.netloc}{parts.path})")
-    userinfo, host = parts.netloc.rsplit("@", 1)
-    return urlunsplit(parts._replace(netloc=f"{userinfo}:{quote(password, safe='')}@{host}"))
 
 
 def _caller_level() -> int:
@@ -192,7 +135,7 @@ class Settings(BaseModel):
             raise ValueError(
                 f"amqp_url {redact_url(value)!r} must start with amqp://, amqps:// or memory://"
             )
-        if any("ssl_options" in parse_qs(urlsplit(url).query) for url in _urls(value)):
+        if any("ssl_options" in parse_qs(urlsplit(url).query) for url in split_urls(value)):
             raise ValueError(f"amqp_url {redact_url(value)!r} sets ssl_options in its query, which pubsubpy does "
                              "not use: give the settings tls_ca_file, tls_cert_file, tls_key_file instead")
         return value
@@ -215,12 +158,12 @@ class Settings(BaseModel):
         needs_tls = [name for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
                      if getattr(self, name) is not None]
         needs_tls += ["tls_verify=False"] * (not self.tls_verify) + ["auth='external'"] * (self.auth == "external")
-        plain = [url for url in _urls(self.amqp_url) if _scheme(url) != "amqps"]
+        plain = [url for url in split_urls(self.amqp_url) if url_scheme(url) != "amqps"]
         if needs_tls and plain:
             verb = "needs" if len(needs_tls) == 1 else "need"
             raise ValueError(f"{', '.join(needs_tls)} {verb} a TLS connection but amqp_url {redact_url(plain[0])!r} is "
                              "not amqps://: use amqps://host:5671/... (the broker's TLS port)")
-        if self.auth == "external" and any(_has_password(url) for url in _urls(self.amqp_url)):
+        if self.auth == "external" and any(has_password(url) for url in split_urls(self.amqp_url)):
             raise ValueError("auth='external' logs in as the client certificate's user: remove user:password from "
                              f"amqp_url {self.display_url!r}")
         if not self.tls_verify:

@@ -16,10 +16,12 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 import pubsubpy
+import pubsubpy.credentials as credentials_module
 from pubsubpy import BrokerUnavailable, ConfigurationError, PubSub
 from pubsubpy import settings as settings_module
 from pubsubpy.contrib.django.apps import init_options
-from pubsubpy.settings import InsecureTLSWarning, Settings, resolve_url
+from pubsubpy.credentials import resolve_url
+from pubsubpy.settings import InsecureTLSWarning, Settings
 from pubsubpy.testing import reset
 from pubsubpy.transports.rabbitmq import tls
 from pubsubpy.transports.rabbitmq.connection import parameters
@@ -261,7 +263,7 @@ def test_an_unreadable_password_file_says_so(tmp_path: Path, clean_env: pytest.M
         raise PermissionError(13, "Permission denied", path)
 
     clean_env.setenv("PUBSUBPY_PASSWORD_FILE", _password_file(tmp_path, SECRET))
-    clean_env.setattr(settings_module, "open", refuse, raising=False)  # as root, chmod would not stop a read
+    clean_env.setattr(credentials_module, "open", refuse, raising=False)  # as root, chmod would not stop a read
     with pytest.raises(ConfigurationError, match="cannot be read by this process"):
         resolve_url("amqp://svc@h/")
 
