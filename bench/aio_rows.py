@@ -259,11 +259,12 @@ async def _aio_pika_drain(queue_name: str, count: int, ack_every: int) -> float:
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             Booking.model_validate_json(message.body)
-            last = counter.hit()
+            seen = counter.seen + 1
             if ack_every == 1:
                 await message.ack()
-            elif last or counter.seen % ack_every == 0:
+            elif seen >= count or seen % ack_every == 0:
                 await message.ack(multiple=True)
+            counter.hit()  # after the ack is written: the connection closes once the last one is counted
 
         started = time.perf_counter()
         await queue.consume(on_message)
