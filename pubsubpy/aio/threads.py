@@ -66,7 +66,10 @@ def await_on(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, A
                 task = asyncio.Task(coroutine, loop=loop, eager_start=True)
             else:
                 task = loop.create_task(coroutine)
-            task.add_done_callback(finished.put)
+            if task.done():  # finished without suspending: no further loop turn for the callback
+                finished.put(task)
+            else:
+                task.add_done_callback(finished.put)
 
         loop.call_soon_threadsafe(start)  # RuntimeError when the loop is closed: the run fails
         task = finished.get()
