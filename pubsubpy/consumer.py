@@ -149,8 +149,9 @@ class _Loop:
         if consumer is None:
             self.result.stopped_by = "stopped"
             return self.result
-        pool: HandlerPool[Delivery, Decision] = HandlerPool(self.options.concurrency, self.dispatcher.dispatch,
-                                                             consumer.wake)
+        pool: HandlerPool[Delivery, Decision] = HandlerPool(
+            self.options.concurrency, self.dispatcher.dispatch, consumer.wake,
+            work_chunk=self.dispatcher.dispatch_chunk if self.dispatcher.awaits else None)
         health = self.options.health
         if health is not None:
             health.attached(consumer, self.queue)

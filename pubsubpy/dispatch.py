@@ -22,6 +22,8 @@ operations. Order of checks, each ending the message at once:
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import datetime as dt
 import functools
 import json
@@ -170,6 +172,66 @@ class _Plan:
 AwaitOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]  # runs a coroutine to its end on an event loop
 
 
+@dataclass(slots=True)
+class _Call:
+    """One handler run a message asks for: the handler (an upcasting wrapper, maybe), its arguments."""
+
+    sub: Subscription
+    handler: Callable[..., Any]
+    args: tuple[Any, ...]
+    argument: Any
+
+
+@dataclass(slots=True)
+class _Ready:
+    """A message past decoding and validation, with the handler runs it asks for."""
+
+    delivery: Delivery
+    decision: Decision
+    calls: list[_Call]
+    middleware: Sequence[Any] | None
+    info: MessageInfo | None
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A message's ``async def`` runs for one hand-off to the loop."""
+
+    index: int
+    ready: _Ready
+    calls: list[_Call]
+    may_skip: bool  # no handler of the message ran yet: it may go back unstarted if the consumer stops
+
+
+Outcomes = list[BaseException | None]  # what each run of a message raised (None: it returned)
+
+
+async def _await_batches(batches: list[_Batch], may_start: Callable[[], bool]) -> list[Outcomes | None]:
+    """Await each run in turn, each in its own copy of the context; per message what each run raised, or
+    None for a message not started because ``may_start()`` turned False (the consumer is stopping)."""
+    outcomes: list[Outcomes | None] = []
+    for batch in batches:
+        if batch.may_skip and not may_start():
+            outcomes.append(None)
+            continue
+        raised: Outcomes = []
+        for call in batch.calls:
+            try:
+                await contextvars.copy_context().run(asyncio.ensure_future, call.handler(*call.args))
+            except Exception as exc:  # the handler's failure, folded by run_handler like any other
+                raised.append(exc)
+            else:
+                raised.append(None)
+        outcomes.append(raised)
+    return outcomes
+
+
+def _replay(outcome: BaseException | None) -> None:
+    """A handler run that already happened (on the loop): raise what it raised."""
+    if outcome is not None:
+        raise outcome
+
+
 class Dispatcher:
     def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry,
                  inbox: Inbox | None = None, middleware: MiddlewareChain | None = None, queue: str = "",
@@ -183,6 +245,11 @@ class Dispatcher:
         self._queue = queue
         self._plans: dict[str, _Plan] = {}
         self._plans_for = registry.generation
+
+    @property
+    def awaits(self) -> bool:
+        """Whether ``async def`` handlers are consumed here (through an event loop): chunks go to ``dispatch_chunk``."""
+        return self._await_on_loop is not None and any(sub.is_async for sub in self._router.subscriptions)
 
     def max_attempts(self, sub: Subscription) -> int:
         return sub.max_attempts or self._settings.max_attempts
@@ -214,7 +281,8 @@ class Dispatcher:
             self._plans[routing_key] = plan
         return plan
 
-    def dispatch(self, delivery: Delivery) -> Decision:
+    def _prepare(self, delivery: Delivery) -> Decision | _Ready:
+        """Everything before the handlers run: a Decision when the message ends here, else what to run."""
         routing_key = event_routing_key(delivery) if delivery.exchange == "" else delivery.routing_key
         plan = self._plan(routing_key)
         headers = delivery.properties.headers
@@ -257,7 +325,7 @@ class Dispatcher:
         middleware = self._middleware.handlers() if self._middleware is not None else None
         info = self.info(delivery, decision, version) if plan.wants_info or middleware else None
         raw: dict[str, Any] | None = None
-        failures: list[HandlerRun] = []
+        calls: list[_Call] = []
         for sub, target in zip(plan.subs, conversions, strict=True):
             argument: Any = payload
             handler = sub.handler
@@ -274,27 +342,83 @@ class Dispatcher:
                     if refused:
                         return decision
             args: tuple[Any, ...] = (argument, info) if info is not None and sub.wants_info else (argument,)
-            if sub.is_async:
-                handler = self._awaited(handler)
-            call: Callable[..., object] = handler
-            if sub.idempotent:
-                call, args = self._run_once, (sub, handler, delivery.properties.message_id, args)
-            if not middleware:
-                failure = run_handler(sub, call, args, routing_key, attempt, self.max_attempts(sub),
-                                      delivery.properties.message_id)
-            else:
-                assert info is not None
-                context = HandlerContext(sub.name, info, argument, self._settings.model_exchange, self._queue,
-                                         delivery.tag & _TAG_MASK)
-                failure = run_observed(middleware, context, sub, call, args, routing_key, attempt,
-                                       self.max_attempts(sub), delivery.properties.message_id)
-            if failure is not None:
-                failures.append(failure)
+            calls.append(_Call(sub, handler, args, argument))
+        return _Ready(delivery, decision, calls, middleware, info)
+
+    def dispatch(self, delivery: Delivery) -> Decision:
+        """Decide what happens to ``delivery``, running its handlers here (async ones on the loop)."""
+        ready = self._prepare(delivery)
+        if isinstance(ready, Decision):
+            return ready
+        failures = [failure for call in ready.calls if (failure := self._run(ready, call)) is not None]
+        return self._finish(ready.decision, failures)
+
+    def _run(self, ready: _Ready, call: _Call) -> HandlerRun | None:
+        sub, delivery, decision = call.sub, ready.delivery, ready.decision
+        handler: Callable[..., object] = self._awaited(call.handler) if sub.is_async else call.handler
+        target, args = handler, call.args
+        if sub.idempotent:
+            target, args = self._run_once, (sub, handler, delivery.properties.message_id, call.args)
+        if not ready.middleware:
+            return run_handler(sub, target, args, decision.routing_key, decision.attempt, self.max_attempts(sub),
+                               delivery.properties.message_id)
+        assert ready.info is not None
+        context = HandlerContext(sub.name, ready.info, call.argument, self._settings.model_exchange, self._queue,
+                                 delivery.tag & _TAG_MASK)
+        return run_observed(ready.middleware, context, sub, target, args, decision.routing_key, decision.attempt,
+                            self.max_attempts(sub), delivery.properties.message_id)
+
+    @staticmethod
+    def _finish(decision: Decision, failures: list[HandlerRun]) -> Decision:
         if failures:
             folded = fold(failures)
             decision.failed, decision.exhausted = folded.retry, folded.blamed
             decision.reason, decision.error = folded.reason, folded.error
         return decision
+
+    def dispatch_chunk(self, deliveries: Sequence[Delivery], may_start: Callable[[], bool]) -> list[Decision | None]:
+        """``dispatch`` for a chunk of deliveries, with every plain ``async def`` handler run of the chunk
+        awaited on the loop in one hand-off (one thread-to-loop round trip per chunk, not per message).
+
+        Runs wrapped by handler middleware or an inbox take the per-message way. A delivery not started
+        because ``may_start()`` turned False comes back as None (unstarted); the chunk's async runs go
+        one after the other on the loop, so ``concurrency`` chunks still bound the handlers in flight.
+        """
+        await_on_loop = self._await_on_loop
+        if await_on_loop is None:
+            raise ConfigurationError("dispatch_chunk needs an event loop: consume with pubsubpy.aio.AsyncPubSub")
+        prepared: list[Decision | _Ready | None] = []
+        failures: dict[int, list[HandlerRun]] = {}
+        batched: list[_Batch] = []
+        for index, delivery in enumerate(deliveries):
+            if not may_start():
+                prepared.append(None)
+                continue
+            ready = self._prepare(delivery)
+            prepared.append(ready)
+            if isinstance(ready, Decision):
+                continue
+            runs = failures[index] = []
+            on_loop = [c for c in ready.calls if c.sub.is_async and not c.sub.idempotent and not ready.middleware]
+            for call in ready.calls:
+                if not any(call is c for c in on_loop) and (failure := self._run(ready, call)) is not None:
+                    runs.append(failure)
+            if on_loop:  # a message none of whose handlers ran yet may still be handed back unstarted
+                batched.append(_Batch(index, ready, on_loop, len(on_loop) == len(ready.calls)))
+        if batched:
+            outcomes = await_on_loop(_await_batches(batched, may_start))
+            for batch, outcome in zip(batched, outcomes, strict=True):
+                if outcome is None:
+                    prepared[batch.index] = None  # not started: back to the queue, as if never taken
+                    continue
+                decision, message_id = batch.ready.decision, batch.ready.delivery.properties.message_id
+                for call, raised in zip(batch.calls, outcome, strict=True):
+                    failure = run_handler(call.sub, _replay, (raised,), decision.routing_key, decision.attempt,
+                                          self.max_attempts(call.sub), message_id)
+                    if failure is not None:
+                        failures[batch.index].append(failure)
+        return [item if item is None or isinstance(item, Decision) else self._finish(item.decision, failures[index])
+                for index, item in enumerate(prepared)]
 
     def _load(self, body: bytes, schema: type[ModelEvent] | None, decision: Decision, version: int = 1) -> Any:
         depth = self._settings.max_json_depth

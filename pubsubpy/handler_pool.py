@@ -55,8 +55,10 @@ class HandlerPool(Generic[In, Out]):
     """
 
     def __init__(self, concurrency: int, work: Callable[[In], Out], wake: Callable[[], None],
-                 name: str = "pubsubpy-handler") -> None:
+                 name: str = "pubsubpy-handler",
+                 work_chunk: Callable[[list[In], Callable[[], bool]], list[Out | None]] | None = None) -> None:
         self._work = work
+        self._work_chunk = work_chunk  # a whole chunk at once (async handlers: one hand-off to the loop)
         self._wake = wake
         self._context = contextvars.copy_context()
         self._cleanup = _django_cleanup()
@@ -80,8 +82,11 @@ class HandlerPool(Generic[In, Out]):
                 return
             finished: list[tuple[In, Out | None]] = []
             try:
-                for item in chunk:
-                    finished.append((item, self._run(item)))
+                if self._work_chunk is not None:
+                    finished.extend(zip(chunk, self._run_chunk(self._work_chunk, chunk), strict=True))
+                else:
+                    for item in chunk:
+                        finished.append((item, self._run(item)))
             except BaseException as exc:  # a bug in dispatch itself: the owner re-raises it
                 self._done.put(exc)
             else:
@@ -101,6 +106,20 @@ class HandlerPool(Generic[In, Out]):
             return self._context.copy().run(self._work, item)
         finally:
             cleanup()
+
+    def _run_chunk(self, work_chunk: Callable[[list[In], Callable[[], bool]], list[Out | None]],
+                   chunk: list[In]) -> list[Out | None]:
+        def may_start() -> bool:
+            return not self._stopping.is_set()
+
+        cleanup = self._cleanup
+        if cleanup is not None:
+            cleanup()
+        try:
+            return self._context.copy().run(work_chunk, chunk, may_start)
+        finally:
+            if cleanup is not None:
+                cleanup()
 
     def submit(self, items: list[In]) -> None:
         """Hand ``items`` to the threads, split into at most one chunk per thread."""

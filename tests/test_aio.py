@@ -295,3 +295,47 @@ def test_concurrency_bounds_the_async_handlers_in_flight(make_app: Callable[...,
     result = asyncio.run(main())
     assert result.handled == 12
     assert most == 3, f"at most `concurrency` handlers at once, and that many when there is work: {most}"
+
+
+def test_async_handlers_fail_retry_and_dead_letter_like_sync_ones(make_app: Callable[..., AsyncPubSub]) -> None:
+    """Each handler's outcome is its own: a failing async run is retried alone, a Reject dead-letters naming
+    only that handler, and a sync handler of the same messages runs once."""
+    app = make_app(retry_delay=0.05, max_attempts=3)
+    attempts: Counter[tuple[str, int]] = Counter()
+
+    @app.subscribe("Booking.created")
+    async def flaky(event: BookingCreated, info: MessageInfo) -> None:
+        attempts["flaky", event.id] += 1
+        if event.id % 2 == 0 and info.attempt == 1:
+            raise RuntimeError("first attempt fails")
+
+    @app.subscribe("Booking.created")
+    async def picky(event: BookingCreated) -> None:
+        attempts["picky", event.id] += 1
+        if event.id == 3:
+            raise pubsubpy.Reject("not this one")
+
+    @app.subscribe("Booking.created")
+    def plain(event: BookingCreated) -> None:
+        attempts["plain", event.id] += 1
+
+    async def main() -> tuple[pubsubpy.DrainResult, list[pubsubpy.DeadLetter]]:
+        await app.declare()
+        await app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(6)])
+        result = pubsubpy.DrainResult()
+        for _ in range(20):  # retries come back through the retry queue after 50 ms
+            step = await app.drain(timeout=10)
+            result.handled += step.handled
+            result.dead_lettered += step.dead_lettered
+            if result.handled + result.dead_lettered == 6:
+                break
+            await asyncio.sleep(0.05)
+        return result, await app.list_dead_letters()
+
+    result, letters = asyncio.run(main())
+    assert (result.handled, result.dead_lettered) == (5, 1)
+    assert [(letter.reason, letter.handler, letter.payload["id"]) for letter in letters] == [
+        ("rejected", "tests.test_aio.test_async_handlers_fail_retry_and_dead_letter_like_sync_ones.<locals>.picky", 3)]
+    for i in range(6):
+        assert attempts["flaky", i] == (2 if i % 2 == 0 else 1), (i, attempts)
+        assert attempts["picky", i] == 1 and attempts["plain", i] == 1, (i, attempts)
