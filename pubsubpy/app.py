@@ -346,12 +346,13 @@ class PubSub:
         return self._drain(max_messages, timeout, concurrency, on_message, None)
 
     def _drain(self, max_messages: int | None, timeout: float, concurrency: int,
-               on_message: Callable[[DrainResult], None] | None, await_on_loop: AwaitOnLoop | None) -> DrainResult:
+               on_message: Callable[[DrainResult], None] | None, await_on_loop: AwaitOnLoop | None,
+               stop: threading.Event | None = None) -> DrainResult:
         deadline = Deadline.after(timeout)
         service, dispatcher = self._prepare_consumer(await_on_loop)
         self._ensure_declared(deadline)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
-                              on_message=on_message, middleware=self._middleware)
+                              on_message=on_message, middleware=self._middleware, stop=stop)
         return consume_queue(self.settings, service, self.transport, dispatcher, options)
 
     def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:

@@ -47,7 +47,7 @@ from pubsubpy.envelope import (
     header_text,
     version_from,
 )
-from pubsubpy.errors import ConfigurationError, InvalidTopic
+from pubsubpy.errors import ConfigurationError, HandlerCancelled, InvalidTopic
 from pubsubpy.handler_runs import ERROR_TEXT_LIMIT, HandlerRun, fold, log_fields, run_handler, run_observed
 from pubsubpy.inbox import Inbox
 from pubsubpy.jsondepth import nesting_exceeds
@@ -195,29 +195,39 @@ class _Ready:
 
 @dataclass(slots=True)
 class _Batch:
-    """A message's ``async def`` runs for one hand-off to the loop."""
+    """A message's plain ``async def`` runs, for one hand-off to the loop."""
 
     index: int
     ready: _Ready
     calls: list[_Call]
-    may_skip: bool  # no handler of the message ran yet: it may go back unstarted if the consumer stops
 
 
 Outcomes = list[BaseException | None]  # what each run of a message raised (None: it returned)
 
 
 async def _await_batches(batches: list[_Batch], may_start: Callable[[], bool]) -> list[Outcomes | None]:
-    """Await each run in turn, each in its own copy of the context; per message what each run raised, or
-    None for a message not started because ``may_start()`` turned False (the consumer is stopping)."""
+    """Await each message's runs in turn, each run in its own copy of the context; per message what each
+    run raised, or None for a message not started (the consumer is stopping, or the loop cancelled us).
+
+    A run that ends in ``CancelledError`` (its own, or the loop's shutdown) fails as ``HandlerCancelled``
+    (retried), and no later message of the chunk starts."""
     outcomes: list[Outcomes | None] = []
+    cancelled = False
     for batch in batches:
-        if batch.may_skip and not may_start():
+        if cancelled or not may_start():
             outcomes.append(None)
             continue
         raised: Outcomes = []
         for call in batch.calls:
+            if cancelled:
+                raised.append(HandlerCancelled("not run: the event loop cancelled an earlier handler run"))
+                continue
             try:
                 await contextvars.copy_context().run(asyncio.ensure_future, call.handler(*call.args))
+            except asyncio.CancelledError:
+                cancelled = True
+                raised.append(HandlerCancelled("the handler was cancelled (the event loop is shutting down, or "
+                                               "it awaited something cancelled)"))
             except Exception as exc:  # the handler's failure, folded by run_handler like any other
                 raised.append(exc)
             else:
@@ -376,49 +386,63 @@ class Dispatcher:
             decision.reason, decision.error = folded.reason, folded.error
         return decision
 
-    def dispatch_chunk(self, deliveries: Sequence[Delivery], may_start: Callable[[], bool]) -> list[Decision | None]:
+    def dispatch_chunk(self, deliveries: Sequence[Delivery], may_start: Callable[[], bool],
+                       each: Callable[[Callable[[], Any]], Any]) -> list[Decision | None]:
         """``dispatch`` for a chunk of deliveries, with every plain ``async def`` handler run of the chunk
         awaited on the loop in one hand-off (one thread-to-loop round trip per chunk, not per message).
 
-        Runs wrapped by handler middleware or an inbox take the per-message way. A delivery not started
-        because ``may_start()`` turned False comes back as None (unstarted); the chunk's async runs go
-        one after the other on the loop, so ``concurrency`` chunks still bound the handlers in flight.
+        ``each(work)`` runs one message's thread-side work in a context of its own (the pool's isolation
+        and Django cleanup, per message). A message with async runs starts in the hand-off: it may still go
+        back unstarted (None) when ``may_start()`` turns False before its turn, and its sync handlers (and
+        runs wrapped by handler middleware or an inbox, which take the per-message way) run after its async
+        runs. The chunk's async runs go one after the other, so ``concurrency`` chunks still bound the
+        handlers in flight.
         """
         await_on_loop = self._await_on_loop
         if await_on_loop is None:
             raise ConfigurationError("dispatch_chunk needs an event loop: consume with pubsubpy.aio.AsyncPubSub")
-        prepared: list[Decision | _Ready | None] = []
-        failures: dict[int, list[HandlerRun]] = {}
+        results: list[Decision | None] = []
         batched: list[_Batch] = []
         for index, delivery in enumerate(deliveries):
             if not may_start():
-                prepared.append(None)
+                results.append(None)
                 continue
-            ready = self._prepare(delivery)
-            prepared.append(ready)
+            ready = each(functools.partial(self._prepare, delivery))
             if isinstance(ready, Decision):
+                results.append(ready)
                 continue
-            runs = failures[index] = []
             on_loop = [c for c in ready.calls if c.sub.is_async and not c.sub.idempotent and not ready.middleware]
-            for call in ready.calls:
-                if not any(call is c for c in on_loop) and (failure := self._run(ready, call)) is not None:
-                    runs.append(failure)
-            if on_loop:  # a message none of whose handlers ran yet may still be handed back unstarted
-                batched.append(_Batch(index, ready, on_loop, len(on_loop) == len(ready.calls)))
+            if not on_loop:
+                results.append(each(functools.partial(self._run_all, ready, ready.calls)))
+                continue
+            results.append(None)  # decided after the hand-off
+            batched.append(_Batch(index, ready, on_loop))
         if batched:
-            outcomes = await_on_loop(_await_batches(batched, may_start))
+            try:
+                outcomes = await_on_loop(_await_batches(batched, may_start))
+            except Exception as exc:  # the loop closed or cancelled the hand-off: nothing of it ran
+                log.warning("async handlers of %d message(s) did not run (%s); they go back to the queue",
+                            len(batched), exc)
+                outcomes = [None] * len(batched)
             for batch, outcome in zip(batched, outcomes, strict=True):
-                if outcome is None:
-                    prepared[batch.index] = None  # not started: back to the queue, as if never taken
-                    continue
-                decision, message_id = batch.ready.decision, batch.ready.delivery.properties.message_id
-                for call, raised in zip(batch.calls, outcome, strict=True):
-                    failure = run_handler(call.sub, _replay, (raised,), decision.routing_key, decision.attempt,
-                                          self.max_attempts(call.sub), message_id)
-                    if failure is not None:
-                        failures[batch.index].append(failure)
-        return [item if item is None or isinstance(item, Decision) else self._finish(item.decision, failures[index])
-                for index, item in enumerate(prepared)]
+                if outcome is not None:
+                    results[batch.index] = each(functools.partial(self._after_loop, batch, outcome))
+        return results
+
+    def _run_all(self, ready: _Ready, calls: Sequence[_Call], failures: Sequence[HandlerRun] = ()) -> Decision:
+        runs = list(failures)
+        runs += [failure for call in calls if (failure := self._run(ready, call)) is not None]
+        return self._finish(ready.decision, runs)
+
+    def _after_loop(self, batch: _Batch, outcome: Outcomes) -> Decision:
+        """A message's verdict once its async runs happened: their outcomes, then its other runs."""
+        ready = batch.ready
+        decision, message_id = ready.decision, ready.delivery.properties.message_id
+        failures = [failure for call, raised in zip(batch.calls, outcome, strict=True)
+                    if (failure := run_handler(call.sub, _replay, (raised,), decision.routing_key, decision.attempt,
+                                               self.max_attempts(call.sub), message_id)) is not None]
+        rest = [call for call in ready.calls if not any(call is done for done in batch.calls)]
+        return self._run_all(ready, rest, failures)
 
     def _load(self, body: bytes, schema: type[ModelEvent] | None, decision: Decision, version: int = 1) -> Any:
         depth = self._settings.max_json_depth

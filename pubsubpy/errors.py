@@ -20,6 +20,7 @@
     │       ├── PublishNacked       the broker refused it (nack)
     │       ├── UnroutableMessage   no queue is bound for its routing key
     │       └── ConfirmTimeout      no confirm in time: the outcome is unknown
+    ├── HandlerCancelled            an ``async def`` handler's run was cancelled (retried)
     └── Reject                      raised by a handler: dead-letter this message now
 
 pika's exceptions never escape: the RabbitMQ transport translates them at its
@@ -114,3 +115,8 @@ class ConfirmTimeout(PublishError):
 
 class Reject(PubSubError):
     """Raise from a handler to dead-letter the message at once (reason ``rejected``)."""
+
+
+class HandlerCancelled(PubSubError):
+    """The event loop cancelled an ``async def`` handler's run (it was shutting down, or the handler
+    awaited something cancelled): a failed run, retried like any other."""

@@ -26,12 +26,16 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 __all__ = ["HandlerPool"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+
+T = TypeVar("T")
+# work_chunk(items, may_start, each): a whole chunk at once; each(work) isolates one item's thread-side work
+ChunkWork = Callable[[list[In], Callable[[], bool], Callable[[Callable[[], Any]], Any]], list[Out | None]]
 
 _CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk wait for its last item
 
@@ -56,7 +60,7 @@ class HandlerPool(Generic[In, Out]):
 
     def __init__(self, concurrency: int, work: Callable[[In], Out], wake: Callable[[], None],
                  name: str = "pubsubpy-handler",
-                 work_chunk: Callable[[list[In], Callable[[], bool]], list[Out | None]] | None = None) -> None:
+                 work_chunk: ChunkWork[In, Out] | None = None) -> None:
         self._work = work
         self._work_chunk = work_chunk  # a whole chunk at once (async handlers: one hand-off to the loop)
         self._wake = wake
@@ -107,19 +111,22 @@ class HandlerPool(Generic[In, Out]):
         finally:
             cleanup()
 
-    def _run_chunk(self, work_chunk: Callable[[list[In], Callable[[], bool]], list[Out | None]],
-                   chunk: list[In]) -> list[Out | None]:
+    def _run_chunk(self, work_chunk: ChunkWork[In, Out], chunk: list[In]) -> list[Out | None]:
         def may_start() -> bool:
             return not self._stopping.is_set()
 
+        return self._context.copy().run(work_chunk, chunk, may_start, self._each)
+
+    def _each(self, work: Callable[[], T]) -> T:
+        """One message's thread-side work in a chunk: in its own context copy, Django cleanup around it."""
         cleanup = self._cleanup
-        if cleanup is not None:
-            cleanup()
+        if cleanup is None:
+            return self._context.copy().run(work)
+        cleanup()
         try:
-            return self._context.copy().run(work_chunk, chunk, may_start)
+            return self._context.copy().run(work)
         finally:
-            if cleanup is not None:
-                cleanup()
+            cleanup()
 
     def submit(self, items: list[In]) -> None:
         """Hand ``items`` to the threads, split into at most one chunk per thread."""

@@ -17,12 +17,13 @@ attempts, another with attempts left); each copy names its own handlers.
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pubsubpy.errors import Reject
+from pubsubpy.errors import ConfigurationError, Reject
 from pubsubpy.middleware import HANDLED, HandlerContext, HandlerResult, Middleware, MiddlewareChain
 from pubsubpy.outcomes import Outcome, Reason
 from pubsubpy.router import Subscription
@@ -67,10 +68,23 @@ def run_handler(sub: Subscription, call: Callable[..., object], args: tuple[Any,
     """Call ``call(*args)`` (``sub.handler``, or a wrapper running it); None when it returned, else how it failed.
     A failure with attempts left is logged at INFO (it will be retried), a last one or a Reject at WARNING."""
     try:
-        call(*args)
+        _returned(sub, call(*args))
     except Exception as exc:
         return _failed(sub, exc, routing_key, attempt, max_attempts, message_id)
     return None
+
+
+def _returned(sub: Subscription, result: object) -> None:
+    """A plain function that returned an awaitable (an ``async def`` behind a decorator pubsubpy cannot see
+    through) did not run its work: a failed run, never an ack."""
+    if inspect.isawaitable(result):
+        close = getattr(result, "close", None)
+        if callable(close):
+            close()  # no "never awaited" warning: the error below says it
+        raise ConfigurationError(
+            f"handler {sub.name} returned an awaitable instead of running: declare it `async def` (a decorator "
+            "around it must keep it a coroutine function, e.g. with functools.wraps on an async wrapper) and "
+            "consume with pubsubpy.aio.AsyncPubSub")
 
 
 def run_observed(middleware: Sequence[Middleware], context: HandlerContext, sub: Subscription,
@@ -83,7 +97,7 @@ def run_observed(middleware: Sequence[Middleware], context: HandlerContext, sub:
 
     def run() -> HandlerResult:
         try:
-            call(*args)
+            _returned(sub, call(*args))
         except Exception as exc:
             failure = _failed(sub, exc, routing_key, attempt, max_attempts, message_id)
             failures.append(failure)

@@ -137,7 +137,8 @@ class Router:
             if inspect.isasyncgenfunction(handler):
                 raise ConfigurationError(f"handler {name} is an async generator; a handler is a function "
                                          "(`def`, or `async def` consumed by pubsubpy.aio.AsyncPubSub)")
-            is_async = inspect.iscoroutinefunction(handler)
+            is_async = any(inspect.iscoroutinefunction(f) for f in (
+                handler, inspect.unwrap(handler), type(handler).__call__))  # decorated, or a callable object
             wants_info = _count_parameters(handler, name)
             with self._lock:
                 if any(s.handler is handler and s.pattern == pattern for s in self._subscriptions):

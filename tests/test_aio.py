@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pika
 import pytest
@@ -339,3 +342,104 @@ def test_async_handlers_fail_retry_and_dead_letter_like_sync_ones(make_app: Call
     for i in range(6):
         assert attempts["flaky", i] == (2 if i % 2 == 0 else 1), (i, attempts)
         assert attempts["picky", i] == 1 and attempts["plain", i] == 1, (i, attempts)
+
+
+def test_a_cancelled_async_run_is_retried_and_the_drain_goes_on(make_app: Callable[..., AsyncPubSub]) -> None:
+    app = make_app(retry_delay=0.05, max_attempts=3)
+    runs: Counter[int] = Counter()
+
+    @app.subscribe("Booking.created")
+    async def sometimes_cancelled(event: BookingCreated, info: MessageInfo) -> None:
+        runs[event.id] += 1
+        if event.id == 1 and info.attempt == 1:
+            raise asyncio.CancelledError  # e.g. it awaited a task someone else cancelled
+
+    async def main() -> int:
+        await app.declare()
+        await app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(4)])
+        handled = 0
+        for _ in range(40):
+            handled += (await app.drain(timeout=10)).handled
+            if handled == 4:
+                break
+            await asyncio.sleep(0.05)  # the retry waits 50 ms in its queue
+        return handled
+
+    assert asyncio.run(main()) == 4
+    assert runs[1] == 2, "the cancelled run was retried once"
+    assert all(runs[i] == 1 for i in (0, 2, 3)), f"the others ran once each, none twice: {runs}"
+
+
+def test_cancelling_a_drain_finishes_running_handlers_and_starts_no_more(
+        make_app: Callable[..., AsyncPubSub]) -> None:
+    app = make_app()
+    runs: Counter[int] = Counter()
+
+    @app.subscribe("Booking.created")
+    async def slow(event: BookingCreated) -> None:
+        runs[event.id] += 1
+        await asyncio.sleep(0.1)  # the handler's own work
+
+    async def main() -> None:
+        await app.declare()
+        await app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(30)])
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(app.drain(timeout=30), timeout=0.35)
+        started = sum(runs.values())
+        assert 0 < started < 30
+        await asyncio.sleep(0.3)
+        assert sum(runs.values()) == started, "a cancelled drain starts nothing more"
+        rest = await app.drain(timeout=30)
+        assert rest.handled == 30 - started, "the unstarted ones went back to the queue, the run ones were acked"
+
+    asyncio.run(main())
+    assert set(runs) == set(range(30)) and max(runs.values()) == 1
+
+
+def test_context_variables_do_not_leak_between_messages_in_an_async_app(
+        make_app: Callable[..., AsyncPubSub]) -> None:
+    app = make_app()
+    var: contextvars.ContextVar[int | None] = contextvars.ContextVar("var", default=None)
+    seen: list[tuple[str, int, int | None]] = []
+
+    @app.subscribe("Booking.created")
+    def sync_side(event: BookingCreated) -> None:
+        seen.append(("sync", event.id, var.get()))
+        var.set(event.id)
+
+    @app.subscribe("Booking.created")
+    async def async_side(event: BookingCreated) -> None:
+        seen.append(("async", event.id, var.get()))
+        var.set(event.id)
+
+    async def main() -> pubsubpy.DrainResult:
+        await app.declare()
+        await app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(6)])
+        return await app.drain(timeout=30)
+
+    assert asyncio.run(main()).handled == 6
+    assert len(seen) == 12 and all(value is None for _, _, value in seen), seen
+
+
+def test_a_decorated_async_handler_is_awaited_not_acked_unrun(make_app: Callable[..., AsyncPubSub]) -> None:
+    app = make_app()
+    ran: list[int] = []
+
+    def logged(handler: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(handler)
+        def wrapper(*args: Any) -> Any:  # a plain def returning the coroutine
+            return handler(*args)
+
+        return wrapper
+
+    @app.subscribe("Booking.created")
+    @logged
+    async def on_created(event: BookingCreated) -> None:
+        ran.append(event.id)
+
+    async def main() -> pubsubpy.DrainResult:
+        await app.declare()
+        await app.publish_model_event(BOOKING, "created", {"id": 5, "guest": "g"})
+        return await app.drain(timeout=30)
+
+    assert asyncio.run(main()).handled == 1 and ran == [5]

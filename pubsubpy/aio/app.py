@@ -76,7 +76,8 @@ class AsyncPubSub:
 
     def _attach(self, app: PubSub) -> None:
         self.sync = app  # the PubSub underneath: the same subscriptions, settings and transport
-        self._batcher = PublishBatcher(functools.partial(app._deliver, batch=True))
+        self._batcher = PublishBatcher(functools.partial(app._deliver, batch=True),
+                                       unroutable_raises=app.settings.on_unroutable == "raise")
         app.async_view = self
 
     # -- what PubSub has -------------------------------------------------------------
@@ -155,11 +156,19 @@ class AsyncPubSub:
         concurrency: int = 1,
         on_message: Callable[[DrainResult], None] | None = None,
     ) -> DrainResult:
-        """As ``PubSub.drain``; ``async def`` handlers run on this loop."""
+        """As ``PubSub.drain``; ``async def`` handlers run on this loop. Cancelled, it stops as ``run()`` does."""
         check_drain(max_messages, timeout, concurrency)
         loop = asyncio.get_running_loop()
-        work = functools.partial(self.sync._drain, max_messages, timeout, concurrency, on_message, await_on(loop))
-        return await asyncio.shield(start_thread(work, "pubsubpy-drain"))
+        halt = threading.Event()
+        work = functools.partial(self.sync._drain, max_messages, timeout, concurrency, on_message, await_on(loop),
+                                 halt)
+        consuming = start_thread(work, "pubsubpy-drain")
+        try:
+            return await asyncio.shield(consuming)
+        except asyncio.CancelledError:  # as run(): no new message starts, running handlers finish and are acked
+            halt.set()
+            await asyncio.shield(consuming)
+            raise
 
     async def run(self, concurrency: int = 1, stop: asyncio.Event | threading.Event | None = None) -> DrainResult:
         """Consume until ``stop`` is set or this coroutine is cancelled; then no new message starts and

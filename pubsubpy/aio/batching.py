@@ -16,7 +16,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from pubsubpy.errors import PublishError
+from pubsubpy.errors import PublishError, UnroutableMessage
 from pubsubpy.transports.base import OutgoingMessage
 
 __all__ = ["PublishBatcher"]
@@ -25,8 +25,10 @@ _MAX_BATCH = 500
 
 
 class PublishBatcher:
-    def __init__(self, deliver: Callable[[list[OutgoingMessage]], list[str]], name: str = "pubsubpy-publisher") -> None:
+    def __init__(self, deliver: Callable[[list[OutgoingMessage]], list[str]], name: str = "pubsubpy-publisher",
+                 unroutable_raises: bool = False) -> None:
         self._deliver = deliver  # sends the batch, returns the message ids in order
+        self._unroutable_raises = unroutable_raises  # on_unroutable="raise"
         self._name = name
         self._pending: deque[tuple[OutgoingMessage, concurrent.futures.Future[str]]] = deque()
         self._lock = threading.Lock()
@@ -67,10 +69,14 @@ class PublishBatcher:
             ids = self._deliver([message for message, _ in live])
         except PublishError as exc:
             concerned = set(exc.message_ids)
+            unroutable = set(getattr(exc, "unroutable", ())) if self._unroutable_raises else set()
             for message, future in live:
                 message_id = message.properties.message_id or ""
                 if not concerned or message_id in concerned:
                     future.set_exception(exc)
+                elif message_id in unroutable:  # confirmed, but no queue took it: as a publish of its own
+                    future.set_exception(UnroutableMessage(
+                        f"message {message_id} ({message.routing_key}) was not routed to any queue", [message_id]))
                 else:
                     future.set_result(message_id)
         except BaseException as exc:  # every task of the batch hears it

@@ -16,9 +16,13 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["HandlerCancelled", "await_on", "start_thread"]
+from pubsubpy.errors import HandlerCancelled
+
+__all__ = ["await_on", "start_thread"]
 
 T = TypeVar("T")
+
+_LOOP_CHECK = 1.0  # seconds between checks that the loop still runs while a handler thread waits on it
 
 
 def start_thread(work: Callable[[], T], name: str) -> asyncio.Future[T]:
@@ -47,10 +51,6 @@ def start_thread(work: Callable[[], T], name: str) -> asyncio.Future[T]:
     return future
 
 
-class HandlerCancelled(Exception):
-    """The event loop cancelled an ``async def`` handler (it was shutting down): a failed run, retried."""
-
-
 def await_on(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, Any]], Any]:
     """A call that runs a coroutine on ``loop`` from another thread and returns its result (or raises).
 
@@ -72,7 +72,13 @@ def await_on(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, A
                 task.add_done_callback(finished.put)
 
         loop.call_soon_threadsafe(start)  # RuntimeError when the loop is closed: the run fails
-        task = finished.get()
+        while True:  # the handler takes as long as it takes; a loop that stopped or closed never finishes it
+            try:
+                task = finished.get(timeout=_LOOP_CHECK)
+                break
+            except queue.Empty:
+                if loop.is_closed() or not loop.is_running():
+                    raise HandlerCancelled("the event loop stopped before the handler finished") from None
         if task.cancelled():
             raise HandlerCancelled("the event loop cancelled the handler (it was shutting down)")
         return task.result()
