@@ -443,3 +443,27 @@ def test_a_decorated_async_handler_is_awaited_not_acked_unrun(make_app: Callable
         return await app.drain(timeout=30)
 
     assert asyncio.run(main()).handled == 1 and ran == [5]
+
+
+def test_cancelling_run_leaves_the_callers_threading_event_alone(make_app: Callable[..., AsyncPubSub]) -> None:
+    app = make_app()
+
+    @app.subscribe("Booking.created")
+    async def on_created(event: BookingCreated) -> None: ...
+
+    shared = threading.Event()  # e.g. one stop for several workers
+
+    async def main() -> pubsubpy.DrainResult:
+        await app.declare()
+        worker = asyncio.create_task(app.run(stop=shared))
+        await asyncio.sleep(0.3)  # let it start consuming
+        worker.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(worker, timeout=30)
+        assert not shared.is_set(), "a cancel stops this worker only"
+        second = asyncio.create_task(app.run(stop=shared))
+        await asyncio.sleep(0.3)
+        shared.set()  # the caller's event still stops a worker
+        return await asyncio.wait_for(second, timeout=30)
+
+    assert asyncio.run(main()).stopped_by == "stopped"

@@ -175,11 +175,11 @@ class AsyncPubSub:
         running handlers finish and are acked (up to ``shutdown_timeout``). No signal handlers."""
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-        halt = stop if isinstance(stop, threading.Event) else threading.Event()
+        halt = threading.Event()  # ours: a cancel never sets the caller's event (other workers may share it)
         loop = asyncio.get_running_loop()
         work = functools.partial(self.sync._run, concurrency, halt, threading.Event(), await_on(loop), signals=False)
         consuming = start_thread(work, "pubsubpy-worker")
-        watcher = asyncio.ensure_future(stop.wait()) if isinstance(stop, asyncio.Event) else None
+        watcher = asyncio.ensure_future(_wait_for(stop)) if stop is not None else None
         if watcher is not None:
             watcher.add_done_callback(lambda _: halt.set())
         try:
@@ -234,3 +234,14 @@ class AsyncPubSub:
                         traceback: TracebackType | None) -> None:
         await self.aclose()
 
+
+_STOP_POLL = 0.1  # seconds between looks at a threading.Event stop from the loop
+
+
+async def _wait_for(stop: asyncio.Event | threading.Event) -> None:
+    """Return once ``stop`` is set (a threading.Event is polled: waiting on it would hold a thread)."""
+    if isinstance(stop, asyncio.Event):
+        await stop.wait()
+        return
+    while not stop.is_set():
+        await asyncio.sleep(_STOP_POLL)
