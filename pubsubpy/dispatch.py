@@ -172,14 +172,9 @@ class _Plan:
 AwaitOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]  # runs a coroutine to its end on an event loop
 
 
-@dataclass(slots=True)
-class _Call:
-    """One handler run a message asks for: the handler (an upcasting wrapper, maybe), its arguments."""
-
-    sub: Subscription
-    handler: Callable[..., Any]
-    args: tuple[Any, ...]
-    argument: Any
+# One handler run a message asks for: (subscription, handler (an upcasting wrapper, maybe), its arguments,
+# the payload argument). A plain tuple: one is made per handler per message on the drain's hot path.
+_Call = tuple[Subscription, Callable[..., Any], tuple[Any, ...], Any]
 
 
 @dataclass(slots=True)
@@ -223,7 +218,8 @@ async def _await_batches(batches: list[_Batch], may_start: Callable[[], bool]) -
                 raised.append(HandlerCancelled("not run: the event loop cancelled an earlier handler run"))
                 continue
             try:
-                await contextvars.copy_context().run(asyncio.ensure_future, call.handler(*call.args))
+                _sub, handler, args, _argument = call
+                await contextvars.copy_context().run(asyncio.ensure_future, handler(*args))
             except asyncio.CancelledError:
                 cancelled = True
                 raised.append(HandlerCancelled("the handler was cancelled (the event loop is shutting down, or "
@@ -352,7 +348,7 @@ class Dispatcher:
                     if refused:
                         return decision
             args: tuple[Any, ...] = (argument, info) if info is not None and sub.wants_info else (argument,)
-            calls.append(_Call(sub, handler, args, argument))
+            calls.append((sub, handler, args, argument))
         return _Ready(delivery, decision, calls, middleware, info)
 
     def dispatch(self, delivery: Delivery) -> Decision:
@@ -360,20 +356,32 @@ class Dispatcher:
         ready = self._prepare(delivery)
         if isinstance(ready, Decision):
             return ready
-        failures = [failure for call in ready.calls if (failure := self._run(ready, call)) is not None]
-        return self._finish(ready.decision, failures)
+        decision = ready.decision
+        failures: list[HandlerRun] | None = None
+        for call in ready.calls:
+            sub, handler, args, _argument = call
+            if ready.middleware or sub.is_async or sub.idempotent:
+                failure = self._run(ready, call)
+            else:  # the common case, inline: this is the drain's hot path
+                failure = run_handler(sub, handler, args, decision.routing_key, decision.attempt,
+                                      sub.max_attempts or self._settings.max_attempts,
+                                      ready.delivery.properties.message_id)
+            if failure is not None:
+                failures = [failure] if failures is None else [*failures, failure]
+        return decision if failures is None else self._finish(decision, failures)
 
     def _run(self, ready: _Ready, call: _Call) -> HandlerRun | None:
-        sub, delivery, decision = call.sub, ready.delivery, ready.decision
-        handler: Callable[..., object] = self._awaited(call.handler) if sub.is_async else call.handler
-        target, args = handler, call.args
+        sub, plain, call_args, argument = call
+        delivery, decision = ready.delivery, ready.decision
+        handler: Callable[..., object] = self._awaited(plain) if sub.is_async else plain
+        target, args = handler, call_args
         if sub.idempotent:
-            target, args = self._run_once, (sub, handler, delivery.properties.message_id, call.args)
+            target, args = self._run_once, (sub, handler, delivery.properties.message_id, call_args)
         if not ready.middleware:
             return run_handler(sub, target, args, decision.routing_key, decision.attempt, self.max_attempts(sub),
                                delivery.properties.message_id)
         assert ready.info is not None
-        context = HandlerContext(sub.name, ready.info, call.argument, self._settings.model_exchange, self._queue,
+        context = HandlerContext(sub.name, ready.info, argument, self._settings.model_exchange, self._queue,
                                  delivery.tag & _TAG_MASK)
         return run_observed(ready.middleware, context, sub, target, args, decision.routing_key, decision.attempt,
                             self.max_attempts(sub), delivery.properties.message_id)
@@ -411,7 +419,7 @@ class Dispatcher:
             if isinstance(ready, Decision):
                 results.append(ready)
                 continue
-            on_loop = [c for c in ready.calls if c.sub.is_async and not c.sub.idempotent and not ready.middleware]
+            on_loop = [c for c in ready.calls if c[0].is_async and not c[0].idempotent and not ready.middleware]
             if not on_loop:
                 results.append(each(functools.partial(self._run_all, ready, ready.calls)))
                 continue
@@ -439,8 +447,8 @@ class Dispatcher:
         ready = batch.ready
         decision, message_id = ready.decision, ready.delivery.properties.message_id
         failures = [failure for call, raised in zip(batch.calls, outcome, strict=True)
-                    if (failure := run_handler(call.sub, _replay, (raised,), decision.routing_key, decision.attempt,
-                                               self.max_attempts(call.sub), message_id)) is not None]
+                    if (failure := run_handler(call[0], _replay, (raised,), decision.routing_key, decision.attempt,
+                                               self.max_attempts(call[0]), message_id)) is not None]
         rest = [call for call in ready.calls if not any(call is done for done in batch.calls)]
         return self._run_all(ready, rest, failures)
 

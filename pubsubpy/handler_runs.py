@@ -77,7 +77,7 @@ def run_handler(sub: Subscription, call: Callable[..., object], args: tuple[Any,
 def _returned(sub: Subscription, result: object) -> None:
     """A plain function that returned an awaitable (an ``async def`` behind a decorator pubsubpy cannot see
     through) did not run its work: a failed run, never an ack."""
-    if inspect.isawaitable(result):
+    if result is not None and inspect.isawaitable(result):  # handlers return None: skip the check then
         close = getattr(result, "close", None)
         if callable(close):
             close()  # no "never awaited" warning: the error below says it
