@@ -113,5 +113,21 @@ def names() -> Iterator[Names]:
     n.cleanup()
 
 
+def refusing_queue(url: str, names: Names, exchange: str, max_length: int) -> str:
+    """A queue bound to ``exchange`` for ``Booking.*`` that holds ``max_length`` messages, then nacks
+    (``x-overflow: reject-publish``): how tests make the broker refuse a publish."""
+    queue = f"{names.tag}-refusing-{max_length}"
+    names.queues.append(queue)
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        channel.exchange_declare(exchange, exchange_type="topic", durable=True)
+        channel.queue_declare(queue, arguments={"x-max-length": max_length, "x-overflow": "reject-publish"})
+        channel.queue_bind(queue, exchange, "Booking.*")
+    finally:
+        connection.close()
+    return queue
+
+
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)

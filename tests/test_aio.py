@@ -12,7 +12,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import pika
 import pytest
 
 import pubsubpy
@@ -27,7 +26,7 @@ from pubsubpy import (
 from pubsubpy.aio import AsyncPubSub
 from pubsubpy.testing import delete_topology
 from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
-from tests.conftest import RABBIT_URL, Names, require_rabbit
+from tests.conftest import RABBIT_URL, Names, refusing_queue, require_rabbit
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 
 
@@ -133,16 +132,7 @@ def test_concurrent_publishes_each_get_their_own_outcome(make_app: Callable[...,
 def test_a_refused_message_fails_only_its_own_task(rabbit_url: str, names: Names) -> None:
     app = AsyncPubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(),  # type: ignore[arg-type]
                       connect_timeout=1, confirm_timeout=1, telemetry=False)
-    queue = f"{names.tag}-five"
-    names.queues.append(queue)
-    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
-    try:
-        channel = connection.channel()
-        app.transport.declare_exchange(app.settings.model_exchange)
-        channel.queue_declare(queue, arguments={"x-max-length": 5, "x-overflow": "reject-publish"})
-        channel.queue_bind(queue, app.settings.model_exchange, "Booking.*")
-    finally:
-        connection.close()
+    refusing_queue(rabbit_url, names, app.settings.model_exchange, 5)
 
     async def main() -> list[str | BaseException]:
         return await asyncio.gather(*(app.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"})

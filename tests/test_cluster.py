@@ -197,6 +197,8 @@ def test_confirmed_publishes_survive_losing_the_queue_leader(cluster: Cluster, h
         tally.report(f"publish, leader {how}")
         assert result.dead_lettered == 0
         tally.check(set(range(total)))
+        recovered = set(range(total - 1000, total))
+        assert recovered <= tally.confirmed, "publishing recovers after the failover (the last 1,000 all confirm)"
     finally:
         cluster.heal()
         _cleanup(app)

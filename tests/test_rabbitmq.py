@@ -16,7 +16,7 @@ import pytest
 
 from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PublishNacked, PubSub
 from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, at_least_once_policy
-from tests.conftest import Names, wait_for
+from tests.conftest import Names, refusing_queue, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 
 
@@ -229,14 +229,10 @@ def test_a_nacked_publish_is_sent_again_on_a_new_connection_until_its_deadline(
     """A queue that refuses (full, reject-publish) nacks every try: the publish raises PublishNacked at its
     deadline (connect_timeout + confirm_timeout), naming the message; once there is room it goes through."""
     app = _app(rabbit_url, names, connect_timeout=1, confirm_timeout=1)
-    queue = f"{names.tag}-full"
-    names.queues.append(queue)
+    queue = refusing_queue(rabbit_url, names, app.settings.model_exchange, 1)
     connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
     try:
         channel = connection.channel()
-        app.transport.declare_exchange(app.settings.model_exchange)
-        channel.queue_declare(queue, arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
-        channel.queue_bind(queue, app.settings.model_exchange, "Booking.*")
         app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
         started = time.monotonic()
         with pytest.raises(PublishNacked) as excinfo:
