@@ -5,6 +5,9 @@
 # Erlang distribution port (25681-25683), data and log directories under $PUBSUBPY_CLUSTER_DIR (default
 # /tmp/pubsubpy-cluster), and no plugins (so no management listener clashes). They run as the rabbitmq
 # user so they share its Erlang cookie with rabbitmqctl. `up` is idempotent; every wait is bounded.
+# `up` with no node running starts from empty directories: the data of a cluster whose nodes died without `down`
+# (a reboot, a killed session) would make the first node wait minutes for peers that are not coming. A partial
+# cluster (some nodes running) keeps its data: the missing nodes rejoin it; if that fails, `up` starts over.
 # URLs for pubsubpy: amqp://guest:guest@127.0.0.1:5681,amqp://guest:guest@127.0.0.1:5682,...
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_rabbitmq_node.sh"
@@ -19,8 +22,9 @@ running() { timeout 20 rabbitmqctl -q -n "$1@localhost" status >/dev/null 2>&1; 
 
 start_node() {
   local name="$1" amqp; amqp="$(port "$1")"
-  if running "$name"; then return 0; fi
-  printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users.guest = true\n' "$amqp" \
+  # a restarted node waits for its peers' tables at most 3 x 10 s (RabbitMQ's default: 10 x 30 s)
+  printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users.guest = true\n%s\n%s\n' "$amqp" \
+    "mnesia_table_loading_retry_timeout = 10000" "mnesia_table_loading_retry_limit = 3" \
     | start_rabbit_node "$name@localhost" "$BASE/$name" "$amqp" $((amqp + 20000)) "$WAIT" "[]"
 }
 
@@ -37,22 +41,40 @@ join() {
   fi
 }
 
+any_running() {   # a node's VM, answering or not (one still booting does not answer rabbitmqctl)
+  local name
+  for name in "${NODES[@]}"; do if rabbit_node_pid "$name@localhost" >/dev/null; then return 0; fi; done
+  return 1
+}
+
+bring_up() {
+  local name running
+  for name in "${NODES[@]}"; do start_node "$name"; done
+  for name in "${NODES[@]:1}"; do join "$name"; done
+  running=$(members)
+  if [ "$(wc -w <<<"$running")" -ne 3 ]; then
+    echo "cluster: expected 3 running nodes, found: ${running:-none}" >&2; return 1
+  fi
+}
+
+take_down() {
+  local name
+  for name in "${NODES[@]}"; do stop_rabbit_node "$name@localhost"; done
+  rm -rf "$BASE"
+}
+
 case "${1:-status}" in
   up)
-    for name in "${NODES[@]}"; do start_node "$name"; done
-    for name in "${NODES[@]:1}"; do join "$name"; done
-    running=$(members)
-    if [ "$(wc -w <<<"$running")" -ne 3 ]; then
-      echo "cluster: expected 3 running nodes, found: ${running:-none}" >&2; exit 1
+    if ! any_running; then rm -rf "$BASE"; fi
+    if ! (bring_up); then
+      echo "cluster: starting over from empty nodes" >&2
+      take_down >/dev/null
+      bring_up
     fi
-    echo "cluster up: $running (AMQP 127.0.0.1:5681-5683)"
+    echo "cluster up: $(members) (AMQP 127.0.0.1:5681-5683)"
     ;;
   down)
-    for name in "${NODES[@]}"; do
-      if running "$name"; then ctl "$name" stop >/dev/null 2>&1 || true; fi
-      pkill -u rabbitmq -f "$name@localhost" 2>/dev/null || true   # a node that did not stop in time
-    done
-    rm -rf "$BASE"
+    take_down
     echo "cluster down"
     ;;
   status)

@@ -73,9 +73,11 @@ port_taken() { timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 start_node() {
   local dir="$BASE/node" port
-  for port in $AMQP_PORT $AMQPS_PORT $DIST_PORT; do
-    if port_taken "$port"; then fail "port 127.0.0.1:$port is taken by another process, not by $NODE"; fi
-  done
+  if ! rabbit_node_pid "$NODE" >/dev/null; then   # (a VM of ours still booting holds them: waited for below)
+    for port in $AMQP_PORT $AMQPS_PORT $DIST_PORT; do
+      if port_taken "$port"; then fail "port 127.0.0.1:$port is taken by another process, not by $NODE"; fi
+    done
+  fi
   chown -R rabbitmq:rabbitmq "$BASE"   # the node reads the certificates and keys under it
   start_rabbit_node "$NODE" "$dir" "$AMQP_PORT" "$DIST_PORT" "$WAIT" "[rabbitmq_auth_mechanism_ssl]" <<EOF
 listeners.tcp.local = 127.0.0.1:$AMQP_PORT
@@ -114,9 +116,7 @@ case "${1:-status}" in
     echo "tls node up: $NODE (AMQPS 127.0.0.1:$AMQPS_PORT, AMQP 127.0.0.1:$AMQP_PORT, certificates in $CERTS)"
     ;;
   down)
-    if running; then ctl stop "$BASE/node/pid" >/dev/null 2>&1 || true; fi   # with the pid file: waits for the exit
-    pid="$(cat "$BASE/node/pid" 2>/dev/null || true)"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then kill "$pid" 2>/dev/null || true; fi   # did not stop in time
+    stop_rabbit_node "$NODE"
     rm -rf "$BASE"
     echo "tls node down"
     ;;

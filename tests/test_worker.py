@@ -105,8 +105,9 @@ def test_a_cut_short_stop_exits_non_zero_at_once_and_returns_the_message(
     app, worker = _start(rabbit_url, names, log, concurrency=1, pause=30.0, grace=grace)
     try:
         [sent] = app.publish_many([(BOOKING, "created", {"id": 1, "guest": "slow"})])
-        depth_zero = lambda: app.transport.queue_depth(f"{app.settings.service_name}.events") == 0  # noqa: E731
-        wait_for(depth_zero, timeout=30, what="the worker to take the message")
+        # its handler has started (an empty queue is not enough: the delivery may still be on its way)
+        started_log = log.with_name(log.name + ".started")
+        wait_for(lambda: _lines(started_log) == [sent], timeout=30, what="the worker's handler to start")
         started = time.monotonic()
         worker.send_signal(signal.SIGTERM)
         if signals == 2:  # again until it exits: signals sent too close together can coalesce into one
