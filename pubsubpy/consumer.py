@@ -8,8 +8,11 @@ Delivery semantics (at least once):
   (``MessageInfo.redelivered``).
 - Handlers run on ``concurrency`` threads (``handler_pool.py``) while this
   thread keeps the connection alive, so a handler may take longer than the
-  heartbeat and still runs once. With ``concurrency=1`` messages are handled in
-  queue order.
+  heartbeat and still runs once. With ``concurrency=1`` (and synchronous
+  handlers) the loop runs its handlers itself, on a thread of its own, while the
+  caller's thread keeps the connection alive during a long one
+  (``inline_runner.py``): no thread hop per message. Either way messages are
+  handled in queue order at ``concurrency=1``.
 - A redelivered message that this loop already settled (its ack was lost with
   the connection) is acked without running again and counted in
   ``DrainResult.duplicates``, never as another outcome.
@@ -38,9 +41,10 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.dispatch import Decision, Dispatcher
 from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
 from pubsubpy.errors import TransportError
-from pubsubpy.handler_pool import HandlerPool
+from pubsubpy.handler_pool import HandlerPool, HandlerRunner
 from pubsubpy.handler_runs import log_fields
 from pubsubpy.health import WorkerHealth
+from pubsubpy.inline_runner import Abandoned, Baton, InlineRunner, Watch, watch
 from pubsubpy.middleware import MessageContext, MiddlewareChain
 from pubsubpy.outcomes import DrainResult, Outcome, Reason
 from pubsubpy.settings import Settings
@@ -121,6 +125,7 @@ class _Loop:
         self.stopping = False     # no new message starts
         self.grace: Deadline | None = None
         self.backoff = max(settings.retry_connect_delay, 0.1)
+        self.baton: Baton | None = None  # when the loop runs its handlers itself, watched
 
     # -- setup ---------------------------------------------------------------------
     def open_consumer(self) -> Consumer | None:
@@ -145,31 +150,53 @@ class _Loop:
     # -- the loop ------------------------------------------------------------------
     def run(self) -> DrainResult:
         started = time.monotonic()
+        try:
+            if self.options.concurrency == 1 and not self.dispatcher.awaits:
+                options = self.options
+                return watch(self.consume_inline, Watch(self.result, options.stop, options.force, options.deadline,
+                                                        self.settings.shutdown_timeout, options.health))
+            return self.consume(lambda consumer: HandlerPool(
+                self.options.concurrency, self.dispatcher.dispatch, consumer.wake,
+                work_chunk=self.dispatcher.dispatch_chunk if self.dispatcher.awaits else None))
+        finally:
+            self.result.seconds = time.monotonic() - started
+
+    def consume_inline(self, baton: Baton) -> DrainResult:
+        """``run`` on the watched thread, holding ``baton`` (see ``inline_runner.py``)."""
+        self.baton = baton
+
+        def runner(consumer: Consumer) -> InlineRunner[Delivery, Decision]:
+            made = InlineRunner(self.dispatcher.dispatch, baton, chunk=max(1, min(self.options.prefetch // 2, 500)))
+            baton.consumer, baton.runner = consumer, made
+            return made
+
+        return self.consume(runner)
+
+    def consume(self, make_runner: Callable[[Consumer], HandlerRunner[Delivery, Decision]]) -> DrainResult:
         consumer = self.open_consumer()
         if consumer is None:
             self.result.stopped_by = "stopped"
             return self.result
-        pool: HandlerPool[Delivery, Decision] = HandlerPool(
-            self.options.concurrency, self.dispatcher.dispatch, consumer.wake,
-            work_chunk=self.dispatcher.dispatch_chunk if self.dispatcher.awaits else None)
+        runner = make_runner(consumer)
         health = self.options.health
         if health is not None:
             health.attached(consumer, self.queue)
         try:
-            while not self.step(consumer, pool):
+            while not self.step(consumer, runner):
                 pass
         finally:
             if health is not None:
                 health.detached()
-            pool.shutdown()
+            runner.shutdown()
             consumer.close()
-            self.result.seconds = time.monotonic() - started
         return self.result
 
-    def step(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> bool:
+    def step(self, consumer: Consumer, pool: HandlerRunner[Delivery, Decision]) -> bool:
         """One turn: settle what finished, decide whether to stop, take more, wait. True: done."""
         if self.options.health is not None:
             self.options.health.turned()
+        if self.baton is not None and self.baton.abandoned:
+            raise Abandoned
         try:
             finished = pool.collect()
             if finished:
@@ -192,7 +219,7 @@ class _Loop:
         self.backoff = max(self.settings.retry_connect_delay, 0.1)
         return False
 
-    def should_stop(self, pool: HandlerPool[Delivery, Decision]) -> bool:
+    def should_stop(self, pool: HandlerRunner[Delivery, Decision]) -> bool:
         options = self.options
         if options.force is not None and options.force.is_set():
             return self.abandon(pool, "forced")
@@ -211,13 +238,13 @@ class _Loop:
                 return self.abandon(pool, self.result.stopped_by)
         return False
 
-    def begin_stop(self, pool: HandlerPool[Delivery, Decision], why: str) -> None:
+    def begin_stop(self, pool: HandlerRunner[Delivery, Decision], why: str) -> None:
         self.stopping = True
         self.result.stopped_by = why
         self.grace = Deadline.after(self.settings.shutdown_timeout)
         pool.stop_starting()
 
-    def abandon(self, pool: HandlerPool[Delivery, Decision], why: str) -> bool:
+    def abandon(self, pool: HandlerRunner[Delivery, Decision], why: str) -> bool:
         self.result.stopped_by = why
         self.result.abandoned = pool.in_flight
         if pool.in_flight:
@@ -229,7 +256,7 @@ class _Loop:
         limit = self.options.max_messages
         return not self.stopping and (limit is None or self.taken < limit)
 
-    def feed(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
+    def feed(self, consumer: Consumer, pool: HandlerRunner[Delivery, Decision]) -> None:
         if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
             self.take_buffered(consumer)
         batch: list[Delivery] = []
@@ -243,7 +270,7 @@ class _Loop:
             batch.append(delivery)
         pool.submit(batch)
 
-    def wait(self, consumer: Consumer, pool: HandlerPool[Delivery, Decision]) -> None:
+    def wait(self, consumer: Consumer, pool: HandlerRunner[Delivery, Decision]) -> None:
         timeout = _EMPTY_STEP if self.options.until_empty and not pool.in_flight else _POLL
         if not self.stopping:
             timeout = self.options.deadline.cap(timeout)
@@ -273,10 +300,7 @@ class _Loop:
 
     def take_buffered(self, consumer: Consumer) -> None:
         """Run the connection's I/O once and park what it delivered."""
-        delivery = consumer.get(0)
-        while delivery is not None:
-            self.parked.append(delivery)
-            delivery = consumer.get(0)
+        self.parked.extend(consumer.take_ready())
 
     # -- settling ------------------------------------------------------------------
     def settle(self, consumer: Consumer, finished: Sequence[tuple[Delivery, Decision | None]]) -> None:

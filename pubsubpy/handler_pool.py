@@ -26,9 +26,9 @@ import queue
 import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["HandlerPool"]
+__all__ = ["CHUNK_MAX", "HandlerPool", "HandlerRunner", "Isolation"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -37,7 +37,7 @@ T = TypeVar("T")
 # work_chunk(items, may_start, each): a whole chunk at once; each(work) isolates one item's thread-side work
 ChunkWork = Callable[[list[In], Callable[[], bool], Callable[[Callable[[], Any]], Any]], list[Out | None]]
 
-_CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk wait for its last item
+CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk wait for its last item
 
 
 def _django_cleanup() -> Callable[[], None] | None:
@@ -49,6 +49,46 @@ def _django_cleanup() -> Callable[[], None] | None:
         return None
     close: Callable[[], None] = db.close_old_connections
     return close
+
+
+class Isolation:
+    """Each run in its own copy of the context of the thread that made this, between Django's
+    ``close_old_connections()`` calls when Django is in use."""
+
+    def __init__(self) -> None:
+        self.context = contextvars.copy_context()
+        self._cleanup = _django_cleanup()
+
+    def run(self, work: Callable[..., T], *args: Any) -> T:
+        cleanup = self._cleanup
+        if cleanup is None:
+            return self.context.copy().run(work, *args)
+        cleanup()
+        try:
+            return self.context.copy().run(work, *args)
+        finally:
+            cleanup()
+
+
+class HandlerRunner(Protocol[In, Out]):
+    """What the consumer loop needs from whatever runs its handlers (a pool of threads, or inline)."""
+
+    sleeping: bool
+    in_flight: int
+
+    def submit(self, items: list[In]) -> None: ...
+
+    def has_idle_thread(self) -> bool: ...
+
+    def has_results(self) -> bool: ...
+
+    def wait_for_results(self, timeout: float) -> bool: ...
+
+    def collect(self) -> list[tuple[In, Out | None]]: ...
+
+    def stop_starting(self) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 class HandlerPool(Generic[In, Out]):
@@ -64,8 +104,7 @@ class HandlerPool(Generic[In, Out]):
         self._work = work
         self._work_chunk = work_chunk  # a whole chunk at once (async handlers: one hand-off to the loop)
         self._wake = wake
-        self._context = contextvars.copy_context()
-        self._cleanup = _django_cleanup()
+        self._isolation = Isolation()
         self._concurrency = concurrency
         self._inbox: queue.SimpleQueue[list[In] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[list[tuple[In, Out | None]] | BaseException] = queue.SimpleQueue()
@@ -102,38 +141,24 @@ class HandlerPool(Generic[In, Out]):
     def _run(self, item: In) -> Out | None:
         if self._stopping.is_set():
             return None
-        cleanup = self._cleanup
-        if cleanup is None:
-            return self._context.copy().run(self._work, item)
-        cleanup()
-        try:
-            return self._context.copy().run(self._work, item)
-        finally:
-            cleanup()
+        return self._isolation.run(self._work, item)
 
     def _run_chunk(self, work_chunk: ChunkWork[In, Out], chunk: list[In]) -> list[Out | None]:
         def may_start() -> bool:
             return not self._stopping.is_set()
 
-        return self._context.copy().run(work_chunk, chunk, may_start, self._each)
+        return self._isolation.context.copy().run(work_chunk, chunk, may_start, self._each)
 
     def _each(self, work: Callable[[], T]) -> T:
         """One message's thread-side work in a chunk: in its own context copy, Django cleanup around it."""
-        cleanup = self._cleanup
-        if cleanup is None:
-            return self._context.copy().run(work)
-        cleanup()
-        try:
-            return self._context.copy().run(work)
-        finally:
-            cleanup()
+        return self._isolation.run(work)
 
     def submit(self, items: list[In]) -> None:
         """Hand ``items`` to the threads, split into at most one chunk per thread."""
         if not items:
             return
         self.in_flight += len(items)
-        size = min(_CHUNK_MAX, math.ceil(len(items) / self._concurrency))
+        size = min(CHUNK_MAX, math.ceil(len(items) / self._concurrency))
         for start in range(0, len(items), size):
             self._chunks_out += 1
             self._inbox.put(items[start:start + size])

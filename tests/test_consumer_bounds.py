@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import socket
 import threading
 import time
@@ -11,7 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from pubsubpy import BrokerUnavailable, MessageInfo, PubSub, TransportError
-from tests.conftest import Names
+from pubsubpy.health import WorkerHealth
+from tests.conftest import Names, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated
 
 
@@ -40,6 +42,70 @@ def test_a_handler_longer_than_five_heartbeats_runs_once(rabbit_url: str, names:
     assert runs == {0: 1, 1: 1}
     assert redelivered == [False, False]
     assert (result.handled, result.duplicates, result.redelivered) == (2, 0, 0)
+    app.close()
+
+
+def test_a_worker_stays_ready_while_its_one_handler_runs_long(rabbit_url: str, names: Names) -> None:
+    """At concurrency 1 the loop runs the handler on its own thread; the thread watching it turns the
+    connection's I/O, and reports the loop alive, while the handler runs (3 s, against a probe that
+    calls a loop stale after 1 s)."""
+    app = _app(rabbit_url, names, heartbeat=1)
+    app.health = WorkerHealth(stale_after=1.0)
+    started, done = threading.Event(), threading.Event()
+
+    @app.subscribe("Booking.created")
+    def slow(event: BookingCreated) -> None:
+        started.set()
+        time.sleep(3.0)
+        done.set()
+
+    app.declare()
+    app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    stop = threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)))
+    worker.start()
+    try:
+        assert started.wait(30), "the handler did not start"
+        readiness = []
+        while not done.is_set():
+            readiness.append(app.health.ready())
+            time.sleep(0.1)
+        assert len(readiness) >= 20 and all(ready for ready, _ in readiness), \
+            [why for ready, why in readiness if not ready][:3]
+    finally:
+        stop.set()
+        worker.join(30)
+    assert results and results[0].handled == 1 and results[0].redelivered == 0
+    app.close()
+
+
+def test_ctrl_c_in_a_long_handler_stops_the_drain_at_once_and_the_message_comes_back(
+        rabbit_url: str, names: Names) -> None:
+    """KeyboardInterrupt reaches the thread that called drain() while the handler (on the loop's thread)
+    sleeps: drain() raises it within a second, and the unfinished message is delivered again."""
+    app = _app(rabbit_url, names)
+    runs: list[bool] = []
+
+    @app.subscribe("Booking.created")
+    def interrupted(event: BookingCreated, info: MessageInfo) -> None:
+        runs.append(info.redelivered)
+        if len(runs) == 1:
+            _thread.interrupt_main()  # as Ctrl-C would, on the test's (main) thread
+            time.sleep(10)
+
+    app.declare()
+    app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    began = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        app.drain(timeout=30)
+    assert time.monotonic() - began < 5, "the 10 s handler was waited for"
+    again = _app(rabbit_url, names, model_exchange=app.settings.model_exchange,
+                 service_name=app.settings.service_name)
+    again.subscribe("Booking.created")(interrupted)
+    wait_for(lambda: again.drain(timeout=10).handled == 1, timeout=30, what="the message to come back")
+    assert runs == [False, True]
+    again.close()
     app.close()
 
 

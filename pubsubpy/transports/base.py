@@ -113,6 +113,16 @@ def topology_queues(topology: Topology) -> list[str]:
 class Consumer(Protocol):
     def get(self, timeout: float) -> Delivery | None: ...
 
+    def take_ready(self) -> list[Delivery]:
+        """Every delivery that is here now, after one turn of I/O that does not wait (may be empty)."""
+        ...
+
+    def keep_alive(self) -> None:
+        """One turn of I/O that does not wait (heartbeats; deliveries stay buffered). Called from another
+        thread while the owner runs handlers and lends it the connection (``inline_runner.py``); never raises:
+        a lost connection is noticed by the owner's next call."""
+        ...
+
     def is_empty(self) -> bool: ...
 
     def next(self, timeout: float) -> Delivery | None: ...

@@ -321,6 +321,20 @@ class MemoryConsumer:
                     return None
                 self._broker.arrived.wait(self._broker.wait_step(remaining))
 
+    def take_ready(self) -> list[Delivery]:
+        ready: list[Delivery] = []
+        with self._broker.arrived:
+            self._fill()
+            while self._pushed:
+                tag = self._pushed.popleft()
+                message = self._unacked[tag]
+                ready.append(Delivery(tag, message.exchange, message.routing_key, message.body, message.properties,
+                                      message.redelivered))
+        return ready
+
+    def keep_alive(self) -> None:
+        """Nothing to keep alive in memory."""
+
     @property
     def connected(self) -> bool:
         return not self._closed

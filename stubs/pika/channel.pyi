@@ -14,6 +14,7 @@ class Channel:
         properties: BasicProperties | None = ...,
         mandatory: bool = ...,
     ) -> None: ...
+    def basic_ack(self, delivery_tag: int = ..., multiple: bool = ...) -> None: ...
     def confirm_delivery(
         self,
         ack_nack_callback: Callable[[Method[Any]], None],
