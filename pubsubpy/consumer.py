@@ -16,8 +16,9 @@ Delivery semantics (at least once):
 - A redelivered message that this loop already settled (its ack was lost with
   the connection) is acked without running again and counted in
   ``DrainResult.duplicates``, never as another outcome.
-- The retry and dead-letter copies of everything that finished while the last
-  batch was being confirmed go out together, under one round of confirms.
+- The retry and dead-letter copies of a chunk of finished messages go out
+  together, under one round of confirms, and while the broker stores them the
+  next chunk's handlers run (``settle`` sends, ``confirm`` waits and acks).
 - Stopping (``timeout``, ``stop`` set, a signal): no new message starts;
   messages already taken but not started go back to the queue unacked; running
   handlers get ``shutdown_timeout`` to finish and be acked. Past that (or when
@@ -50,7 +51,7 @@ from pubsubpy.outcomes import DrainResult, Outcome, Reason
 from pubsubpy.settings import Settings
 from pubsubpy.settling import Settler, outcome_of
 from pubsubpy.topology import service_queue
-from pubsubpy.transports.base import Consumer, Delivery, Transport
+from pubsubpy.transports.base import Consumer, Delivery, PendingPublish, Transport
 
 __all__ = ["LoopOptions", "consume_queue"]
 
@@ -126,6 +127,7 @@ class _Loop:
         self.grace: Deadline | None = None
         self.backoff = max(settings.retry_connect_delay, 0.1)
         self.baton: Baton | None = None  # when the loop runs its handlers itself, watched
+        self.unconfirmed: tuple[list[tuple[Delivery, Decision]], PendingPublish] | None = None
 
     # -- setup ---------------------------------------------------------------------
     def open_consumer(self) -> Consumer | None:
@@ -199,8 +201,11 @@ class _Loop:
             raise Abandoned
         try:
             finished = pool.collect()
+            self.confirm(consumer)  # the copies of the chunk before: the broker stored them while this one ran
             if finished:
                 self.settle(consumer, finished)
+            if self.unconfirmed is not None and not pool.has_results():
+                self.confirm(consumer)  # no chunk to run meanwhile
             if self.should_stop(pool):
                 return True
             if not self.stopping:
@@ -304,22 +309,45 @@ class _Loop:
 
     # -- settling ------------------------------------------------------------------
     def settle(self, consumer: Consumer, finished: Sequence[tuple[Delivery, Decision | None]]) -> None:
-        """Confirm the copies of every finished message in one round, then ack each one.
-        A message handed back unstarted (``None``) stays unacked and returns to the queue."""
+        """Send the copies of every finished message in one round; they are acked once the copies are
+        confirmed (``confirm``), or at once when there are none. A message handed back unstarted
+        (``None``) stays unacked and returns to the queue."""
         done = [(delivery, decision) for delivery, decision in finished if decision is not None]
         copies = self.settler.copies(done)
-        if copies:
-            limit = self.options.deadline
-            if limit.remaining() < 1.0:  # a copy made at the deadline still gets a moment to be confirmed
-                limit = Deadline.after(min(1.0, self.settings.confirm_timeout))
-            try:
-                lost = self.transport.publish(copies, deadline=limit)
-                if lost:
-                    raise self.settler.missing(lost)
-            except TransportError:
-                for delivery, _ in done:  # their copies are not safe: hand them back for another try
-                    consumer.nack(delivery.tag, requeue=True)
-                raise
+        if not copies:
+            self.acknowledge(consumer, done)
+            return
+        limit = self.options.deadline
+        if limit.remaining() < 1.0:  # a copy made at the deadline still gets a moment to be confirmed
+            limit = Deadline.after(min(1.0, self.settings.confirm_timeout))
+        try:
+            pending = self.transport.begin_publish(copies, deadline=limit)
+        except TransportError:
+            self.give_back(consumer, done)
+            raise
+        self.unconfirmed = (done, pending)
+
+    def confirm(self, consumer: Consumer) -> None:
+        """Wait for the copies the last ``settle`` sent, then ack their originals."""
+        if self.unconfirmed is None:
+            return
+        done, pending = self.unconfirmed
+        self.unconfirmed = None
+        try:
+            lost = pending.result()
+            if lost:
+                raise self.settler.missing(lost)
+        except TransportError:
+            self.give_back(consumer, done)
+            raise
+        self.acknowledge(consumer, done)
+
+    @staticmethod
+    def give_back(consumer: Consumer, done: list[tuple[Delivery, Decision]]) -> None:
+        for delivery, _ in done:  # their copies are not safe: hand them back for another try
+            consumer.nack(delivery.tag, requeue=True)
+
+    def acknowledge(self, consumer: Consumer, done: list[tuple[Delivery, Decision]]) -> None:
         result = self.result
         debug = log.isEnabledFor(logging.DEBUG)
         middleware = self.options.middleware

@@ -15,7 +15,10 @@ import pika
 import pytest
 
 from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PublishNacked, PubSub
+from pubsubpy.envelope import Properties
 from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, at_least_once_policy
+from pubsubpy.transports.base import OutgoingMessage
+from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 from tests.conftest import Names, refusing_queue, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 
@@ -361,5 +364,33 @@ def test_a_ledger_of_pubsubpy_0_1_is_taken_over(rabbit_url: str, names: Names) -
         app.declare(prune=True)
         assert app.stale_bindings(timeout=10) == []
         app.close()
+    finally:
+        connection.close()
+
+
+def test_a_publish_between_the_halves_of_another_keeps_its_own_answers(rabbit_url: str, names: Names) -> None:
+    """The consumer loop sends a chunk's copies, runs the next chunk (whose handlers may publish on the same
+    thread's confirm channel), then waits for the copies: each batch gets its own nacks and returns."""
+    exchange = names.exchange()
+    refusing_queue(rabbit_url, names, exchange, 1)  # stores one message, then nacks
+    plain = f"{names.tag}-plain"
+    names.queues.append(plain)
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:
+        connection.channel().queue_declare(plain)
+        confirm = ConfirmChannel(connection, 5.0)
+
+        def message(message_id: str, to: str, key: str) -> OutgoingMessage:
+            return OutgoingMessage(to, key, b"{}", Properties(message_id=message_id), mandatory=True)
+
+        copies = confirm.send([message("stored", exchange, "Booking.created"),
+                               message("refused", exchange, "Booking.created"),
+                               message("unroutable", exchange, "Nobody.listens")])
+        assert confirm.publish([message("between", "", plain)]) == []
+        with pytest.raises(PublishNacked) as excinfo:
+            confirm.wait_for(copies)
+        assert list(excinfo.value.message_ids) == ["refused"]
+        assert list(excinfo.value.unroutable) == ["unroutable"]
+        assert confirm.publish([message("after", "", plain)]) == []
     finally:
         connection.close()

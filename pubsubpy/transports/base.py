@@ -37,7 +37,7 @@ Semantics every transport keeps:
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -110,6 +110,17 @@ def topology_queues(topology: Topology) -> list[str]:
     return names + [spec.name for spec in topology.retry_queues]
 
 
+class PendingPublish:
+    """A publish on its way (``Transport.begin_publish``): ``result()`` waits for its confirms and returns
+    what ``publish`` would have returned, or raises what it would have raised."""
+
+    def __init__(self, finish: Callable[[], list[str]]) -> None:
+        self._finish = finish
+
+    def result(self) -> list[str]:
+        return self._finish()
+
+
 class Consumer(Protocol):
     def get(self, timeout: float) -> Delivery | None: ...
 
@@ -149,6 +160,11 @@ class Transport(Protocol):
     def declare(self, topology: Topology, *, deadline: Deadline | None = None) -> None: ...
 
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]: ...
+
+    def begin_publish(self, messages: Sequence[OutgoingMessage], *,
+                      deadline: Deadline | None = None) -> PendingPublish:
+        """``publish`` in two halves: send now, wait for the confirms at ``result()``, on the same thread."""
+        ...
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
                 deadline: Deadline | None = None) -> Consumer: ...

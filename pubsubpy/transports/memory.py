@@ -24,7 +24,15 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.topics import TopicTrie
-from pubsubpy.transports.base import Delivery, OutgoingMessage, QueueInfo, Topology, next_delivery, topology_queues
+from pubsubpy.transports.base import (
+    Delivery,
+    OutgoingMessage,
+    PendingPublish,
+    QueueInfo,
+    Topology,
+    next_delivery,
+    topology_queues,
+)
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -405,6 +413,11 @@ class MemoryTransport:
             if not self.broker.publish(message) and message.mandatory:
                 unroutable.append(message.properties.message_id or "")
         return unroutable
+
+    def begin_publish(self, messages: Sequence[OutgoingMessage], *,
+                      deadline: Deadline | None = None) -> PendingPublish:
+        unroutable = self.publish(messages, deadline=deadline)  # stored at once: nothing to wait for
+        return PendingPublish(lambda: unroutable)
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
                 deadline: Deadline | None = None) -> MemoryConsumer:

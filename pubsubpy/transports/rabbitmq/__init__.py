@@ -29,9 +29,9 @@ import pika.adapters.blocking_connection
 import pika.exceptions
 
 from pubsubpy.deadline import Deadline
-from pubsubpy.errors import ConfirmTimeout, PublishNacked
+from pubsubpy.errors import ConfirmTimeout, PublishNacked, TransportError
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import OutgoingMessage, QueueInfo, Topology, topology_queues
+from pubsubpy.transports.base import OutgoingMessage, PendingPublish, QueueInfo, Topology, topology_queues
 from pubsubpy.transports.rabbitmq.connection import (
     abandon,
     connect,
@@ -183,6 +183,41 @@ class RabbitMQTransport:
                 pending = [m for m in pending if (m.properties.message_id or "") in nacked]
                 time.sleep(pause)
                 pause = min(pause * 2, _LAST_NACK_PAUSE)
+
+    def begin_publish(self, messages: Sequence[OutgoingMessage], *,
+                      deadline: Deadline | None = None) -> PendingPublish:
+        """Sent on this thread's confirm channel now; ``result()`` waits for the confirms. Anything but a
+        clean answer (a nack, a lost connection) hands the batch, or its nacked part, to ``publish``
+        with what is left of the deadline: its recovery, its errors."""
+        limit = self._default_deadline(deadline)
+        doing = f"publishing {len(messages)} message(s)"
+        try:
+            with translate_errors(doing):
+                confirm = self._link(limit).confirm
+                batch = confirm.send(messages, limit)
+        except ConfirmTimeout:
+            raise
+        except TransportError:  # the link could not be had or used: the whole publish, with its retries
+            self._reset()
+            return PendingPublish(lambda: self.publish(messages, deadline=limit))
+
+        def finish() -> list[str]:
+            try:
+                with translate_errors(doing):
+                    return confirm.wait_for(batch, limit)
+            except PublishNacked as exc:
+                self._reset()
+                nacked = set(exc.message_ids)
+                again = [m for m in messages if (m.properties.message_id or "") in nacked]
+                return [*exc.unroutable, *self.publish(again, deadline=limit)]
+            except ConfirmTimeout:
+                self._reset()  # the channel's state is unknown: never reuse it
+                raise
+            except TransportError:
+                self._reset()
+                return self.publish(messages, deadline=limit)
+
+        return PendingPublish(finish)
 
     def _publish_once(self, messages: Sequence[OutgoingMessage], limit: Deadline) -> list[str]:
         def operation() -> list[str]:

@@ -10,13 +10,14 @@ import pika
 import pika.spec
 
 from pubsubpy.envelope import Properties
+from pubsubpy.transports.rabbitmq.encoding import FastProperties
 from pubsubpy.transports.rabbitmq.frames import UndecodableProperties
 
 __all__ = ["from_pika_properties", "to_pika_properties"]
 
 
 def to_pika_properties(props: Properties) -> pika.BasicProperties:
-    return pika.BasicProperties(
+    return FastProperties(
         content_type=props.content_type,
         content_encoding=props.content_encoding,
         message_id=props.message_id,

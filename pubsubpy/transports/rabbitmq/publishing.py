@@ -2,7 +2,11 @@
 
 pika's ``BlockingChannel.confirm_delivery`` waits for each confirm with no
 time limit and one message at a time. This sends a whole batch, then waits for
-all confirms at once, up to ``confirm_timeout``. It drives the channel's
+all confirms at once, up to ``confirm_timeout``. ``send`` and ``wait_for`` do
+the two halves apart, so the consumer loop can run handlers while the broker
+stores the retry and dead-letter copies of the chunk before; each batch keeps
+its own confirms, nacks and returns, so a handler's publish on the same channel
+in between neither waits for nor takes the copies' answers. It drives the channel's
 underlying ``pika.channel.Channel`` (``BlockingChannel._impl``) and the
 connection's I/O loop (``BlockingConnection._flush_output``): the two private
 pika names this module relies on, pinned by ``pika>=1.3,<2`` and covered by
@@ -41,6 +45,17 @@ class _DeadlinePassed(Exception):
     pass
 
 
+class Batch:
+    """Messages sent together: confirmed when ``left`` reaches 0; ``nacked`` their ids the broker refused."""
+
+    def __init__(self, messages: Sequence[OutgoingMessage]) -> None:
+        self.messages = messages
+        self.left = len(messages)
+        self.nacked: list[str] = []
+        self.returned: set[str] = set()  # ids of its mandatory messages that no queue took
+        self.unconfirmed: dict[int, str] = {}  # sequence number -> message id, until confirmed
+
+
 class ConfirmChannel:
     def __init__(self, connection: pika.BlockingConnection, timeout: float) -> None:
         self.broken = False  # a wait ran out: the connection's state is unknown, never reuse it
@@ -49,9 +64,8 @@ class ConfirmChannel:
         self.channel = connection.channel()
         self._impl: pika.channel.Channel = self.channel._impl
         self._seq = 0
-        self._unconfirmed: dict[int, str] = {}
-        self._nacked: list[str] = []
-        self._returned: set[str] = set()
+        self._unconfirmed: dict[int, Batch] = {}  # sequence number -> its batch (ascending: insertion order)
+        self._by_id: dict[str, Batch] = {}  # message id -> the batch waiting for its confirm (for returns)
         self._closed_by_broker: pika.exceptions.ChannelClosedByBroker | None = None
         selected: list[bool] = []
         self._impl.confirm_delivery(ack_nack_callback=self._on_confirm,
@@ -73,13 +87,19 @@ class ConfirmChannel:
         else:
             settled = [tag] if tag in self._unconfirmed else []
         for seq in settled:
-            message_id = self._unconfirmed.pop(seq)
+            batch = self._unconfirmed.pop(seq)
+            message_id = batch.unconfirmed.pop(seq)
+            batch.left -= 1
+            if self._by_id.get(message_id) is batch:
+                del self._by_id[message_id]
             if nack:
-                self._nacked.append(message_id)
+                batch.nacked.append(message_id)
 
     def _on_return(self, _channel: pika.channel.Channel, _method: pika.spec.Basic.Return,
                    properties: pika.spec.BasicProperties, _body: bytes) -> None:
-        self._returned.add(properties.message_id or "")
+        batch = self._by_id.get(properties.message_id or "")  # returned before its confirm: still mapped
+        if batch is not None:
+            batch.returned.add(properties.message_id or "")
 
     def _on_close(self, _channel: pika.channel.Channel, reason: Exception) -> None:
         if isinstance(reason, pika.exceptions.ChannelClosedByBroker):
@@ -111,26 +131,43 @@ class ConfirmChannel:
             raise self._closed_by_broker
         if not done():
             self.broken = True
+            pending = [message_id for batch in set(self._unconfirmed.values())
+                       for message_id in batch.unconfirmed.values()]
             raise ConfirmTimeout(f"{doing}: no answer from the broker within {wait:.3g}s (confirm_timeout="
                                  f"{self._timeout}s); the outcome is unknown (the message may or may not be stored)",
-                                 list(self._unconfirmed.values()))
+                                 pending)
 
     def publish(self, messages: Sequence[OutgoingMessage], deadline: Deadline | None = None) -> list[str]:
         """Send all, wait for every confirm; returns ids of mandatory messages no queue took."""
-        self._nacked.clear()
-        self._returned.clear()
+        return self.wait_for(self.send(messages, deadline), deadline)
+
+    def send(self, messages: Sequence[OutgoingMessage], deadline: Deadline | None = None) -> Batch:
+        """Write ``messages`` to the connection (within the deadline; a broker that stops reading makes the
+        rest wait in the buffer until ``wait_for``); ``wait_for`` their confirms."""
+        batch = Batch(messages)
         for message in messages:
             self._seq += 1
-            self._unconfirmed[self._seq] = message.properties.message_id or ""
+            self._unconfirmed[self._seq] = batch
+            message_id = message.properties.message_id or ""
+            batch.unconfirmed[self._seq] = message_id
+            self._by_id[message_id] = batch
             self._impl.basic_publish(message.exchange, message.routing_key, message.body,
                                      to_pika_properties(message.properties), message.mandatory)
-        self._wait(lambda: not self._unconfirmed, f"publishing {len(messages)} message(s)", deadline)
-        unroutable = [m.properties.message_id or "" for m in messages
-                      if (m.properties.message_id or "") in self._returned]
-        if self._nacked:
-            nacked = set(self._nacked)
-            raise PublishNacked(f"the broker refused {len(self._nacked)} of {len(messages)} message(s) "
-                                "(basic.nack); they were not stored", list(self._nacked),
+        self._wait(lambda: True, f"sending {len(messages)} message(s)", deadline)  # only flushes the writes
+        return batch
+
+    def wait_for(self, batch: Batch, deadline: Deadline | None = None) -> list[str]:
+        """Wait for every confirm of ``batch``; ids of its mandatory messages no queue took, or
+        ``PublishNacked`` (which lists those too)."""
+        messages = batch.messages
+        self._wait(lambda: batch.left == 0, f"publishing {len(messages)} message(s)", deadline)
+        returned = batch.returned
+        unroutable = [m.properties.message_id or "" for m in messages if (m.properties.message_id or "") in returned] \
+            if returned else []
+        if batch.nacked:
+            nacked = set(batch.nacked)
+            raise PublishNacked(f"the broker refused {len(batch.nacked)} of {len(messages)} message(s) "
+                                "(basic.nack); they were not stored", list(batch.nacked),
                                 [i for i in unroutable if i not in nacked])
         return unroutable
 
