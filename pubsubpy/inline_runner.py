@@ -202,6 +202,8 @@ def _keep_alive(baton: Baton, health: WorkerHealth | None) -> None:
             baton.consumer.keep_alive()
             if health is not None:
                 health.turned()
+    except Exception:  # a transport bug must not end the watch: the loop's thread meets the connection next
+        log.exception("keeping the consumer's connection alive failed")
     finally:
         baton.lock.release()
 

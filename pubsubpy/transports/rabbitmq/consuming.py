@@ -34,6 +34,7 @@ from collections import deque
 
 import pika
 import pika.adapters.blocking_connection
+import pika.channel
 import pika.exceptions
 import pika.spec
 
@@ -219,8 +220,8 @@ class RabbitConsumer:
         try:
             with translate_errors(f"consuming from {self._queue!r}"):
                 self._connection.process_data_events(0)
-        except BrokerUnavailable as exc:  # the owner's next call reconnects (or raises, without recover)
-            self._broken = exc
+        except TransportError as exc:  # the owner's next call reconnects (or raises, without recover)
+            self._broken = exc if isinstance(exc, BrokerUnavailable) else BrokerUnavailable(str(exc))
             self._buffer.clear()
 
     def next(self, timeout: float) -> Delivery | None:
@@ -265,9 +266,16 @@ class RabbitConsumer:
             self._settled_above.discard(self._floor)
 
     def _send_acks(self, write: bool = True) -> None:
-        """Queue the ack frames of the pending tags; ``write``: and write them now."""
-        if not self._pending_acks or self._channel is None or self._connection is None:
+        """Queue the ack frames of the pending tags; ``write``: and write every queued frame now."""
+        if self._channel is None or self._connection is None:
             return
+        with translate_errors(f"acknowledging on {self._queue!r}"):
+            if self._pending_acks:
+                self._queue_acks(self._channel._impl)
+            if write:
+                self._connection._flush_output()  # returns at once when nothing waits to be written
+
+    def _queue_acks(self, channel: pika.channel.Channel) -> None:
         tags = sorted(self._pending_acks)
         self._pending_acks.clear()
         pending = set(tags)
@@ -276,15 +284,11 @@ class RabbitConsumer:
             cut += 1
             if cut in pending:
                 run_end = cut
-        channel = self._channel._impl
-        with translate_errors(f"acknowledging on {self._queue!r}"):
-            if run_end:
-                channel.basic_ack(run_end, multiple=True)
-            for local in tags:
-                if local > cut:
-                    channel.basic_ack(local)
-            if write:
-                self._connection._flush_output()
+        if run_end:
+            channel.basic_ack(run_end, multiple=True)
+        for local in tags:
+            if local > cut:
+                channel.basic_ack(local)
         self._settled_above = {t for t in self._settled_above if t > cut}
         self._floor = cut
         for local in tags:
