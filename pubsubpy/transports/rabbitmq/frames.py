@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import struct
+import types
 from typing import Any
 
 import pika
@@ -66,7 +67,15 @@ class UndecodableProperties(pika.spec.BasicProperties):
 def tolerate_undecodable_properties(connection: pika.BlockingConnection) -> None:
     """Make ``connection`` hand over a message with undecodable properties instead of dying on it."""
     impl = connection._impl
-    impl._read_frame = lambda: decode_frame_tolerantly(impl._frame_buffer)
+    impl._read_frame = types.MethodType(_read_frame_tolerantly, impl)  # pika's method, one call level less
+
+
+def _read_frame_tolerantly(impl: Any) -> Decoded:
+    data: bytes = impl._frame_buffer
+    try:  # decode_frame_tolerantly, inlined: this runs for every frame
+        return pika.frame.decode_frame(data)
+    except Exception as exc:
+        return _recovered_or_raise(data, exc)
 
 
 def decode_frame_tolerantly(data: bytes) -> Decoded:
@@ -74,10 +83,14 @@ def decode_frame_tolerantly(data: bytes) -> Decoded:
     try:
         return pika.frame.decode_frame(data)
     except Exception as exc:  # whatever pika raised (ValueError, OSError, RecursionError, InvalidFieldType...)
-        recovered = _recover_header_frame(data, exc)
-        if recovered is None:
-            raise
-        return recovered
+        return _recovered_or_raise(data, exc)
+
+
+def _recovered_or_raise(data: bytes, exc: Exception) -> Decoded:
+    recovered = _recover_header_frame(data, exc)
+    if recovered is None:
+        raise exc
+    return recovered
 
 
 def _describe(exc: BaseException) -> str:
