@@ -159,16 +159,16 @@ class _Loop:
     # -- the loop ------------------------------------------------------------------
     def run(self) -> DrainResult:
         started = time.monotonic()
-        try:
-            if self.options.concurrency == 1 and not self.dispatcher.awaits:
-                options = self.options
-                return watch(self.consume_inline, Watch(self.result, options.stop, options.force, options.deadline,
-                                                        self.settings.shutdown_timeout, options.health))
-            return self.consume(lambda consumer: HandlerPool(
-                self.options.concurrency, self.dispatcher.dispatch, consumer.wake,
+        options = self.options
+        if options.concurrency == 1 and not self.dispatcher.awaits:
+            result = watch(self.consume_inline, Watch(self.result, options.stop, options.force, options.deadline,
+                                                      self.settings.shutdown_timeout, options.health))
+        else:
+            result = self.consume(lambda consumer: HandlerPool(
+                options.concurrency, self.dispatcher.dispatch, consumer.wake,
                 work_chunk=self.dispatcher.dispatch_chunk if self.dispatcher.awaits else None))
-        finally:
-            self.result.seconds = time.monotonic() - started
+        result.seconds = time.monotonic() - started  # (an abandoned loop's result is a snapshot of self.result)
+        return result
 
     def consume_inline(self, baton: Baton) -> DrainResult:
         """``run`` on the watched thread, holding ``baton`` (see ``inline_runner.py``)."""

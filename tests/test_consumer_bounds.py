@@ -109,6 +109,45 @@ def test_ctrl_c_in_a_long_handler_stops_the_drain_at_once_and_the_message_comes_
     app.close()
 
 
+def test_forcing_a_stop_during_a_long_handler_returns_at_once_with_the_message_abandoned(
+        rabbit_url: str, names: Names) -> None:
+    """run(stop, force): with the one handler 10 s into its run, stop then force: run() returns within a
+    couple of seconds, saying so, and the message comes back to run again."""
+    app = _app(rabbit_url, names)
+    started = threading.Event()
+    runs: list[bool] = []
+
+    @app.subscribe("Booking.created")
+    def slow(event: BookingCreated, info: MessageInfo) -> None:
+        runs.append(info.redelivered)
+        if len(runs) == 1:
+            started.set()
+            time.sleep(10)
+
+    app.declare()
+    app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    stop, force = threading.Event(), threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(app._run(1, stop, force, None, signals=False)))
+    worker.start()
+    assert started.wait(30), "the handler did not start"
+    stop.set()
+    force.set()
+    began = time.monotonic()
+    worker.join(10)
+    assert not worker.is_alive() and time.monotonic() - began < 3, "the 10 s handler was waited for"
+    [result] = results
+    assert (result.stopped_by, result.abandoned, result.handled) == ("forced", 1, 0)
+    assert result.seconds > 0
+    again = _app(rabbit_url, names, model_exchange=app.settings.model_exchange,
+                 service_name=app.settings.service_name)
+    again.subscribe("Booking.created")(slow)
+    wait_for(lambda: again.drain(timeout=10).handled == 1, timeout=30, what="the message to come back")
+    assert runs == [False, True]
+    again.close()
+    app.close()
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
