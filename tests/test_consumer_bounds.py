@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -80,6 +80,14 @@ def test_a_worker_stays_ready_while_its_one_handler_runs_long(rabbit_url: str, n
     app.close()
 
 
+def _drain_again_until_handled(url: str, names: Names, app: PubSub, handler: Callable[..., None]) -> None:
+    """A second app on ``app``'s queue drains (with ``handler``) until the abandoned message has come back."""
+    again = _app(url, names, model_exchange=app.settings.model_exchange, service_name=app.settings.service_name)
+    again.subscribe("Booking.created")(handler)
+    wait_for(lambda: again.drain(timeout=10).handled == 1, timeout=30, what="the message to come back")
+    again.close()
+
+
 def test_ctrl_c_in_a_long_handler_stops_the_drain_at_once_and_the_message_comes_back(
         rabbit_url: str, names: Names) -> None:
     """KeyboardInterrupt reaches the thread that called drain() while the handler (on the loop's thread)
@@ -100,12 +108,8 @@ def test_ctrl_c_in_a_long_handler_stops_the_drain_at_once_and_the_message_comes_
     with pytest.raises(KeyboardInterrupt):
         app.drain(timeout=30)
     assert time.monotonic() - began < 5, "the 10 s handler was waited for"
-    again = _app(rabbit_url, names, model_exchange=app.settings.model_exchange,
-                 service_name=app.settings.service_name)
-    again.subscribe("Booking.created")(interrupted)
-    wait_for(lambda: again.drain(timeout=10).handled == 1, timeout=30, what="the message to come back")
+    _drain_again_until_handled(rabbit_url, names, app, interrupted)
     assert runs == [False, True]
-    again.close()
     app.close()
 
 
@@ -139,12 +143,8 @@ def test_forcing_a_stop_during_a_long_handler_returns_at_once_with_the_message_a
     [result] = results
     assert (result.stopped_by, result.abandoned, result.handled) == ("forced", 1, 0)
     assert result.seconds > 0
-    again = _app(rabbit_url, names, model_exchange=app.settings.model_exchange,
-                 service_name=app.settings.service_name)
-    again.subscribe("Booking.created")(slow)
-    wait_for(lambda: again.drain(timeout=10).handled == 1, timeout=30, what="the message to come back")
+    _drain_again_until_handled(rabbit_url, names, app, slow)
     assert runs == [False, True]
-    again.close()
     app.close()
 
 
