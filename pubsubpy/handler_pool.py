@@ -28,7 +28,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
-__all__ = ["CHUNK_MAX", "HandlerPool", "HandlerRunner", "Isolation"]
+__all__ = ["HandlerPool", "HandlerRunner", "Isolation"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
@@ -37,7 +37,7 @@ T = TypeVar("T")
 # work_chunk(items, may_start, each): a whole chunk at once; each(work) isolates one item's thread-side work
 ChunkWork = Callable[[list[In], Callable[[], bool], Callable[[Callable[[], Any]], Any]], list[Out | None]]
 
-CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk wait for its last item
+_CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk wait for its last item
 
 
 def _django_cleanup() -> Callable[[], None] | None:
@@ -158,7 +158,7 @@ class HandlerPool(Generic[In, Out]):
         if not items:
             return
         self.in_flight += len(items)
-        size = min(CHUNK_MAX, math.ceil(len(items) / self._concurrency))
+        size = min(_CHUNK_MAX, math.ceil(len(items) / self._concurrency))
         for start in range(0, len(items), size):
             self._chunks_out += 1
             self._inbox.put(items[start:start + size])

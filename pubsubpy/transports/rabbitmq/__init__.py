@@ -195,8 +195,6 @@ class RabbitMQTransport:
             with translate_errors(doing):
                 confirm = self._link(limit).confirm
                 batch = confirm.send(messages, limit)
-        except ConfirmTimeout:
-            raise
         except TransportError:  # the link could not be had or used: the whole publish, with its retries
             self._reset()
             return PendingPublish(lambda: self.publish(messages, deadline=limit))

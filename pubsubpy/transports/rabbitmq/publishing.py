@@ -150,7 +150,8 @@ class ConfirmChannel:
             self._unconfirmed[self._seq] = batch
             message_id = message.properties.message_id or ""
             batch.unconfirmed[self._seq] = message_id
-            self._by_id[message_id] = batch
+            if message.mandatory:  # only those can come back as returns
+                self._by_id[message_id] = batch
             self._impl.basic_publish(message.exchange, message.routing_key, message.body,
                                      to_pika_properties(message.properties), message.mandatory)
         self._wait(lambda: True, f"sending {len(messages)} message(s)", deadline)  # only flushes the writes
