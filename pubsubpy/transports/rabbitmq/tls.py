@@ -92,7 +92,7 @@ def explain(exc: BaseException, settings: Settings, params: pika.URLParameters) 
                        f"virtual host; create the user and grant it the vhost ({exc!r})", True)
     if isinstance(exc, ssl.SSLCertVerificationError):
         return Failure(_verify_failure(exc, settings, params.host, where), True)
-    reason = _reason(exc)
+    reason = _reason(exc, tls_stream=params.ssl_options is not None)
     if not reason:
         return None
     alert = "ALERT" in reason  # the broker ended the handshake with a TLS alert
@@ -110,16 +110,20 @@ def explain(exc: BaseException, settings: Settings, params: pika.URLParameters) 
     if reason in _NOT_TLS:
         return Failure(f"{where} does not speak TLS ({reason}): amqps:// needs the broker's TLS listener "
                        "(port 5671 by default), not its plain AMQP port", True)
-    if reason == "EOF" and settings.tls_cert_file is not None:
+    if reason in ("EOF", "RESET") and settings.tls_cert_file is not None:
         return Failure(f"client certificate probably refused: the broker at {where} closed the connection during "
                        f"the TLS handshake after receiving tls_cert_file {settings.tls_cert_file!r} (not issued by a "
                        "CA it trusts, expired or revoked?); the broker's log says why", False)
+    if reason == "RESET":
+        return Failure(f"the broker at {where} reset the connection right after the TLS handshake: if it requires "
+                       "a client certificate, set tls_cert_file and tls_key_file; the broker's log says why", False)
     return Failure(f"TLS with {where} failed ({reason})", alert)
 
 
-def _reason(exc: BaseException) -> str:
+def _reason(exc: BaseException, tls_stream: bool = False) -> str:
     """OpenSSL's reason code (``UNKNOWN_CA``...), read from pika's wrapping text when it nests the error;
-    ``EOF`` for a TLS stream cut short; empty when ``exc`` is no TLS error."""
+    ``EOF`` for a TLS stream cut short, ``RESET`` for a TLS stream (``tls_stream``) reset during the AMQP
+    handshake; empty when ``exc`` is no TLS error."""
     if isinstance(exc, ssl.SSLError) and exc.reason:
         return str(exc.reason)
     text = repr(exc)
@@ -128,6 +132,10 @@ def _reason(exc: BaseException) -> str:
         return found.group(1)
     if isinstance(exc, ssl.SSLEOFError) or "SSLEOFError" in text:
         return "EOF"
+    if tls_stream and isinstance(exc, pika.exceptions.IncompatibleProtocolError) and "ConnectionResetError" in text:
+        # TLS 1.3 race: the broker rejects the client certificate and closes while this side already sends
+        # the AMQP header, so the reset can overtake the broker's alert.
+        return "RESET"
     return str(exc) if isinstance(exc, ssl.SSLError) else ""
 
 
