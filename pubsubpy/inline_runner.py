@@ -76,7 +76,7 @@ class Baton:
 
 class InlineRunner(Generic[In, Out]):
     """The ``HandlerRunner`` of ``concurrency=1``: submitted items run when collected, on the loop's
-    own thread, ``chunk`` at a time, the baton released around them. A chunk's acks, and its retry and
+    own thread, ``chunk`` at a time, the baton released around them. A chunk's acks, or its retry and
     dead-letter copies (one round of confirms), go out before the next chunk starts: half the prefetch
     window keeps the broker sending the other half meanwhile. An item collected after ``stop_starting``
     comes back unstarted (result ``None``)."""
