@@ -6,6 +6,7 @@ from pika.spec import Basic, BasicProperties
 
 class Channel:
     channel_number: int
+    _consumers: dict[str, Callable[[Channel, Basic.Deliver, BasicProperties, bytes], None]]
     def basic_publish(
         self,
         exchange: str,

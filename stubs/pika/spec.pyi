@@ -1,6 +1,8 @@
 from typing import Any
 
+FRAME_METHOD: int
 FRAME_HEADER: int
+FRAME_BODY: int
 FRAME_HEADER_SIZE: int
 FRAME_END: int
 FRAME_END_SIZE: int
@@ -52,6 +54,7 @@ class BasicProperties:
         app_id: str | None = ...,
         cluster_id: str | None = ...,
     ) -> None: ...
+    def decode(self, encoded: bytes, offset: int = ...) -> BasicProperties: ...
 
 class Basic:
     class Deliver:

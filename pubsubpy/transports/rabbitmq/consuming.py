@@ -43,6 +43,7 @@ from pubsubpy.errors import BrokerUnavailable, TransportError
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import TAG_BITS, Delivery, next_delivery
 from pubsubpy.transports.rabbitmq.connection import abandon, connect, translate_errors, within
+from pubsubpy.transports.rabbitmq.deliveries import DirectDeliveries
 from pubsubpy.transports.rabbitmq.properties import from_pika_properties
 
 __all__ = ["RabbitConsumer"]
@@ -82,6 +83,7 @@ class RabbitConsumer:
         self._woken = False
         self._broken: BrokerUnavailable | None = None  # set when the connection died; get() reconnects
         self._consumer_tag = ""
+        self._direct: DirectDeliveries | None = None
         self._open()
 
     # -- connection ----------------------------------------------------------------
@@ -99,6 +101,7 @@ class RabbitConsumer:
                     channel = connection.channel()
                     channel.basic_qos(prefetch_count=self._prefetch)
                     self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
+                    self._direct = DirectDeliveries(connection, channel, self._consumer_tag, self._on_delivery)
             except BaseException:
                 abandon(connection)
                 raise
@@ -120,9 +123,15 @@ class RabbitConsumer:
 
     def _on_message(self, _channel: object, method: pika.spec.Basic.Deliver,
                     properties: pika.spec.BasicProperties, body: bytes) -> None:
-        tag = (self._generation << _GENERATION_SHIFT) | method.delivery_tag
-        self._buffer.append(Delivery(tag, method.exchange, method.routing_key, body,
-                                     from_pika_properties(properties), bool(method.redelivered)))
+        """A delivery that came with the consume-ok, before ``DirectDeliveries`` took over."""
+        self._on_delivery(method.delivery_tag, method.exchange, method.routing_key, bool(method.redelivered),
+                          properties, body)
+
+    def _on_delivery(self, delivery_tag: int, exchange: str, routing_key: str, redelivered: bool,
+                     properties: pika.spec.BasicProperties, body: bytes) -> None:
+        tag = (self._generation << _GENERATION_SHIFT) | delivery_tag
+        self._buffer.append(Delivery(tag, exchange, routing_key, body, from_pika_properties(properties),
+                                     redelivered))
 
     def _on_wake(self) -> None:
         self._woken = True
@@ -321,6 +330,8 @@ class RabbitConsumer:
         if connection is not None and channel is not None and self._broken is None:
             # Cancel first: acks sent to a live consumer reopen its window, and the broker would push
             # messages we then hand back, marked redelivered although nobody saw them.
+            if self._direct is not None:
+                self._direct.stop()  # deliveries after the cancel are pika's to reject
             with contextlib.suppress(TransportError, pika.exceptions.AMQPError, OSError), \
                     within(connection, Deadline.after(_CLOSE_BUDGET), f"closing the consumer on {self._queue!r}"):
                 channel.basic_cancel(self._consumer_tag)
