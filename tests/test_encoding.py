@@ -7,11 +7,12 @@ import decimal
 from typing import Any
 
 import pika.compat
+import pika.frame
 import pika.spec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pubsubpy.transports.rabbitmq.encoding import FastProperties
+from pubsubpy.transports.rabbitmq.encoding import FastProperties, publish_frames
 
 _short = st.text(max_size=20).filter(lambda s: len(s.encode()) <= 255)
 _scalars = st.one_of(
@@ -51,3 +52,16 @@ def test_a_dead_letter_copy_of_a_pubsubpy_message() -> None:
     fields = {"content_type": "application/json", "message_id": "m-1", "timestamp": 1_764_900_000,
               "type": "Booking.updated", "app_id": "shop", "delivery_mode": 2, "headers": headers}
     assert b"".join(FastProperties(**fields).encode()) == b"".join(pika.spec.BasicProperties(**fields).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(_fields, st.integers(1, 65535), st.sampled_from([4088, 131064]), _short, _short, st.booleans(),
+       st.one_of(st.binary(max_size=50), st.binary(min_size=4000, max_size=20000)))
+def test_a_publish_is_framed_as_pika_frames_it(fields: dict[str, Any], channel: int, body_max: int, exchange: str,
+                                               routing_key: str, mandatory: bool, body: bytes) -> None:
+    method = pika.spec.Basic.Publish(exchange=exchange, routing_key=routing_key, mandatory=mandatory)
+    theirs = [pika.frame.Method(channel, method).marshal(),
+              pika.frame.Header(channel, len(body), pika.spec.BasicProperties(**fields)).marshal()]
+    theirs += [pika.frame.Body(channel, body[i:i + body_max]).marshal() for i in range(0, len(body), body_max)]
+    ours = publish_frames(channel, body_max, exchange, routing_key, mandatory, FastProperties(**fields), body)
+    assert ours == b"".join(theirs)

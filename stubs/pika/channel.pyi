@@ -6,6 +6,8 @@ from pika.spec import Basic, BasicProperties
 
 class Channel:
     channel_number: int
+    @property
+    def is_open(self) -> bool: ...
     _consumers: dict[str, Callable[[Channel, Basic.Deliver, BasicProperties, bytes], None]]
     def basic_publish(
         self,

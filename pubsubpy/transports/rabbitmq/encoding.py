@@ -1,4 +1,4 @@
-"""Message properties to bytes: pika's encoding, faster for the types pubsubpy's headers hold.
+"""Messages to bytes: pika's encoding, faster for the types pubsubpy's headers hold.
 
 pika encodes a content header in pure Python, with a chain of ``isinstance``
 tests and a ``struct.pack`` per header value. A dead-letter copy carries its
@@ -9,6 +9,8 @@ picks: ``str`` S, ``bytes`` x, ``bool`` t, ``int`` I when it fits 32 bits else
 l, ``None`` V, ``dict`` F, ``list`` A) for values of exactly those types, and
 hands any other value (subclasses, ``Decimal``, ``datetime``, pika's ``long``)
 to pika's own encoder; tests/test_encoding.py compares both on generated tables.
+``publish_frames`` writes a whole ``basic.publish`` the same way (compared with
+pika's frames on generated messages too).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pika.data
 import pika.exceptions
 import pika.spec
 
-__all__ = ["FastProperties"]
+__all__ = ["FastProperties", "publish_frames"]
 
 _P = pika.spec.BasicProperties
 _U32 = struct.Struct(">I").pack
@@ -41,10 +43,15 @@ def _short(value: str | bytes) -> bytes:
 
 
 def _table(table: Mapping[Any, Any]) -> bytes:
-    parts = []
+    parts: list[bytes] = []
+    append = parts.append
     for key, value in table.items():
-        parts.append(_short(key))
-        parts.append(_value(value))
+        append(_short(key))
+        if type(value) is str:  # most header values: inlined
+            raw: bytes = value.encode()
+            append(b"S" + _U32(len(raw)) + raw)
+        else:
+            append(_value(value))
     payload = b"".join(parts)
     return _U32(len(payload)) + payload
 
@@ -108,3 +115,24 @@ class FastProperties(pika.spec.BasicProperties):
                 flags |= flag
                 out.append(_short(field))
         return [_U16(flags), *out]  # every flag fits the first 16-bit word: no continuation bit
+
+
+_FRAME_HEAD = struct.Struct(">BHL").pack
+_PUBLISH = b"\x00\x3c\x00\x28\x00\x00"  # basic (60) . publish (40), ticket 0
+_CONTENT_HEAD = struct.Struct(">HxxQ").pack
+_FRAME_END = b"\xce"
+
+
+def publish_frames(channel_number: int, body_max: int, exchange: str, routing_key: str, mandatory: bool,
+                   properties: FastProperties, body: bytes) -> bytes:
+    """The frames of one ``basic.publish`` exactly as pika's ``Channel.basic_publish`` writes them
+    (method, content header, the body cut into frames of ``body_max`` bytes), as one string: pika builds
+    three frame objects per message and hands each to its transport separately."""
+    method = _PUBLISH + _short(exchange) + _short(routing_key) + (b"\x01" if mandatory else b"\x00")
+    header = _CONTENT_HEAD(_P.INDEX, len(body)) + b"".join(properties.encode())
+    parts = [_FRAME_HEAD(1, channel_number, len(method)), method, _FRAME_END,
+             _FRAME_HEAD(2, channel_number, len(header)), header, _FRAME_END]
+    for start in range(0, len(body), body_max):
+        fragment = body[start:start + body_max]
+        parts += (_FRAME_HEAD(3, channel_number, len(fragment)), fragment, _FRAME_END)
+    return b"".join(parts)

@@ -16,7 +16,7 @@ from pubsubpy.transports.rabbitmq.frames import UndecodableProperties
 __all__ = ["from_pika_properties", "to_pika_properties"]
 
 
-def to_pika_properties(props: Properties) -> pika.BasicProperties:
+def to_pika_properties(props: Properties) -> FastProperties:
     return FastProperties(
         content_type=props.content_type,
         content_encoding=props.content_encoding,

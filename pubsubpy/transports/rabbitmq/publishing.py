@@ -8,7 +8,9 @@ stores the retry and dead-letter copies of the chunk before; each batch keeps
 its own confirms, nacks and returns, so a handler's publish on the same channel
 in between neither waits for nor takes the copies' answers. It drives the channel's
 underlying ``pika.channel.Channel`` (``BlockingChannel._impl``) and the
-connection's I/O loop (``BlockingConnection._flush_output``): the two private
+connection's I/O loop (``BlockingConnection._flush_output``), and writes a
+batch's frames (``encoding.publish_frames``, the bytes pika would write) in one
+go (``Connection._output_marshaled_frames``, ``_body_max_length``): the private
 pika names this module relies on, pinned by ``pika>=1.3,<2`` and covered by
 the contract suite.
 
@@ -36,6 +38,7 @@ import pika.spec
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfirmTimeout, PublishNacked
 from pubsubpy.transports.base import OutgoingMessage
+from pubsubpy.transports.rabbitmq.encoding import publish_frames
 from pubsubpy.transports.rabbitmq.properties import to_pika_properties
 
 __all__ = ["ConfirmChannel"]
@@ -145,15 +148,20 @@ class ConfirmChannel:
         """Write ``messages`` to the connection (within the deadline; a broker that stops reading makes the
         rest wait in the buffer until ``wait_for``); ``wait_for`` their confirms."""
         batch = Batch(messages)
-        for message in messages:
+        impl, connection = self._impl, self._connection._impl
+        if not impl.is_open:  # pika's error for a channel that is closing or closed
+            impl.basic_publish("", "", b"")
+        channel_number, body_max = impl.channel_number, connection._body_max_length
+        data = b"".join([publish_frames(channel_number, body_max, m.exchange, m.routing_key, m.mandatory,
+                                        to_pika_properties(m.properties), m.body) for m in messages])
+        for message in messages:  # every message encoded: now they are sent, all or none
             self._seq += 1
             self._unconfirmed[self._seq] = batch
             message_id = message.properties.message_id or ""
             batch.unconfirmed[self._seq] = message_id
             if message.mandatory:  # only those can come back as returns
                 self._by_id[message_id] = batch
-            self._impl.basic_publish(message.exchange, message.routing_key, message.body,
-                                     to_pika_properties(message.properties), message.mandatory)
+        connection._output_marshaled_frames([data])
         self._wait(lambda: True, f"sending {len(messages)} message(s)", deadline)  # only flushes the writes
         return batch
 

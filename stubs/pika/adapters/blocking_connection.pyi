@@ -14,6 +14,8 @@ class _SelectConnection:
     ioloop: _IOLoop
     _frame_buffer: bytes
     _read_frame: Callable[[], tuple[int, Frame | ProtocolHeader | None]]
+    _body_max_length: int
+    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None: ...
     def _adapter_disconnect_stream(self) -> None: ...
 
 class BlockingConnection:
