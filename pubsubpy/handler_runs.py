@@ -126,10 +126,12 @@ def _failed(sub: Subscription, exc: Exception, routing_key: str, attempt: int, m
                     extra=log_fields(message_id, routing_key, sub.name, attempt, RunResult.REJECTED.value))
         return HandlerRun(sub, RunResult.REJECTED, describe(exc))
     result = RunResult.EXHAUSTED if attempt >= max_attempts else RunResult.RETRY
-    log.log(logging.WARNING if result is RunResult.EXHAUSTED else logging.INFO,
-            "handler %s failed on %s %s (attempt %d of %d): %s", sub.name, routing_key, message_id, attempt,
-            max_attempts, describe(exc), extra=log_fields(message_id, routing_key, sub.name, attempt, result.value))
-    return HandlerRun(sub, result, describe(exc))
+    text = describe(exc)
+    level = logging.WARNING if result is RunResult.EXHAUSTED else logging.INFO
+    if log.isEnabledFor(level):
+        log.log(level, "handler %s failed on %s %s (attempt %d of %d): %s", sub.name, routing_key, message_id,
+                attempt, max_attempts, text, extra=log_fields(message_id, routing_key, sub.name, attempt, result.value))
+    return HandlerRun(sub, result, text)
 
 
 @dataclass(frozen=True, slots=True)
