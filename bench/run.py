@@ -115,6 +115,7 @@ SHORT = {
     "worker, no-op handler (default": "worker, prefetch 4\nvs raw pika consumer",
     "worker, no-op handler (prefetch=1000)": "worker, prefetch 1000\nvs raw pika consumer",
     "drain: validation_error": "validation_error dead letters\nvs handled",
+    "drain: validation_error dead letters vs raw": "dead letters vs raw pika\nmaking the same copies",
     "drain: handler_error": "handler_error dead letters\nvs handled",
     "drain: handler raised": "retried\nvs handled",
     "outbox relay": "outbox relay\nvs publish_many",

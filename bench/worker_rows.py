@@ -18,12 +18,16 @@ worker acked them all.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
 from collections.abc import Callable
 
 import pika
+import pika.channel
+import pika.frame
+import pika.spec
 
 from bench.common import (
     BODY,
@@ -41,7 +45,7 @@ from bench.common import (
 )
 from pubsubpy import PubSub
 from pubsubpy.outcomes import DrainResult
-from pubsubpy.topology import dead_letter_queue, retry_delay_ms, retry_queue
+from pubsubpy.topology import dead_letter_exchange, dead_letter_queue, retry_delay_ms, retry_queue
 from pubsubpy.worker import worker_prefetch
 
 LEVELS = (1, 4, 16)
@@ -204,6 +208,54 @@ def noop_vs_raw(count: int, rounds: int, prefetch: int | None) -> Row:
         delete([raw_queue])
 
 
+def raw_dead_letters(queue: str, count: int, prefetch: int, exchange: str, copy: pika.BasicProperties) -> float:
+    """The peer of a drain of invalid messages: raw pika doing the same broker work, as fast as pika
+    allows (``SelectConnection``: nothing waits but the broker). Per delivery: validate (it fails), publish
+    a copy with ``copy``'s properties (a real dead letter's, so the same headers) and the same body to
+    ``exchange`` (the dead-letter exchange), mandatory and persistent, under confirms; ack the original
+    once its copy is confirmed. Messages per second from the first delivery to the last ack."""
+    pending: dict[int, int] = {}  # copy's publish sequence number -> original's delivery tag
+    state = {"published": 0, "acked": 0, "started": 0.0, "finished": 0.0}
+
+    def on_open(connection: pika.SelectConnection) -> None:
+        connection.channel(on_open_callback=on_channel)
+
+    def on_channel(ch: pika.channel.Channel) -> None:
+        def on_message(_ch: object, method: pika.spec.Basic.Deliver, _props: object, body: bytes) -> None:
+            if not state["started"]:
+                state["started"] = time.perf_counter()
+            with contextlib.suppress(ValueError):
+                Booking.model_validate_json(body)
+            state["published"] += 1
+            pending[int(state["published"])] = method.delivery_tag
+            ch.basic_publish(exchange, method.routing_key, body, copy, mandatory=True)
+
+        def on_confirm(frame: pika.frame.Method[pika.spec.Basic.Ack]) -> None:
+            seq, multiple = frame.method.delivery_tag, frame.method.multiple
+            done = [n for n in pending if n <= seq] if multiple else [seq]
+            tags = [pending.pop(n) for n in done]
+            if tags:  # copies are confirmed in order, and publish n copies delivery n: one multiple ack
+                ch.basic_ack(max(tags), multiple=True)
+            state["acked"] += len(tags)
+            if state["acked"] >= count:
+                state["finished"] = time.perf_counter()
+                ch.connection.close()
+
+        def consume(_frame: object) -> None:
+            ch.basic_consume(queue, on_message)
+
+        ch.basic_qos(prefetch_count=prefetch,
+                     callback=lambda _frame: ch.confirm_delivery(on_confirm, callback=consume))
+
+    connection = pika.SelectConnection(pika.URLParameters(URL), on_open_callback=on_open,
+                                       on_close_callback=lambda c, _reason: c.ioloop.stop())
+    connection.ioloop.call_later(300, connection.close)  # a bound: the check below says what went wrong
+    connection.ioloop.start()
+    if state["acked"] < count:
+        raise RuntimeError(f"raw dead letters: {state['acked']} of {count} acked")
+    return count / (state["finished"] - state["started"])
+
+
 def failure_paths(count: int, rounds: int) -> list[Row]:
     """Drains of ``count`` failing messages against drains of ``count`` handled ones, all on one
     service's queues (the same topology: main queue, dead-letter exchange and queue, retry queue)."""
@@ -257,6 +309,17 @@ def failure_paths(count: int, rounds: int) -> list[Row]:
     def retried() -> float:
         return run(app, BODY, True, lambda r: r.retried == count)
 
+    peer = Row("drain: validation_error dead letters vs raw pika making the same copies", "msg/s",
+               note="raw: SelectConnection, a copy per delivery with a real dead letter's headers, each "
+                    "original acked when its copy is confirmed; no log line")
+
+    def raw() -> float:
+        copy = _a_dead_letter(app, copies[0])
+        fill(queue, count, exchange, INVALID_BODY)
+        rate_ = raw_dead_letters(queue, count, app.settings.prefetch, dead_letter_exchange(service), copy)
+        purge(*copies)
+        return rate_
+
     ok: list[float] = []
     rows = [
         Row("drain: validation_error dead letters vs handled", "msg/s", baseline=ok, target=">= 0.3",
@@ -271,10 +334,26 @@ def failure_paths(count: int, rounds: int) -> list[Row]:
             ok.append(handled())
             for row, measure in zip(rows, (invalid, exhausted, retried), strict=True):
                 row.ours.append(measure())
+            peer.ours.append(invalid())
+            peer.baseline.append(raw())
     finally:
         last_try.close()
         delete_app(app)
-    return rows
+    return [*rows, peer]
+
+
+def _a_dead_letter(app: PubSub, queue: str) -> pika.BasicProperties:
+    """The properties of a real dead letter of ``app`` (one invalid message drained into ``queue``)."""
+    fill(f"{app.settings.service_name}.events", 1, app.settings.model_exchange, INVALID_BODY)
+    app.drain(timeout=60)
+    connection, ch = channel()
+    try:
+        method, properties, _body = ch.basic_get(queue, auto_ack=True)
+        if method is None:
+            raise RuntimeError(f"no dead letter in {queue}")
+        return properties
+    finally:
+        connection.close()
 
 
 def all_rows(quick: bool, rounds: int, step: Callable[[str], None] = lambda _label: None) -> list[Row]:
