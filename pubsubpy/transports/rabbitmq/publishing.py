@@ -161,7 +161,8 @@ class ConfirmChannel:
             batch.unconfirmed[self._seq] = message_id
             if message.mandatory:  # only those can come back as returns
                 self._by_id[message_id] = batch
-        connection._output_marshaled_frames([data])
+        if data:
+            connection._output_marshaled_frames([data])
         self._wait(lambda: True, f"sending {len(messages)} message(s)", deadline)  # only flushes the writes
         return batch
 
