@@ -219,16 +219,18 @@ class _Loop:
                 self.settle(consumer, finished)
             while len(self.unconfirmed) > 1:
                 self.confirm(consumer)  # the chunk before's copies: stored while this chunk ran and sent its own
-            if self.unconfirmed and not pool.has_results() and not self.take_next(consumer, pool):
-                self.confirm_all(consumer)  # no chunk to run meanwhile
             if self.should_stop(pool):
                 return True
             if not self.stopping:
                 self.feed(consumer, pool)
-                if self.options.until_empty and pool.in_flight == 0 and not self.parked \
-                        and self.options.max_messages != self.taken and consumer.is_empty():
-                    self.result.stopped_by = "empty"
-                    return True
+            if self.unconfirmed and not pool.has_results():
+                # Nothing to run while the broker stores them; and a retry copy aimed at this queue must be in
+                # it before the queue can count as empty.
+                self.confirm_all(consumer)
+            if not self.stopping and self.options.until_empty and pool.in_flight == 0 and not self.parked \
+                    and self.options.max_messages != self.taken and consumer.is_empty():
+                self.result.stopped_by = "empty"
+                return True
             self.wait(consumer, pool)
         except TransportError as exc:
             if not self.options.forever:
@@ -317,17 +319,6 @@ class _Loop:
             if delivery is None:
                 return  # woken, or the time is up
             self.parked.append(delivery)
-
-    def take_next(self, consumer: Consumer, pool: HandlerRunner[Delivery, Decision]) -> bool:
-        """Submit what has arrived, so it runs while the broker confirms the last copies; True if any."""
-        if self.may_take() and not self.should_stop_soon():
-            self.feed(consumer, pool)
-        return pool.has_results()
-
-    def should_stop_soon(self) -> bool:
-        options = self.options
-        return (options.stop is not None and options.stop.is_set()) or options.deadline.expired or \
-            (options.force is not None and options.force.is_set())
 
     def take_buffered(self, consumer: Consumer) -> None:
         """Run the connection's I/O once and park what it delivered."""

@@ -43,15 +43,10 @@ def _short(value: str | bytes) -> bytes:
 
 
 def _table(table: Mapping[Any, Any]) -> bytes:
-    parts: list[bytes] = []
-    append = parts.append
+    parts = []
     for key, value in table.items():
-        append(_short(key))
-        if type(value) is str:  # most header values: inlined
-            raw: bytes = value.encode()
-            append(b"S" + _U32(len(raw)) + raw)
-        else:
-            append(_value(value))
+        parts.append(_short(key))
+        parts.append(_value(value))
     payload = b"".join(parts)
     return _U32(len(payload)) + payload
 

@@ -71,11 +71,7 @@ def tolerate_undecodable_properties(connection: pika.BlockingConnection) -> None
 
 
 def _read_frame_tolerantly(impl: Any) -> Decoded:
-    data: bytes = impl._frame_buffer
-    try:  # decode_frame_tolerantly, inlined: this runs for every frame
-        return pika.frame.decode_frame(data)
-    except Exception as exc:
-        return _recovered_or_raise(data, exc)
+    return decode_frame_tolerantly(impl._frame_buffer)
 
 
 def decode_frame_tolerantly(data: bytes) -> Decoded:
@@ -83,14 +79,10 @@ def decode_frame_tolerantly(data: bytes) -> Decoded:
     try:
         return pika.frame.decode_frame(data)
     except Exception as exc:  # whatever pika raised (ValueError, OSError, RecursionError, InvalidFieldType...)
-        return _recovered_or_raise(data, exc)
-
-
-def _recovered_or_raise(data: bytes, exc: Exception) -> Decoded:
-    recovered = _recover_header_frame(data, exc)
-    if recovered is None:
-        raise exc
-    return recovered
+        recovered = _recover_header_frame(data, exc)
+        if recovered is None:
+            raise
+        return recovered
 
 
 def _describe(exc: BaseException) -> str:

@@ -49,11 +49,11 @@ class _DeadlinePassed(Exception):
 
 
 class Batch:
-    """Messages sent together: confirmed when ``left`` reaches 0; ``nacked`` their ids the broker refused."""
+    """Messages sent together: confirmed when none is left ``unconfirmed``; ``nacked`` their ids the broker
+    refused."""
 
     def __init__(self, messages: Sequence[OutgoingMessage]) -> None:
         self.messages = messages
-        self.left = len(messages)
         self.nacked: list[str] = []
         self.returned: set[str] = set()  # ids of its mandatory messages that no queue took
         self.unconfirmed: dict[int, str] = {}  # sequence number -> message id, until confirmed
@@ -92,7 +92,6 @@ class ConfirmChannel:
         for seq in settled:
             batch = self._unconfirmed.pop(seq)
             message_id = batch.unconfirmed.pop(seq)
-            batch.left -= 1
             if self._by_id.get(message_id) is batch:
                 del self._by_id[message_id]
             if nack:
@@ -170,7 +169,7 @@ class ConfirmChannel:
         """Wait for every confirm of ``batch``; ids of its mandatory messages no queue took, or
         ``PublishNacked`` (which lists those too)."""
         messages = batch.messages
-        self._wait(lambda: batch.left == 0, f"publishing {len(messages)} message(s)", deadline)
+        self._wait(lambda: not batch.unconfirmed, f"publishing {len(messages)} message(s)", deadline)
         returned = batch.returned
         unroutable = [m.properties.message_id or "" for m in messages if (m.properties.message_id or "") in returned] \
             if returned else []
