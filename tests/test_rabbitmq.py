@@ -16,7 +16,7 @@ import pytest
 
 from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PublishNacked, PubSub
 from pubsubpy.envelope import Properties
-from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, at_least_once_policy
+from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, LAZY, at_least_once_policy, lazy_policy
 from pubsubpy.transports.base import OutgoingMessage
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 from tests.conftest import Names, refusing_queue, wait_for
@@ -102,6 +102,22 @@ def test_existing_queue_with_other_arguments_is_a_configuration_error(rabbit_url
     quorum.close()
 
 
+@pytest.mark.parametrize("existing", ["classic", "quorum"])
+def test_a_changed_queue_type_is_named_whatever_the_other_arguments(
+        rabbit_url: str, names: Names, existing: str) -> None:
+    """The parking queues carry an argument of their type (classic: lazy; quorum queues that dead-letter:
+    at-least-once) that the broker may compare first: the error still names the queue type."""
+    wanted = "quorum" if existing == "classic" else "classic"
+    before = _app(rabbit_url, names, queue_type=existing, retry_delay=0.05, max_attempts=2)
+    before.declare()
+    after = _app(rabbit_url, names, queue_type=wanted, retry_delay=0.05, max_attempts=2,
+                 service_name=before.settings.service_name, model_exchange=before.settings.model_exchange)
+    with pytest.raises(ConfigurationError, match="x-queue-type"):
+        after.declare()
+    before.close()
+    after.close()
+
+
 def test_quorum_queues_work_end_to_end_with_a_delivery_limit(rabbit_url: str, names: Names) -> None:
     app = _app(rabbit_url, names, queue_type="quorum", delivery_limit=3, retry_delay=0, max_attempts=2)
     got: list[int] = []
@@ -180,6 +196,88 @@ def test_quorum_queues_dead_letter_at_least_once(rabbit_url: str, names: Names) 
         assert '{"x-dead-letter-strategy","at-least-once"}' in arguments[name], arguments[name]
         assert '{"x-overflow","reject-publish"}' in arguments[name], arguments[name]
     assert "x-dead-letter-strategy" not in arguments[topology.dead_letter_queue.name], "it dead-letters nowhere"
+    assert not any("x-queue-mode" in value for value in arguments.values()), "quorum queues refuse a mode"
+    app.close()
+
+
+def _drain_until_dead_lettered(app: PubSub) -> tuple[int, int]:
+    """Drain (retry copies come back from their TTL queues) until a message is dead-lettered; the
+    number of retries and dead letters on the way."""
+    totals = [0, 0]
+
+    def dead_lettered() -> bool:
+        result = app.drain(timeout=5)
+        totals[0] += result.retried
+        totals[1] += result.dead_lettered
+        return totals[1] > 0
+
+    wait_for(dead_lettered, timeout=20, what="the message to be retried and then dead-lettered")
+    return totals[0], totals[1]
+
+
+def test_classic_dead_letter_and_retry_queues_are_lazy(rabbit_url: str, names: Names) -> None:
+    """They park messages nobody consumes for a while: on RabbitMQ before 3.12 a lazy queue keeps them
+    on disk only (a drain dead-letters about a third faster into one; bench/worker_rows.py)."""
+    app = _app(rabbit_url, names, retry_delay=0.05, max_attempts=3, unknown_key_window=0)
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: BookingCreated | BookingUpdated) -> None:
+        raise RuntimeError("the handler failed")
+
+    topology = app.declare()
+    parking = [topology.dead_letter_queue.name, *(spec.name for spec in topology.retry_queues)]
+    arguments = _queue_column("arguments", [*parking, topology.queue.name])
+    assert len(parking) == 3 and set(arguments) == {*parking, topology.queue.name}, arguments
+    for name in parking:
+        assert '{"x-queue-mode","lazy"}' in arguments[name], arguments[name]
+    assert "x-queue-mode" not in arguments[topology.queue.name], "the service queue's messages are on their way"
+    sent = app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    assert _drain_until_dead_lettered(app) == (2, 1)
+    assert [letter.message_id for letter in app.list_dead_letters()] == [sent]
+    app.close()
+
+
+def test_classic_queues_from_before_lazy_keep_working_and_a_policy_makes_them_lazy(
+        rabbit_url: str, names: Names, caplog: pytest.LogCaptureFixture) -> None:
+    app = _app(rabbit_url, names, retry_delay=0.05, max_attempts=2, unknown_key_window=0)
+    attempts: list[int] = []
+
+    @app.subscribe("Booking.created")
+    def on_created(event: BookingCreated) -> None:
+        attempts.append(event.id)
+        raise RuntimeError("the handler failed")
+
+    topology = app.topology()
+    old = [topology.dead_letter_queue, *topology.retry_queues]
+    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+    try:  # what pubsubpy declared before: no queue mode
+        channel = connection.channel()
+        for spec in old:
+            arguments = {k: v for k, v in spec.arguments.items() if k not in LAZY}
+            channel.queue_declare(spec.name, durable=True, arguments=arguments or None)
+    finally:
+        connection.close()
+    service = app.settings.service_name or ""
+    with caplog.at_level(logging.INFO, logger="pubsubpy.rabbitmq"):
+        app.declare()  # was a 406 PRECONDITION_FAILED (inequivalent arg 'x-queue-mode')
+    policy = lazy_policy(service)
+    assert any(policy in record.getMessage() and record.levelno == logging.INFO for record in caplog.records), \
+        caplog.text
+    app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+    assert _drain_until_dead_lettered(app) == (1, 1) and attempts == [1, 1]
+    assert len(app.list_dead_letters()) == 1
+
+    policy_name = f"pubsubpy-{service}-lazy"
+    subprocess.run(shlex.split(policy), check=True, capture_output=True, timeout=60)
+    try:
+        wanted = [spec.name for spec in old]
+        wait_for(lambda: set(_queue_column("policy", wanted).values()) == {policy_name}, timeout=20,
+                 what="the policy to apply to the dead-letter queue and every retry queue")
+        applied = _queue_column("policy", [topology.queue.name, topology.queue.name + ".ledger"])
+        assert policy_name not in applied.values(), "only the queues that park messages"
+        assert len(app.list_dead_letters()) == 1, "the dead letter stayed through the change of mode"
+    finally:
+        subprocess.run(["rabbitmqctl", "clear_policy", "-p", "/", policy_name], capture_output=True, timeout=60)
     app.close()
 
 

@@ -45,7 +45,7 @@ from pubsubpy.transports.rabbitmq.declaring import (
     declare_topology,
     prune_bindings,
     recorded_bindings,
-    warn_at_most_once,
+    report_kept_queues,
 )
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
@@ -147,13 +147,13 @@ class RabbitMQTransport:
         retrying(self._settings, f"declaring exchange {name!r}", operation, self._reset, limit)
 
     def declare(self, topology: Topology, *, deadline: Deadline | None = None) -> None:
-        def work(link: _ThreadLink, channel: BlockingChannel) -> bool:
-            at_least_once = declare_topology(channel, link.confirm, topology)
+        def work(link: _ThreadLink, channel: BlockingChannel) -> set[str]:
+            kept_without = declare_topology(channel, link.confirm, topology)
             link.exchanges.add(topology.exchange)
-            return at_least_once
+            return kept_without
 
-        if not self._on_channel(f"declaring the topology of {topology.queue.name!r}", deadline, work):
-            warn_at_most_once(topology, parameters(self._settings)[0].virtual_host)
+        kept_without = self._on_channel(f"declaring the topology of {topology.queue.name!r}", deadline, work)
+        report_kept_queues(topology, parameters(self._settings)[0].virtual_host, kept_without)
 
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
         """Publish confirmed; returns the ids of mandatory messages no queue took.

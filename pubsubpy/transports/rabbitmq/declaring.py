@@ -6,11 +6,14 @@ removes anything, so an older or newer version of the service running beside
 this one keeps its bindings. ``prune_bindings`` removes the bindings it is
 given that pubsubpy recorded; a binding made by hand is never in the ledger.
 
-Quorum queues that dead-letter are declared with at-least-once dead-lettering
-(``AT_LEAST_ONCE_DEAD_LETTERING``). A queue declared before pubsubpy did so
-exists without those arguments, and RabbitMQ cannot change a queue's arguments
-(redeclaring is a 406): such a queue is kept as it is, with its messages, and a
-warning gives the policy that turns at-least-once on for it in place.
+Some queue arguments came in later releases: at-least-once dead-lettering for
+quorum queues that dead-letter (``AT_LEAST_ONCE_DEAD_LETTERING``), lazy mode
+for classic queues that park messages (``LAZY``). A queue declared before
+exists without them, and RabbitMQ cannot change a queue's arguments
+(redeclaring is a 406): such a queue is kept as it is, with its messages, and
+the log gives the policy that changes it in place (a warning for
+at-least-once, which is about losing messages; a note for lazy, which is about
+memory and speed on RabbitMQ before 3.12).
 """
 
 from __future__ import annotations
@@ -25,40 +28,65 @@ import pika
 import pika.adapters.blocking_connection
 import pika.exceptions
 
-from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, at_least_once_policy, ledger_queue
+from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, LAZY, at_least_once_policy, lazy_policy, ledger_queue
 from pubsubpy.transports.base import QueueSpec, Topology
 from pubsubpy.transports.rabbitmq.ledger import append_records, held_records
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
-__all__ = ["declare_topology", "prune_bindings", "recorded_bindings", "warn_at_most_once"]
+__all__ = ["declare_topology", "prune_bindings", "recorded_bindings", "report_kept_queues"]
 
 BlockingChannel = pika.adapters.blocking_connection.BlockingChannel
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
-_STRATEGY_MISMATCH = re.compile(r"inequivalent arg '(x-dead-letter-strategy|x-overflow)'")
+# Arguments added in later releases, by name: a queue declared before lacks them and is kept as it is.
+_ADDED_LATER: dict[str, dict[str, Any]] = {"at-least-once": AT_LEAST_ONCE_DEAD_LETTERING, "lazy": LAZY}
+_INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 
 
-def _declare_queue(channel: BlockingChannel, spec: QueueSpec) -> bool:
-    """Declare ``spec``; False when it already existed without at-least-once dead-lettering (kept as it is)."""
+class _QueueDeclarer:
+    """Declares queues on a channel of its own, opened again after a refusal: a 406 closes the
+    channel that asks."""
+
+    def __init__(self, connection: pika.BlockingConnection) -> None:
+        self._connection = connection
+        self._channel: BlockingChannel | None = None
+
+    def declare(self, name: str, arguments: dict[str, Any]) -> pika.exceptions.ChannelClosedByBroker | None:
+        """None once declared; the broker's 406 when the queue exists with other arguments."""
+        if self._channel is None or not self._channel.is_open:
+            self._channel = self._connection.channel()
+        try:
+            self._channel.queue_declare(name, durable=True, arguments=arguments or None)
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            if exc.reply_code != 406:
+                raise
+            return exc
+        return None
+
+    def close(self) -> None:
+        if self._channel is not None and self._channel.is_open:
+            self._channel.close()
+
+
+def _declare_queue(declarer: _QueueDeclarer, spec: QueueSpec) -> set[str]:
+    """Declare ``spec``; the names (in ``_ADDED_LATER``) of the arguments the queue existed without."""
     arguments = dict(spec.arguments)
-    if not AT_LEAST_ONCE_DEAD_LETTERING.items() <= arguments.items():
-        channel.queue_declare(spec.name, durable=True, arguments=arguments or None)
-        return True
-    probe = channel.connection.channel()  # a 406 closes the channel that asks
-    try:
-        probe.queue_declare(spec.name, durable=True, arguments=arguments)
-        return True
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code != 406 or not _STRATEGY_MISMATCH.search(exc.reply_text):
-            raise
-    finally:
-        if probe.is_open:
-            probe.close()
-    for key in AT_LEAST_ONCE_DEAD_LETTERING:
-        del arguments[key]
-    channel.queue_declare(spec.name, durable=True, arguments=arguments)  # any other difference is a 406 still
-    return False
+    kept_without: set[str] = set()
+    reconciled: set[str] = set()
+    while (refused := declarer.declare(spec.name, arguments)) is not None:
+        differs = _INEQUIVALENT.search(refused.reply_text)
+        name = next((name for name, added in _ADDED_LATER.items() if differs and differs.group(1) in added), None)
+        if name is None or name in reconciled:  # any other difference is the user's to settle
+            raise refused
+        reconciled.add(name)
+        added = _ADDED_LATER[name]
+        if added.items() <= arguments.items():  # the queue is from before pubsubpy added them
+            kept_without.add(name)
+            arguments = {key: value for key, value in arguments.items() if key not in added}
+        else:  # the queue has them (another queue type, say): take them, so the next 406 names what matters
+            arguments = {**arguments, **added}
+    return kept_without
 
 
 def _declare_ledger(channel: BlockingChannel, topology: Topology) -> str:
@@ -96,13 +124,18 @@ def _take_old_ledger(channel: BlockingChannel, topology: Topology) -> set[str]:
             probe.close()
 
 
-def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology: Topology) -> bool:
-    """Declare ``topology``; False when its quorum queues exist without at-least-once dead-lettering."""
+def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology: Topology) -> set[str]:
+    """Declare ``topology``; the names of the arguments added later that some of its queues exist
+    without (see ``report_kept_queues``)."""
     channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
     channel.exchange_declare(topology.dead_letter_exchange, exchange_type="fanout", durable=True)
-    _declare_queue(channel, topology.dead_letter_queue)
+    declarer = _QueueDeclarer(channel.connection)
+    try:
+        kept_without = set().union(*(_declare_queue(declarer, spec) for spec in (
+            topology.dead_letter_queue, topology.queue, *topology.retry_queues)))
+    finally:
+        declarer.close()
     channel.queue_bind(topology.dead_letter_queue.name, topology.dead_letter_exchange, routing_key="")
-    as_declared = [_declare_queue(channel, spec) for spec in (topology.queue, *topology.retry_queues)]
     for pattern in sorted(topology.bindings):
         channel.queue_bind(topology.queue.name, topology.exchange, routing_key=pattern)
     ledger = _declare_ledger(channel, topology)
@@ -110,14 +143,23 @@ def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology
     with held_records(channel, ledger) as held:
         missing = (topology.bindings | bound_before) - held.patterns(topology.exchange)
         append_records(confirm, ledger, topology.exchange, missing)
-    return all(as_declared)
+    return kept_without
 
 
-def warn_at_most_once(topology: Topology, vhost: str) -> None:
+def report_kept_queues(topology: Topology, vhost: str, kept_without: set[str]) -> None:
+    """Say which of ``topology``'s queues exist from before an argument pubsubpy added, and the policy
+    that changes them in place."""
     service = topology.queue.name.removesuffix(".events")
-    log.warning("quorum queues of service %r exist from before pubsubpy declared at-least-once dead-lettering; "
-                "they keep their messages and dead-letter at most once until a policy turns it on in place "
-                "(see the README, 'Running on a cluster'):\n  %s", service, at_least_once_policy(service, vhost))
+    if "at-least-once" in kept_without:
+        log.warning("quorum queues of service %r exist from before pubsubpy declared at-least-once "
+                    "dead-lettering; they keep their messages and dead-letter at most once until a policy turns "
+                    "it on in place (see the README, 'Running on a cluster'):\n  %s",
+                    service, at_least_once_policy(service, vhost))
+    if "lazy" in kept_without:
+        log.info("classic dead-letter and retry queues of service %r exist from before pubsubpy declared them "
+                 "lazy; they work as they are. On RabbitMQ before 3.12 a lazy queue keeps parked messages on disk "
+                 "only (less memory, faster dead-lettering); this policy makes them lazy in place, with their "
+                 "messages (3.12 and later ignore the mode):\n  %s", service, lazy_policy(service, vhost))
 
 
 def recorded_bindings(channel: BlockingChannel, topology: Topology) -> set[str]:
