@@ -76,7 +76,7 @@ def _declare_queue(declarer: _QueueDeclarer, spec: QueueSpec) -> set[str]:
     reconciled: set[str] = set()
     while (refused := declarer.declare(spec.name, arguments)) is not None:
         differs = _INEQUIVALENT.search(refused.reply_text)
-        name = next((name for name, added in _ADDED_LATER.items() if differs and differs.group(1) in added), None)
+        name = next((group for group, keys in _ADDED_LATER.items() if differs and differs.group(1) in keys), None)
         if name is None or name in reconciled:  # any other difference is the user's to settle
             raise refused
         reconciled.add(name)
