@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -10,6 +11,8 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from typing import Any
 
 import pika
 import pytest
@@ -17,7 +20,7 @@ import pytest
 from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PublishNacked, PubSub
 from pubsubpy.envelope import Properties
 from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, LAZY, at_least_once_policy, lazy_policy
-from pubsubpy.transports.base import OutgoingMessage
+from pubsubpy.transports.base import OutgoingMessage, QueueSpec
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 from tests.conftest import Names, refusing_queue, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
@@ -200,6 +203,32 @@ def test_quorum_queues_dead_letter_at_least_once(rabbit_url: str, names: Names) 
     app.close()
 
 
+def _declare_as_before(url: str, specs: list[QueueSpec], added_later: dict[str, Any]) -> None:
+    """Declare ``specs`` as an earlier pubsubpy did: without the arguments ``added_later``."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        channel = connection.channel()
+        for spec in specs:
+            arguments = {k: v for k, v in spec.arguments.items() if k not in added_later}
+            channel.queue_declare(spec.name, durable=True, arguments=arguments or None)
+    finally:
+        connection.close()
+
+
+@contextlib.contextmanager
+def _policy_applied(policy: str, name: str, wanted: list[str], spared: list[str], what: str) -> Iterator[None]:
+    """Run ``policy`` (a logged ``rabbitmqctl set_policy`` command) and wait until it applies to the queues
+    ``wanted``; check that it spares ``spared``. Cleared afterwards."""
+    subprocess.run(shlex.split(policy), check=True, capture_output=True, timeout=60)
+    try:
+        wait_for(lambda: set(_queue_column("policy", wanted).values()) == {name}, timeout=20,
+                 what=f"the policy to apply to {what}")
+        assert name not in _queue_column("policy", spared).values(), f"only {what}"
+        yield
+    finally:
+        subprocess.run(["rabbitmqctl", "clear_policy", "-p", "/", name], capture_output=True, timeout=60)
+
+
 def _drain_until_dead_lettered(app: PubSub) -> tuple[int, int]:
     """Drain (retry copies come back from their TTL queues) until a message is dead-lettered; the
     number of retries and dead letters on the way."""
@@ -249,14 +278,7 @@ def test_classic_queues_from_before_lazy_keep_working_and_a_policy_makes_them_la
 
     topology = app.topology()
     old = [topology.dead_letter_queue, *topology.retry_queues]
-    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
-    try:  # what pubsubpy declared before: no queue mode
-        channel = connection.channel()
-        for spec in old:
-            arguments = {k: v for k, v in spec.arguments.items() if k not in LAZY}
-            channel.queue_declare(spec.name, durable=True, arguments=arguments or None)
-    finally:
-        connection.close()
+    _declare_as_before(rabbit_url, old, LAZY)  # no queue mode
     service = app.settings.service_name or ""
     with caplog.at_level(logging.INFO, logger="pubsubpy.rabbitmq"):
         app.declare()  # was a 406 PRECONDITION_FAILED (inequivalent arg 'x-queue-mode')
@@ -267,17 +289,10 @@ def test_classic_queues_from_before_lazy_keep_working_and_a_policy_makes_them_la
     assert _drain_until_dead_lettered(app) == (1, 1) and attempts == [1, 1]
     assert len(app.list_dead_letters()) == 1
 
-    policy_name = f"pubsubpy-{service}-lazy"
-    subprocess.run(shlex.split(policy), check=True, capture_output=True, timeout=60)
-    try:
-        wanted = [spec.name for spec in old]
-        wait_for(lambda: set(_queue_column("policy", wanted).values()) == {policy_name}, timeout=20,
-                 what="the policy to apply to the dead-letter queue and every retry queue")
-        applied = _queue_column("policy", [topology.queue.name, topology.queue.name + ".ledger"])
-        assert policy_name not in applied.values(), "only the queues that park messages"
+    with _policy_applied(policy, f"pubsubpy-{service}-lazy", [spec.name for spec in old],
+                         [topology.queue.name, topology.queue.name + ".ledger"],
+                         "the queues that park messages (the dead-letter queue and every retry queue)"):
         assert len(app.list_dead_letters()) == 1, "the dead letter stayed through the change of mode"
-    finally:
-        subprocess.run(["rabbitmqctl", "clear_policy", "-p", "/", policy_name], capture_output=True, timeout=60)
     app.close()
 
 
@@ -292,14 +307,7 @@ def test_quorum_queues_from_before_at_least_once_keep_working_and_a_policy_upgra
 
     topology = app.topology()
     old = [topology.queue, *topology.retry_queues]
-    connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
-    try:  # what pubsubpy 0.x declared: no dead-letter strategy, so at-most-once
-        channel = connection.channel()
-        for spec in old:
-            arguments = {k: v for k, v in spec.arguments.items() if k not in AT_LEAST_ONCE_DEAD_LETTERING}
-            channel.queue_declare(spec.name, durable=True, arguments=arguments)
-    finally:
-        connection.close()
+    _declare_as_before(rabbit_url, old, AT_LEAST_ONCE_DEAD_LETTERING)  # pubsubpy 0.x: at-most-once
     service = app.settings.service_name or ""
     with caplog.at_level(logging.WARNING, logger="pubsubpy.rabbitmq"):
         app.declare()  # was a 406 PRECONDITION_FAILED (inequivalent arg 'x-dead-letter-strategy')
@@ -308,20 +316,13 @@ def test_quorum_queues_from_before_at_least_once_keep_working_and_a_policy_upgra
     app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
     assert app.drain(timeout=10).handled == 1 and got == [1]
 
-    policy_name = f"pubsubpy-{service}-at-least-once"
-    subprocess.run(shlex.split(policy), check=True, capture_output=True, timeout=60)
-    try:
-        wanted = [spec.name for spec in old]
-        wait_for(lambda: set(_queue_column("policy", wanted).values()) == {policy_name}, timeout=20,
-                 what="the policy to apply to the service queue and every retry queue")
-        applied = _queue_column("policy", [topology.dead_letter_queue.name, topology.queue.name + ".ledger"])
-        assert policy_name not in applied.values(), "only the queues that dead-letter"
+    with _policy_applied(policy, f"pubsubpy-{service}-at-least-once", [spec.name for spec in old],
+                         [topology.dead_letter_queue.name, topology.queue.name + ".ledger"],
+                         "the queues that dead-letter (the service queue and every retry queue)"):
         caplog.clear()
         with caplog.at_level(logging.WARNING, logger="pubsubpy.rabbitmq"):
             app.declare()
         assert policy in caplog.text, "the arguments still differ: the warning stays (the policy is the fix)"
-    finally:
-        subprocess.run(["rabbitmqctl", "clear_policy", "-p", "/", policy_name], capture_output=True, timeout=60)
     app.close()
 
 
