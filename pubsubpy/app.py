@@ -352,7 +352,8 @@ class PubSub:
         service, dispatcher = self._prepare_consumer(await_on_loop)
         self._ensure_declared(deadline)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
-                              on_message=on_message, middleware=self._middleware, stop=stop)
+                              on_message=on_message, middleware=self._middleware, stop=stop,
+                              redeclare=self._redeclare)
         return consume_queue(self.settings, service, self.transport, dispatcher, options)
 
     def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
@@ -380,10 +381,14 @@ class PubSub:
             log.info("worker started: service %s, queue %s, patterns %s, concurrency %d, prefetch %d", service,
                      service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
             options = LoopOptions(prefetch, concurrency, until_empty=False, forever=True, stop=stop, force=force,
-                                  middleware=self._middleware, health=self.health)
+                                  middleware=self._middleware, health=self.health, redeclare=self._redeclare)
             result = consume_queue(settings, service, self.transport, dispatcher, options)
         log.info("worker stopped (%s): %s", result.stopped_by, result)
         return result
+
+    def _redeclare(self, deadline: Deadline | None) -> None:
+        """The broker cancelled the consumer (its queue was deleted): declare everything again."""
+        self.declare(deadline=deadline)
 
     def _declare_until_done(self, stop: threading.Event) -> bool:
         """A worker's first declare, retried with capped backoff until it works or ``stop`` is set."""

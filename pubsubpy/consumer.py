@@ -55,7 +55,7 @@ from pubsubpy.outcomes import DrainResult, Outcome, Reason
 from pubsubpy.settings import Settings
 from pubsubpy.settling import Settler, outcome_of
 from pubsubpy.topology import service_queue
-from pubsubpy.transports.base import Consumer, Delivery, PendingPublish, Transport
+from pubsubpy.transports.base import Consumer, Delivery, PendingPublish, Redeclare, Transport
 
 __all__ = ["LoopOptions", "consume_queue"]
 
@@ -82,6 +82,7 @@ class LoopOptions:
     on_message: Callable[[DrainResult], None] | None = None
     middleware: MiddlewareChain | None = None
     health: WorkerHealth | None = None
+    redeclare: Redeclare | None = None  # the queue was deleted under the consumer: declare it again
 
 
 _Key = tuple[str, str, str, object]
@@ -146,7 +147,7 @@ class _Loop:
         while True:
             try:
                 return self.transport.consume(self.queue, self.options.prefetch, limit=self.options.max_messages,
-                                              deadline=self.options.deadline)
+                                              deadline=self.options.deadline, redeclare=self.options.redeclare)
             except TransportError as exc:
                 if not self.options.forever:
                     raise

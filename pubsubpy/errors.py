@@ -15,6 +15,7 @@
     │                               a body over ``max_message_size`` (publishing)
     ├── TransportError              the broker could not do what was asked
     │   ├── BrokerUnavailable       cannot connect, or the connection was lost
+    │   │   └── ConsumerCancelled   the broker cancelled a consumer (its queue deleted...)
     │   ├── OperationTimeout        a bounded wait ran out (connect, blocked broker...)
     │   └── PublishError            the broker did not take a message
     │       ├── PublishNacked       the broker refused it (nack)
@@ -78,6 +79,12 @@ class TransportError(PubSubError):
 
 class BrokerUnavailable(TransportError):
     """The broker cannot be reached, or the connection was lost and not regained."""
+
+
+class ConsumerCancelled(BrokerUnavailable):
+    """The broker cancelled a consumer (``basic.cancel``): its queue was deleted, the node holding it
+    was lost, or (RabbitMQ 4.3, quorum queues) a delivery outlived ``consumer_timeout``. A worker and
+    a drain declare their topology again and consume on; a dead-letter walk raises it."""
 
 
 class OperationTimeout(TransportError):

@@ -44,8 +44,11 @@ from typing import Any, Protocol
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 
-__all__ = ["TAG_BITS", "Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Topology", "Transport",
-           "next_delivery", "topology_queues"]
+__all__ = ["TAG_BITS", "Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Redeclare", "Topology",
+           "Transport", "next_delivery", "topology_queues"]
+
+Redeclare = Callable[[Deadline | None], None]
+"""Declares a consumer's topology again (its queue was deleted under it), within the deadline given."""
 
 
 @dataclass(slots=True)
@@ -167,7 +170,10 @@ class Transport(Protocol):
         ...
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
-                deadline: Deadline | None = None) -> Consumer: ...
+                deadline: Deadline | None = None, redeclare: Redeclare | None = None) -> Consumer:
+        """A consumer of ``queue``. With ``recover`` it reconnects by itself; a consumer the broker
+        cancels (its queue deleted) calls ``redeclare`` (declare the topology again), then consumes on."""
+        ...
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int: ...
 

@@ -29,6 +29,7 @@ from pubsubpy.transports.base import (
     OutgoingMessage,
     PendingPublish,
     QueueInfo,
+    Redeclare,
     Topology,
     next_delivery,
     topology_queues,
@@ -420,7 +421,7 @@ class MemoryTransport:
         return PendingPublish(lambda: unroutable)
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
-                deadline: Deadline | None = None) -> MemoryConsumer:
+                deadline: Deadline | None = None, redeclare: Redeclare | None = None) -> MemoryConsumer:
         return MemoryConsumer(self.broker, queue, prefetch, limit)
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int:

@@ -31,7 +31,14 @@ import pika.exceptions
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfirmTimeout, PublishNacked, TransportError
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import OutgoingMessage, PendingPublish, QueueInfo, Topology, topology_queues
+from pubsubpy.transports.base import (
+    OutgoingMessage,
+    PendingPublish,
+    QueueInfo,
+    Redeclare,
+    Topology,
+    topology_queues,
+)
 from pubsubpy.transports.rabbitmq.connection import (
     abandon,
     connect,
@@ -229,8 +236,9 @@ class RabbitMQTransport:
         return retrying(self._settings, f"publishing {len(messages)} message(s)", operation, self._reset, limit)
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
-                deadline: Deadline | None = None) -> RabbitConsumer:
-        return RabbitConsumer(self._settings, queue, prefetch, recover=recover, limit=limit, deadline=deadline)
+                deadline: Deadline | None = None, redeclare: Redeclare | None = None) -> RabbitConsumer:
+        return RabbitConsumer(self._settings, queue, prefetch, recover=recover, limit=limit, deadline=deadline,
+                              redeclare=redeclare)
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int:
         def work(_link: _ThreadLink, channel: BlockingChannel) -> int:

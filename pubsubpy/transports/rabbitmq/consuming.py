@@ -23,12 +23,21 @@ for every ack: measured, at prefetch 4 that was half the loop's time. Delivery
 tags given out carry a connection generation: after a reconnect, an ack for a
 tag from the old connection is dropped (that message comes back redelivered),
 never sent on the new channel.
+
+A consumer the broker cancels (``basic.cancel``: its queue was deleted, the node
+holding a classic queue was lost, a quorum consumer timed out on 4.3) is
+treated like a lost connection, with one step first: ``redeclare`` declares the
+service's topology again (additive, as at start), then the consumer consumes
+on a new connection. Its unacked messages, if the queue still exists, come back
+redelivered, and the loop acks those it had already settled without running
+them again.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 
@@ -39,9 +48,9 @@ import pika.exceptions
 import pika.spec
 
 from pubsubpy.deadline import Deadline
-from pubsubpy.errors import BrokerUnavailable, TransportError
+from pubsubpy.errors import BrokerUnavailable, ConsumerCancelled, TransportError
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import TAG_BITS, Delivery, next_delivery
+from pubsubpy.transports.base import TAG_BITS, Delivery, Redeclare, next_delivery
 from pubsubpy.transports.rabbitmq.connection import abandon, connect, translate_errors, within
 from pubsubpy.transports.rabbitmq.deliveries import DirectDeliveries
 from pubsubpy.transports.rabbitmq.properties import from_pika_properties
@@ -57,9 +66,11 @@ _QUORUM_SETTLE = 0.25  # seconds a quorum queue's deliveries may trail its decla
 
 class RabbitConsumer:
     def __init__(self, settings: Settings, queue: str, prefetch: int, *, recover: bool = True,
-                 limit: int | None = None, deadline: Deadline | None = None) -> None:
+                 limit: int | None = None, deadline: Deadline | None = None,
+                 redeclare: Redeclare | None = None) -> None:
         self._settings = settings
         self._recover = recover
+        self._redeclare = redeclare
         self._deadline = deadline or Deadline.never()
         limited = limit is not None and (not prefetch or limit <= prefetch)
         if limited:
@@ -101,6 +112,7 @@ class RabbitConsumer:
                     channel = connection.channel()
                     channel.basic_qos(prefetch_count=self._prefetch)
                     self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
+                    channel.add_on_cancel_callback(self._on_cancelled)
                     self._direct = DirectDeliveries(connection, channel, self._consumer_tag, self._on_delivery)
             except BaseException:
                 abandon(connection)
@@ -109,8 +121,12 @@ class RabbitConsumer:
         self._broken = None
 
     def _reopen(self, exc: BaseException) -> None:
-        log.warning("consumer on %r lost its connection (%r); reconnecting", self._queue, exc)
         self._abandon()
+        if isinstance(exc, ConsumerCancelled):
+            if self._redeclare is not None:
+                self._redeclare(None if math.isinf(self._deadline.at) else self._deadline)
+        else:
+            log.warning("consumer on %r lost its connection (%r); reconnecting", self._queue, exc)
         try:
             self._open()  # connect() makes connection_attempts attempts within the deadline
         except TransportError as error:
@@ -132,6 +148,13 @@ class RabbitConsumer:
         tag = (self._generation << _GENERATION_SHIFT) | delivery_tag
         self._buffer.append(Delivery(tag, exchange, routing_key, body, from_pika_properties(properties),
                                      redelivered))
+
+    def _on_cancelled(self, _frame: object) -> None:
+        if self._closed or self._broken is not None:
+            return
+        log.warning("the broker cancelled the consumer on %r (the queue was deleted, its node lost, or a delivery "
+                    "outlived consumer_timeout); declaring the topology again and consuming", self._queue)
+        self._lost(ConsumerCancelled(f"the broker cancelled the consumer on {self._queue!r}"))
 
     def _on_wake(self) -> None:
         self._woken = True
