@@ -97,6 +97,7 @@ def test_the_document_describes_channels_messages_and_operations() -> None:
                                         "description": "RabbitMQ; events go to the topic exchange 'models'"}
 
 
+@pytest.mark.browser
 def test_the_official_asyncapi_parser_accepts_it(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None or not (VALIDATOR.parent / "node_modules" / "@asyncapi" / "parser").exists():

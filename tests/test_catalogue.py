@@ -61,6 +61,7 @@ def test_the_page_has_every_event_field_version_and_who_sends_it(tmp_path: Path)
     assert json.loads(example.replace("&quot;", '"'))  # the example is JSON
 
 
+@pytest.mark.browser
 def test_the_page_renders_in_chromium_without_console_errors(tmp_path: Path) -> None:
     node = shutil.which("node")
     if node is None or not shutil.which("chromium") or not (CHECKER.parent / "node_modules" / "puppeteer").exists():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import types
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +140,24 @@ def test_the_context_verifies_by_default_and_presents_the_client_certificate(pki
     with pytest.warns(InsecureTLSWarning):
         loose = tls.context(Settings.build(amqp_url="amqps://h/", tls_verify=False))
     assert loose.verify_mode == ssl.CERT_NONE and not loose.check_hostname
+
+
+@pytest.mark.parametrize(("platform", "expected"), [
+    (ssl.TLSVersion.MINIMUM_SUPPORTED, ssl.TLSVersion.TLSv1_2),  # Debian sid's OpenSSL default: no floor
+    (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_2),
+    (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3),             # a platform floor above 1.2 is kept
+])
+@pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1 is deprecated:DeprecationWarning")
+def test_the_context_sets_a_tls_1_2_floor_whatever_the_platform_default(
+        monkeypatch: pytest.MonkeyPatch, platform: ssl.TLSVersion, expected: ssl.TLSVersion) -> None:
+    def platform_context(protocol: int) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(protocol)
+        ctx.minimum_version = platform
+        return ctx
+
+    monkeypatch.setattr(tls, "ssl", types.SimpleNamespace(**{**vars(ssl), "SSLContext": platform_context}))
+    ctx = tls.context(Settings.build(amqp_url="amqps://h/"))
+    assert ctx.minimum_version == expected
 
 
 def test_unusable_pem_files_are_configuration_errors(pki: dict[str, str], tmp_path: Path) -> None:

@@ -132,6 +132,7 @@ def test_topology_text_names_everything(rabbit_url: str, names: Names) -> None:
     assert "0 messages, 0 consumers" in out and ".dead-letters" in out and "TTL 1000 ms" in out
 
 
+@pytest.mark.browser
 def test_topology_mermaid_renders_with_mermaid_cli(rabbit_url: str, names: Names, tmp_path: Path) -> None:
     if not (MMDC.exists() and shutil.which("chromium")):
         if IN_CI:

@@ -42,6 +42,8 @@ def _no_password() -> str:
 def context(settings: Settings) -> ssl.SSLContext:
     """The client context: TLS 1.2+, the broker's certificate and host name checked unless ``tls_verify=False``."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default
+    if ctx.minimum_version < ssl.TLSVersion.TLSv1_2:  # the platform's floor may be none (MINIMUM_SUPPORTED)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     if not settings.tls_verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
