@@ -428,7 +428,7 @@ class PubSub:
     def _dead_letters(self, timeout: float | None) -> DeadLetterStore:
         if timeout is not None and timeout <= 0:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
-        deadline = Deadline.after(timeout)
+        deadline = None if timeout is None else Deadline.after(timeout)  # None: each call has the transport's bound
         self._ensure_declared(deadline)
         return DeadLetterStore(self.transport, self._service(), deadline)
 

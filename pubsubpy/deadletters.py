@@ -157,16 +157,23 @@ class DeadLetterStore:
     """List, replay and purge one service's dead-letter queue."""
 
     def __init__(self, transport: Transport, service: str, deadline: Deadline | None = None) -> None:
+        """``deadline`` bounds the whole walk; without one, each call to the broker has the transport's own
+        bound (a connect per URL plus a confirm wait), so a silent broker is still an error in time."""
         self._transport = transport
         self._service = service
         self._deadline = deadline or Deadline.never()
+        self._call_deadline = deadline  # None: the transport bounds each call itself
+
+    def _call(self, longest: float) -> Deadline | None:
+        """The deadline of one call to the broker: ``longest`` at most, within the walk's deadline."""
+        return None if self._call_deadline is None else self._call_deadline.sooner(longest)
 
     def _walk(self, visit: Callable[[Delivery, DeadLetter], bool], enough: Callable[[], bool] = lambda: False) -> None:
         """Read the queue once (or until ``enough()``); ``visit`` returns True to ack (remove) a message.
         The rest go back. Past the deadline: ``OperationTimeout``, with whatever was done staying done."""
         queue = dead_letter_queue(self._service)
-        before = self._transport.queue_depth(queue, deadline=self._deadline.sooner(60.0))
-        consumer = self._transport.consume(queue, 0, recover=False, deadline=self._deadline)
+        before = self._transport.queue_depth(queue, deadline=self._call(60.0))
+        consumer = self._transport.consume(queue, 0, recover=False, deadline=self._call_deadline)
         seen = removed = 0
         try:
             while not enough():
@@ -249,7 +256,7 @@ class DeadLetterStore:
         queue = service_queue(self._service)
         lost = self._transport.publish(
             [OutgoingMessage("", queue, letter.body, letter.properties.with_headers(headers), mandatory=True)],
-            deadline=self._deadline.sooner(60.0))
+            deadline=self._call(60.0))
         if lost:
             raise PublishError(f"service queue {queue!r} is missing; run `pubsubpy declare`", lost)
 
@@ -260,4 +267,4 @@ class DeadLetterStore:
         return self._remove(match, lambda _letter: None, progress)
 
     def depth(self) -> int:
-        return self._transport.queue_depth(dead_letter_queue(self._service), deadline=self._deadline.sooner(60.0))
+        return self._transport.queue_depth(dead_letter_queue(self._service), deadline=self._call(60.0))

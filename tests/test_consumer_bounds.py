@@ -256,3 +256,31 @@ def test_dead_letter_commands_keep_their_timeout_against_a_silent_broker(black_h
     outcome = CliRunner().invoke(build(), ["dlq", "list", "--url", url, "--service", "deadline-test", "--timeout", "2"])
     assert outcome.exit_code in (1, 3), outcome.output
     assert time.monotonic() - started < 3.0
+
+
+_WITHOUT_TIMEOUT: dict[str, Callable[[PubSub], object]] = {
+    "list_dead_letters": lambda app: app.list_dead_letters(),
+    "dead_letter_count": lambda app: app.dead_letter_count(),
+    "replay_dead_letters": lambda app: app.replay_dead_letters(),
+    "declare": lambda app: app.declare(),
+    "publish_model_event": lambda app: app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"}),
+}
+
+
+@pytest.mark.parametrize("urls", [1, 2])
+@pytest.mark.parametrize("call", sorted(_WITHOUT_TIMEOUT))
+def test_calls_without_timeout_are_bounded_by_connect_times_urls_plus_confirm(
+        black_hole: int, call: str, urls: int) -> None:
+    """Without ``timeout`` a call is bounded by ``connect_timeout x len(urls) + confirm_timeout``; a broker that
+    accepts TCP and never answers was waited on for 19.5 s with connect 3 / confirm 4 (several rounds of
+    AMQP handshakes of 2 x connect_timeout each)."""
+    url = ",".join([f"amqp://guest:guest@127.0.0.1:{black_hole}/%2F"] * urls)
+    app = PubSub(url, schemas=ALL, service_name="deadline-test", connect_timeout=1.0, confirm_timeout=1.0)
+
+    @app.subscribe("Booking.created")
+    def never(event: BookingCreated) -> None: ...
+
+    started = time.monotonic()
+    with pytest.raises(TransportError):
+        _WITHOUT_TIMEOUT[call](app)
+    assert time.monotonic() - started < 1.0 * urls + 1.0 + 0.5

@@ -41,6 +41,7 @@ from pubsubpy.transports.base import (
 )
 from pubsubpy.transports.rabbitmq.connection import (
     abandon,
+    call_deadline,
     connect,
     parameters,
     retrying,
@@ -119,10 +120,8 @@ class RabbitMQTransport:
             link.close()
 
     def _default_deadline(self, deadline: Deadline | None) -> Deadline:
-        """Without a caller's deadline: connecting plus one confirm wait."""
-        if deadline is not None:
-            return deadline
-        return Deadline.after(self._settings.connect_timeout + self._settings.confirm_timeout)
+        """Without a caller's deadline: one connect per URL plus one confirm wait (``call_deadline``)."""
+        return deadline if deadline is not None else call_deadline(self._settings)
 
     def _on_channel(self, doing: str, deadline: Deadline | None,
                     work: Callable[[_ThreadLink, BlockingChannel], T]) -> T:

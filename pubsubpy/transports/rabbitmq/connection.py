@@ -31,10 +31,10 @@ from pubsubpy.errors import (
 )
 from pubsubpy.settings import Settings, redact_url
 from pubsubpy.transports.rabbitmq import tls
-from pubsubpy.transports.rabbitmq.frames import tolerate_undecodable_properties
 from pubsubpy.transports.rabbitmq.permissions import refused, vhost_refused
+from pubsubpy.transports.rabbitmq.pika_hooks import install as install_pika_hooks
 
-__all__ = ["Unreachable", "abandon", "connect", "parameters", "retrying", "translate_errors", "within"]
+__all__ = ["Unreachable", "abandon", "call_deadline", "connect", "parameters", "retrying", "translate_errors", "within"]
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
@@ -61,6 +61,12 @@ def parameters(settings: Settings) -> list[pika.URLParameters]:
         params.client_properties = {"connection_name": f"pubsubpy:{settings.service_name or '-'}"}
         result.append(params)
     return result
+
+
+def call_deadline(settings: Settings) -> Deadline:
+    """What bounds a call made without a deadline: one connect per URL, then one confirm wait."""
+    urls = sum(1 for url in settings.amqp_url.split(",") if url.strip())
+    return Deadline.after(settings.connect_timeout * max(urls, 1) + settings.confirm_timeout)
 
 
 def _describe_close(exc: pika.exceptions.ChannelClosedByBroker) -> str:
@@ -134,7 +140,7 @@ def connect(settings: Settings, deadline: Deadline | None = None) -> pika.Blocki
             param.stack_timeout = min(settings.connect_timeout * 2, remaining)
             try:
                 connection = pika.BlockingConnection(param)
-                tolerate_undecodable_properties(connection)
+                install_pika_hooks(connection)  # pika's internals checked (first time); tolerates bad headers
                 return connection
             except (pika.exceptions.AMQPError, OSError, _ConnectorError) as exc:
                 last, last_param = exc, param

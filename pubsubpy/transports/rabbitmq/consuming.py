@@ -51,7 +51,7 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.errors import BrokerUnavailable, ConsumerCancelled, TransportError
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import TAG_BITS, Delivery, Redeclare, next_delivery
-from pubsubpy.transports.rabbitmq.connection import abandon, connect, translate_errors, within
+from pubsubpy.transports.rabbitmq.connection import abandon, call_deadline, connect, translate_errors, within
 from pubsubpy.transports.rabbitmq.deliveries import DirectDeliveries
 from pubsubpy.transports.rabbitmq.properties import from_pika_properties
 
@@ -105,10 +105,12 @@ class RabbitConsumer:
         self._settled_above.clear()
         self._floor = 0
         doing = f"consuming from {self._queue!r}"
+        # a worker's (no deadline) connect and consume are bounded too: its loop retries with backoff
+        limit = call_deadline(self._settings) if math.isinf(self._deadline.at) else self._deadline
         with translate_errors(doing):
-            connection = connect(self._settings, self._deadline)
+            connection = connect(self._settings, limit)
             try:
-                with within(connection, self._deadline, doing):
+                with within(connection, limit, doing):
                     channel = connection.channel()
                     channel.basic_qos(prefetch_count=self._prefetch)
                     self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
