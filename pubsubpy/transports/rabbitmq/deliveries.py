@@ -19,7 +19,9 @@ recoveries are exactly pika's and ``frames.py``'s. Private pika names relied
 on, besides ``frames.py``'s: ``BlockingConnection._request_channel_dispatch``
 (ends a waiting ``process_data_events`` as a delivery of pika's own would),
 ``Channel._consumers`` (a consumer's callback) and the ``_process_frame`` rule
-that frames of type -1 are skipped; covered by tests/test_direct_deliveries.py.
+that frames of type -1 are skipped; pinned by ``pika>=1.3,<=1.4.4``, guarded by
+``pika_hooks.py`` (checked at the first connection: a pika without them is refused),
+covered by tests/test_direct_deliveries.py.
 """
 
 from __future__ import annotations

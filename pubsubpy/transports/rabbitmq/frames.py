@@ -12,8 +12,11 @@ message can be dead-lettered like any other bad input. Frame lengths never
 change, so the body and the frames after it parse as usual. Only that
 connection is changed; pika's modules are not patched. Private pika names
 relied on: ``Connection._read_frame`` and ``Connection._frame_buffer`` (the
-same in pika 1.3 and 1.4; pinned by ``pika>=1.3,<2``; covered by
-``tests/test_undecodable_frames.py``).
+same in pika 1.3 to 1.4.4, the pin ``pika>=1.3,<=1.4.4``; pika's main branch no
+longer calls ``_read_frame``). Guarded by ``pika_hooks.py``, which proves at the
+first connection that pika's read loop calls this reader and refuses a pika on
+which it does not; covered by ``tests/test_undecodable_frames.py`` and
+``tests/test_pika_hooks.py``.
 """
 
 from __future__ import annotations

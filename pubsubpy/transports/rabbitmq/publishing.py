@@ -11,8 +11,9 @@ underlying ``pika.channel.Channel`` (``BlockingChannel._impl``) and the
 connection's I/O loop (``BlockingConnection._flush_output``), and writes a
 batch's frames (``encoding.publish_frames``, the bytes pika would write) in one
 go (``Connection._output_marshaled_frames``, ``_body_max_length``): the private
-pika names this module relies on, pinned by ``pika>=1.3,<2`` and covered by
-the contract suite.
+pika names this module relies on, pinned by ``pika>=1.3,<=1.4.4``, guarded by
+``pika_hooks.py`` (checked at the first connection: a pika without them is
+refused) and covered by the contract suite.
 
 RabbitMQ sends ``basic.return`` (unroutable, ``mandatory``) before the
 ``basic.ack`` of the same message, so a message is unroutable exactly when its
