@@ -32,9 +32,9 @@ from typing import Any
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import QueueSpec, Topology
 
-__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "LAZY", "at_least_once_policy", "build_topology", "dead_letter_exchange",
-           "dead_letter_queue", "deferral_delay_ms", "lazy_policy", "ledger_queue",
-           "retry_delay_ms", "retry_queue", "service_queue"]
+__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "LAZY", "NO_DELIVERY_LIMIT", "at_least_once_policy", "build_topology",
+           "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy", "ledger_queue",
+           "no_delivery_limit_policy", "retry_delay_ms", "retry_queue", "service_queue"]
 
 
 def service_queue(service: str) -> str:
@@ -92,7 +92,7 @@ AT_LEAST_ONCE_DEAD_LETTERING: dict[str, Any] = {
 }
 
 
-def _policy(service: str, vhost: str, purpose: str, queues: str, definition: dict[str, str]) -> str:
+def _policy(service: str, vhost: str, purpose: str, queues: str, definition: dict[str, object]) -> str:
     name, pattern = f"pubsubpy-{service}-{purpose}", f"^{re.escape(service)}\\.({queues})$"
     return (f"rabbitmqctl set_policy -p {shlex.quote(vhost)} --apply-to queues "
             f"{shlex.quote(name)} {shlex.quote(pattern)} {shlex.quote(json.dumps(definition))}")
@@ -112,6 +112,19 @@ def lazy_policy(service: str, vhost: str = "/") -> str:
     """The ``rabbitmqctl`` command that makes a service's existing classic dead-letter and retry queues
     (declared before pubsubpy declared them ``LAZY``) lazy in place, with their messages."""
     return _policy(service, vhost, "lazy", "dead-letters|retry\\.[0-9]+ms", {"queue-mode": "lazy"})
+
+
+NO_DELIVERY_LIMIT: dict[str, Any] = {"x-delivery-limit": -1}
+"""RabbitMQ 4.0+ only, on the quorum dead-letter queue: 4.0 gave quorum queues a delivery limit of 20 by
+default, a dead-letter queue has no dead-letter exchange of its own, and every reader that gives letters
+back (a listing closing its consumer) counts as a delivery: the 21st listing dropped them all, silently.
+RabbitMQ 3.x has no default limit and refuses -1 in a policy, so the transport adds it on 4.0+ only."""
+
+
+def no_delivery_limit_policy(service: str, vhost: str = "/") -> str:
+    """The ``rabbitmqctl`` command that lifts the delivery limit of a service's existing quorum dead-letter
+    queue (declared before pubsubpy declared ``NO_DELIVERY_LIMIT``), in place, on RabbitMQ 4.0+."""
+    return _policy(service, vhost, "no-delivery-limit", "dead-letters", {"delivery-limit": -1})
 
 
 def _queue_arguments(settings: Settings, extra: dict[str, Any] | None = None, *, parks: bool = False) -> dict[str, Any]:

@@ -12,6 +12,8 @@ import pika
 import pika.exceptions
 import pytest
 
+from pubsubpy.transports.rabbitmq import broker
+
 RABBIT_URL = os.environ.get("PUBSUBPY_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -39,6 +41,22 @@ def require_rabbit() -> None:
     if IN_CI:
         pytest.fail(f"RabbitMQ is not reachable at {RABBIT_URL} and CI=true: broker tests must run in CI")
     pytest.skip(f"RabbitMQ is not reachable at {RABBIT_URL}")
+
+
+_version: tuple[int, int, int] | None = None
+
+
+def broker_version() -> tuple[int, int, int]:
+    """The version of the RabbitMQ under test (``PUBSUBPY_TEST_URL``), as its handshake states it."""
+    global _version
+    if _version is None:
+        require_rabbit()
+        connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
+        try:
+            _version = broker.broker_version(connection)
+        finally:
+            connection.close()
+    return _version
 
 
 @pytest.fixture

@@ -346,6 +346,16 @@ class RabbitConsumer:
         except BrokerUnavailable as exc:
             self._lost(exc)
 
+    def _give_back(self, channel: pika.adapters.blocking_connection.BlockingChannel) -> None:
+        """Return every message still held (taken, not settled) with one ``basic.nack(0, multiple, requeue)``
+        after the acks: RabbitMQ 4.3 counts a connection closed over held messages towards a quorum queue's
+        delivery limit, and a nack not; a graceful stop or a listing must not use up a message's deliveries."""
+        if self._broken is not None:
+            return
+        with contextlib.suppress(TransportError, pika.exceptions.AMQPError, OSError), \
+                translate_errors(f"giving messages back to {self._queue!r}"):
+            channel.basic_nack(0, multiple=True, requeue=True)
+
     def close(self) -> None:
         if self._closed:
             return
@@ -362,6 +372,7 @@ class RabbitConsumer:
                 channel.basic_cancel(self._consumer_tag)
             if connection.is_open:
                 self._flush_quietly()
+                self._give_back(channel)
                 with contextlib.suppress(Exception), within(connection, Deadline.after(_CLOSE_BUDGET), "closing"):
                     connection.close()  # a polite close; abandoned below if it fails
         self._abandon()

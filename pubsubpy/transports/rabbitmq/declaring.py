@@ -13,7 +13,9 @@ exists without them, and RabbitMQ cannot change a queue's arguments
 (redeclaring is a 406): such a queue is kept as it is, with its messages, and
 the log gives the policy that changes it in place (a warning for
 at-least-once, which is about losing messages; a note for lazy, which is about
-memory and speed on RabbitMQ before 3.12).
+memory and speed on RabbitMQ before 3.12; a warning for a quorum dead-letter
+queue still under RabbitMQ 4's default delivery limit, which drops letters).
+Arguments are adapted to the broker's version first (``broker.py``).
 """
 
 from __future__ import annotations
@@ -28,8 +30,17 @@ import pika
 import pika.adapters.blocking_connection
 import pika.exceptions
 
-from pubsubpy.topology import AT_LEAST_ONCE_DEAD_LETTERING, LAZY, at_least_once_policy, lazy_policy, ledger_queue
-from pubsubpy.transports.base import QueueSpec, Topology
+from pubsubpy.topology import (
+    AT_LEAST_ONCE_DEAD_LETTERING,
+    LAZY,
+    NO_DELIVERY_LIMIT,
+    at_least_once_policy,
+    lazy_policy,
+    ledger_queue,
+    no_delivery_limit_policy,
+)
+from pubsubpy.transports.base import Topology
+from pubsubpy.transports.rabbitmq.broker import broker_arguments, broker_version
 from pubsubpy.transports.rabbitmq.ledger import append_records, held_records
 from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
 
@@ -40,7 +51,8 @@ BlockingChannel = pika.adapters.blocking_connection.BlockingChannel
 log = logging.getLogger("pubsubpy.rabbitmq")
 
 # Arguments added in later releases, by name: a queue declared before lacks them and is kept as it is.
-_ADDED_LATER: dict[str, dict[str, Any]] = {"at-least-once": AT_LEAST_ONCE_DEAD_LETTERING, "lazy": LAZY}
+_ADDED_LATER: dict[str, dict[str, Any]] = {"at-least-once": AT_LEAST_ONCE_DEAD_LETTERING, "lazy": LAZY,
+                                           "no-delivery-limit": NO_DELIVERY_LIMIT}
 _INEQUIVALENT = re.compile(r"inequivalent arg '([^']+)'")
 
 
@@ -69,20 +81,19 @@ class _QueueDeclarer:
             self._channel.close()
 
 
-def _declare_queue(declarer: _QueueDeclarer, spec: QueueSpec) -> set[str]:
-    """Declare ``spec``; the names (in ``_ADDED_LATER``) of the arguments the queue existed without."""
-    arguments = dict(spec.arguments)
+def _declare_queue(declarer: _QueueDeclarer, name: str, arguments: dict[str, Any]) -> set[str]:
+    """Declare queue ``name``; the names (in ``_ADDED_LATER``) of the arguments it existed without."""
     kept_without: set[str] = set()
     reconciled: set[str] = set()
-    while (refused := declarer.declare(spec.name, arguments)) is not None:
+    while (refused := declarer.declare(name, arguments)) is not None:
         differs = _INEQUIVALENT.search(refused.reply_text)
-        name = next((group for group, keys in _ADDED_LATER.items() if differs and differs.group(1) in keys), None)
-        if name is None or name in reconciled:  # any other difference is the user's to settle
+        group = next((group for group, keys in _ADDED_LATER.items() if differs and differs.group(1) in keys), None)
+        if group is None or group in reconciled:  # any other difference is the user's to settle
             raise refused
-        reconciled.add(name)
-        added = _ADDED_LATER[name]
+        reconciled.add(group)
+        added = _ADDED_LATER[group]
         if added.items() <= arguments.items():  # the queue is from before pubsubpy added them
-            kept_without.add(name)
+            kept_without.add(group)
             arguments = {key: value for key, value in arguments.items() if key not in added}
         else:  # the queue has them (another queue type, say): take them, so the next 406 names what matters
             arguments = {**arguments, **added}
@@ -130,9 +141,12 @@ def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology
     channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
     channel.exchange_declare(topology.dead_letter_exchange, exchange_type="fanout", durable=True)
     declarer = _QueueDeclarer(channel.connection)
+    version = broker_version(channel.connection)
     try:
-        kept_without = set().union(*(_declare_queue(declarer, spec) for spec in (
-            topology.dead_letter_queue, topology.queue, *topology.retry_queues)))
+        kept_without = set().union(*(
+            _declare_queue(declarer, spec.name,
+                           broker_arguments(spec.arguments, version, dead_letters=spec is topology.dead_letter_queue))
+            for spec in (topology.dead_letter_queue, topology.queue, *topology.retry_queues)))
     finally:
         declarer.close()
     channel.queue_bind(topology.dead_letter_queue.name, topology.dead_letter_exchange, routing_key="")
@@ -155,6 +169,11 @@ def report_kept_queues(topology: Topology, vhost: str, kept_without: set[str]) -
                     "dead-lettering; they keep their messages and dead-letter at most once until a policy turns "
                     "it on in place (see the README, 'Running on a cluster'):\n  %s",
                     service, at_least_once_policy(service, vhost))
+    if "no-delivery-limit" in kept_without:
+        log.warning("the quorum dead-letter queue of service %r exists from before pubsubpy lifted its delivery "
+                    "limit; on RabbitMQ 4.0+ it drops letters that were given back 20 times (each listing gives "
+                    "them back) until this policy lifts the limit in place, with its letters:\n  %s",
+                    service, no_delivery_limit_policy(service, vhost))
     if "lazy" in kept_without:
         log.info("classic dead-letter and retry queues of service %r exist from before pubsubpy declared them "
                  "lazy; they work as they are. On RabbitMQ before 3.12 a lazy queue keeps parked messages on disk "

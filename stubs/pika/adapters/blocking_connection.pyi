@@ -15,6 +15,7 @@ class _SelectConnection:
     _frame_buffer: bytes
     _read_frame: Callable[[], tuple[int, Frame | ProtocolHeader | None]]
     _body_max_length: int
+    server_properties: dict[str, Any]
     def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None: ...
     def _adapter_disconnect_stream(self) -> None: ...
 
