@@ -4,15 +4,17 @@ consumed again: the worker says so, is not ready meanwhile, declares its topolog
 from __future__ import annotations
 
 import logging
+import subprocess
 import threading
 from collections import Counter
+from collections.abc import Iterator
 
 import pika
 import pytest
 
 from pubsubpy import MessageInfo, PubSub
 from pubsubpy.errors import UnroutableMessage
-from tests.conftest import Names, wait_for
+from tests.conftest import Names, broker_version, rabbitmqctl, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated
 
 
@@ -105,4 +107,98 @@ def test_a_drain_whose_queue_is_deleted_returns_what_it_did(rabbit_url: str, nam
     assert seen[0] == 0 and result.stopped_by == "empty"
     app.publish_model_event(BOOKING, "created", {"id": 9, "guest": "g"})  # the queue is there again, bound
     assert app.drain(timeout=20).handled == 1 and seen[-1] == 9
+    app.close()
+
+
+def test_a_quorum_consumer_timeout_on_rabbitmq_4_3_is_consumed_again(
+        rabbit_url: str, names: Names, caplog: pytest.LogCaptureFixture) -> None:
+    """RabbitMQ 4.3 tells a quorum consumer whose delivery outlived ``consumer_timeout`` with a
+    ``basic.cancel`` and returns its messages; the handler's late ack must not close anything, and the
+    message it was handling is not handled again when it comes back."""
+    if broker_version() < (4, 3):
+        pytest.skip("before 4.3 a consumer timeout closes the channel instead (a lost connection to pubsubpy)")
+    app = PubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=names.service(),
+                 queue_type="quorum")
+    handled: Counter[int] = Counter()
+
+    @app.subscribe("Booking.created")
+    def slow_first(event: BookingCreated) -> None:
+        if not handled:
+            threading.Event().wait(2.5)  # longer than the queue's consumer timeout (1 s)
+        handled[event.id] += 1
+
+    app.declare()
+    queue = f"{app.settings.service_name}.events"
+    policy = f"t-{names.tag}-consumer-timeout"
+    rabbitmqctl("set_policy", "--apply-to", "quorum_queues", policy, f"^{queue}$", '{"consumer-timeout": 1000}')
+    stop = threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)))
+    caplog.set_level(logging.WARNING, logger="pubsubpy")
+    try:
+        app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(3)])
+        worker.start()
+        wait_for(lambda: len(handled) == 3, timeout=30, what="every event")
+        wait_for(lambda: worker_app_idle(app), timeout=10, what="the queue to be empty")
+    finally:
+        stop.set()
+        worker.join(30)
+        subprocess.run(["rabbitmqctl", "clear_policy", policy], capture_output=True, timeout=60)
+    assert handled == {0: 1, 1: 1, 2: 1}, handled
+    assert any("cancelled" in r.getMessage() for r in caplog.records), "the broker did cancel the consumer"
+    assert results and results[0].duplicates >= 1, "the timed-out message came back and was recognised"
+    app.close()
+
+
+def worker_app_idle(app: PubSub) -> bool:
+    info = app.transport.queue_info(f"{app.settings.service_name}.events")
+    return info is not None and info.messages == 0
+
+
+@pytest.fixture
+def short_consumer_timeout(rabbit_url: str) -> Iterator[None]:
+    """The broker's consumer_timeout at 1 s, checked every 0.5 s, for channels opened meanwhile (the
+    broker-wide defaults, 30 min checked every minute, are restored after)."""
+    rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 1000).")
+    rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 500).")
+    try:
+        yield
+    finally:
+        rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 1800000).")
+        rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 60000).")
+
+
+def test_a_channel_closed_by_a_consumer_timeout_is_consumed_again(
+        rabbit_url: str, names: Names, short_consumer_timeout: None) -> None:
+    """A classic queue's consumer timeout closes the channel (406 PRECONDITION_FAILED): the worker is not
+    ready meanwhile, consumes again on a new connection, and the message that outlived the timeout is
+    handled once (it comes back, and is recognised as settled)."""
+    app = PubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=names.service())
+    handled: Counter[int] = Counter()
+
+    @app.subscribe("Booking.created")
+    def slow_first(event: BookingCreated) -> None:
+        if not handled:
+            threading.Event().wait(2.5)
+        handled[event.id] += 1
+
+    app.declare()
+    app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(3)])
+    stop = threading.Event()
+    results = []
+    worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)))
+    worker.start()
+    readiness: list[bool] = []
+    try:
+        wait_for(lambda: bool(readiness.append(app.health.ready()[0])) or len(handled) == 3, timeout=30,
+                 what="every event")
+        wait_for(lambda: worker_app_idle(app), timeout=10, what="the queue to be empty")
+        assert worker.is_alive(), "the worker gave up"
+    finally:
+        stop.set()
+        worker.join(30)
+    assert handled == {0: 1, 1: 1, 2: 1}, handled
+    assert False in readiness[readiness.index(True):], "/healthz said ready on a closed channel"
+    # the prefetched messages were handled too before the lost acks were noticed: all came back, recognised
+    assert results and results[0].stopped_by == "stopped" and results[0].duplicates >= 1, results
     app.close()

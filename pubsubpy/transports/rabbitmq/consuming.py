@@ -195,8 +195,9 @@ class RabbitConsumer:
 
     @property
     def connected(self) -> bool:
-        connection = self._connection
-        return self._broken is None and self._channel is not None and connection is not None and connection.is_open
+        connection, channel = self._connection, self._channel
+        return self._broken is None and channel is not None and channel.is_open and connection is not None \
+            and connection.is_open  # a channel the broker closed (a consumer timeout) is not attached either
 
     def is_empty(self) -> bool:
         if self._buffer:
