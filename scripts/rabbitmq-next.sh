@@ -106,13 +106,27 @@ mount_checkout() {
   mounted "$ROOT$CHECKOUT" || mount --bind "$CHECKOUT" "$ROOT$CHECKOUT"
 }
 
+# Local directories of PIP_FIND_LINKS (passed through to exec), read-only at the same path inside.
+mount_find_links() {
+  local dir
+  for dir in ${PIP_FIND_LINKS:-}; do
+    case "$dir" in file://*) dir="${dir#file://}" ;; /?*) ;; *) continue ;; esac
+    [ -d "$dir" ] || continue
+    case "$ROOT/" in "${dir%/}"/*) continue ;; esac   # never the root inside itself
+    mkdir -p "$ROOT$dir"
+    if ! mounted "$ROOT$dir"; then
+      mount --bind "$dir" "$ROOT$dir" && { mount -o remount,bind,ro "$ROOT$dir" 2>/dev/null || true; }
+    fi
+  done
+}
+
 # The host's name resolution, pip settings and CA bundle (pip inside uses PIP_CERT / pip.conf's cert).
 copy_host_files() {
   local file
   for file in /etc/hosts /etc/resolv.conf /etc/pip.conf /etc/ssl/certs/ca-certificates.crt; do
     [ -f "$file" ] || continue
     mkdir -p "$ROOT$(dirname "$file")"
-    cp -L "$file" "$ROOT$file"
+    cp -L --remove-destination "$file" "$ROOT$file"   # never through a symlink of the root's
   done
 }
 
@@ -181,13 +195,18 @@ install_packages() {
 
 stamp_packages() { sed -n 's/^packages=//p' "$STAMP" 2>/dev/null || true; }
 
-# ensure_root: a complete root (built, packages installed, node configured), mounts in place. Needs the lock.
-ensure_root() {
+# preflight: what building and entering a root takes, before anything is written.
+preflight() {
   [ "$(id -u)" -eq 0 ] || unavailable "must run as root (debootstrap, chroot, mount)"
   local tool
-  for tool in chroot mount umount mountpoint flock awk; do
+  for tool in chroot mount umount flock awk timeout; do
     command -v "$tool" >/dev/null || unavailable "$tool is not installed"
   done
+  mkdir -p "$BASE" 2>/dev/null || unavailable "cannot create $BASE (PUBSUBPY_NEXT_DIR)"
+}
+
+# ensure_root: a complete root (built, packages installed, node configured), mounts in place. Needs the lock.
+ensure_root() {
   if [ -d "$ROOT" ] && [ ! -f "$STAMP" ]; then
     say "removing the incomplete root $ROOT (no stamp)"
     unmount_all   # never rm -rf across a bind mount (the checkout is one)
@@ -333,12 +352,14 @@ take_down() {
 command="${1:-status}"
 case "$command" in
   up)
+    preflight
     lock
     ensure_root
     start_node
     ;;
   down)
     if [ ! -d "$ROOT" ]; then say "no root at $ROOT: nothing to stop"; exit 0; fi
+    [ "$(id -u)" -eq 0 ] || fail "must run as root (it stops the node and unmounts)"
     lock
     take_down
     say "down ($NODE stopped, mounts removed; the root stays cached in $ROOT)"
@@ -353,9 +374,11 @@ case "$command" in
   exec)
     shift
     [ $# -gt 0 ] || usage
+    preflight
     lock
     ensure_root
     mount_checkout
+    mount_find_links
     unlock
     passed=()
     while read -r var; do

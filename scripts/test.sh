@@ -1,19 +1,50 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, starts RabbitMQ (and PostgreSQL) if
-# they are not answering, then ruff, mypy --strict, the library's tests and the
-# example project's end-to-end tests, and the library's tests on the oldest and the newest
-# supported Python (3.10 and 3.13, each in its own .venv-pyXY) so CI sees what tox promises,
+# they are not answering, then ruff, mypy --strict, the example project's end-to-end tests,
+# and the library's tests as a matrix of the oldest and the newest we support, so CI sees
+# what the version bounds promise:
+#   leg 1  Python 3.10 (.venv-py310) with pika 1.3.2, against the system's RabbitMQ 3.10 (5672)
+#   leg 2  Python 3.14 (.venv-py314, made inside the root) with the newest pika the pin admits, against
+#          RabbitMQ 4.3 (127.0.0.1:5701), in the Debian sid root of scripts/rabbitmq-next.sh;
+#          the browser/Node tests (marked `browser`) run on leg 1 only
+# then the contract suite (tests/contract) on RabbitMQ 4.0 (the trixie root, 127.0.0.1:5702) from .venv,
 # then the cluster tests (marked `cluster`) once, on a 3-node cluster that scripts/cluster.sh
-# starts in the background at the beginning and stops at the end.
-# Extra arguments go to the library's pytest.
+# starts in the background at the beginning and stops at the end. The two newer RabbitMQ nodes
+# start in the background at the beginning too, and stop at the end unless they were up before.
+# A leg that cannot run here (no Python 3.10, no root for the newer RabbitMQ) is skipped with the
+# reason; under CI=true that makes the command fail. Every leg runs; the exit status is non-zero
+# when any failed. Extra arguments go to the library's pytest (both legs).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 ensure_venv test
 bash scripts/start-services.sh
+
+status=0
+skipped=()   # legs that could not run: fatal under CI=true, at the end
+stop_cluster=false stop_next=()
+logs="$(mktemp -d /tmp/pubsubpy-test.XXXXXX)"
+cleanup() {
+  if $stop_cluster; then bash scripts/cluster.sh down >/dev/null 2>&1 || true; fi
+  local release
+  for release in "${stop_next[@]}"; do bash scripts/rabbitmq-next.sh --release "$release" down >/dev/null 2>&1 || true; done
+  rm -rf "$logs"
+}
+trap cleanup EXIT
+
 if ! bash scripts/cluster.sh status | grep -q "running: .*pubsubpy3"; then   # left alone if it was up
-  trap 'bash scripts/cluster.sh down >/dev/null 2>&1 || true' EXIT
+  stop_cluster=true
 fi
 bash scripts/cluster.sh up > .cluster-up.log 2>&1 &   # about 45 s, while the checks below run
 cluster_up=$!
+# RabbitMQ 4.3 (sid) and 4.0 (trixie): about 10 s each once their roots are built (a minute each, once)
+declare -A next_up
+for release in 4.3 4.0; do
+  if ! bash scripts/rabbitmq-next.sh --release "$release" status >/dev/null 2>&1; then   # left alone if it was up
+    stop_next+=("$release")
+  fi
+  bash scripts/rabbitmq-next.sh --release "$release" up > "$logs/next-$release.log" 2>&1 &
+  next_up[$release]=$!
+done
+
 bash scripts/ensure-node-tools.sh
 if [ -z "${DATABASE_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   export DATABASE_URL="postgres://root@127.0.0.1:5432/shop"   # the example runs on PostgreSQL
@@ -22,17 +53,110 @@ echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench examples
 echo "== mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
 echo "== pytest: examples/bookingshop (Django + Celery, end to end, ${DATABASE_URL:-sqlite})"
 (cd examples/bookingshop && ../../.venv/bin/pytest -q)
-status=0
-for version in 3.10 3.13; do
-  python="$(find_python "$version" || true)"
-  if [ -z "$python" ]; then
-    echo "Python $version not found (pyenv install $version)"; [ "${CI:-}" = "true" ] && exit 1; continue
+
+# leg_versions URL PYTHON...: the versions a leg runs on, the broker's as the broker reports them.
+LEG_VERSIONS="$(cat <<'EOF'
+import sys
+from importlib.metadata import version
+import pika
+text = lambda v: v.decode() if isinstance(v, bytes) else str(v)
+try:
+    params = pika.URLParameters(sys.argv[1])
+    params.connection_attempts, params.socket_timeout, params.stack_timeout = 1, 5, 10
+    connection = pika.BlockingConnection(params)
+    server = connection._impl.server_properties
+    connection.close()
+    erlang = text(server.get('platform', '?')).removeprefix('Erlang/OTP ')
+    broker = f"RabbitMQ {text(server.get('version', '?'))}, Erlang {erlang}"
+except Exception as exc:
+    broker = f"RabbitMQ unreachable ({type(exc).__name__}: {exc})"
+print(f"Python {sys.version.split()[0]}, pika {version('pika')}, {broker}")
+EOF
+)"
+leg_versions() { local url="$1"; shift; echo "== leg: $("$@" -c "$LEG_VERSIONS" "$url" 2>&1 | tail -n 1)"; }
+
+# install_pika VENV SPEC: pika as SPEC says, after the project (ensure_venv); stamped like ensure_venv: done
+# again after the project is reinstalled, and daily (so 'pika<2' stays the newest the pin admits).
+install_pika() {
+  local venv="$1" spec="$2" stamp="$1/.installed-pika"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$spec" ] || [ "$venv/.installed-test" -nt "$stamp" ] \
+      || [ -n "$(find "$stamp" -mmin +1440)" ]; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "$spec"
+    echo "$spec" > "$stamp"
   fi
-  venv=".venv-py${version//./}"
-  ensure_venv test "$venv" "$python"
-  echo "== pytest: pubsubpy on Python $version"
-  "$venv/bin/pytest" -m "not cluster" "$@" || status=$?
-done
+}
+
+# project_pika VENV: the project's own pika requirement (pyproject's pin) as installed in VENV, e.g. pika<2,>=1.3.
+project_pika() {
+  "$1/bin/python" -c "
+from importlib.metadata import requires
+for line in requires('pubsubpy') or []:
+    spec = line.split(';')[0].replace(' ', '')
+    if spec.lower().startswith('pika') and spec[4:5] in ('<', '>', '=', '!', '~', '') and 'extra' not in line:
+        print(spec)
+        break
+else:
+    print('pika<2')
+"
+}
+
+# skip_leg WHAT WHY: a leg that cannot run here.
+skip_leg() { echo "SKIPPED: $1: $2"; skipped+=("$1"); }
+
+# await_next RELEASE: wait for its background start; fails (printing why) when the node is not up.
+await_next() {
+  local release="$1" rc=0
+  wait "${next_up[$release]}" || rc=$?
+  if [ "$rc" -ne 0 ]; then
+    cat "$logs/next-$release.log"
+    # again in the foreground (idempotent): a start that failed in the background is retried once
+    if [ "$rc" -ne 4 ]; then rc=0; bash scripts/rabbitmq-next.sh --release "$release" up || rc=$?; fi
+  fi
+  return "$rc"
+}
+
+echo "== pytest: leg 1, pubsubpy on Python 3.10 and RabbitMQ 3.10 (the system's, 5672)"
+began=$SECONDS
+python="$(find_python 3.10 || true)"
+if [ -z "$python" ]; then
+  skip_leg "leg 1 (Python 3.10)" "Python 3.10 not found (pyenv install 3.10)"
+else
+  ensure_venv test .venv-py310 "$python"
+  install_pika .venv-py310 "pika==1.3.2"   # the oldest pika the pin admits
+  leg_versions "amqp://guest:guest@127.0.0.1:5672/%2F" .venv-py310/bin/python
+  .venv-py310/bin/pytest -m "not cluster" "$@" || status=$?
+  echo "== leg 1 took $((SECONDS - began)) s"
+fi
+
+echo "== pytest: leg 2, pubsubpy on Python 3.14 and RabbitMQ 4.3 (scripts/rabbitmq-next.sh: Debian sid root, 5701)"
+began=$SECONDS
+if ! await_next 4.3; then
+  skip_leg "leg 2 (Python 3.14, RabbitMQ 4.3)" "the sid root or its node could not be made (above)"
+elif ! bash scripts/rabbitmq-next.sh exec bash -c "source scripts/_env.sh; $(declare -f install_pika project_pika)
+    ensure_venv test .venv-py314 python3.14 && install_pika .venv-py314 \"\$(project_pika .venv-py314)\""; then
+  skip_leg "leg 2 (Python 3.14, RabbitMQ 4.3)" "could not make .venv-py314 inside the sid root"
+else
+  if timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/5691" 2>/dev/null; then
+    echo "note: 127.0.0.1:5691 is taken (a TLS node outside the root?): this leg's TLS tests cannot start theirs"
+  fi
+  url="amqp://guest:guest@127.0.0.1:5701/%2F"
+  leg_versions "$url" bash scripts/rabbitmq-next.sh exec .venv-py314/bin/python
+  PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
+    .venv-py314/bin/pytest -m "not cluster and not browser" "$@" || status=$?
+  echo "== leg 2 took $((SECONDS - began)) s"
+fi
+
+echo "== pytest: the contract suite on RabbitMQ 4.0 (scripts/rabbitmq-next.sh --release 4.0: Debian trixie root, 5702)"
+began=$SECONDS
+if ! await_next 4.0; then
+  skip_leg "contract suite on RabbitMQ 4.0" "the trixie root or its node could not be made (above)"
+else
+  url="amqp://guest:guest@127.0.0.1:5702/%2F"
+  leg_versions "$url" .venv/bin/python
+  PUBSUBPY_TEST_URL="$url" .venv/bin/pytest tests/contract -q || status=$?
+  echo "== contract suite on 4.0 took $((SECONDS - began)) s"
+fi
+
 echo "== pytest: the 3-node cluster (scripts/cluster.sh)"
 if ! wait "$cluster_up"; then
   echo "the cluster's start in the background failed:"; cat .cluster-up.log
@@ -40,4 +164,11 @@ fi
 # Again in the foreground (idempotent: seconds when it is up): a start that failed, or a node lost since, is retried
 bash scripts/cluster.sh up || echo "the cluster did not start: its tests skip (under CI=true they fail)"
 .venv/bin/pytest -m cluster -s "$@" tests/test_cluster.py || status=$?
+
+if [ ${#skipped[@]} -gt 0 ]; then
+  echo "== skipped: ${skipped[*]}"
+  if [ "${CI:-}" = "true" ] && [ "$status" -eq 0 ]; then
+    echo "under CI=true every leg must run"; status=1
+  fi
+fi
 exit $status

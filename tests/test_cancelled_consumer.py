@@ -159,6 +159,9 @@ def worker_app_idle(app: PubSub) -> bool:
 def short_consumer_timeout(rabbit_url: str) -> Iterator[None]:
     """The broker's consumer_timeout at 1 s, checked every 0.5 s, for channels opened meanwhile (the
     broker-wide defaults, 30 min checked every minute, are restored after)."""
+    if broker_version() >= (4, 0):
+        pytest.skip("RabbitMQ 4.x does not take these settings at run time (measured on 4.3.6: no timeout in 6 s); "
+                    "its quorum consumer timeout is tested above")
     rabbitmqctl("eval", "application:set_env(rabbit, consumer_timeout, 1000).")
     rabbitmqctl("eval", "application:set_env(rabbit, channel_tick_interval, 500).")
     try:

@@ -315,6 +315,46 @@ def test_messages_in_a_retry_queue_survive_losing_its_leader(cluster: Cluster) -
         _cleanup(app)
 
 
+def test_a_worker_keeps_consuming_while_its_quorum_queue_changes_leader(cluster: Cluster) -> None:
+    """The queue's leader moves (``rabbitmq-queues delete_member`` of the leader, then ``add_member``) under a
+    running worker connected to that node: it keeps consuming, and stays ready."""
+    service = _service("leader-move")
+    tally = Tally()
+    probe = _app(cluster.urls(NODES[0]), service, tally)
+    probe.declare()
+    queue = f"{service}.events"
+    leader = cluster.leader(queue)
+    app = _app(cluster.urls(leader), service, tally, prefetch=50)
+    stop = threading.Event()
+    results: list[object] = []
+    worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)))
+    worker.start()
+    try:
+        wait_for(lambda: app.health.ready()[0], timeout=60, what="the worker to be ready")
+        probe.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(500)])
+        wait_for(lambda: tally.distinct() >= 100, timeout=60, what="some handled")
+        other = next(node for node in NODES if node != leader)
+        subprocess.run(["rabbitmq-queues", "-q", "-n", f"{other}@localhost", "delete_member", "--vhost", "/",
+                        queue, f"{leader}@localhost"], check=True, capture_output=True, timeout=60)
+        wait_for(lambda: cluster.leader(queue) != leader, timeout=60, what="another leader")
+        wait_for(lambda: tally.distinct() >= 500, timeout=120, what="the first 500 handled")
+        subprocess.run(["rabbitmq-queues", "-q", "-n", f"{other}@localhost", "add_member", "--vhost", "/",
+                        queue, f"{leader}@localhost"], check=True, capture_output=True, timeout=60)
+        probe.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(500, 1000)])
+        wait_for(lambda: tally.distinct() >= 1000, timeout=120, what="the 500 published after the move")
+        assert app.health.ready()[0], app.health.ready()
+        assert worker.is_alive(), "the worker gave up"
+        tally.published = 1000
+        tally.confirmed = set(range(1000))
+        tally.report(f"worker, the leader moved from {leader}")
+        tally.check(set(range(1000)))
+    finally:
+        stop.set()
+        worker.join(60)
+        probe.close()
+        _cleanup(app)
+
+
 @pytest.mark.parametrize("down", NODES)
 def test_declare_publish_and_drain_with_any_one_node_down(cluster: Cluster, down: str) -> None:
     service = _service(f"down-{down}")

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import struct
+from collections.abc import Iterator
 from typing import Any
 
+import pika
 import pika.compat
+import pika.data
 import pika.frame
 import pika.spec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pubsubpy.transports.rabbitmq.encoding import FastProperties, publish_frames
+
+
+@pytest.fixture(autouse=True, scope="module")
+def pika_1_4_long_integers() -> Iterator[None]:
+    """pika 1.3 wrote a negative integer below -2**31 as type ``L`` (an unsigned 64-bit field, in RabbitMQ's
+    reading) and 1.4 as ``l`` (signed), which is what pubsubpy writes: compare against 1.4's rule on 1.3."""
+    if not pika.__version__.startswith("1.3"):
+        yield
+        return
+    original = pika.data.encode_value
+
+    def encode_value(pieces: list[bytes], value: Any) -> int:
+        if type(value) is int and value < -(2**31):
+            pieces.append(struct.pack(">cq", b"l", value))
+            return 9
+        return int(original(pieces, value))
+
+    pika.data.encode_value = encode_value
+    try:
+        yield
+    finally:
+        pika.data.encode_value = original
+
 
 _short = st.text(max_size=20).filter(lambda s: len(s.encode()) <= 255)
 _scalars = st.one_of(

@@ -112,13 +112,19 @@ def _declare_ledger(channel: BlockingChannel, topology: Topology) -> str:
 def _take_old_ledger(channel: BlockingChannel, topology: Topology) -> set[str]:
     """The patterns in a ledger of pubsubpy 0.1 (``<queue>.bindings``: one JSON list, x-max-length 1),
     which is then deleted; empty when there is none. Read on a channel of its own: a missing queue
-    closes the channel that asks."""
+    closes the channel that asks. From RabbitMQ 4.3.1 a passive declare needs configure permission
+    on the name, so a user without it (the documented permissions, unless upgrading from 0.1) gets a
+    403 whether or not the queue exists: then there is no old ledger to take over for this user."""
     old = f"{topology.queue.name}.bindings"
     probe = channel.connection.channel()
     try:
         probe.queue_declare(old, passive=True)
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code == 404:
+            return set()
+        if exc.reply_code == 403:
+            log.debug("no permission to look for a pubsubpy 0.1 ledger %r (%s); not taken over", old,
+                      exc.reply_text)
             return set()
         raise
     try:
