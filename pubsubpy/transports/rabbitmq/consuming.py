@@ -353,8 +353,7 @@ class RabbitConsumer:
         delivery limit, and a nack not; a graceful stop or a listing must not use up a message's deliveries."""
         if self._broken is not None:
             return
-        with contextlib.suppress(TransportError, pika.exceptions.AMQPError, OSError), \
-                translate_errors(f"giving messages back to {self._queue!r}"):
+        with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # closing anyway: the broker requeues them
             channel.basic_nack(0, multiple=True, requeue=True)
 
     def close(self) -> None:
