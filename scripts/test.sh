@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, starts RabbitMQ (and PostgreSQL) if
-# they are not answering, then ruff, mypy --strict, the example project's end-to-end tests,
-# and the library's tests as a matrix of the oldest and the newest we support, so CI sees
-# what the version bounds promise:
+# they are not answering, then ruff, mypy --strict, the distribution (scripts/check-dist.sh), the
+# example project's end-to-end tests, and the library's tests as a matrix of the oldest and the newest
+# we support, so CI sees what the version bounds promise:
 #   leg 1  Python 3.10 (.venv-py310) with pika 1.3.2, against the system's RabbitMQ 3.10 (5672)
 #   leg 2  Python 3.14 (.venv-py314, made inside the root) with the newest pika the pin admits, against
 #          RabbitMQ 4.3 (127.0.0.1:5701), in the Debian sid root of scripts/rabbitmq-next.sh;
-#          the browser/Node tests (marked `browser`) run on leg 1 only
+#          the browser/Node tests (marked `browser`) and the scenario tests over 20 s (marked `slow`:
+#          fault injection, the benchmark smoke test) run on leg 1 only
 # then the contract suite (tests/contract) and the dead-letter give-back tests on RabbitMQ 4.0 (the trixie
 # root, 127.0.0.1:5702) from .venv (the range where a nack counts towards a quorum queue's delivery limit),
 # then the cluster tests (marked `cluster`) once, on a 3-node cluster that scripts/cluster.sh
@@ -52,6 +53,8 @@ if [ -z "${DATABASE_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; 
 fi
 echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench examples
 echo "== mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
+echo "== dist: sdist, the wheel built from it, twine check, a clean install (scripts/check-dist.sh)"
+bash scripts/check-dist.sh
 echo "== pytest: examples/bookingshop (Django + Celery, end to end, ${DATABASE_URL:-sqlite})"
 (cd examples/bookingshop && ../../.venv/bin/pytest -q)
 
@@ -91,7 +94,7 @@ install_pika() {
 project_pika() {
   "$1/bin/python" -c "
 from importlib.metadata import requires
-for line in requires('pubsubpy') or []:
+for line in requires('pubsubpy-events') or []:
     spec = line.split(';')[0].replace(' ', '')
     if spec.lower().startswith('pika') and spec[4:5] in ('<', '>', '=', '!', '~', '') and 'extra' not in line:
         print(spec)
@@ -143,7 +146,7 @@ else
   url="amqp://guest:guest@127.0.0.1:5701/%2F"
   leg_versions "$url" bash scripts/rabbitmq-next.sh exec .venv-py314/bin/python
   PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
-    .venv-py314/bin/pytest -m "not cluster and not browser" "$@" || status=$?
+    .venv-py314/bin/pytest -m "not cluster and not browser and not slow" "$@" || status=$?
   echo "== leg 2 took $((SECONDS - began)) s"
 fi
 
