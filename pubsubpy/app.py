@@ -31,7 +31,7 @@ from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
-from pubsubpy.settings import Settings, SettingsOptions
+from pubsubpy.settings import Settings, SettingsOptions, memory_name
 from pubsubpy.telemetry import telemetry_middleware
 from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
@@ -54,10 +54,11 @@ def _caller() -> str:
 
 
 def make_transport(settings: Settings) -> Transport:
-    if settings.scheme == "memory":
-        from pubsubpy.transports.memory import MemoryTransport
+    if settings.scheme == "memory":  # memory://NAME: the process's broker of that name; memory://: a private one
+        from pubsubpy.transports.memory import MemoryTransport, named_broker
 
-        return MemoryTransport()
+        name = memory_name(settings.amqp_url)
+        return MemoryTransport(None if name is None else named_broker(name))
     from pubsubpy.transports.rabbitmq import RabbitMQTransport
 
     return RabbitMQTransport(settings)
@@ -73,7 +74,39 @@ def check_drain(max_messages: int | None, timeout: float, concurrency: int) -> N
 
 
 class PubSub:
-    """One configured pubsubpy: see ``init()`` for the options."""
+    """One service's connection to one broker: its settings, schemas, subscriptions and transport.
+
+    ```python
+    app = PubSub("amqp://billing@rabbit:5672/%2F", service_name="billing", max_attempts=5)
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: BookingUpdated) -> None: ...
+
+    app.declare()                 # at deploy time
+    app.run(concurrency=8)        # a worker; or app.drain() now and then
+    ```
+
+    Making one never connects: the first publish, drain or declare does. Several instances coexist (two
+    services, two brokers); the module-level functions (``pubsubpy.init``, ``pubsubpy.subscribe``...) use
+    one default instance with the same methods.
+
+    Args:
+        amqp_url: the broker: ``amqp://user:password@host:5672/vhost``, ``amqps://...`` (TLS), several
+            comma-separated URLs (failover), or ``memory://`` / ``memory://NAME`` (the in-process broker,
+            shared by every ``PubSub`` naming it). ``None``: ``$PUBSUBPY_URL``, else ``memory://``; a URL with
+            a user but no password takes it from the file ``$PUBSUBPY_PASSWORD_FILE``.
+        schemas: the event schemas this instance knows. ``None``: every ``ModelEvent`` subclass defined with
+            ``register=True`` (the default catalogue).
+        transport: a transport to use instead of the one the URL names (tests).
+        inbox: what runs ``idempotent=True`` handlers once per message id (an ``Inbox``).
+        publishes: the schemas this service publishes (AsyncAPI, the event catalogue, ``topology``).
+        middleware: ``Middleware`` instances, the first the outermost.
+        **options: the fields of ``pubsubpy.settings.Settings``, typed in ``SettingsOptions``.
+
+    Raises:
+        ConfigurationError: an unknown option or a bad value, naming the field and the value; a TLS or
+            password file that cannot be read.
+    """
 
     def __init__(
         self,
@@ -91,7 +124,8 @@ class PubSub:
 
     @classmethod
     def unconfigured(cls) -> PubSub:
-        """An instance that collects subscriptions until ``configure()`` (the facade's default)."""
+        """An instance that collects subscriptions until ``configure()`` (what the default instance is at
+        import)."""
         self = cls.__new__(cls)
         self._blank(default_catalog, None)
         return self
@@ -128,8 +162,11 @@ class PubSub:
     ) -> None:
         """Set the options of an unconfigured instance (``init()`` does this for the default one).
 
-        ``amqp_url=None``: ``$PUBSUBPY_URL``, else ``memory://``; a URL with a user but no password takes it
-        from the file ``$PUBSUBPY_PASSWORD_FILE`` (``pubsubpy.credentials``).
+        Takes the constructor's arguments. ``amqp_url=None``: ``$PUBSUBPY_URL``, else ``memory://``; a URL
+        with a user but no password takes it from the file ``$PUBSUBPY_PASSWORD_FILE``.
+
+        Raises:
+            ConfigurationError: the instance is already configured, or an option is bad.
         """
         with self._lock:
             if self._settings is not None:
@@ -153,32 +190,43 @@ class PubSub:
 
     @property
     def settings(self) -> Settings:
+        """The validated ``Settings`` (read-only).
+
+        Raises:
+            ConfigurationError: the instance is not configured yet (``init()`` was not called).
+        """
         if self._settings is None:
             raise ConfigurationError("pubsubpy is not initialised: call pubsubpy.init(amqp_url=..., ...) first")
         return self._settings
 
     @property
     def middleware(self) -> MiddlewareChain | None:
+        """The middleware chain (the library's telemetry, then yours), or None when there is none."""
         return self._middleware
 
     @property
     def outbox(self) -> OutboxWriter | None:
+        """Where publishes go instead of the broker when an outbox is on (Django ``OUTBOX``), else None."""
         return self._outbox
 
     @property
     def configured(self) -> bool:
+        """Whether the instance has its settings (made with arguments, or ``configure()``/``init()`` ran)."""
         return self._settings is not None
 
     @property
     def registry(self) -> SchemaRegistry:
+        """The schemas this instance knows: the default catalogue, or ``schemas=`` given to it."""
         return self._registry
 
     @property
     def router(self) -> Router:
+        """The subscriptions made with ``subscribe``."""
         return self._router
 
     @property
     def transport(self) -> Transport:
+        """The transport the URL names (RabbitMQ or the memory broker), made on first use."""
         transport = self._transport
         if transport is not None:  # the hot path: no lock once it exists
             return transport
@@ -202,10 +250,26 @@ class PubSub:
     # -- subscribing ---------------------------------------------------------------
     def subscribe(self, pattern: str, *, max_attempts: int | None = None,
                   idempotent: bool = False) -> Callable[[F], F]:
-        """Register the decorated function for routing keys matching ``pattern``; no I/O.
+        """Register the decorated function as a handler for routing keys matching ``pattern``; no I/O.
 
-        ``idempotent=True``: the handler runs once per message id, recorded by the inbox in the same
-        transaction as the handler's effects (needs ``inbox=``; the Django app provides one)."""
+        The annotation of the handler's first parameter says which events it accepts (a ``ModelEvent``
+        subclass, a union, ``ModelEvent``, or ``dict``); an optional second parameter receives the
+        ``MessageInfo``. Raise ``Reject`` in a handler to dead-letter the message at once.
+
+        Args:
+            pattern: a RabbitMQ topic pattern (``"Booking.*"``; ``*`` one word, ``#`` zero or more).
+            max_attempts: runs per message before ``handler_error``; ``None``: the ``max_attempts`` setting.
+            idempotent: run once per message id, recorded by the inbox in the same transaction as the
+                handler's effects (needs ``inbox=``; the Django app provides one).
+
+        Returns:
+            A decorator that registers the function and returns it unchanged.
+
+        Raises:
+            InvalidTopic: a malformed pattern (``Book*``, ``a..b``).
+            ConfigurationError: a bad ``max_attempts``, or a function that does not take ``(event)`` or
+                ``(event, info)``.
+        """
         decorator = self._router.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
         with self._lock:
             self._declared = None
@@ -213,6 +277,11 @@ class PubSub:
 
     # -- topology ------------------------------------------------------------------
     def topology(self) -> Topology:
+        """What ``declare()`` would create for this service, computed without I/O.
+
+        Raises:
+            ConfigurationError: ``service_name`` is not set.
+        """
         settings = self.settings
         attempts = max([settings.max_attempts, *(s.max_attempts or 0 for s in self._router.subscriptions)])
         return build_topology(settings, self._service(), self._router.patterns, attempts)
@@ -225,6 +294,20 @@ class PubSub:
         ``prune=True`` also removes the bindings pubsubpy made that this version no longer
         subscribes (``stale_bindings()``); a collection of patterns removes just those of them
         that are stale. Prune after every instance runs the new version, never during a deploy.
+
+        Args:
+            prune: ``False``, ``True``, or a collection of patterns to remove if stale.
+            deadline: a ``Deadline`` bounding the call.
+
+        Returns:
+            The ``Topology`` declared.
+
+        Raises:
+            ConfigurationError: ``service_name`` is not set, ``prune`` is a string, or a queue exists with
+                other arguments (named). Arguments pubsubpy added in a later release are not an error: the
+                log gives the ``rabbitmqctl set_policy`` command that upgrades such a queue in place.
+            PermissionDenied: the broker user lacks a permission (the error names which and where).
+            BrokerUnavailable: the broker could not be reached.
         """
         if isinstance(prune, str):
             raise ConfigurationError(f"prune takes True or a collection of patterns, not the string {prune!r}")
@@ -243,7 +326,14 @@ class PubSub:
 
     def stale_bindings(self, *, timeout: float | None = None) -> list[str]:
         """Bindings pubsubpy made for this service that this version no longer subscribes (what
-        ``declare(prune=True)`` would remove); bindings made by hand are never listed."""
+        ``declare(prune=True)`` would remove); bindings made by hand are never listed.
+
+        Args:
+            timeout: seconds bounding the call.
+
+        Returns:
+            The stale patterns, sorted.
+        """
         return self._stale(self.topology(), None if timeout is None else Deadline.after(timeout))
 
     def _stale(self, topology: Topology, deadline: Deadline | None) -> list[str]:
@@ -283,6 +373,26 @@ class PubSub:
         Django model instance). It is sent as the newest registered version of the event, or as
         ``version``. ``headers`` (names not starting with ``pubsubpy-`` or ``x-``; text, integer or
         boolean values) and ``correlation_id`` (the AMQP property) reach handlers in ``MessageInfo``.
+
+        Args:
+            model: the full path of the model (``"shop.models.Booking"``).
+            event: what happened, one word (``"updated"``).
+            obj: the payload.
+            version: a registered version to send instead of the newest.
+            headers: your own headers.
+            correlation_id: the AMQP ``correlation_id`` property.
+
+        Returns:
+            The message id.
+
+        Raises:
+            UnknownEventType: no schema for ``(model, event)`` (or that ``version``).
+            PayloadValidationError: the payload (or a header) is invalid; nothing was sent.
+            MessageTooLarge: the body is over ``max_message_size``.
+            UnroutableMessage: no queue is bound for the key and ``on_unroutable="raise"``.
+            PublishNacked: the broker refused the message until the publish deadline.
+            ConfirmTimeout: no confirm in time: the outcome is unknown.
+            BrokerUnavailable: the broker could not be reached.
         """
         message = self._publisher().encode(model, event, obj, version, headers, correlation_id)
         return self._deliver([message], batch=False)[0]
@@ -322,6 +432,17 @@ class PubSub:
 
         Returns the message ids in order. Nothing is sent if any payload is
         invalid; a broker failure raises a ``PublishError`` naming the affected ids.
+
+        Args:
+            events: ``(model, event, obj)`` or ``(model, event, obj, options)`` tuples.
+
+        Returns:
+            The message ids, in order.
+
+        Raises:
+            PayloadValidationError: a payload is invalid (also ``UnknownEventType``, ``MessageTooLarge``);
+                nothing was sent.
+            PublishError: some messages were not taken; ``message_ids`` names them, the others were confirmed.
         """
         messages = self._publisher().encode_many(events)
         if not messages:
@@ -337,10 +458,28 @@ class PubSub:
         concurrency: int = 1,
         on_message: Callable[[DrainResult], None] | None = None,
     ) -> DrainResult:
-        """Consume what is outstanding for this service, then return; see ``pubsubpy.consumer``.
+        """Consume what is outstanding for this service, then return what happened.
 
         Returns or raises within about ``timeout`` seconds whatever the broker does (set-up
         included), plus at most ``shutdown_timeout`` for a handler still running at the deadline.
+        Each message ends in one outcome: handled, retried, deferred or dead-lettered, and is acked only
+        once that outcome is safe.
+
+        Args:
+            max_messages: stop after this many messages. ``None``: until the queue is empty.
+            timeout: seconds for the whole call.
+            concurrency: handlers running at once, on threads.
+            on_message: called with the running ``DrainResult`` after each settled message.
+
+        Returns:
+            A ``DrainResult``.
+
+        Raises:
+            ConfigurationError: no ``service_name``, no subscriptions, ``async def`` handlers (use
+                ``AsyncPubSub``), ``idempotent=True`` without an inbox, annotations that do not accept the
+                schemas their patterns match, or a bad argument.
+            BrokerUnavailable: the broker could not be reached within ``timeout``.
+            OperationTimeout: the broker did not answer in time.
         """
         check_drain(max_messages, timeout, concurrency)
         return self._drain(max_messages, timeout, concurrency, on_message, None)
@@ -363,6 +502,20 @@ class PubSub:
         worker prefetches ``4 * concurrency`` messages. Never gives up on the broker: it reconnects
         with capped backoff. Returns what it did; ``result.stopped_by == "forced"`` or
         ``result.abandoned`` mean handlers were cut short (their messages went back to the queue).
+
+        A graceful stop (``stop`` set, SIGTERM or SIGINT): no new message starts, prefetched ones go back,
+        running handlers finish and are acked. A handler still running after ``shutdown_timeout``, or a
+        second signal, forces the stop: its message goes back unacked.
+
+        Args:
+            concurrency: handlers running at once, on threads.
+            stop: set it to stop the worker.
+
+        Returns:
+            A ``DrainResult`` of what the worker did.
+
+        Raises:
+            ConfigurationError: as ``drain()``, or ``concurrency`` below 1.
         """
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
@@ -440,6 +593,20 @@ class PubSub:
         queue order, stopping once ``limit`` matched (else reading it to the end).
 
         ``timeout`` bounds the whole call, connecting included (``OperationTimeout`` past it).
+
+        Args:
+            limit: stop once this many letters matched.
+            reason: only letters with this reason (``"handler_error"``...).
+            topic: only letters whose routing key matches this topic pattern.
+            handler: only letters that name this handler (``module.function``).
+            timeout: seconds bounding the call.
+
+        Returns:
+            The matching ``DeadLetter`` records.
+
+        Raises:
+            OperationTimeout: ``timeout`` ran out.
+            BrokerUnavailable: the broker could not be reached, or the connection was lost mid-walk.
         """
         return self._dead_letters(timeout).list_letters(DeadLetterFilter(None, reason, topic, handler), limit)
 
@@ -448,7 +615,26 @@ class PubSub:
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
         timeout: float | None = None,
     ) -> list[str]:
-        """Send dead letters back to the service queue (all when no ids or filter); returns the ids replayed."""
+        """Send dead letters back to the service queue (all when no ids or filter); returns the ids replayed.
+
+        Each is republished aimed at the handlers that failed, attempts reset, confirmed, and only then
+        removed from the dead-letter queue (at worst one duplicate, never a loss).
+
+        Args:
+            message_ids: the letters to replay.
+            reason: only letters with this reason.
+            topic: only letters whose routing key matches this topic pattern.
+            handler: only letters that name this handler.
+            progress: called with each letter replayed.
+            timeout: seconds bounding the call.
+
+        Returns:
+            The message ids replayed.
+
+        Raises:
+            BrokerUnavailable: the connection was lost mid-walk; run it again to finish.
+            OperationTimeout: ``timeout`` ran out.
+        """
         match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
         return self._dead_letters(timeout).replay(match, progress)
 
@@ -457,11 +643,32 @@ class PubSub:
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
         timeout: float | None = None,
     ) -> list[str]:
-        """Remove dead letters (all when no ids or filter); returns the ids removed."""
+        """Remove dead letters (all when no ids or filter); returns the ids removed.
+
+        Args:
+            message_ids: the letters to remove.
+            reason: only letters with this reason.
+            topic: only letters whose routing key matches this topic pattern.
+            handler: only letters that name this handler.
+            progress: called with each letter removed.
+            timeout: seconds bounding the call.
+
+        Returns:
+            The message ids removed.
+
+        Raises:
+            BrokerUnavailable: the connection was lost mid-walk; what was removed stays removed.
+            OperationTimeout: ``timeout`` ran out.
+        """
         match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
         return self._dead_letters(timeout).purge(match, progress)
 
     def dead_letter_count(self, *, timeout: float | None = None) -> int:
+        """How many dead letters wait in this service's dead-letter queue.
+
+        Args:
+            timeout: seconds bounding the call.
+        """
         return self._dead_letters(timeout).depth()
 
     # -- lifecycle -----------------------------------------------------------------

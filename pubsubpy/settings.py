@@ -23,10 +23,11 @@ from typing_extensions import TypedDict
 
 from pubsubpy.errors import ConfigurationError
 
-__all__ = ["InsecureTLSWarning", "Settings", "SettingsOptions", "has_password", "redact_url", "split_urls",
-           "url_scheme"]
+__all__ = ["InsecureTLSWarning", "Settings", "SettingsOptions", "has_password", "memory_name", "redact_url",
+           "split_urls", "url_scheme"]
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+_MEMORY_URL = re.compile(r"^memory://(?P<name>[A-Za-z0-9][A-Za-z0-9_.-]{0,99})?/?$", re.IGNORECASE)
 
 
 def redact_url(url: str) -> str:
@@ -51,6 +52,13 @@ def url_scheme(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else ""
 
 
+def memory_name(url: str) -> str | None:
+    """The broker name of ``memory://NAME`` (every ``PubSub`` naming it in a process shares that broker);
+    None for plain ``memory://`` (a private broker) and for any other URL."""
+    match = _MEMORY_URL.match(url)
+    return match.group("name") if match else None
+
+
 def has_password(url: str) -> bool:
     try:
         return urlsplit(url).password is not None
@@ -67,7 +75,9 @@ def _caller_level() -> int:
 
 
 class InsecureTLSWarning(UserWarning):
-    """``tls_verify=False``: the connection is encrypted but the broker is not authenticated."""
+    """Emitted for each ``Settings`` made with ``tls_verify=False``: the connection is encrypted, but the broker
+    is not authenticated, so anyone between the client and the broker can pose as it. Filter it in a test
+    set-up with ``warnings.simplefilter("ignore", InsecureTLSWarning)``; in production set ``tls_ca_file``."""
 
 
 def _readable_file(field: str, path: str | None) -> str | None:
@@ -90,42 +100,139 @@ def _readable_file(field: str, path: str | None) -> str | None:
 
 
 class Settings(BaseModel):
+    """Every option of a ``PubSub``, validated when it is made (frozen afterwards).
+
+    ``init()``, ``PubSub(...)`` and ``AsyncPubSub(...)`` build one from their keyword arguments; read it back
+    as ``app.settings``. Unknown options are refused. Use ``Settings.build(**options)`` to get a
+    ``ConfigurationError`` (naming each bad field and value, never the URL's password) instead of pydantic's
+    ``ValidationError``.
+    """
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     amqp_url: str = Field(default="memory://", repr=False)
+    """The broker: ``amqp://user:password@host:5672/vhost``, ``amqps://...`` (TLS, port 5671 by default), or
+    ``memory://`` (the in-process broker; ``memory://NAME`` is shared by every ``PubSub`` naming it). Several
+    comma-separated URLs are tried in order (failover). Not given: ``$PUBSUBPY_URL``, else ``memory://``; a URL
+    naming a user without a password takes it from the file ``$PUBSUBPY_PASSWORD_FILE``. The password never
+    appears in reprs, logs or errors (``display_url``)."""
+
     model_exchange: str = "models"
+    """The topic exchange events are published to and bound from (durable). 1-200 characters, not
+    starting with ``amq.``."""
+
     service_name: str | None = None
+    """Names this service's queues (``<service>.events``, ``<service>.dead-letters``...): every process
+    of one service shares them and competes for their messages, each service gets its own copy of every event.
+    Required to drain, run a worker, declare or read dead letters; a publish-only process may leave it unset.
+    1-100 letters, digits, ``_``, ``.`` or ``-``."""
+
     require_schemas: bool = True
+    """``False`` allows publishing and handling schema-less events (plain dicts, handlers annotated
+    ``dict``) for (model, event) pairs with no registered ``ModelEvent``."""
+
     max_attempts: int = Field(default=3, ge=1, le=100)
+    """How many times a handler runs on one message before it is dead-lettered as ``handler_error``
+    (``@subscribe(..., max_attempts=N)`` overrides it per handler)."""
+
     retry_delay: float = Field(default=1.0, ge=0, le=86_400, description="seconds before the first retry")
+    """Seconds before a failed handler's first retry; each further retry waits twice as long, up to
+    ``retry_delay_max``. Deferrals of unknown keys use it too (at least 0.1 s, doubling up to a minute)."""
+
     retry_delay_max: float = Field(default=300.0, ge=0, le=86_400)
+    """The longest pause between two retries, in seconds (exponential backoff stops growing here)."""
+
     prefetch: int = Field(default=1000, ge=1, le=65_535)
+    """How many unacknowledged messages the broker sends a consumer ahead (``basic.qos``). Unset, a
+    worker (``run()``, ``pubsubpy worker``) prefetches ``4 x concurrency`` instead."""
+
     max_message_size: int = Field(default=1_048_576, ge=1, le=128 * 1_048_576)
+    """The largest body in bytes (default 1 MiB): checked before sending (``MessageTooLarge``) and on
+    receipt (dead letter ``too_large``, never parsed)."""
+
     max_json_depth: int = Field(default=64, ge=1, le=128, description="deeper bodies are a decode_error")
+    """The deepest JSON nesting accepted, checked before any parser: deeper is a
+    ``PayloadValidationError`` when publishing and a ``decode_error`` dead letter when consuming (at most 128,
+    below pydantic-core's own limit, so the verdict is the same on every supported Python)."""
+
     shutdown_timeout: float = Field(default=30.0, gt=0, le=3600, description="worker: in-flight handlers' grace")
+    """Seconds a stopping worker, or a drain at its deadline, waits for running handlers to finish;
+    past it, or on a second signal, it exits at once (code 1) and their messages go back unacked."""
+
     unknown_key_window: float = Field(
         default=900.0, ge=0, le=7 * 86_400,
         description="seconds a key no handler here subscribes goes back for another version before unknown_event")
+    """Seconds a message whose routing key no handler here subscribes (or whose schema is not
+    registered here) is deferred through the retry queues, waiting for another version of the service during a
+    rolling deploy, before it is dead-lettered as ``unknown_event``. ``0`` dead-letters at once."""
+
     queue_type: Literal["classic", "quorum"] = "classic"
+    """``"quorum"`` for clusters: replicated service, retry and dead-letter queues, dead-lettering at
+    least once. ``"classic"``: single-node queues (the dead-letter and retry queues lazy before RabbitMQ 3.12)."""
+
     delivery_limit: int = Field(default=20, ge=1, description="quorum queues: broker-side redelivery cap")
+    """Quorum queues: the broker-side cap on redeliveries of one message (``x-delivery-limit``), a
+    backstop against a message that kills its consumer every time; past it the broker dead-letters it as
+    ``delivery_limit``. What counts as a delivery depends on the RabbitMQ version (see Supported versions)."""
+
     on_unroutable: Literal["ignore", "warn", "raise"] = "warn"
+    """What a publish does when no queue is bound for its routing key: ``"ignore"``, ``"warn"`` (log
+    a warning) or ``"raise"`` (``UnroutableMessage``)."""
+
     connect_timeout: float = Field(default=10.0, gt=0, le=600)
+    """Seconds to open a connection (socket, TLS and AMQP handshakes), per URL and attempt."""
+
     heartbeat: int = Field(default=60, ge=0, le=3600)
+    """AMQP heartbeat interval in seconds proposed to the broker (``0`` disables heartbeats)."""
+
     blocked_connection_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds a connection may stay blocked by the broker's flow control (a memory or disk
+    alarm) before the operation is given up as ``OperationTimeout``."""
+
     confirm_timeout: float = Field(default=30.0, gt=0, le=3600)
+    """Seconds to wait for the broker's publisher confirm. Past it ``ConfirmTimeout`` is raised:
+    the outcome is unknown (the message may or may not be stored)."""
+
     connection_attempts: int = Field(default=3, ge=1, le=100)
+    """Connection attempts in all (each URL once per round), pausing ``retry_connect_delay x
+    round`` between rounds. An operation whose connection is lost is retried as often, all within the call's
+    bound: its ``timeout`` when it takes one, else ``connect_timeout x len(urls) + confirm_timeout`` (a publish,
+    ``declare()``, and the dead-letter calls without ``timeout``); a CLI ``drain`` its ``--timeout``."""
+
     retry_connect_delay: float = Field(default=0.5, ge=0, le=60)
+    """Seconds of pause between connection rounds, multiplied by the round number."""
+
     telemetry: bool = Field(default=True, description="trace and measure through OpenTelemetry when "
-                            "opentelemetry-api is installed (pubsubpy[otel]); False: no spans, no metrics")
+                            "opentelemetry-api is installed (pubsubpy-events[otel]); False: no spans, no metrics")
+    """Trace and measure through OpenTelemetry when ``opentelemetry-api`` is installed
+    (``pubsubpy-events[otel]``); nothing is recorded until the application installs the SDK. ``False``: no spans, no
+    metrics, no cost."""
+
     tls_ca_file: str | None = Field(default=None, description="amqps://: PEM file of the CA(s) that signed the "
                                     "broker's certificate; None: the system's default CAs")
+    """``amqps://`` only: the PEM file of the CA(s) that signed the broker's certificate. Unset: the
+    system's trusted CAs."""
+
     tls_cert_file: str | None = Field(default=None, description="amqps://: PEM client certificate (with "
                                       "tls_key_file), for brokers that ask for one and for auth='external'")
+    """``amqps://`` only: a PEM client certificate (with ``tls_key_file``; both or neither), for brokers
+    that ask for one, and for ``auth="external"``. Read at each connection, so renewed files are used from the
+    next reconnect."""
+
     tls_key_file: str | None = Field(default=None, description="amqps://: PEM private key of tls_cert_file")
+    """``amqps://`` only: the (unencrypted) PEM private key of ``tls_cert_file``."""
+
     tls_verify: bool = Field(default=True, description="False: do not check the broker's certificate nor its "
                              "host name (warns: open to a man-in-the-middle)")
+    """``False`` skips checking the broker's certificate and host name: still encrypted, but open to a
+    man-in-the-middle; each ``Settings`` made so emits an ``InsecureTLSWarning``. For test set-ups only; prefer
+    ``tls_ca_file`` with the test CA."""
+
     auth: Literal["plain", "external"] = Field(default="plain", description="plain: user and password from the "
                                                "URL; external: the client certificate's user (amqps:// only)")
+    """``"plain"``: the user and password from the URL. ``"external"``: log in as the client certificate's
+    user (RabbitMQ's EXTERNAL mechanism; ``amqps://`` with ``tls_cert_file``, no password in the URL)."""
+
 
     @field_validator("amqp_url")
     @classmethod
@@ -135,6 +242,10 @@ class Settings(BaseModel):
             raise ValueError(
                 f"amqp_url {redact_url(value)!r} must start with amqp://, amqps:// or memory://"
             )
+        if scheme == "memory" and not _MEMORY_URL.match(value):
+            raise ValueError(f"amqp_url {value!r} must be memory:// (a private in-process broker) or memory://NAME "
+                             "(NAME: 1-100 letters, digits, '_', '.', '-'; every PubSub naming it in this process "
+                             "shares one broker)")
         if any("ssl_options" in parse_qs(urlsplit(url).query) for url in split_urls(value)):
             raise ValueError(f"amqp_url {redact_url(value)!r} sets ssl_options in its query, which pubsubpy does "
                              "not use: give the settings tls_ca_file, tls_cert_file, tls_key_file instead")
@@ -191,7 +302,15 @@ class Settings(BaseModel):
 
     @classmethod
     def build(cls, **options: Any) -> Settings:
-        """Validate ``options``; a failure is a ``ConfigurationError`` naming each bad field."""
+        """Validate ``options`` into a ``Settings``.
+
+        Args:
+            **options: the fields above, by name.
+
+        Raises:
+            ConfigurationError: a field is unknown or has a bad value; the message names each one and the
+                value given (never the URL, which may hold a password).
+        """
         try:
             return cls(**options)
         except ValidationError as exc:
@@ -205,10 +324,12 @@ class Settings(BaseModel):
 
     @property
     def display_url(self) -> str:
+        """``amqp_url`` with the password replaced by ``***``: what logs, reprs and errors show."""
         return redact_url(self.amqp_url)
 
     @property
     def scheme(self) -> str:
+        """The URL's scheme: ``"amqp"``, ``"amqps"`` or ``"memory"`` (of the first URL of a failover list)."""
         return self.amqp_url.split("://", 1)[0].lower()
 
     def __repr_args__(self) -> Any:

@@ -7,6 +7,18 @@ unacknowledged messages per consumer and put them back at their original place
 ``x-message-ttl`` and ``x-delivery-limit`` behave as on RabbitMQ, with an
 ``x-death`` note. All state lives on the ``MemoryBroker`` instance: share one
 between two ``PubSub`` objects to model two services.
+
+``memory://NAME`` URLs name shared brokers: ``named_broker(name)`` returns the
+process's one broker of that name, made on first use. The registry holds them
+strongly, like a RabbitMQ server that outlives its clients: a service that
+declared its queue and went away must not take the queue, and what was
+published to it since, with it. A named broker lives until ``drop_named_broker``
+(the pytest fixture drops its own) or the end of the process. Plain
+``memory://`` is a private broker per ``PubSub``.
+
+Time: TTLs (the retry queues) run on the broker's clock, ``clock`` plus what
+``advance()`` added, so a test moves a retry's delay forward instead of sleeping
+it (``pubsubpy.testing.settle`` does).
 """
 
 from __future__ import annotations
@@ -35,7 +47,10 @@ from pubsubpy.transports.base import (
     topology_queues,
 )
 
-__all__ = ["MemoryBroker", "MemoryTransport"]
+__all__ = ["MemoryBroker", "MemoryTransport", "drop_named_broker", "named_broker"]
+
+
+_TICK = 1e-6  # seconds advance_to_next_expiry() goes past an expiry
 
 
 @dataclass(slots=True)
@@ -58,7 +73,11 @@ class _Queue:
         ttl = arguments.get("x-message-ttl")
         self.ttl: float | None = None if ttl is None else float(ttl) / 1000.0  # seconds
         self.delivery_limit = arguments.get("x-delivery-limit")
-        self.consumers = 0
+        self.holders: set[MemoryConsumer] = set()  # consumers open on it (their unacked messages are its)
+
+    @property
+    def consumers(self) -> int:
+        return len(self.holders)
 
 
 class _Exchange:
@@ -95,6 +114,7 @@ class MemoryBroker:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
+        self._skew = 0.0  # added by advance()
         self._lock = threading.RLock()
         self.arrived = threading.Condition(self._lock)  # notified whenever a queue gains a ready message
         self._exchanges: dict[str, _Exchange] = {}
@@ -199,7 +219,7 @@ class MemoryBroker:
 
     def _enqueue(self, queue: _Queue, exchange: str, routing_key: str, body: bytes, props: Properties) -> None:
         """``props`` is the broker's own copy, shared by the queues it was routed to and never mutated."""
-        queue.ready.append(_Message(next(self._seq), exchange, routing_key, body, props, self._clock()))
+        queue.ready.append(_Message(next(self._seq), exchange, routing_key, body, props, self.now()))
         self.arrived.notify_all()
 
     def dead_letter(self, queue: _Queue, message: _Message, reason: str) -> None:
@@ -225,7 +245,7 @@ class MemoryBroker:
     def _expire(self) -> None:
         if not self._ttl_queues:
             return
-        now = self._clock()
+        now = self.now()
         for queue in self._ttl_queues:
             if not queue.ready:
                 continue
@@ -285,10 +305,50 @@ class MemoryBroker:
             self._expire()
             return len(self.queue(queue_name).ready)
 
+    def unacked(self, queue_name: str) -> int:
+        """Messages of the queue delivered to a consumer and not yet acked (0 for a missing queue)."""
+        with self._lock:
+            queue = self._queues.get(queue_name)
+            return 0 if queue is None else sum(consumer.unacked for consumer in queue.holders)
+
+    # -- time ---------------------------------------------------------------------
+    def now(self) -> float:
+        """The broker's clock: ``clock()`` plus every ``advance()``."""
+        return self._clock() + self._skew
+
+    def advance(self, seconds: float) -> None:
+        """Move the broker's clock forward: TTLs that run out meanwhile expire now (a retry comes back)."""
+        if seconds < 0:
+            raise ValueError(f"the clock only moves forward, not by {seconds}")
+        with self._lock:
+            self._skew += seconds
+            self._expire()
+
+    def next_expiry(self, queues: Iterable[str] | None = None) -> float | None:
+        """Seconds until the next message of a TTL queue (of ``queues``, else any) expires; None when no
+        TTL queue holds one."""
+        with self._lock:
+            self._expire()
+            wanted = None if queues is None else set(queues)
+            due = [queue.ready[0].enqueued_at + (queue.ttl or 0.0) for queue in self._ttl_queues
+                   if queue.ready and (wanted is None or queue.name in wanted)]
+            return None if not due else max(0.0, min(due) - self.now())
+
+    def advance_to_next_expiry(self, queues: Iterable[str] | None = None) -> float:
+        """``advance()`` just past the next TTL expiry among ``queues`` (else any); returns the seconds moved
+        (0.0: nothing was waiting)."""
+        with self._lock:
+            step = self.next_expiry(queues)
+            if step is None:
+                return 0.0
+            step += _TICK  # past it: float sums must not leave the head a hair short of its TTL
+            self.advance(step)
+            return step
+
 
 class MemoryConsumer:
     def __init__(self, broker: MemoryBroker, queue: str, prefetch: int, limit: int | None = None) -> None:
-        broker.queue(queue).consumers += 1
+        target = broker.queue(queue)  # NOT_FOUND before anything else
         self._left = limit  # deliveries this consumer may still take
         self._broker = broker
         self._queue = queue
@@ -298,6 +358,8 @@ class MemoryConsumer:
         self._tags = itertools.count(1)
         self._closed = False
         self._woken = False
+        with broker.arrived:
+            target.holders.add(self)
 
     def _fill(self) -> None:
         """Like basic_consume: the broker pushes up to ``prefetch`` unacked messages to this
@@ -352,6 +414,10 @@ class MemoryConsumer:
         self._fill()
         return not self._pushed
 
+    @property
+    def unacked(self) -> int:
+        return len(self._unacked)
+
     def next(self, timeout: float) -> Delivery | None:
         return next_delivery(self, timeout)
 
@@ -382,12 +448,13 @@ class MemoryConsumer:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(TransportError):  # the queue was deleted meanwhile
-            self._broker.queue(self._queue).consumers -= 1
         self._pushed.clear()
-        if self._unacked:
-            self._broker.give_back(self._queue, list(self._unacked.values()))
-            self._unacked.clear()
+        with self._broker.arrived:  # what it held is back (or its own) before it stops counting as unacked
+            if self._unacked:
+                self._broker.give_back(self._queue, list(self._unacked.values()))
+                self._unacked.clear()
+            with contextlib.suppress(TransportError):  # the queue was deleted meanwhile
+                self._broker.queue(self._queue).holders.discard(self)
 
 
 class MemoryTransport:
@@ -444,3 +511,23 @@ class MemoryTransport:
 
     def close(self) -> None:
         return None
+
+
+_named: dict[str, MemoryBroker] = {}
+_named_lock = threading.Lock()
+
+
+def named_broker(name: str) -> MemoryBroker:
+    """The process's broker called ``name`` (``memory://NAME``), made on first use; see the module docstring."""
+    with _named_lock:
+        broker = _named.get(name)
+        if broker is None:
+            broker = _named[name] = MemoryBroker()
+        return broker
+
+
+def drop_named_broker(name: str) -> bool:
+    """Forget the broker called ``name``: the next ``memory://NAME`` gets a new, empty one (apps that hold
+    the old one keep it). False when there was none."""
+    with _named_lock:
+        return _named.pop(name, None) is not None
