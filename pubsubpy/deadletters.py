@@ -74,18 +74,35 @@ def _broker_reason(headers: Mapping[str, Any]) -> Reason:
 
 @dataclass(frozen=True)
 class DeadLetter:
+    """One message in a service's dead-letter queue, as ``list_dead_letters()`` returns it.
+
+    The body is exactly what was published; replaying sends it back unchanged.
+    """
+
     message_id: str
+    """The message id; for a message published without one, a stable id derived from its body (``sha1-...``)."""
     routing_key: str
+    """The event's routing key (``Booking.paid``)."""
     event_type: str | None
+    """The AMQP ``type``: full model path and event."""
     reason: str
+    """Why it was dead-lettered: a ``Reason`` value (``"handler_error"``, ``"rejected"``...)."""
     error: str | None
+    """What went wrong, e.g. ``"ValueError: negative amount -500"`` or the validation error."""
     handler: str | None
+    """The handler(s) that failed or rejected it (``module.function``, comma-separated)."""
     queue: str | None
+    """The queue it was consumed from."""
     attempts: int
+    """How many times the failed handlers ran."""
     dead_lettered_at: dt.datetime | None
+    """When it was dead-lettered."""
     body: bytes
+    """The body, byte for byte as it was published."""
     headers: Mapping[str, Any]
+    """Every header, the library's dead-letter headers included."""
     properties: Properties = field(repr=False)
+    """The AMQP properties."""
 
     @property
     def payload(self) -> Any:
@@ -97,6 +114,8 @@ class DeadLetter:
 
     @classmethod
     def from_delivery(cls, delivery: Delivery) -> DeadLetter:
+        """Read a delivery from the dead-letter queue (its reason from pubsubpy's headers or the broker's
+        ``x-death``)."""
         props = delivery.properties
         headers = props.headers
         reason_text = header_text(headers, H_REASON)

@@ -70,18 +70,37 @@ _READABLE_ENCODINGS = frozenset({"", "utf-8", "utf8", "identity"})
 
 @dataclass(frozen=True, slots=True)
 class MessageInfo:
-    """What a handler may want to know besides the payload (its optional second parameter)."""
+    """What a handler may want to know besides the payload: its optional second parameter.
+
+    ```python
+    @pubsubpy.subscribe("Booking.*")
+    def on_booking(event: BookingUpdated, info: MessageInfo) -> None:
+        if info.redelivered:
+            ...  # at least once: this message id may have been handled before
+    ```
+    """
 
     message_id: str | None
+    """The publisher's message id (uuid4 hex for pubsubpy publishers): the key to deduplicate on."""
     routing_key: str
+    """The event's routing key (``Booking.updated``), also on retries and replays."""
     attempt: int
+    """1 on the first run, 2 on the first retry...; reset by a replay."""
     redelivered: bool
+    """The broker delivered this message before (a lost connection, a stopped worker): it may be a
+    duplicate."""
     headers: Mapping[str, Any]
+    """The message's headers, your own included (library headers start with ``pubsubpy-``)."""
     timestamp: dt.datetime | None
+    """When it was published (UTC, whole seconds), if the publisher said."""
     event_type: str | None
+    """The AMQP ``type``: full model path and event (``shop.models.Booking.updated``)."""
     app_id: str | None
-    schema_version: int = 1  # the version that arrived (pubsubpy-schema-version; absent means 1)
-    correlation_id: str | None = None  # the AMQP property, as the publisher set it
+    """The publishing service."""
+    schema_version: int = 1
+    """The schema version that arrived (``pubsubpy-schema-version``; absent means 1), before any upcasting."""
+    correlation_id: str | None = None
+    """The AMQP ``correlation_id`` property, as the publisher set it."""
 
 
 @dataclass(slots=True)

@@ -1,28 +1,28 @@
 """The exception tree. Every error pubsubpy raises is a ``PubSubError``.
 
-::
-
-    PubSubError
-    ├── ConfigurationError          bad settings, conflicting schemas or subscriptions,
-    │   │                           a queue that exists with other arguments
-    │   └── PermissionDenied        the broker user lacks a permission (RabbitMQ 403)
-    ├── InvalidTopic (ValueError)   a malformed pattern or routing key
-    ├── UnknownEventType (LookupError)
-    │                               no schema registered for (model, event)
-    ├── PayloadValidationError (ValueError)
-    │                               a payload its schema rejects (publishing)
-    ├── MessageTooLarge (ValueError)
-    │                               a body over ``max_message_size`` (publishing)
-    ├── TransportError              the broker could not do what was asked
-    │   ├── BrokerUnavailable       cannot connect, or the connection was lost
-    │   │   └── ConsumerCancelled   the broker cancelled a consumer (its queue deleted...)
-    │   ├── OperationTimeout        a bounded wait ran out (connect, blocked broker...)
-    │   └── PublishError            the broker did not take a message
-    │       ├── PublishNacked       the broker refused it (nack)
-    │       ├── UnroutableMessage   no queue is bound for its routing key
-    │       └── ConfirmTimeout      no confirm in time: the outcome is unknown
-    ├── HandlerCancelled            an ``async def`` handler's run was cancelled (retried)
-    └── Reject                      raised by a handler: dead-letter this message now
+```text
+PubSubError
+├── ConfigurationError          bad settings, conflicting schemas or subscriptions,
+│   │                           a queue that exists with other arguments
+│   └── PermissionDenied        the broker user lacks a permission (RabbitMQ 403)
+├── InvalidTopic (ValueError)   a malformed pattern or routing key
+├── UnknownEventType (LookupError)
+│                               no schema registered for (model, event)
+├── PayloadValidationError (ValueError)
+│                               a payload its schema rejects (publishing)
+├── MessageTooLarge (ValueError)
+│                               a body over max_message_size (publishing)
+├── TransportError              the broker could not do what was asked
+│   ├── BrokerUnavailable       cannot connect, or the connection was lost
+│   │   └── ConsumerCancelled   the broker cancelled a consumer (its queue deleted...)
+│   ├── OperationTimeout        a bounded wait ran out (connect, blocked broker...)
+│   └── PublishError            the broker did not take a message
+│       ├── PublishNacked       the broker refused it (nack)
+│       ├── UnroutableMessage   no queue is bound for its routing key
+│       └── ConfirmTimeout      no confirm in time: the outcome is unknown
+├── HandlerCancelled            an async def handler's run was cancelled (retried)
+└── Reject                      raised by a handler: dead-letter this message now
+```
 
 pika's exceptions never escape: the RabbitMQ transport translates them at its
 edge, keeping the original as ``__cause__``.
@@ -34,18 +34,32 @@ from collections.abc import Sequence
 
 
 class PubSubError(Exception):
-    """Base class of every pubsubpy error."""
+    """Base class of every pubsubpy error: ``except pubsubpy.PubSubError`` catches them all."""
 
 
 class ConfigurationError(PubSubError):
-    """Settings, schemas, subscriptions or broker topology do not fit together."""
+    """Settings, schemas, subscriptions or broker topology do not fit together: fix the code, the settings
+    or the broker's set-up; retrying will not help.
+
+    Raised, for example, for a bad setting (naming the field and the value), two schemas claiming one
+    routing key, a handler whose annotation does not accept what its pattern matches, ``init()`` called
+    twice, a queue that exists with other arguments, or a pika whose internals changed. The command line
+    exits with code 2.
+    """
 
 
 class PermissionDenied(ConfigurationError):
     """The broker refused an operation for lack of permission (RabbitMQ 403 ACCESS_REFUSED).
 
-    ``permissions``: what the operation needed on ``resource`` (``"exchange 'models'"``), of
-    ``configure``, ``write`` and ``read``; all three when it could not be told.
+    The message names the permission the refused operation needed, the resource, and the
+    ``rabbitmqctl set_permissions`` command that grants it.
+
+    Attributes:
+        permissions: what the operation needed on ``resource``, of ``configure``, ``write`` and ``read``;
+            all three when it could not be told.
+        resource: what was refused, e.g. ``"exchange 'models'"``.
+        vhost: the virtual host.
+        user: the broker user.
     """
 
     def __init__(self, message: str, permissions: Sequence[str] = (), resource: str | None = None,
@@ -58,27 +72,35 @@ class PermissionDenied(ConfigurationError):
 
 
 class InvalidTopic(PubSubError, ValueError):
-    """A topic pattern or routing key that RabbitMQ would not treat as intended."""
+    """A topic pattern or routing key that RabbitMQ would not treat as intended: a partial wildcard
+    (``Book*``), an empty word (``a..b``), a wildcard in a routing key, an event name that is not one word, or
+    more than 255 bytes. Raised at decoration or publish time."""
 
 
 class UnknownEventType(PubSubError, LookupError):
-    """No schema is registered for the (model, event) being published."""
+    """No schema is registered for the (model, event) being published, or not the version asked for.
+    Define ``class X(ModelEvent, model=..., event=...)``, or ``init(require_schemas=False)`` for
+    schema-less events."""
 
 
 class PayloadValidationError(PubSubError, ValueError):
-    """The payload does not satisfy its registered schema."""
+    """The payload does not satisfy its registered schema (unknown fields, wrong types, NaN/Infinity,
+    nesting deeper than ``max_json_depth``), or a header or correlation id is refused. Raised before
+    anything is sent; the message carries pydantic's explanation."""
 
 
 class MessageTooLarge(PubSubError, ValueError):
-    """The encoded body is larger than ``max_message_size``."""
+    """The encoded body is larger than ``max_message_size``; raised before anything is sent."""
 
 
 class TransportError(PubSubError):
-    """The broker could not do what was asked."""
+    """The broker could not do what was asked (unreachable, too slow, or it refused a message). Often
+    worth retrying later; the command line exits with code 1 (3 for ``BrokerUnavailable``)."""
 
 
 class BrokerUnavailable(TransportError):
-    """The broker cannot be reached, or the connection was lost and not regained."""
+    """The broker cannot be reached, or the connection was lost and not regained within the connection
+    attempts; also a TLS handshake that fails (the message says why) and refused credentials."""
 
 
 class ConsumerCancelled(BrokerUnavailable):
@@ -88,7 +110,8 @@ class ConsumerCancelled(BrokerUnavailable):
 
 
 class OperationTimeout(TransportError):
-    """A bounded wait ran out before the broker answered."""
+    """A bounded wait ran out before the broker answered: a call's ``timeout``, or a connection blocked by
+    the broker's resource alarm for longer than ``blocked_connection_timeout``."""
 
 
 class PublishError(TransportError):
@@ -96,6 +119,9 @@ class PublishError(TransportError):
 
     ``message_ids`` names the messages whose fate is this error; in a batch,
     every other message was confirmed.
+
+    Attributes:
+        message_ids: the ids of the messages this error is about.
     """
 
     def __init__(self, message: str, message_ids: Sequence[str] = ()) -> None:
@@ -104,8 +130,12 @@ class PublishError(TransportError):
 
 
 class PublishNacked(PublishError):
-    """The broker answered with a negative acknowledgement. ``unroutable``: of the messages it
-    confirmed in the same batch, the mandatory ones no queue took."""
+    """The broker answered with a negative acknowledgement, until the publish deadline (a nacked publish
+    is sent again on a new connection first: a quorum queue nacks while it has no leader).
+
+    Attributes:
+        unroutable: of the messages it confirmed in the same batch, the mandatory ones no queue took.
+    """
 
     def __init__(self, message: str, message_ids: Sequence[str] = (), unroutable: Sequence[str] = ()) -> None:
         super().__init__(message, message_ids)
@@ -113,15 +143,27 @@ class PublishNacked(PublishError):
 
 
 class UnroutableMessage(PublishError):
-    """No queue is bound for the routing key (``on_unroutable="raise"``)."""
+    """No queue is bound for the routing key, and ``on_unroutable="raise"`` (by default it is logged).
+    Declare the consuming services' queues before publishing (``pubsubpy declare``)."""
 
 
 class ConfirmTimeout(PublishError):
-    """No publisher confirm arrived in time: the message may or may not be stored."""
+    """No publisher confirm arrived within ``confirm_timeout``: the outcome is unknown, the message may or
+    may not be stored. Publishing it again may make a duplicate (same payload, new message id)."""
 
 
 class Reject(PubSubError):
-    """Raise from a handler to dead-letter the message at once (reason ``rejected``)."""
+    """Raise from a handler to dead-letter the message at once, without retries (reason ``rejected``).
+
+    ```python
+    @pubsubpy.subscribe("Booking.paid")
+    def invoice(event: BookingPaid) -> None:
+        if event.amount == 0:
+            raise pubsubpy.Reject("free bookings are not invoiced")
+    ```
+
+    The message (``str(exc)``) becomes the dead letter's ``error``.
+    """
 
 
 class HandlerCancelled(PubSubError):

@@ -18,6 +18,14 @@ __all__ = ["Inbox"]
 
 
 class Inbox(Protocol):
+    """What ``@subscribe(..., idempotent=True)`` handlers run through: pass one as ``PubSub(inbox=...)``.
+
+    Any object with this method fits. It must record (message id, handler) in the same transaction as the
+    handler's effects, so that a handler that fails records nothing and its retry runs it again. Django's
+    app installs ``pubsubpy.contrib.django.inbox.DjangoInbox``; ``pubsubpy.testing.MemoryInbox`` is one for
+    tests (without a transaction).
+    """
+
     def run_once(self, message_id: str, handler: str, call: Callable[[], object]) -> bool:
         """Run ``call`` unless (``message_id``, ``handler``) was recorded; record it in the same
         transaction as ``call``'s effects (so a failing ``call`` records nothing). True when it ran,

@@ -49,22 +49,34 @@ class PublishContext:
     """One publish call: one message (``publish_model_event``) or a batch (``publish_many``, a relay batch)."""
 
     messages: Sequence[OutgoingMessage]
+    """The encoded messages; add headers to ``message.properties.headers`` before ``send()``."""
     stage: PublishStage
-    batch: bool                      # publish_many or a relay batch (even of one message)
+    """``"send"`` (to the broker, confirmed), ``"outbox"`` (written to the outbox in the caller's
+    transaction) or ``"relay"`` (the outbox relay sending stored messages, headers as written)."""
+    batch: bool
+    """``publish_many`` or a relay batch (even of one message)."""
     exchange: str
-    unroutable: list[str] = field(default_factory=list)  # set by send(): ids of mandatory messages no queue took
+    """The exchange the messages go to."""
+    unroutable: list[str] = field(default_factory=list)
+    """Set by ``send()``: the ids of mandatory messages no queue took."""
 
 
 @dataclass(frozen=True, slots=True)
 class HandlerContext:
     """One handler about to run on one message."""
 
-    handler: str                     # the subscription's name (module.function)
+    handler: str
+    """The subscription's name (``module.function``)."""
     message: MessageInfo
-    payload: Any                     # what the handler receives
-    exchange: str                    # the exchange the event was published to
-    queue: str                       # the service queue it was consumed from
+    """The message's metadata, as the handler gets it."""
+    payload: Any
+    """What the handler receives (the validated schema instance, or a dict)."""
+    exchange: str
+    """The exchange the event was published to."""
+    queue: str
+    """The service queue it was consumed from."""
     delivery_tag: int
+    """The broker's delivery tag."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +85,15 @@ class HandlerResult:
     (``rejected`` for ``Reject``, ``handler_error`` on the last attempt)."""
 
     outcome: Outcome
+    """``handled``, ``retried`` or ``dead_lettered``."""
     reason: Reason | None = None
+    """For ``dead_lettered``: ``rejected`` or ``handler_error``."""
     exception: BaseException | None = None
+    """What the handler raised, if anything (for error reporting)."""
 
     @property
     def ok(self) -> bool:
+        """The run succeeded (``outcome`` is ``handled``)."""
         return self.outcome is Outcome.HANDLED
 
 
@@ -89,29 +105,56 @@ class MessageContext:
     """A settled message: its outcome as the broker now has it."""
 
     message: MessageInfo
+    """The message's metadata."""
     outcome: Outcome
-    reason: Reason | None            # set for dead letters
-    error: str | None                # the dead letter's or retry's error text
+    """What became of it."""
+    reason: Reason | None
+    """Why it was dead-lettered; None for the other outcomes."""
+    error: str | None
+    """The dead letter's or retry's error text."""
     exchange: str
+    """The exchange the event was published to."""
     queue: str
-    handlers_ran: bool               # False when it ended before any handler (bad payload, unknown key...)
+    """The service queue it was consumed from."""
+    handlers_ran: bool
+    """False when it ended before any handler (a bad payload, an unknown key...)."""
 
 
 class Middleware:
-    """Override any of the three methods; the defaults pass straight through. ``active()`` returning
-    False skips the middleware for that call (the library's telemetry does, until an OpenTelemetry SDK
-    is installed, so an application without one pays next to nothing)."""
+    """Your code around every publish and every handler run, and after every settled message.
+
+    Subclass it, override any of the three methods (the defaults pass straight through), and pass instances
+    as ``PubSub(middleware=[...])`` (Django: ``PUBSUBPY["MIDDLEWARE"]``, dotted paths of classes made with no
+    arguments). In list order, the first is the outermost; the library's tracing and metrics run outside
+    yours, so your code runs inside their spans. ``active()`` returning False skips the middleware for that
+    call (the library's telemetry does, until an OpenTelemetry SDK is installed, so an application without
+    one pays next to nothing).
+    """
 
     def active(self) -> bool:
+        """Whether to call this middleware now (checked per call). Default: True."""
         return True
 
     def publish(self, context: PublishContext, send: Callable[[], list[str]]) -> list[str]:
+        """Around sending ``context.messages``: call ``send()`` and return what it returns (the message ids).
+
+        Headers added to a message before ``send()`` travel with it. Runs for outbox writes and relay
+        batches too (``context.stage``). Exceptions propagate to the publisher.
+        """
         return send()
 
     def handle(self, context: HandlerContext, run: Callable[[], HandlerResult]) -> HandlerResult:
+        """Around one handler's run on one message, on the handler's thread.
+
+        ``run()`` never raises: it returns a ``HandlerResult`` saying what became of the run and the
+        exception, if any. An exception raised here fails the run as the handler's own would (retried,
+        then dead-lettered).
+        """
         return run()
 
     def after_message(self, context: MessageContext) -> None:
+        """Once per settled message, on the consumer's thread, after the broker has its outcome (acked, or
+        a retry or dead-letter copy confirmed). Exceptions are logged and ignored."""
         return None
 
 

@@ -33,8 +33,11 @@ class PublishOptions(TypedDict, total=False):
     """Per-message options of ``publish_many`` (the keyword arguments of ``publish_model_event``)."""
 
     version: int | None
+    """A registered version of the event to send instead of the newest."""
     headers: Mapping[str, str | int | bool] | None
+    """Your own headers (names not starting with ``pubsubpy-`` or ``x-``)."""
     correlation_id: str | None
+    """The AMQP ``correlation_id`` property."""
 
 
 EventSpec = tuple[str, str, Any] | tuple[str, str, Any, PublishOptions]

@@ -122,6 +122,11 @@ class TopicTrie(Generic[T]):
         return self._count
 
     def add(self, pattern: str, value: T) -> None:
+        """Store ``value`` under ``pattern`` (a pattern may hold several values).
+
+        Raises:
+            InvalidTopic: a malformed pattern.
+        """
         node = self._root
         for word in validate_pattern(pattern).split("."):
             node = node.child(word)
@@ -130,6 +135,15 @@ class TopicTrie(Generic[T]):
         self._start = None
 
     def match(self, routing_key: str) -> list[T]:
+        """The values of every pattern that matches ``routing_key``, each once, in the order they were added.
+
+        ```python
+        trie: TopicTrie[str] = TopicTrie()
+        trie.add("Booking.*", "any booking event")
+        trie.add("#.deleted", "any deletion")
+        trie.match("Booking.deleted")   # ["any booking event", "any deletion"]
+        ```
+        """
         active = self._start
         if active is None:
             active = self._start = _with_hash_children([self._root])
@@ -172,7 +186,17 @@ class TopicTrie(Generic[T]):
 
 
 def topic_matches(pattern: str, routing_key: str) -> bool:
-    """True when RabbitMQ would route ``routing_key`` through a binding on ``pattern``."""
+    """True when RabbitMQ would route ``routing_key`` through a binding on ``pattern``.
+
+    ```python
+    topic_matches("Booking.*", "Booking.updated")   # True
+    topic_matches("a.#", "a")                       # True: '#' matches zero words
+    topic_matches("*", "")                          # False: '*' is exactly one word
+    ```
+
+    Raises:
+        InvalidTopic: a malformed pattern (``Book*``, ``a..b``).
+    """
     trie: TopicTrie[bool] = TopicTrie()
     trie.add(pattern, True)
     return bool(trie.match(routing_key))

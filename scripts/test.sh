@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs, starts RabbitMQ (and PostgreSQL) if
-# they are not answering, then ruff, mypy --strict, the distribution (scripts/check-dist.sh), the
+# they are not answering, then ruff, mypy --strict, the distribution (scripts/check-dist.sh), the documentation site (scripts/check-docs.sh), the
 # example project's end-to-end tests, and the library's tests as a matrix of the oldest and the newest
 # we support, so CI sees what the version bounds promise:
 #   leg 1  Python 3.10 (.venv-py310) with pika 1.3.2, against the system's RabbitMQ 3.10 (5672)
@@ -55,6 +55,8 @@ echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench examples
 echo "== mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
 echo "== dist: sdist, the wheel built from it, twine check, a clean install (scripts/check-dist.sh)"
 bash scripts/check-dist.sh
+echo "== docs: mkdocs build --strict, the site's search in headless chromium (scripts/check-docs.sh)"
+bash scripts/check-docs.sh
 echo "== pytest: examples/bookingshop (Django + Celery, end to end, ${DATABASE_URL:-sqlite})"
 (cd examples/bookingshop && ../../.venv/bin/pytest -q)
 

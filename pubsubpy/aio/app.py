@@ -48,7 +48,36 @@ T = TypeVar("T")
 
 
 class AsyncPubSub:
-    """``PubSub``'s constructor arguments and methods, as coroutines (``close`` is ``aclose``)."""
+    """``PubSub``'s constructor arguments and methods, as coroutines (``close`` is ``aclose``).
+
+    ```python
+    bus = AsyncPubSub(service_name="bookings-api")        # URL from $PUBSUBPY_URL
+
+    @bus.subscribe("Booking.created")
+    async def confirm(event: BookingCreated) -> None:     # async def or def
+        await notify(event.guest)
+
+    message_id = await bus.publish_model_event("shop.models.Booking", "created", {"id": 1, "guest": "Ada"})
+    await bus.run(concurrency=8, stop=stop_event)
+    ```
+
+    It wraps a ``PubSub`` (``.sync``) and shares everything with it: subscriptions, schemas, settings,
+    transport, retries, dead letters and bounded waits; only the waiting moves off the event loop.
+    ``async def`` handlers run on the loop that called ``drain``/``run``, plain ``def`` handlers on
+    pubsubpy's threads. ``async with AsyncPubSub(...) as bus:`` closes it at the end.
+
+    Args:
+        amqp_url: as ``PubSub``.
+        schemas: as ``PubSub``.
+        transport: as ``PubSub``.
+        inbox: as ``PubSub``.
+        publishes: as ``PubSub``.
+        middleware: as ``PubSub``.
+        **options: the fields of ``Settings``.
+
+    Raises:
+        ConfigurationError: an unknown option or a bad value.
+    """
 
     def __init__(
         self,
@@ -83,18 +112,22 @@ class AsyncPubSub:
     # -- what PubSub has -------------------------------------------------------------
     @property
     def settings(self) -> Settings:
+        """The wrapped ``PubSub``'s settings."""
         return self.sync.settings
 
     @property
     def registry(self) -> SchemaRegistry:
+        """The wrapped ``PubSub``'s schemas."""
         return self.sync.registry
 
     @property
     def router(self) -> Router:
+        """The wrapped ``PubSub``'s subscriptions."""
         return self.sync.router
 
     @property
     def transport(self) -> Transport:
+        """The wrapped ``PubSub``'s transport."""
         return self.sync.transport
 
     def __repr__(self) -> str:
@@ -106,12 +139,16 @@ class AsyncPubSub:
         return self.sync.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
 
     def topology(self) -> Topology:
+        """As ``PubSub.topology``: what ``declare()`` would create, without I/O."""
         return self.sync.topology()
 
     async def declare(self, *, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
+        """As ``PubSub.declare``: create the exchange, queues and bindings now (additive; ``prune`` on
+        purpose)."""
         return await asyncio.to_thread(functools.partial(self.sync.declare, prune=prune, deadline=deadline))
 
     async def stale_bindings(self, *, timeout: float | None = None) -> list[str]:
+        """As ``PubSub.stale_bindings``: bindings pubsubpy made that this version no longer subscribes."""
         return await asyncio.to_thread(functools.partial(self.sync.stale_bindings, timeout=timeout))
 
     # -- publishing ------------------------------------------------------------------
@@ -120,7 +157,10 @@ class AsyncPubSub:
                                   correlation_id: str | None = None) -> str:
         """As ``PubSub.publish_model_event``: returns the message id once the broker confirmed it.
 
-        Within ``connect_timeout + confirm_timeout`` it confirms or raises, whatever the broker does."""
+        Within ``connect_timeout + confirm_timeout`` it confirms or raises, whatever the broker does. The
+        payload is validated in this coroutine (a bad one raises at once); concurrent publishes go out
+        together as one confirmed batch, each caller settled with its own outcome. The arguments and errors
+        are ``PubSub.publish_model_event``'s."""
         message = self.sync._publisher().encode(model, event, obj, version, headers, correlation_id)
         if self._in_callers_context():
             return (await self._deliver_in_thread([message], batch=False))[0]
@@ -156,7 +196,10 @@ class AsyncPubSub:
         concurrency: int = 1,
         on_message: Callable[[DrainResult], None] | None = None,
     ) -> DrainResult:
-        """As ``PubSub.drain``; ``async def`` handlers run on this loop. Cancelled, it stops as ``run()`` does."""
+        """As ``PubSub.drain``; ``async def`` handlers run on this loop. Cancelled, it stops as ``run()`` does.
+
+        The arguments, result and errors are ``PubSub.drain``'s; the consuming happens on a thread of its own,
+        so the loop stays free."""
         check_drain(max_messages, timeout, concurrency)
         loop = asyncio.get_running_loop()
         halt = threading.Event()
@@ -172,7 +215,19 @@ class AsyncPubSub:
 
     async def run(self, concurrency: int = 1, stop: asyncio.Event | threading.Event | None = None) -> DrainResult:
         """Consume until ``stop`` is set or this coroutine is cancelled; then no new message starts and
-        running handlers finish and are acked (up to ``shutdown_timeout``). No signal handlers."""
+        running handlers finish and are acked (up to ``shutdown_timeout``). No signal handlers.
+
+        Args:
+            concurrency: handlers in flight at once (``async def`` and ``def`` together).
+            stop: an ``asyncio.Event`` or a ``threading.Event``; set it to stop.
+
+        Returns:
+            A ``DrainResult`` of what the worker did. A cancelled ``run()`` re-raises ``CancelledError``
+            once running handlers have finished.
+
+        Raises:
+            ConfigurationError: as ``PubSub.run``.
+        """
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         halt = threading.Event()  # ours: a cancel never sets the caller's event (other workers may share it)
@@ -197,6 +252,7 @@ class AsyncPubSub:
         self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
         handler: str | None = None, timeout: float | None = None,
     ) -> list[DeadLetter]:
+        """As ``PubSub.list_dead_letters``: read the dead-letter queue without changing it."""
         return await asyncio.to_thread(functools.partial(
             self.sync.list_dead_letters, limit=limit, reason=reason, topic=topic, handler=handler, timeout=timeout))
 
@@ -205,6 +261,7 @@ class AsyncPubSub:
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
         timeout: float | None = None,
     ) -> list[str]:
+        """As ``PubSub.replay_dead_letters``: send dead letters back for another try; returns their ids."""
         return await asyncio.to_thread(functools.partial(
             self.sync.replay_dead_letters, message_ids, reason=reason, topic=topic, handler=handler,
             progress=progress, timeout=timeout))
@@ -214,11 +271,13 @@ class AsyncPubSub:
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
         timeout: float | None = None,
     ) -> list[str]:
+        """As ``PubSub.purge_dead_letters``: remove dead letters; returns their ids."""
         return await asyncio.to_thread(functools.partial(
             self.sync.purge_dead_letters, message_ids, reason=reason, topic=topic, handler=handler,
             progress=progress, timeout=timeout))
 
     async def dead_letter_count(self, *, timeout: float | None = None) -> int:
+        """As ``PubSub.dead_letter_count``: how many dead letters wait."""
         return await asyncio.to_thread(functools.partial(self.sync.dead_letter_count, timeout=timeout))
 
     # -- lifecycle -------------------------------------------------------------------

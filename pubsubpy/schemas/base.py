@@ -41,7 +41,36 @@ def _check_name(kind: str, value: object, owner: str) -> str:
 
 
 class ModelEvent(BaseModel):
-    """Base class of event schemas; see the module docstring."""
+    """Base class of event schemas: a pydantic model keyed by the model it describes and the event name.
+
+    ```python
+    class BookingUpdated(ModelEvent, model="shop.models.Booking", event="updated"):
+        id: int
+        status: str
+    ```
+
+    Class keywords:
+
+    - ``model``: the full path of the model the event is about (``"shop.models.Booking"``); its last segment
+      starts the routing key.
+    - ``event``: what happened, one word (``"updated"``). Routing key: ``Booking.updated``.
+    - ``version``: this schema's version of the event (default 1). Versions live side by side; see
+      ``pubsubpy.upcaster``.
+    - ``compatibility``: what ``pubsubpy schema check`` holds new versions to: ``"full"`` (default),
+      ``"backward"``, ``"forward"`` or ``"none"``.
+    - ``register``: ``False`` keeps the class out of the default catalogue (for a ``PubSub(schemas=[...])``
+      of its own, in tests).
+
+    A class without ``model``/``event`` is an abstract base for other schemas. Publishing is strict (unknown
+    fields are refused); consuming is tolerant (unknown fields are ignored), so producers can add a field
+    before consumers know it. NaN and Infinity are refused both ways. Instances validate from attributes, so a
+    Django model instance can be the payload.
+
+    Raises:
+        ConfigurationError: at class definition: ``model`` without ``event`` (or the reverse), a name with
+            ``*``, ``#``, spaces or empty words, an ``event`` with dots, a bad ``version`` or ``compatibility``,
+            or another schema already claiming the same routing key or (model, event, version).
+    """
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, from_attributes=True)
 
@@ -92,6 +121,7 @@ class ModelEvent(BaseModel):
 
     @classmethod
     def routing_key(cls) -> str:
+        """The routing key: ``<last segment of model>.<event>`` (``Booking.updated``)."""
         return routing_key_for(*cls.event_key())
 
     @classmethod

@@ -31,7 +31,30 @@ def _step(schema: type[ModelEvent]) -> tuple[type[ModelEvent], Step] | None:
 
 def upcaster(source: type[S], target: type[T]) -> Callable[[Callable[[S], T | Mapping[str, Any]]],
                                                          Callable[[S], T | Mapping[str, Any]]]:
-    """Declare the decorated function as the step from ``source`` (version N) to ``target`` (N+1)."""
+    """Declare the decorated function as the step from ``source`` (version N) to ``target`` (N+1).
+
+    ```python
+    @pubsubpy.upcaster(IssuedV1, IssuedV2)
+    def to_cents(old: IssuedV1) -> IssuedV2:
+        return IssuedV2(id=old.id, amount=old.amount, amount_cents=old.amount * 100)
+    ```
+
+    A handler that wants version N+1 (or later: steps chain) receives a version N payload validated as what
+    it is, then carried up through the steps. The function returns the next version's instance, or a mapping
+    that version validates. An upcaster that raises fails that handler's run, which is retried like any
+    other.
+
+    Args:
+        source: the older schema class (version N).
+        target: the next schema class of the same event (version N+1).
+
+    Returns:
+        A decorator that registers the function and returns it unchanged.
+
+    Raises:
+        ConfigurationError: ``source`` and ``target`` are different events, ``target`` is not version N+1,
+            or ``source`` already has an upcaster.
+    """
     if source.event_key() != target.event_key():
         raise ConfigurationError(f"upcaster {source.__qualname__} -> {target.__qualname__}: they are different "
                                  f"events ({source.event_type()} and {target.event_type()})")
