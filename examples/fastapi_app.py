@@ -1,6 +1,6 @@
 """FastAPI with typed events: an endpoint publishes, a consumer started by the app's lifespan handles.
 
-    pip install 'pubsubpy[aio]' fastapi uvicorn
+    pip install pubsubpy-events fastapi uvicorn
     PUBSUBPY_URL=amqp://guest:guest@127.0.0.1:5672/%2F uvicorn examples.fastapi_app:api
     curl -X POST localhost:8000/bookings -H 'content-type: application/json' -d '{"id": 1, "guest": "Ada"}'
     curl localhost:8000/confirmations

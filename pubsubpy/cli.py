@@ -1,4 +1,4 @@
-"""Entry point of the ``pubsubpy`` command (click is an optional extra: ``pubsubpy[cli]``)."""
+"""Entry point of the ``pubsubpy`` command (click is an optional extra: ``pubsubpy-events[cli]``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ def main() -> None:
     except ImportError as exc:
         if getattr(exc, "name", None) != "click":
             raise
-        sys.stderr.write("the pubsubpy command needs click: pip install 'pubsubpy[cli]'\n")
+        sys.stderr.write("the pubsubpy command needs click: pip install 'pubsubpy-events[cli]'\n")
         sys.exit(2)
     build()()
 

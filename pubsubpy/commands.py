@@ -146,7 +146,7 @@ def _build() -> click.Group:
                   help="handlers running at once, on threads (for I/O-bound handlers)")
     @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
                   help="serve Prometheus /metrics and a /healthz readiness probe on this port "
-                       "(needs pubsubpy[prometheus])")
+                       "(needs pubsubpy-events[prometheus])")
     def worker(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
                concurrency: int, metrics_port: int | None) -> None:
         from pubsubpy.aio.worker import run_worker

@@ -1,4 +1,4 @@
-"""OpenTelemetry tracing and metrics, as middleware (``pip install 'pubsubpy[otel]'``).
+"""OpenTelemetry tracing and metrics, as middleware (``pip install 'pubsubpy-events[otel]'``).
 
 With ``opentelemetry-api`` installed and ``telemetry=True`` (the default), every
 ``PubSub`` traces and measures through the global tracer and meter providers:

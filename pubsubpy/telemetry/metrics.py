@@ -201,7 +201,7 @@ def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None
     service = app.settings.service_name
     if service is None:
         raise ValueError("queue depth needs service_name")
-    own = app.settings.scheme != "memory"  # memory:// has one broker per PubSub: read that one
+    own = app.settings.scheme != "memory"  # memory:// has no broker to ask from outside: read the app's own
     transport = make_transport(app.settings) if own else app.transport
     lock = threading.Lock()
     queues = [service_queue(service), dead_letter_queue(service)]

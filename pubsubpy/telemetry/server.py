@@ -1,6 +1,6 @@
 """``pubsubpy worker --metrics-port``: Prometheus text on ``/metrics``, readiness on ``/healthz``.
 
-Needs ``pip install 'pubsubpy[prometheus]'`` (the OpenTelemetry SDK and its
+Needs ``pip install 'pubsubpy-events[prometheus]'`` (the OpenTelemetry SDK and its
 Prometheus exporter). Unless the application already installed an SDK meter
 provider, one is installed with a Prometheus reader; the library's metrics and
 the queue-depth gauges are then served as Prometheus text. ``/healthz`` answers
@@ -49,8 +49,8 @@ def _prometheus() -> Callable[[], bytes]:
         from opentelemetry.exporter.prometheus import PrometheusMetricReader
         from opentelemetry.sdk.metrics import MeterProvider
     except ImportError as exc:
-        raise ConfigurationError(f"--metrics-port needs the Prometheus exporter: pip install 'pubsubpy[prometheus]' "
-                                 f"({exc})") from None
+        raise ConfigurationError("--metrics-port needs the Prometheus exporter: "
+                                 f"pip install 'pubsubpy-events[prometheus]' ({exc})") from None
     if not isinstance(metrics.get_meter_provider(), MeterProvider):
         metrics.set_meter_provider(MeterProvider(metric_readers=[PrometheusMetricReader()]))
     else:

@@ -173,7 +173,7 @@ def report_kept_queues(topology: Topology, vhost: str, kept_without: set[str]) -
     if "at-least-once" in kept_without:
         log.warning("quorum queues of service %r exist from before pubsubpy declared at-least-once "
                     "dead-lettering; they keep their messages and dead-letter at most once until a policy turns "
-                    "it on in place (see the README, 'Running on a cluster'):\n  %s",
+                    "it on in place (see the documentation, 'Running on a cluster'):\n  %s",
                     service, at_least_once_policy(service, vhost))
     if "no-delivery-limit" in kept_without:
         log.warning("the quorum dead-letter queue of service %r exists from before pubsubpy lifted its delivery "

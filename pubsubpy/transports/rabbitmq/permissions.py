@@ -59,11 +59,14 @@ _ALL = ("configure", "write", "read")
 
 @dataclass(frozen=True)
 class Permissions:
-    """The three regexes of ``rabbitmqctl set_permissions``."""
+    """The three regexes of ``rabbitmqctl set_permissions -p VHOST USER CONFIGURE WRITE READ``."""
 
     configure: str
+    """Names the user may declare and delete."""
     write: str
+    """Names the user may publish to (exchanges) and bind (queues)."""
     read: str
+    """Names the user may consume from, get, purge, or bind from."""
 
 
 def _literal(name: str) -> str:
@@ -80,7 +83,22 @@ def _any_of(fragments: list[str]) -> str:
 
 def service_permissions(service: str, exchange: str, *, consumes: bool = True, publishes: bool = True) -> Permissions:
     """The least a service needs: to publish to ``exchange``, and (``consumes``) to declare, drain, retry,
-    dead-letter, replay and purge its own queues. Retry queues are one per delay (``<service>.retry.<ms>ms``)."""
+    dead-letter, replay and purge its own queues. Retry queues are one per delay (``<service>.retry.<ms>ms``).
+
+    ```python
+    p = service_permissions("billing", "models")
+    print(f"rabbitmqctl set_permissions -p / billing '{p.configure}' '{p.write}' '{p.read}'")
+    ```
+
+    Args:
+        service: the ``service_name``.
+        exchange: the ``model_exchange``.
+        consumes: the service declares and consumes its queues.
+        publishes: the service publishes events.
+
+    Returns:
+        The three regexes, names escaped.
+    """
     configure, write, read = [exchange], [exchange] if publishes else [], []
     if consumes:
         queue, dlq, dlx = service_queue(service), dead_letter_queue(service), dead_letter_exchange(service)
@@ -130,7 +148,8 @@ def refused(exc: pika.exceptions.ChannelClosedByBroker, doing: str) -> Permissio
     text = f"{exc.reply_code} {exc.reply_text}"
     match = _REFUSAL.search(exc.reply_text or "")
     if match is None:
-        return PermissionDenied(f"{doing}: {text}. The broker user lacks permission (see the README, 'Permissions').")
+        return PermissionDenied(f"{doing}: {text}. The broker user lacks permission (see the documentation, "
+                                "'Broker permissions').")
     kind, name, vhost, user = match.groups()
     permissions, purpose = _needed(*_command_of(exc), kind, name)
     needs = "configure, write or read" if permissions == _ALL else " and ".join(permissions)
@@ -139,8 +158,8 @@ def refused(exc: pika.exceptions.ChannelClosedByBroker, doing: str) -> Permissio
         f"{doing}: user {user!r} needs {needs} permission on {kind} {name!r} in vhost {vhost!r} to {purpose}. "
         f"Make the user's {regexes} match it (e.g. add the alternative ^{_literal(name)}$) "
         f"with `rabbitmqctl set_permissions -p {shlex.quote(vhost)} {shlex.quote(user)} CONFIGURE WRITE READ` "
-        f"(`rabbitmqctl list_user_permissions {shlex.quote(user)}` shows the current ones; the README's "
-        f"'Permissions' lists what a service needs). Broker: {text}",
+        f"(`rabbitmqctl list_user_permissions {shlex.quote(user)}` shows the current ones; the documentation's "
+        f"'Broker permissions' lists what a service needs). Broker: {text}",
         permissions=permissions, resource=f"{kind} {name!r}", vhost=vhost, user=user)
 
 
@@ -153,9 +172,9 @@ def vhost_refused(exc: BaseException, doing: str) -> str:
     match = _VHOST_REFUSAL.search(str(exc))
     if match is None:
         return (f"{doing}: the broker refused access to the virtual host: it must exist and the user needs "
-                "permissions on it (`rabbitmqctl set_permissions -p VHOST USER CONFIGURE WRITE READ`; the README's "
-                f"'Permissions' lists what a service needs) ({exc!r})")
+                "permissions on it (`rabbitmqctl set_permissions -p VHOST USER CONFIGURE WRITE READ`; the "
+                f"documentation's 'Broker permissions' lists what a service needs) ({exc!r})")
     vhost, user = match.groups()
     return (f"{doing}: user {user!r} has no permissions on virtual host {vhost!r}; grant them with "
             f"`rabbitmqctl set_permissions -p {shlex.quote(vhost)} {shlex.quote(user)} CONFIGURE WRITE READ` "
-            f"(the README's 'Permissions' lists the regexes a service needs). Broker: {exc!r}")
+            f"(the documentation's 'Broker permissions' lists the regexes a service needs). Broker: {exc!r}")

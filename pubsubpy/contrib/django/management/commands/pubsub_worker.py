@@ -20,7 +20,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser: ArgumentParser) -> None:
         parser.add_argument("--concurrency", type=int, default=1, help="handlers running at once, on threads")
         parser.add_argument("--metrics-port", type=int, default=None,
-                            help="serve Prometheus /metrics and a /healthz readiness probe (pubsubpy[prometheus])")
+                            help="serve Prometheus /metrics and a /healthz readiness probe "
+                                 "(pubsubpy-events[prometheus])")
 
     def handle(self, *args: Any, **options: Any) -> None:
         if options["concurrency"] < 1:
