@@ -56,7 +56,8 @@ from pubsubpy.errors import (
 from pubsubpy.inbox import Inbox
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
 from pubsubpy.outcomes import DrainResult, Reason
-from pubsubpy.publisher import EventSpec
+from pubsubpy.publisher import EventSpec, UnroutableWarning
+from pubsubpy.router import UnmatchedPatternWarning
 from pubsubpy.schemas import ModelEvent
 from pubsubpy.schemas.upcasting import upcaster
 from pubsubpy.settings import SettingsOptions
@@ -91,7 +92,9 @@ __all__ = [
     "Reject",
     "TransportError",
     "UnknownEventType",
+    "UnmatchedPatternWarning",
     "UnroutableMessage",
+    "UnroutableWarning",
     "apublish_model_event",
     "close",
     "dead_letter_count",

@@ -573,7 +573,7 @@ class PubSub:
                 "PubSub(inbox=...) (an object with run_once(message_id, handler, call)), or use the Django app, "
                 "which installs one")
         if not self._router.resolved:
-            self._router.resolve(self._registry)
+            self._router.resolve(self._registry, require_schemas=self.settings.require_schemas)
         return service, Dispatcher(self.settings, self._router, self._registry, self._inbox, self._middleware,
                                    service_queue(service), await_on_loop)
 

@@ -10,24 +10,45 @@ message is persistent and confirmed by the broker before the call returns.
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import warnings
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypedDict
 
 from pydantic import ValidationError
 
 from pubsubpy.envelope import H_VERSION, Properties
-from pubsubpy.errors import InvalidTopic, MessageTooLarge, PayloadValidationError, UnknownEventType, UnroutableMessage
+from pubsubpy.errors import (
+    InvalidTopic,
+    MessageTooLarge,
+    PayloadValidationError,
+    UnknownEventType,
+    UnroutableMessage,
+)
 from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, routing_key_for
-from pubsubpy.settings import Settings
+from pubsubpy.settings import Settings, _caller_level
 from pubsubpy.topics import validate_routing_key
 from pubsubpy.transports.base import OutgoingMessage, Transport
 
-__all__ = ["EventSpec", "OutboxWriter", "PublishOptions", "Publisher", "user_headers"]
+__all__ = ["EventSpec", "OutboxWriter", "PublishOptions", "Publisher", "UnroutableWarning", "user_headers"]
 
 log = logging.getLogger("pubsubpy.publish")
+
+
+class UnroutableWarning(UserWarning):
+    """A published message reached no queue: nobody binds its routing key yet, and ``on_unroutable="warn"``
+    (the default).
+
+    Issued through ``warnings.warn``, pointing at your publish call, besides the log line, so it shows with
+    no logging configured. Make it fatal in a test run with ``pytest -W error::pubsubpy.UnroutableWarning``
+    (or ``filterwarnings = ["error::pubsubpy.UnroutableWarning"]``), in code with
+    ``warnings.simplefilter("error", pubsubpy.UnroutableWarning)``; ``on_unroutable="raise"`` raises
+    ``UnroutableMessage`` instead, and ``"ignore"`` says nothing.
+    """
+
 
 class PublishOptions(TypedDict, total=False):
     """Per-message options of ``publish_many`` (the keyword arguments of ``publish_model_event``)."""
@@ -116,7 +137,7 @@ class Publisher:
         if schema is None:
             if self._settings.require_schemas:
                 raise UnknownEventType(
-                    f"no schema is registered for model {model!r} event {event!r}; define "
+                    f"no schema is registered for model {model!r} event {event!r}{self._near(model, event)}; define "
                     f"`class X(ModelEvent, model={model!r}, event={event!r})` or init(require_schemas=False)"
                 )
             body = _schemaless_body(model, event, obj)
@@ -136,10 +157,28 @@ class Publisher:
         return OutgoingMessage(self._settings.model_exchange, routing_key, body, props,
                                mandatory=self._settings.on_unroutable != "ignore")
 
+    def _near(self, model: str, event: str) -> str:
+        """What an unknown (model, event) probably means: a registered model path (``shop.Booking`` ->
+        ``shop.models.Booking``), or, for a registered model, its events."""
+        events = self._registry.events()
+        if model in events:
+            guess = difflib.get_close_matches(event, events[model], n=1, cutoff=0.6)
+            mean = f"did you mean {guess[0]!r}? " if guess else ""
+            return f" ({mean}{model!r} has the events {', '.join(map(repr, events[model]))})"
+        tail = model.rpartition(".")[2].lower()
+        same_class = [path for path in events if path.rpartition(".")[2].lower() == tail]
+        guesses = same_class or difflib.get_close_matches(model, list(events), n=1, cutoff=0.75)
+        if not guesses:
+            return ""
+        shorter = all(model.count(".") < path.count(".") for path in guesses)
+        why = " A model is named by its full path, module included" if shorter else ""
+        return f" (did you mean {' or '.join(repr(path) for path in guesses[:3])}?{why})"
+
     def send(self, transport: Transport, messages: list[OutgoingMessage], unroutable_out: list[str] | None = None,
              ) -> list[str]:
         """Publish, confirmed; returns the message ids. The ids of mandatory messages no queue took are
-        logged or raised (``on_unroutable``) and, when given, put in ``unroutable_out``."""
+        raised, or logged and warned (``UnroutableWarning``, pointing at the caller's publish), as
+        ``on_unroutable`` says, and, when given, put in ``unroutable_out``."""
         unroutable = transport.publish(messages)
         if unroutable:
             if unroutable_out is not None:
@@ -151,6 +190,8 @@ class Publisher:
             if self._settings.on_unroutable == "raise":
                 raise UnroutableMessage(text, unroutable)
             log.warning(text)
+            # the log line needs logging configured; a warning shows without it, and -W error can fail on it
+            warnings.warn(text, UnroutableWarning, stacklevel=_caller_level())
         return [m.properties.message_id or "" for m in messages]
 
     def encode_many(self, events: Iterable[EventSpec]) -> list[OutgoingMessage]:

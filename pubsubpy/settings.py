@@ -11,10 +11,12 @@ broker URL's password never appears in ``repr``, logs or errors: use
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import sys
 import warnings
+from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
@@ -97,6 +99,23 @@ def _readable_file(field: str, path: str | None) -> str | None:
         raise ValueError(f"{field} {path!r} cannot be read ({exc.strerror or type(exc).__name__}): make it "
                          "readable by the user pubsubpy runs as") from None
     return path
+
+
+# Keyword arguments of init() / PubSub(...) that are not Settings fields: a typo of one is suggested too.
+_OTHER_ARGUMENTS = ("schemas", "transport", "inbox", "publishes", "middleware")
+
+
+def close_option(name: str, known: Iterable[str]) -> str | None:
+    """The known option ``name`` most likely misspells (difflib), or None."""
+    matches = difflib.get_close_matches(name.lower(), list(known), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
+def _unknown_option(name: str) -> str:
+    """An unknown option, and the one it probably misspells (its value is never echoed: it may be a URL)."""
+    guess = close_option(name, [*Settings.model_fields, *_OTHER_ARGUMENTS])
+    return f"{name}: unknown option" + (f" (did you mean {guess!r}?)" if guess else
+                                        " (the Settings reference lists every option)")
 
 
 class Settings(BaseModel):
@@ -318,6 +337,7 @@ class Settings(BaseModel):
                 f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
                 # the URL (its password) is never echoed; a cross-field error's input is every option, URL included
                 + ("" if "amqp_url" in err["loc"] or not err["loc"] else f" (got {err.get('input')!r})")
+                if err["type"] != "extra_forbidden" else _unknown_option(str(err["loc"][0]))
                 for err in exc.errors()
             )
             raise ConfigurationError(f"invalid pubsubpy settings: {problems}") from None

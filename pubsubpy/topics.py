@@ -6,9 +6,10 @@ one word and ``#`` matches zero or more. So ``a.#`` matches ``a``, ``#.a``
 matches ``a``, ``#`` matches the empty key, ``*`` does not, and ``a.*``
 matches ``a.`` but not ``a.b.c``.
 
-Two things RabbitMQ accepts are refused here because they never mean what the
-writer intended: a partial wildcard (``Book*`` is a literal word to RabbitMQ)
-and an empty word in a pattern (``a..b``).
+Three things RabbitMQ accepts are refused here because they never mean what the
+writer intended: a partial wildcard (``Book*`` is a literal word to RabbitMQ),
+an empty word in a pattern (``a..b``), and whitespace in a pattern
+(``"Booking.created "`` matches no routing key pubsubpy publishes).
 """
 
 from __future__ import annotations
@@ -32,12 +33,20 @@ def _check_length(kind: str, value: str) -> None:
 
 
 def validate_pattern(pattern: str) -> str:
-    """Return ``pattern`` if it is a well-formed binding pattern, else raise ``InvalidTopic``."""
+    """Return ``pattern`` if it is a well-formed binding pattern, else raise ``InvalidTopic`` (a partial
+    wildcard, an empty word, whitespace anywhere, or more than 255 bytes)."""
     if not isinstance(pattern, str):
         raise InvalidTopic(f"topic pattern must be a str, got {type(pattern).__name__}")
     _check_length("topic pattern", pattern)
     if not pattern:
         raise InvalidTopic("topic pattern is empty; use '#' to match every routing key")
+    spaces = [index for index, char in enumerate(pattern) if char.isspace()]
+    if spaces:
+        where = ", ".join(f"{pattern[i]!r} at index {i}" for i in spaces[:3]) + (", ..." if len(spaces) > 3 else "")
+        stripped = ".".join(word.strip() for word in pattern.split("."))
+        hint = f"; did you mean {stripped!r}?" if stripped and not any(c.isspace() for c in stripped) else ""
+        raise InvalidTopic(f"topic pattern {pattern!r} contains whitespace ({where}), which RabbitMQ would match "
+                           f"literally{hint or '; remove it'}")
     for word in pattern.split("."):
         if not word:
             raise InvalidTopic(f"topic pattern {pattern!r} has an empty word (two dots, or a dot at an end)")

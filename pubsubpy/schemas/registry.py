@@ -83,6 +83,15 @@ class SchemaRegistry:
             return None
         return versions[max(versions)] if version is None else versions.get(version)
 
+    def events(self) -> dict[str, list[str]]:
+        """Every registered model path, with its event names (sorted)."""
+        with self._lock:
+            keys = list(self._by_key)
+        found: dict[str, list[str]] = {}
+        for model, event in sorted(keys):
+            found.setdefault(model, []).append(event)
+        return found
+
     def versions(self, routing_key: str) -> dict[int, type[ModelEvent]]:
         """Every registered version for ``routing_key``, by version number."""
         return dict(self._by_routing_key.get(routing_key, {}))

@@ -11,6 +11,7 @@ from django.utils.module_loading import autodiscover_modules, import_string
 
 import pubsubpy
 from pubsubpy.errors import ConfigurationError
+from pubsubpy.settings import Settings, close_option
 
 # PUBSUBPY keys that configure the Django side, not PubSub itself.
 _OWN_KEYS = {"model_events", "subscribers_module", "outbox", "outbox_database", "outbox_retention",
@@ -27,8 +28,25 @@ def own_settings() -> dict[str, Any]:
     return {key.lower(): value for key, value in configured.items()}
 
 
+# init() keyword arguments a PUBSUBPY key may give besides the Settings fields (inbox and middleware: ready()).
+_INIT_KEYS = {"schemas", "transport", "publishes"}
+
+
 def init_options(configured: dict[str, Any]) -> dict[str, Any]:
-    """``PUBSUBPY`` keys, any case, as ``init()`` keyword arguments."""
+    """``PUBSUBPY`` keys, any case, as ``init()`` keyword arguments.
+
+    Raises:
+        ConfigurationError: a key that is no setting, in the spelling written, with the one it probably
+            misspells (``PUBSUBPY['SERVCE_NAME']``: did you mean 'SERVICE_NAME'?).
+    """
+    known = [*Settings.model_fields, *sorted(_OWN_KEYS), *sorted(_INIT_KEYS)]
+    for key in configured:
+        if not isinstance(key, str) or key.lower() not in known:
+            guess = close_option(str(key), known)
+            if guess is not None and isinstance(key, str) and not key.islower():
+                guess = guess.upper()  # in the spelling the project writes its settings
+            hint = f"; did you mean {guess!r}?" if guess else " (the Settings reference lists every option)"
+            raise ConfigurationError(f"PUBSUBPY[{key!r}] is not a pubsubpy setting{hint}")
     return {key.lower(): value for key, value in configured.items() if key.lower() not in _OWN_KEYS}
 
 
