@@ -6,6 +6,11 @@ AMQP handshake (``stack_timeout``), a broker resource alarm
 list several comma-separated URLs; they are tried in order (failover). ``amqps://``
 URLs get the SSL context of ``tls`` (CA, client certificate), whose failures are
 explained in words and not retried.
+
+A failed connect raises ``BrokerUnavailable`` whose message says each URL's cause in words (host not
+resolved, connection refused, no answer, credentials or TLS refused), with pika's exception as
+``__cause__``; each failed attempt is logged once, as a WARNING. pika's own records about the failure
+(ERROR tracebacks) are filtered for the thread making the attempt only (``pika_logs``).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import socket
 import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -30,11 +36,11 @@ from pubsubpy.errors import (
     TransportError,
 )
 from pubsubpy.settings import Settings, redact_url
-from pubsubpy.transports.rabbitmq import tls
+from pubsubpy.transports.rabbitmq import pika_logs, tls
 from pubsubpy.transports.rabbitmq.permissions import refused, vhost_refused
 from pubsubpy.transports.rabbitmq.pika_hooks import install as install_pika_hooks
 
-__all__ = ["Unreachable", "abandon", "call_deadline", "connect", "parameters", "retrying", "translate_errors", "within"]
+__all__ = ["abandon", "call_deadline", "connect", "gave_up", "parameters", "retrying", "translate_errors", "within"]
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
@@ -53,7 +59,7 @@ def parameters(settings: Settings) -> list[pika.URLParameters]:
             raise ConfigurationError(f"amqp_url {redact_url(url)!r} is not a valid AMQP URL: {exc}") from None
         tls.secure(params, settings)  # amqps://: our SSL context (CA, client certificate); EXTERNAL login
         params.socket_timeout = settings.connect_timeout
-        params.stack_timeout = settings.connect_timeout * 2
+        params.stack_timeout = settings.connect_timeout  # socket, TLS and AMQP handshakes: connect_timeout in all
         params.blocked_connection_timeout = settings.blocked_connection_timeout
         params.heartbeat = settings.heartbeat
         params.connection_attempts = 1
@@ -115,50 +121,132 @@ def translate_errors(doing: str) -> Iterator[None]:
         raise translate(exc, doing) from exc
 
 
-class Unreachable(BrokerUnavailable):
-    """``connect`` used up its attempts (or the deadline): retrying the operation would only repeat them."""
+_GAVE_UP = "_pubsubpy_connect_gave_up"
+
+
+def gave_up(exc: BaseException) -> bool:
+    """Whether ``exc`` is ``connect`` giving up (attempts or deadline used up, or a cause no attempt
+    changes): retrying the operation would only repeat them."""
+    return bool(getattr(exc, _GAVE_UP, False))
+
+
+def _giving_up(message: str) -> BrokerUnavailable:
+    exc = BrokerUnavailable(message)
+    setattr(exc, _GAVE_UP, True)
+    return exc
 
 
 def connect(settings: Settings, deadline: Deadline | None = None) -> pika.BlockingConnection:
     """Open a connection: each URL in turn, up to ``connection_attempts`` rounds, all within ``deadline``.
 
     Every wait (TCP connect, AMQP handshake, the pause between rounds) is cut to what is left of the
-    deadline, so refused, black-holed and silent brokers all fail in time.
+    deadline, so refused, black-holed and silent brokers all fail in time. The ``BrokerUnavailable``
+    raised says why each URL failed (its last attempt) and keeps the last pika exception as ``__cause__``.
     """
     deadline = deadline or Deadline.never()
     params = parameters(settings)
+    doing = f"connecting to {settings.display_url}"
+    causes: dict[int, str] = {}  # URL index -> why its last attempt failed
     last: BaseException | None = None
-    last_param: pika.URLParameters | None = None
     for attempt in range(settings.connection_attempts):
         if attempt:
             time.sleep(deadline.cap(settings.retry_connect_delay * attempt))
-        for param in params:
+        for index, param in enumerate(params):
             remaining = deadline.remaining()
             if remaining <= 0:
                 break
             param.socket_timeout = min(settings.connect_timeout, remaining)
-            param.stack_timeout = min(settings.connect_timeout * 2, remaining)
+            param.stack_timeout = min(settings.connect_timeout, remaining)
             try:
-                connection = pika.BlockingConnection(param)
-                install_pika_hooks(connection)  # pika's internals checked (first time); tolerates bad headers
+                with pika_logs.connecting(param):
+                    connection = pika.BlockingConnection(param)
+                    install_pika_hooks(connection)  # pika's internals checked (first time); tolerates bad headers
                 return connection
             except (pika.exceptions.AMQPError, OSError, _ConnectorError) as exc:
-                last, last_param = exc, param
-                failure = tls.explain(exc, settings, param)
-                if failure is not None and failure.final:  # a certificate problem: another attempt changes nothing
-                    raise Unreachable(f"connecting to {settings.display_url}: {failure.why}") from exc
-                if isinstance(exc, pika.exceptions.ProbableAuthenticationError
-                              | pika.exceptions.ProbableAccessDeniedError):
-                    raise Unreachable(str(translate(exc, f"connecting to {settings.display_url}"))) from exc
-                log.warning("connect to %s failed (attempt %d of %d): %r", _where(param), attempt + 1,
-                            settings.connection_attempts, exc)
+                last = exc
+                why, final = _cause(exc, settings, param, doing)
+                causes[index] = why
+                log.warning("connect to %s failed (attempt %d of %d%s): %s", _where(param), attempt + 1,
+                            settings.connection_attempts, ", not retried" if final else "", why)
+                if final:  # a certificate or credentials problem: another attempt changes nothing
+                    raise _giving_up(f"{doing}: {why}") from exc
         if deadline.expired:
             break
-    doing = f"connecting to {settings.display_url}"
     if last is None:
-        raise Unreachable(f"{doing}: no connection within the deadline")
-    failure = tls.explain(last, settings, last_param) if last_param is not None else None
-    raise Unreachable(f"{doing}: {failure.why}" if failure else str(translate(last, doing))) from last
+        raise _giving_up(f"{doing}: no connection within the deadline")
+    raise _giving_up(f"{doing}: {_summary(causes)}") from last
+
+
+def _summary(causes: dict[int, str]) -> str:
+    """One URL's cause, or each URL's (in order, the same cause once)."""
+    distinct = list(dict.fromkeys(causes[index] for index in sorted(causes)))
+    if len(distinct) == 1:
+        return distinct[0]
+    return f"no URL connected: {'; '.join(distinct)}"
+
+
+def _nested(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions pika wrapped in it (``AMQPConnectionError(AMQPConnectorSocketConnectError(
+    ConnectionRefusedError(...)))``...), outermost first."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        inner = getattr(current, "exception", None)
+        if isinstance(inner, BaseException):
+            todo.append(inner)
+        todo.extend(arg for arg in getattr(current, "args", ()) if isinstance(arg, BaseException))
+
+
+def _cause(exc: BaseException, settings: Settings, param: pika.URLParameters, doing: str) -> tuple[str, bool]:
+    """Why connecting with ``param`` failed, in words (never the password), and whether it is final
+    (another attempt would fail the same way)."""
+    failure = tls.explain(exc, settings, param)
+    if failure is not None:
+        return failure.why, failure.final
+    where = _where(param)
+    chain = list(_nested(exc))
+
+    def found(kind: type[BaseException] | tuple[type[BaseException], ...]) -> BaseException | None:
+        return next((e for e in chain if isinstance(e, kind)), None)
+
+    if found(pika.exceptions.ProbableAccessDeniedError) is not None:
+        return vhost_refused(exc, doing).removeprefix(f"{doing}: "), True
+    if found((pika.exceptions.ProbableAuthenticationError, pika.exceptions.AuthenticationError)) is not None:
+        user = getattr(param.credentials, "username", None)
+        return (f"authentication refused for user {user!r} at {where}: the broker refused the credentials; "
+                "check the user name and password in amqp_url (or PUBSUBPY_PASSWORD_FILE)"), True
+    if (unresolved := found(socket.gaierror)) is not None:
+        return f"cannot resolve host {param.host!r} ({_strerror(unresolved)})", False
+    if found(ConnectionRefusedError) is not None:
+        return (f"connection refused at {where}: is RabbitMQ running there? "
+                "(memory:// needs no broker)"), False
+    if found((pika.adapters.utils.connection_workflow.AMQPConnectorStackTimeout, TimeoutError)) is not None:
+        return f"no answer from {where} within {_bound(param, settings)}", False
+    if found(ConnectionResetError) is not None or found(pika.exceptions.StreamLostError) is not None:
+        return f"{where} closed the connection during the handshake (is it RabbitMQ's AMQP port?)", False
+    if found(pika.exceptions.IncompatibleProtocolError) is not None:
+        return f"{where} does not speak AMQP 0-9-1 (is it RabbitMQ's AMQP port, 5672 by default?)", False
+    if (error := found(OSError)) is not None:
+        return f"cannot reach {where} ({_strerror(error)})", False
+    innermost = chain[-1]
+    return f"could not connect to {where} ({type(innermost).__name__}: {innermost})", False
+
+
+def _strerror(exc: BaseException) -> str:
+    return str(getattr(exc, "strerror", None) or exc or type(exc).__name__)
+
+
+def _bound(param: pika.URLParameters, settings: Settings) -> str:
+    """The wait that ran out: ``connect_timeout`` or, when shorter, what was left of the deadline."""
+    waited = param.stack_timeout
+    if waited is None or waited >= settings.connect_timeout:
+        return f"connect_timeout={settings.connect_timeout:g}s"
+    return f"the {waited:.2g}s left of the call's deadline (connect_timeout={settings.connect_timeout:g}s)"
 
 
 def _where(param: pika.URLParameters) -> str:
@@ -213,12 +301,12 @@ def retrying(settings: Settings, doing: str, operation: Callable[[], T], reset: 
         try:
             with translate_errors(doing):
                 return operation()
-        except (Unreachable, OperationTimeout):
+        except OperationTimeout:
             reset()
             raise
-        except BrokerUnavailable:
+        except BrokerUnavailable as exc:
             reset()
-            if attempt + 1 >= settings.connection_attempts or deadline.expired:
+            if gave_up(exc) or attempt + 1 >= settings.connection_attempts or deadline.expired:
                 raise
             log.warning("%s: connection lost, reconnecting (attempt %d)", doing, attempt + 2)
             time.sleep(deadline.cap(settings.retry_connect_delay * attempt))
