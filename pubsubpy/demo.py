@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 from pubsubpy.app import PubSub
 from pubsubpy.dispatch import MessageInfo
+from pubsubpy.errors import PayloadValidationError
 from pubsubpy.schemas import ModelEvent
+from pubsubpy.settings import Settings
 
-__all__ = ["run_demo"]
+__all__ = ["error_lines", "run_demo"]
 
 BOOKING = "shop.models.Booking"
 
@@ -29,21 +31,43 @@ class DemoBookingPaid(ModelEvent, model=BOOKING, event="paid", register=False):
     amount_cents: int
 
 
+def error_lines(exc: BaseException) -> list[str]:
+    """Every line of a refused publish: one per field error when the payload's schema rejects it."""
+    from pydantic import ValidationError
+
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, PayloadValidationError) and isinstance(cause, ValidationError):
+        head = str(exc).split(":", 1)[0]
+        lines = [f"{head}: {cause.error_count()} field error(s)"]
+        for error in cause.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"]) or "(payload)"
+            given = "" if error["type"] == "missing" else f" (input: {error.get('input')!r})"
+            lines.append(f"  {where}: {error['msg']}{given}")
+        return lines
+    return [line for line in str(exc).splitlines() if line.strip()]
+
+
 def run_demo(url: str = "memory://", echo: Callable[[str], None] = print) -> int:
     """Run the demo; returns 0 when it showed what it promises (3 handled, 1 dead letter)."""
     app = PubSub(url, schemas=[DemoBookingCreated, DemoBookingPaid], model_exchange="pubsubpy-demo",
                  service_name="demo-billing", max_attempts=2, retry_delay=0)
     invoices: list[str] = []
 
-    @app.subscribe("Booking.*")
     def on_booking(event: DemoBookingCreated | DemoBookingPaid, info: MessageInfo) -> None:
         if isinstance(event, DemoBookingPaid) and event.amount_cents < 0:
             raise ValueError(f"refusing a negative payment of {event.amount_cents} cents")
         invoices.append(f"{info.routing_key} #{event.id}")
         echo(f"  handled   {info.routing_key:<16} {event!r}  (attempt {info.attempt})")
 
+    on_booking.__qualname__ = "on_booking"  # dead letters name it pubsubpy.demo.on_booking, not <locals>
+    app.subscribe("Booking.*")(on_booking)
+    defaults = Settings.model_fields
     try:
         echo(f"pubsubpy demo on {app.settings.display_url}")
+        echo("settings: max_attempts=2, retry_delay=0: a failing handler is retried at once, in the same drain, "
+             "and dead-lettered there")
+        echo(f"  (with the defaults, max_attempts={defaults['max_attempts'].default} and retry_delay="
+             f"{defaults['retry_delay'].default:g} s, it is retried after retry_delay on a later drain)")
         app.declare()
         app.purge_dead_letters()
         echo("publishing 4 events (one carries a negative amount the handler refuses)")
@@ -54,7 +78,10 @@ def run_demo(url: str = "memory://", echo: Callable[[str], None] = print) -> int
         try:
             app.publish_model_event(BOOKING, "created", {"id": "three", "guest": "Linus"})
         except Exception as exc:
-            echo(f"refused before sending: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+            lines = error_lines(exc)
+            echo(f"refused before sending: {type(exc).__name__}: {lines[0]}")
+            for line in lines[1:]:
+                echo(f"  {line}")
         echo("draining:")
         result = app.drain(timeout=30)
         echo(f"drain: {result}")

@@ -41,7 +41,8 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
     @with_connection
     @timeout_option
     @with_filters
-    @click.option("--limit", type=click.IntRange(min=1), default=None)
+    @click.option("--limit", type=click.IntRange(min=1), default=None,
+                  help="stop after this many matching dead letters (default: all)")
     @click.option("--json", "as_json", is_flag=True, help="JSON lines, for scripts")
     def list_(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
               reason: str | None, topic: str | None, handler: str | None, limit: int | None,
@@ -98,16 +99,23 @@ def register_dlq_commands(group: click.Group, with_connection: Decorator, load: 
             return 1
         return 0
 
-    @group.command(help="Send dead letters back to the service queue (all, or by id / filter).")
+    @group.command(help="Send dead letters back to the service queue (all, or by id / filter). "
+                        "Replaying all of them asks first unless --yes.")
     @with_connection
     @with_filters
+    @click.option("--yes", is_flag=True, help="do not ask (asked only without ids and filters)")
     @timeout_option
     @click.argument("message_ids", nargs=-1)
     def replay(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
-               reason: str | None, topic: str | None, handler: str | None, timeout: float,
+               reason: str | None, topic: str | None, handler: str | None, yes: bool, timeout: float,
                message_ids: tuple[str, ...]) -> None:
         def action() -> int:
             app = load(app_path, url, exchange, service)
+            everything = not message_ids and reason is None and topic is None and handler is None
+            if everything and not yes and not click.confirm(
+                    f"Replay every dead letter of {app.settings.service_name} to its handlers?", default=False):
+                click.echo("nothing replayed")
+                return 1
             return bulk("replayed", app.replay_dead_letters, message_ids, reason, topic, handler, app, timeout)
 
         run(action)

@@ -80,7 +80,7 @@ def register_schema_commands(group: click.Group, with_connection: Callable[[Any]
                              load_app: Callable[..., PubSub], run: Callable[[Callable[[], int | None]], None]) -> None:
     @group.command(help="Write the lock file: every (model, event, version) with its JSON Schema.")
     @with_connection
-    @click.option("--out", default=DEFAULT_LOCK, show_default=True)
+    @click.option("--out", default=DEFAULT_LOCK, show_default=True, help="where to write the lock file")
     def lock(url: str | None, exchange: str | None, service: str | None, app_path: str | None, out: str) -> None:
         def action() -> None:
             count = write_lock(load_app(app_path, url, exchange, service).registry, out)
@@ -90,7 +90,8 @@ def register_schema_commands(group: click.Group, with_connection: Callable[[Any]
 
     @group.command(help="Compare the current schemas with the lock; exit 1 on a breaking change (for CI).")
     @with_connection
-    @click.option("--lock", "lock_path", default=DEFAULT_LOCK, show_default=True)
+    @click.option("--lock", "lock_path", default=DEFAULT_LOCK, show_default=True,
+                  help="the lock file to check against")
     def check(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
               lock_path: str) -> None:
         run(lambda: check_lock(load_app(app_path, url, exchange, service).registry, lock_path, click.echo))

@@ -3,7 +3,7 @@
 - **The command line.** ``pubsubpy.commands`` builds its click group in a function (``build()``), so there is
   no module attribute for mkdocs-click to import. This hook builds it once and registers it as the module
   ``pubsubpy_docs_cli`` (attribute ``cli``), which ``docs/reference/cli.md`` names in its ``::: mkdocs-click``
-  block. Every command and option then comes from the code (``_for_the_reference`` smooths two things
+  block. Every command and option then comes from the code (``_for_the_reference`` smooths what
   mkdocs-click 0.9 renders badly with click 8.3+, on that copy only).
 - **API coverage.** Every name in ``pubsubpy.__all__`` must be rendered by a ``::: pubsubpy.NAME`` block on a
   page under ``reference/``, and no other ``pubsubpy.NAME`` may be (the module's public API is exactly
@@ -57,23 +57,10 @@ _rendered: dict[str, str] = {}  # identifier -> page whose ::: block renders it
 _anchors: set[str] = set()  # the objects the built reference pages show (mkdocstrings' heading ids)
 
 
-# Options the click group declares without help text, described here until the code gives them one (an
-# option's own help always wins).
-_MISSING_HELP = {
-    ("demo", "--url"): "the broker to run the demo on",
-    ("topology", "--timeout"): "seconds bounding the call",
-    ("drain", "--max-messages"): "stop after this many messages (default: until the queue is empty)",
-    ("drain", "--timeout"): "seconds for the whole drain, connecting and declaring included",
-    ("list", "--limit"): "stop after this many matching dead letters",
-    ("lock", "--out"): "where to write the lock file",
-    ("check", "--lock"): "the lock file to check against",
-}
-
-
 def _for_the_reference(command: Any, name: str = "pubsubpy") -> None:
     """Adapt a freshly built click tree (used only for these pages) to what mkdocs-click 0.9 renders well:
-    click 8.3+ marks "no default" with a sentinel that mkdocs-click would print as ``Sentinel.UNSET``, and an
-    option without help would read ``N/A``."""
+    click 8.3+ marks "no default" with a sentinel that mkdocs-click would print as ``Sentinel.UNSET``. (Every
+    option has its own help text; tests/test_cli_messages.py checks it.)"""
     import click
 
     for param in command.get_params(click.Context(command, info_name=name)):  # --help included (cached)
@@ -81,9 +68,6 @@ def _for_the_reference(command: Any, name: str = "pubsubpy") -> None:
             continue
         if str(param.default) == "Sentinel.UNSET":
             param.default = False if param.is_flag else None
-        if not param.help:
-            param.help = next((text for (cmd, opt), text in _MISSING_HELP.items()
-                               if cmd == name and opt in param.opts), "")
     for sub_name, sub in getattr(command, "commands", {}).items():
         _for_the_reference(sub, sub_name)
 
