@@ -103,6 +103,10 @@ mount_basics() {
 
 mount_checkout() {
   mkdir -p "$ROOT$CHECKOUT"
+  # a mount left by an earlier checkout at the same path (deleted and cloned again) shows the old directory
+  if mounted "$ROOT$CHECKOUT" && [ "$(stat -c %d:%i "$CHECKOUT")" != "$(stat -c %d:%i "$ROOT$CHECKOUT" 2>/dev/null)" ]; then
+    umount "$ROOT$CHECKOUT" 2>/dev/null || umount -l "$ROOT$CHECKOUT"
+  fi
   mounted "$ROOT$CHECKOUT" || mount --bind "$CHECKOUT" "$ROOT$CHECKOUT"
 }
 
