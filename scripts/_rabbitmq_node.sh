@@ -42,7 +42,9 @@ start_rabbit_node() {
     echo "$plugins." > "$dir/enabled_plugins"
     rm -f "$dir/pid"
     chown -R rabbitmq:rabbitmq "$dir"
-    su rabbitmq -s /bin/sh -c "env RABBITMQ_NODENAME=$node RABBITMQ_NODE_PORT=$amqp \
+    # from the node's own directory: a node keeps its working directory, and one deleted under it (a
+    # checkout removed after a run) makes a later start_app fail in prelaunch with {error,enoent}
+    su rabbitmq -s /bin/sh -c "cd $dir && env RABBITMQ_NODENAME=$node RABBITMQ_NODE_PORT=$amqp \
         RABBITMQ_DIST_PORT=$dist RABBITMQ_CONFIG_FILE=$dir/rabbitmq.conf \
         RABBITMQ_MNESIA_BASE=$dir/mnesia RABBITMQ_LOG_BASE=$dir/log RABBITMQ_ENABLED_PLUGINS_FILE=$dir/enabled_plugins \
         RABBITMQ_PID_FILE=$dir/pid ERL_EPMD_ADDRESS=127.0.0.1 \
