@@ -8,7 +8,6 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from contextlib import AbstractContextManager, suppress
 
 import pika
@@ -17,42 +16,10 @@ import pytest
 
 from pubsubpy import BrokerUnavailable, PubSub
 from pubsubpy.transports.rabbitmq import connection, pika_logs
+from tests.conftest import free_port
 from tests.contract.events import ALL, BOOKING
 
 CONNECT_TIMEOUT = 1.0
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def silent_port() -> Iterator[int]:
-    """A port that accepts TCP connections and never says a word (a broker that hangs)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(server.getsockname()[1])
-    stop.set()
-    thread.join(5)
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 def _fail(url: str, attempts: int = 1) -> tuple[BrokerUnavailable, float]:
@@ -97,7 +64,7 @@ def test_an_unresolvable_host_says_so(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_a_refused_port_says_so(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    port = _free_port()
+    port = free_port()
     exc, took = _fail(f"amqp://guest:guest@127.0.0.1:{port}/%2F", attempts=3)
     _assert_public(exc)
     assert str(exc) == (f"connecting to amqp://guest:***@127.0.0.1:{port}/%2F: connection refused at "
@@ -111,12 +78,12 @@ def test_a_refused_port_says_so(caplog: pytest.LogCaptureFixture) -> None:
     assert all("connection refused at" in w for w in warnings)
 
 
-def test_a_silent_port_says_nothing_answered_within_connect_timeout(silent_port: int,
+def test_a_black_hole_says_nothing_answered_within_connect_timeout(black_hole: int,
                                                                     caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    exc, took = _fail(f"amqp://guest:guest@127.0.0.1:{silent_port}/%2F")
+    exc, took = _fail(f"amqp://guest:guest@127.0.0.1:{black_hole}/%2F")
     _assert_public(exc)
-    assert f"no answer from 127.0.0.1:{silent_port} within connect_timeout=1s" in str(exc), exc
+    assert f"no answer from 127.0.0.1:{black_hole} within connect_timeout=1s" in str(exc), exc
     assert exc.__cause__ is not None
     assert took < CONNECT_TIMEOUT + 1
     assert not _pika_records(caplog)
@@ -137,7 +104,7 @@ def test_bad_credentials_name_the_user_not_the_password(rabbit_url: str, caplog:
 
 def test_several_urls_each_say_their_cause(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    port = _free_port()
+    port = free_port()
     exc, _ = _fail(f"amqp://nohost.invalid:5672,amqp://127.0.0.1:{port}", attempts=2)
     _assert_public(exc)
     assert "cannot resolve host 'nohost.invalid'" in str(exc), exc
@@ -146,7 +113,7 @@ def test_several_urls_each_say_their_cause(caplog: pytest.LogCaptureFixture) -> 
     assert len(_attempt_warnings(caplog)) == 4, "two rounds over two URLs"
 
 
-def test_the_filter_is_scoped_to_the_connecting_thread(silent_port: int, caplog: pytest.LogCaptureFixture,
+def test_the_filter_is_scoped_to_the_connecting_thread(black_hole: int, caplog: pytest.LogCaptureFixture,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """While pubsubpy's connect waits on a silent port, pika records from another thread pass: a direct
     record and a whole failed pika connect of the application's own (its resolver thread's record too)."""
@@ -170,7 +137,7 @@ def test_the_filter_is_scoped_to_the_connecting_thread(silent_port: int, caplog:
     other = threading.Thread(target=elsewhere, name="application-thread")
     other.start()
     try:
-        _fail(f"amqp://guest:guest@127.0.0.1:{silent_port}/%2F")
+        _fail(f"amqp://guest:guest@127.0.0.1:{black_hole}/%2F")
     finally:
         other.join(10)
     passed = _pika_records(caplog, logging.ERROR)
@@ -186,7 +153,7 @@ def test_pika_outside_our_connect_logs_as_usual(caplog: pytest.LogCaptureFixture
     pika loggers' levels are untouched."""
     caplog.set_level(logging.DEBUG)
     levels = {name: logging.getLogger(name).level for name in ("pika", "pika.adapters.blocking_connection")}
-    _fail(f"amqp://guest:guest@127.0.0.1:{_free_port()}/%2F")
+    _fail(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F")
     assert not _pika_records(caplog)
     logging.getLogger("pika.adapters.blocking_connection").error("after our connect")
     assert [r.getMessage() for r in _pika_records(caplog)] == ["after our connect"]
@@ -195,7 +162,7 @@ def test_pika_outside_our_connect_logs_as_usual(caplog: pytest.LogCaptureFixture
 
 def test_giving_up_is_not_retried_by_the_operation() -> None:
     """connect's BrokerUnavailable carries its "gave up" mark: ``retrying`` does not connect again."""
-    settings = PubSub(f"amqp://127.0.0.1:{_free_port()}", schemas=ALL, connection_attempts=3,
+    settings = PubSub(f"amqp://127.0.0.1:{free_port()}", schemas=ALL, connection_attempts=3,
                       retry_connect_delay=0).settings
     calls: list[int] = []
 

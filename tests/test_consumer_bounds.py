@@ -7,13 +7,13 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from pubsubpy import BrokerUnavailable, MessageInfo, PubSub, TransportError
 from pubsubpy.health import WorkerHealth
-from tests.conftest import Names, wait_for
+from tests.conftest import Names, free_port, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated
 
 
@@ -148,39 +148,6 @@ def test_forcing_a_stop_during_a_long_handler_returns_at_once_with_the_message_a
     app.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@pytest.fixture
-def black_hole() -> Iterator[int]:
-    """A port that accepts TCP connections and never says a word (a broker that hangs)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(server.getsockname()[1])
-    stop.set()
-    thread.join(5)
-    for conn in accepted:
-        conn.close()
-    server.close()
-
-
 def _subscribed(url: str) -> PubSub:
     app = PubSub(url, schemas=ALL, service_name="deadline-test")
 
@@ -193,7 +160,7 @@ def _subscribed(url: str) -> PubSub:
 
 def test_drain_against_a_refused_port_keeps_its_timeout() -> None:
     """Before: connect attempts were retried inside an outer retry loop: 12 attempts, 7.6 s for timeout=2."""
-    app = _subscribed(f"amqp://guest:guest@127.0.0.1:{_free_port()}/%2F")
+    app = _subscribed(f"amqp://guest:guest@127.0.0.1:{free_port()}/%2F")
     started = time.monotonic()
     with pytest.raises(BrokerUnavailable):
         app.drain(timeout=2)
@@ -219,7 +186,7 @@ def test_publish_against_a_silent_broker_is_bounded_by_confirm_plus_connect(blac
 
 
 def test_connection_attempts_means_attempts() -> None:
-    port = _free_port()
+    port = free_port()
     app = _subscribed(f"amqp://guest:guest@127.0.0.1:{port}/%2F,amqp://guest:guest@127.0.0.1:{port}/%2F")
     app2 = PubSub(app.settings.amqp_url, schemas=ALL, service_name="deadline-test", connection_attempts=2,
                   retry_connect_delay=0)

@@ -4,7 +4,6 @@ unroutable message move; and a worker's /metrics and /healthz over HTTP."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -19,7 +18,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from pubsubpy import MessageInfo, PubSub, Reject
 from pubsubpy.telemetry.metrics import Metrics
-from tests.conftest import RABBIT_URL, Names, rabbitmqctl, wait_for
+from tests.conftest import RABBIT_URL, Names, free_port, rabbitmqctl, wait_for
 from tests.contract.events import ALL, BOOKING, ROOM, BookingCreated, BookingUpdated
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,12 +95,6 @@ def test_counters_and_histograms_move_with_each_outcome(rabbit_url: str, names: 
     billing.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _get(port: int, path: str) -> tuple[int, str]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
@@ -115,7 +108,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 @pytest.fixture
 def vhost(rabbit_url: str) -> Iterator[str]:
     """A virtual host of its own, so the test can take the broker away from just this worker."""
-    name = f"t-vhost-{os.getpid()}-{_free_port()}"
+    name = f"t-vhost-{os.getpid()}-{free_port()}"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     yield name
@@ -132,7 +125,7 @@ def test_a_worker_serves_metrics_and_a_readiness_probe_that_fails_when_the_broke
     def placeholder(event: BookingCreated) -> None: ...
 
     app.declare()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PUBSUBPY_TEST_URL": url, "WORKER_EXCHANGE": exchange, "WORKER_SERVICE": service,
            "WORKER_LOG": str(tmp_path / "handled.log"), "WORKER_HANDLER_SECONDS": "0"}
     worker = subprocess.Popen(
