@@ -13,7 +13,7 @@ import pika
 import pytest
 
 from pubsubpy import MessageInfo, PubSub
-from pubsubpy.errors import UnroutableMessage
+from pubsubpy.errors import BrokerUnavailable, UnroutableMessage
 from tests.conftest import Names, broker_version, rabbitmqctl, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated
 
@@ -85,6 +85,45 @@ def test_a_worker_whose_queue_is_deleted_declares_it_again_and_consumes(
     assert any("cancelled" in m and f"{service}.events" in m for m in warnings), warnings
     worker_app.close()
     publisher.close()
+
+
+def test_a_queue_deleted_while_the_connection_was_down_is_declared_again(rabbit_url: str, names: Names,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """Seen in a run where a forced close of every connection met a deleted queue: the connection died before
+    the broker's cancel reached the consumer, and the reconnect's ``basic.consume`` was refused (404), which
+    ended the worker with a ConfigurationError. The consumer declares the topology again, as for a cancel."""
+    app = PubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=names.service())
+    app.subscribe("Booking.created")(lambda event: None)
+    app.declare()
+    queue = f"{app.settings.service_name}.events"
+    redeclared: list[object] = []
+
+    def redeclare(deadline: object) -> None:
+        redeclared.append(deadline)
+        app.declare()
+
+    consumer = app.transport.consume(queue, 10, redeclare=redeclare)
+    try:
+        _delete_queue(rabbit_url, queue)
+        # The order cannot be forced from outside (the cancel is on the wire before any close): the consumer's
+        # connection is declared lost here, before it reads the cancel, as pika's close callback would.
+        consumer._lost(BrokerUnavailable("connection lost (test)"))  # type: ignore[attr-defined]
+        caplog.set_level(logging.WARNING, logger="pubsubpy")
+        assert consumer.get(1.0) is None  # reconnects: 404, declares again, consumes
+        assert redeclared, "the topology was not declared again"
+        assert consumer.connected
+        app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+        delivery = None
+        for _ in range(50):  # up to 10 s
+            delivery = delivery or consumer.get(0.2)
+            if delivery is not None:
+                break
+        assert delivery is not None and b'"id":1' in delivery.body.replace(b" ", b"")
+        consumer.ack(delivery.tag)
+        assert any("is gone" in r.getMessage() and queue in r.getMessage() for r in caplog.records)
+    finally:
+        consumer.close()
+        app.close()
 
 
 def test_a_drain_whose_queue_is_deleted_returns_what_it_did(rabbit_url: str, names: Names) -> None:
