@@ -30,8 +30,8 @@ def test_bench_quick_writes_valid_json_and_a_chart(rabbit_url: str, tmp_path: Pa
     assert len(cluster) == 9 or (not cluster and "skipping the cluster rows" in proc.stderr), cluster
     for row in results["rows"]:
         assert math.isfinite(row["pubsubpy"]), row
-        if row["unit"] in ("msg/s", "keys/s", "ms"):
-            assert row["pubsubpy"] > 0, row
+        if row["unit"] in ("msg/s", "keys/s", "ms") and "added time" not in row["name"]:
+            assert row["pubsubpy"] > 0, row  # (an added time is a difference of two timings: noise may make it < 0)
         assert row["baseline"] is None or row["baseline"] > 0, row
         assert row["met"] in (True, False, None)
     assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
