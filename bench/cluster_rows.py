@@ -37,7 +37,7 @@ from bench.broker_rows import stored
 from bench.common import BODY, MODEL, PAYLOAD, ROUTING_KEY, URL, Booking, Row, rate, unique
 from bench.worker_rows import _Finish
 from pubsubpy import PubSub
-from pubsubpy.outcomes import DrainResult
+from pubsubpy.messages import DrainResult
 from pubsubpy.testing import delete_topology
 
 PORTS = (5681, 5682, 5683)

@@ -44,7 +44,7 @@ from bench.common import (
     unique,
 )
 from pubsubpy import PubSub
-from pubsubpy.outcomes import DrainResult
+from pubsubpy.messages import DrainResult
 from pubsubpy.topology import dead_letter_exchange, dead_letter_queue, retry_delay_ms, retry_queue
 from pubsubpy.worker import worker_prefetch
 

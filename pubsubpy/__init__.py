@@ -33,7 +33,6 @@ from typing_extensions import Unpack
 from pubsubpy.app import PubSub
 from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
-from pubsubpy.dispatch import MessageInfo
 from pubsubpy.errors import (
     BrokerUnavailable,
     ConfigurationError,
@@ -54,8 +53,8 @@ from pubsubpy.errors import (
     UnroutableMessage,
 )
 from pubsubpy.inbox import Inbox
+from pubsubpy.messages import DrainResult, MessageInfo, Reason
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
-from pubsubpy.outcomes import DrainResult, Reason
 from pubsubpy.publisher import EventSpec, UnroutableWarning
 from pubsubpy.router import UnmatchedPatternWarning
 from pubsubpy.schemas import ModelEvent

@@ -18,16 +18,16 @@ from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
-from pubsubpy.consumer import LoopOptions, consume_queue
+from pubsubpy._engine import Engine
+from pubsubpy.consumer import LoopHandoff, LoopOptions, consume_queue
 from pubsubpy.credentials import resolve_url
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
-from pubsubpy.dispatch import AwaitOnLoop, Dispatcher
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, OperationTimeout, TransportError
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox
+from pubsubpy.messages import DrainResult
 from pubsubpy.middleware import Middleware, MiddlewareChain, PublishContext
-from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
@@ -485,15 +485,15 @@ class PubSub:
         return self._drain(max_messages, timeout, concurrency, on_message, None)
 
     def _drain(self, max_messages: int | None, timeout: float, concurrency: int,
-               on_message: Callable[[DrainResult], None] | None, await_on_loop: AwaitOnLoop | None,
+               on_message: Callable[[DrainResult], None] | None, handoff: LoopHandoff | None,
                stop: threading.Event | None = None) -> DrainResult:
         deadline = Deadline.after(timeout)
-        service, dispatcher = self._prepare_consumer(await_on_loop)
+        service, engine = self._prepare_consumer(handoff)
         self._ensure_declared(deadline)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
                               on_message=on_message, middleware=self._middleware, stop=stop,
-                              redeclare=self._redeclare)
-        return consume_queue(self.settings, service, self.transport, dispatcher, options)
+                              redeclare=self._redeclare, work_chunk=handoff.chunk_work(engine) if handoff else None)
+        return consume_queue(self.settings, service, self.transport, engine, options)
 
     def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
         """Consume until ``stop`` is set (or SIGTERM/SIGINT, when called in the main thread).
@@ -523,8 +523,8 @@ class PubSub:
         return self._run(concurrency, stop, threading.Event(), None, signals=True)
 
     def _run(self, concurrency: int, stop: threading.Event, force: threading.Event,
-             await_on_loop: AwaitOnLoop | None, *, signals: bool) -> DrainResult:
-        service, dispatcher = self._prepare_consumer(await_on_loop)
+             handoff: LoopHandoff | None, *, signals: bool) -> DrainResult:
+        service, engine = self._prepare_consumer(handoff)
         settings = self.settings
         explicit = settings.prefetch if "prefetch" in settings.model_fields_set else None
         prefetch = worker_prefetch(explicit, concurrency)
@@ -534,8 +534,9 @@ class PubSub:
             log.info("worker started: service %s, queue %s, patterns %s, concurrency %d, prefetch %d", service,
                      service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
             options = LoopOptions(prefetch, concurrency, until_empty=False, forever=True, stop=stop, force=force,
-                                  middleware=self._middleware, health=self.health, redeclare=self._redeclare)
-            result = consume_queue(settings, service, self.transport, dispatcher, options)
+                                  middleware=self._middleware, health=self.health, redeclare=self._redeclare,
+                                  work_chunk=handoff.chunk_work(engine) if handoff else None)
+            result = consume_queue(settings, service, self.transport, engine, options)
         log.info("worker stopped (%s): %s", result.stopped_by, result)
         return result
 
@@ -556,12 +557,12 @@ class PubSub:
                 delay = min(delay * 2, 30.0)
         return False
 
-    def _prepare_consumer(self, await_on_loop: AwaitOnLoop | None = None) -> tuple[str, Dispatcher]:
+    def _prepare_consumer(self, handoff: LoopHandoff | None = None) -> tuple[str, Engine]:
         service = self._service()
         if not self._router.subscriptions:
             raise ConfigurationError(f"service {service!r} has no subscriptions: decorate a handler with @subscribe")
         asynchronous = [s.name for s in self._router.subscriptions if s.is_async]
-        if asynchronous and await_on_loop is None:
+        if asynchronous and handoff is None:
             raise ConfigurationError(
                 f"handler(s) {', '.join(asynchronous)} are `async def`: a PubSub calls handlers on threads and "
                 "cannot await them. Consume with pubsubpy.aio.AsyncPubSub (`await app.drain()` / `await app.run()`, "
@@ -574,8 +575,8 @@ class PubSub:
                 "which installs one")
         if not self._router.resolved:
             self._router.resolve(self._registry, require_schemas=self.settings.require_schemas)
-        return service, Dispatcher(self.settings, self._router, self._registry, self._inbox, self._middleware,
-                                   service_queue(service), await_on_loop)
+        return service, Engine(self.settings, self._router, self._registry, self._inbox, self._middleware,
+                               service_queue(service), handoff.await_on_loop if handoff else None)
 
     # -- dead letters --------------------------------------------------------------
     def _dead_letters(self, timeout: float | None) -> DeadLetterStore:

@@ -21,8 +21,7 @@ Delivery semantics (at least once):
   next chunk's handlers run and send their own copies; only then does the loop
   wait for the first chunk's confirms and ack its originals, writing the acks at
   once so the broker refills the window meanwhile (``settle`` sends,
-  ``confirm`` waits and acks). Measured on a drain of dead letters: 7,500/s
-  waiting for each chunk's confirms before the next, 10,000/s so.
+  ``confirm`` waits and acks; docs/architecture.md has the measurement).
 - Stopping (``timeout``, ``stop`` set, a signal): no new message starts;
   messages already taken but not started go back to the queue unacked; running
   handlers get ``shutdown_timeout`` to finish and be acked. Past that (or when
@@ -41,23 +40,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from pubsubpy._engine import AwaitOnLoop, Engine, Verdict
+from pubsubpy._engine.runs import log_fields
 from pubsubpy.deadline import Deadline
-from pubsubpy.dispatch import Decision, Dispatcher
 from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
 from pubsubpy.errors import TransportError
-from pubsubpy.handler_pool import HandlerPool, HandlerRunner
-from pubsubpy.handler_runs import log_fields
+from pubsubpy.handler_pool import ChunkWork, HandlerPool, HandlerRunner
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inline_runner import Abandoned, Baton, InlineRunner, Watch, watch
+from pubsubpy.messages import Delivery, DrainResult, Outcome, Reason
 from pubsubpy.middleware import MessageContext, MiddlewareChain
-from pubsubpy.outcomes import DrainResult, Outcome, Reason
 from pubsubpy.settings import Settings
-from pubsubpy.settling import Settler, outcome_of
+from pubsubpy.settling import Settler
 from pubsubpy.topology import service_queue
-from pubsubpy.transports.base import Consumer, Delivery, PendingPublish, Redeclare, Transport
+from pubsubpy.transports.base import Consumer, PendingPublish, Redeclare, Transport
 
-__all__ = ["LoopOptions", "consume_queue"]
+__all__ = ["LoopHandoff", "LoopOptions", "consume_queue"]
 
 log = logging.getLogger("pubsubpy.drain")
 
@@ -83,6 +83,16 @@ class LoopOptions:
     middleware: MiddlewareChain | None = None
     health: WorkerHealth | None = None
     redeclare: Redeclare | None = None  # the queue was deleted under the consumer: declare it again
+    work_chunk: ChunkWork[Delivery, Verdict] | None = None  # async handlers: a chunk at a time (pubsubpy.aio)
+
+
+class LoopHandoff(Protocol):
+    """How a consumer runs ``async def`` handlers on an event loop (``pubsubpy.aio.handoff``)."""
+
+    @property
+    def await_on_loop(self) -> AwaitOnLoop: ...
+
+    def chunk_work(self, engine: Engine) -> ChunkWork[Delivery, Verdict] | None: ...
 
 
 _Key = tuple[str, str, str, object]
@@ -123,12 +133,12 @@ class _Recent:
 
 
 class _Loop:
-    def __init__(self, settings: Settings, service: str, transport: Transport, dispatcher: Dispatcher,
+    def __init__(self, settings: Settings, service: str, transport: Transport, engine: Engine,
                  options: LoopOptions) -> None:
         self.settings = settings
         self.queue = service_queue(service)
         self.transport = transport
-        self.dispatcher = dispatcher
+        self.engine = engine
         self.options = options
         self.settler = Settler(settings, service)
         self.result = DrainResult()
@@ -140,7 +150,7 @@ class _Loop:
         self.backoff = max(settings.retry_connect_delay, 0.1)
         self.baton: Baton | None = None  # when the loop runs its handlers itself, watched
         # copies sent, oldest first, whose originals are acked once confirmed (at most two: see ``step``)
-        self.unconfirmed: deque[tuple[list[tuple[Delivery, Decision]], PendingPublish]] = deque()
+        self.unconfirmed: deque[tuple[list[tuple[Delivery, Verdict]], PendingPublish]] = deque()
 
     # -- setup ---------------------------------------------------------------------
     def open_consumer(self) -> Consumer | None:
@@ -166,13 +176,12 @@ class _Loop:
     def run(self) -> DrainResult:
         started = time.monotonic()
         options = self.options
-        if options.concurrency == 1 and not self.dispatcher.awaits:
+        if options.concurrency == 1 and options.work_chunk is None:
             result = watch(self.consume_inline, Watch(self.result, options.stop, options.force, options.deadline,
                                                       self.settings.shutdown_timeout, options.health))
         else:
             result = self.consume(lambda consumer: HandlerPool(
-                options.concurrency, self.dispatcher.dispatch, consumer.wake,
-                work_chunk=self.dispatcher.dispatch_chunk if self.dispatcher.awaits else None))
+                options.concurrency, self.engine.dispatch, consumer.wake, work_chunk=options.work_chunk))
         result.seconds = time.monotonic() - started  # (an abandoned loop's result is a snapshot of self.result)
         return result
 
@@ -180,14 +189,14 @@ class _Loop:
         """``run`` on the watched thread, holding ``baton`` (see ``inline_runner.py``)."""
         self.baton = baton
 
-        def runner(consumer: Consumer) -> InlineRunner[Delivery, Decision]:
-            made = InlineRunner(self.dispatcher.dispatch, baton, chunk=max(1, min(self.options.prefetch // 2, 500)))
+        def runner(consumer: Consumer) -> InlineRunner[Delivery, Verdict]:
+            made = InlineRunner(self.engine.dispatch, baton, chunk=max(1, min(self.options.prefetch // 2, 500)))
             baton.consumer, baton.runner = consumer, made
             return made
 
         return self.consume(runner)
 
-    def consume(self, make_runner: Callable[[Consumer], HandlerRunner[Delivery, Decision]]) -> DrainResult:
+    def consume(self, make_runner: Callable[[Consumer], HandlerRunner[Delivery, Verdict]]) -> DrainResult:
         consumer = self.open_consumer()
         if consumer is None:
             self.result.stopped_by = "stopped"
@@ -208,7 +217,7 @@ class _Loop:
             consumer.close()
         return self.result
 
-    def step(self, consumer: Consumer, pool: HandlerRunner[Delivery, Decision]) -> bool:
+    def step(self, consumer: Consumer, pool: HandlerRunner[Delivery, Verdict]) -> bool:
         """One turn: settle what finished, decide whether to stop, take more, wait. True: done."""
         if self.options.health is not None:
             self.options.health.turned()
@@ -242,7 +251,7 @@ class _Loop:
         self.backoff = max(self.settings.retry_connect_delay, 0.1)
         return False
 
-    def should_stop(self, pool: HandlerRunner[Delivery, Decision]) -> bool:
+    def should_stop(self, pool: HandlerRunner[Delivery, Verdict]) -> bool:
         options = self.options
         if options.force is not None and options.force.is_set():
             return self.abandon(pool, "forced")
@@ -261,13 +270,13 @@ class _Loop:
                 return self.abandon(pool, self.result.stopped_by)
         return False
 
-    def begin_stop(self, pool: HandlerRunner[Delivery, Decision], why: str) -> None:
+    def begin_stop(self, pool: HandlerRunner[Delivery, Verdict], why: str) -> None:
         self.stopping = True
         self.result.stopped_by = why
         self.grace = Deadline.after(self.settings.shutdown_timeout)
         pool.stop_starting()
 
-    def abandon(self, pool: HandlerRunner[Delivery, Decision], why: str) -> bool:
+    def abandon(self, pool: HandlerRunner[Delivery, Verdict], why: str) -> bool:
         self.result.stopped_by = why
         self.result.abandoned = pool.in_flight
         if pool.in_flight:
@@ -279,7 +288,7 @@ class _Loop:
         limit = self.options.max_messages
         return not self.stopping and (limit is None or self.taken < limit)
 
-    def feed(self, consumer: Consumer, pool: HandlerRunner[Delivery, Decision]) -> None:
+    def feed(self, consumer: Consumer, pool: HandlerRunner[Delivery, Verdict]) -> None:
         if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
             self.take_buffered(consumer)
         batch: list[Delivery] = []
@@ -293,7 +302,7 @@ class _Loop:
             batch.append(delivery)
         pool.submit(batch)
 
-    def wait(self, consumer: Consumer, pool: HandlerRunner[Delivery, Decision]) -> None:
+    def wait(self, consumer: Consumer, pool: HandlerRunner[Delivery, Verdict]) -> None:
         timeout = _EMPTY_STEP if self.options.until_empty and not pool.in_flight else _POLL
         if not self.stopping:
             timeout = self.options.deadline.cap(timeout)
@@ -326,11 +335,11 @@ class _Loop:
         self.parked.extend(consumer.take_ready())
 
     # -- settling ------------------------------------------------------------------
-    def settle(self, consumer: Consumer, finished: Sequence[tuple[Delivery, Decision | None]]) -> None:
+    def settle(self, consumer: Consumer, finished: Sequence[tuple[Delivery, Verdict | None]]) -> None:
         """Send the copies of every finished message in one round; they are acked once the copies are
         confirmed (``confirm``), or at once when there are none. A message handed back unstarted
         (``None``) stays unacked and returns to the queue."""
-        done = [(delivery, decision) for delivery, decision in finished if decision is not None]
+        done = [(delivery, verdict) for delivery, verdict in finished if verdict is not None]
         copies = self.settler.copies(done)
         if not copies:
             self.acknowledge(consumer, done)
@@ -363,57 +372,57 @@ class _Loop:
         consumer.flush()  # now, not at the next I/O: the broker refills the window while the next chunk runs
 
     @staticmethod
-    def give_back(consumer: Consumer, done: list[tuple[Delivery, Decision]]) -> None:
+    def give_back(consumer: Consumer, done: list[tuple[Delivery, Verdict]]) -> None:
         for delivery, _ in done:  # their copies are not safe: hand them back for another try
             consumer.nack(delivery.tag, requeue=True)
 
-    def acknowledge(self, consumer: Consumer, done: list[tuple[Delivery, Decision]]) -> None:
+    def acknowledge(self, consumer: Consumer, done: list[tuple[Delivery, Verdict]]) -> None:
         result = self.result
         debug = log.isEnabledFor(logging.DEBUG)
         middleware = self.options.middleware
         observers = middleware.observers() if middleware is not None and middleware.observes_messages else None
-        for delivery, decision in done:
+        for delivery, verdict in done:
             consumer.ack(delivery.tag)
-            outcome = outcome_of(decision)
-            result.count(outcome, decision.reason)
+            outcome = verdict.outcome
+            result.count(outcome, verdict.reason)
             if delivery.redelivered:
                 result.redelivered += 1
             self.recent.add(delivery)
             if outcome is Outcome.DEAD_LETTERED:
                 log.warning("dead-lettered %s (%s) from %s: %s: %s", delivery.properties.message_id,
-                            decision.routing_key, self.queue, decision.reason.value if decision.reason else "?",
-                            decision.error, extra=self.log_fields(delivery, decision, outcome))
+                            verdict.routing_key, self.queue, verdict.reason.value if verdict.reason else "?",
+                            verdict.error, extra=self.log_fields(delivery, verdict, outcome))
             elif outcome is Outcome.DEFERRED:
                 log.info("deferred %s (%s): no handler here subscribes it; another version may",
-                         delivery.properties.message_id, decision.routing_key,
-                         extra=self.log_fields(delivery, decision, outcome))
+                         delivery.properties.message_id, verdict.routing_key,
+                         extra=self.log_fields(delivery, verdict, outcome))
             elif debug:
-                log.debug("%s %s (%s)", outcome.value, delivery.properties.message_id, decision.routing_key,
-                          extra=self.log_fields(delivery, decision, outcome))
+                log.debug("%s %s (%s)", outcome.value, delivery.properties.message_id, verdict.routing_key,
+                          extra=self.log_fields(delivery, verdict, outcome))
             if observers:
-                MiddlewareChain.after_message(observers, self.message_context(delivery, decision, outcome))
+                MiddlewareChain.after_message(observers, self.message_context(delivery, verdict, outcome))
             if self.options.on_message is not None:
                 self.options.on_message(result)
 
-    def message_context(self, delivery: Delivery, decision: Decision, outcome: Outcome) -> MessageContext:
-        ran = outcome in (Outcome.HANDLED, Outcome.RETRIED) or decision.reason in _HANDLER_REASONS
-        info = self.dispatcher.info(delivery, decision, version_from(delivery.properties.headers))
-        return MessageContext(info, outcome, decision.reason, decision.error, self.settings.model_exchange,
+    def message_context(self, delivery: Delivery, verdict: Verdict, outcome: Outcome) -> MessageContext:
+        ran = outcome in (Outcome.HANDLED, Outcome.RETRIED) or verdict.reason in _HANDLER_REASONS
+        info = self.engine.info(delivery, verdict, version_from(delivery.properties.headers))
+        return MessageContext(info, outcome, verdict.reason, verdict.error, self.settings.model_exchange,
                               self.queue, ran)
 
     @staticmethod
-    def log_fields(delivery: Delivery, decision: Decision, outcome: Outcome) -> dict[str, object]:
-        handlers = ",".join(s.name for s in (decision.exhausted or decision.failed)) or None
-        fields = log_fields(delivery.properties.message_id, decision.routing_key, handlers, decision.attempt,
+    def log_fields(delivery: Delivery, verdict: Verdict, outcome: Outcome) -> dict[str, object]:
+        handlers = ",".join(verdict.blamed or verdict.retry) or None
+        fields = log_fields(delivery.properties.message_id, verdict.routing_key, handlers, verdict.attempt,
                             outcome.value)
-        fields["reason"] = decision.reason.value if decision.reason else None
+        fields["reason"] = verdict.reason.value if verdict.reason else None
         return fields
 
 
-def consume_queue(settings: Settings, service: str, transport: Transport, dispatcher: Dispatcher,
+def consume_queue(settings: Settings, service: str, transport: Transport, engine: Engine,
                   options: LoopOptions) -> DrainResult:
     """Run the loop over ``service``'s queue with ``options``; see the module docstring."""
-    result = _Loop(settings, service, transport, dispatcher, options).run()
+    result = _Loop(settings, service, transport, engine, options).run()
     if result.messages or result.duplicates:
         log.info("consumed %s: %s", service_queue(service), result)
     return result

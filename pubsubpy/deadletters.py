@@ -51,7 +51,7 @@ from pubsubpy.envelope import (
     new_message_id,
 )
 from pubsubpy.errors import InvalidTopic, OperationTimeout, PublishError, TransportError
-from pubsubpy.outcomes import Reason
+from pubsubpy.messages import Reason
 from pubsubpy.topics import topic_matches, validate_routing_key
 from pubsubpy.topology import dead_letter_queue, service_queue
 from pubsubpy.transports.base import Delivery, OutgoingMessage, Transport

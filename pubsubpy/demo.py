@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pubsubpy.app import PubSub
-from pubsubpy.dispatch import MessageInfo
 from pubsubpy.errors import PayloadValidationError
+from pubsubpy.messages import MessageInfo
 from pubsubpy.schemas import ModelEvent
 from pubsubpy.settings import Settings
 

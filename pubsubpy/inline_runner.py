@@ -2,8 +2,8 @@
 
 Handing each delivery to a handler thread and its result back costs two thread
 switches per chunk; with the worker's small window (prefetch 4) chunks hold a
-message or three, and the hops cost more CPU than pika's own work (measured:
-120 µs of CPU per no-op message against 86 µs inline; raw pika 50 µs). So with
+message or three, and the hops cost more CPU than pika's own work
+(docs/architecture.md has the measurement). So with
 one handler at a time and synchronous handlers, the whole loop (I/O, handlers,
 acks) runs on one thread, ``pubsubpy-consumer``, and the caller's thread watches it:
 
@@ -36,7 +36,7 @@ from typing import Generic, Protocol, TypeVar
 from pubsubpy.deadline import Deadline
 from pubsubpy.handler_pool import Isolation
 from pubsubpy.health import WorkerHealth
-from pubsubpy.outcomes import DrainResult
+from pubsubpy.messages import DrainResult
 from pubsubpy.transports.base import Consumer
 
 __all__ = ["Abandoned", "Baton", "InlineRunner", "Watch", "watch"]

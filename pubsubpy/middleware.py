@@ -29,15 +29,11 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
-from pubsubpy.outcomes import Outcome, Reason
-from pubsubpy.transports.base import OutgoingMessage
+from pubsubpy.messages import HANDLED, HandlerResult, MessageInfo, Outcome, OutgoingMessage, Reason
 
-if TYPE_CHECKING:
-    from pubsubpy.dispatch import MessageInfo
-
-__all__ = ["HandlerContext", "HandlerResult", "MessageContext", "Middleware", "PublishContext"]
+__all__ = ["HANDLED", "HandlerContext", "HandlerResult", "MessageContext", "Middleware", "PublishContext"]
 
 log = logging.getLogger("pubsubpy.middleware")
 
@@ -77,27 +73,6 @@ class HandlerContext:
     """The service queue it was consumed from."""
     delivery_tag: int
     """The broker's delivery tag."""
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerResult:
-    """What became of one handler run: ``handled``, or ``retried``, or ``dead_lettered`` with the reason
-    (``rejected`` for ``Reject``, ``handler_error`` on the last attempt)."""
-
-    outcome: Outcome
-    """``handled``, ``retried`` or ``dead_lettered``."""
-    reason: Reason | None = None
-    """For ``dead_lettered``: ``rejected`` or ``handler_error``."""
-    exception: BaseException | None = None
-    """What the handler raised, if anything (for error reporting)."""
-
-    @property
-    def ok(self) -> bool:
-        """The run succeeded (``outcome`` is ``handled``)."""
-        return self.outcome is Outcome.HANDLED
-
-
-HANDLED = HandlerResult(Outcome.HANDLED)
 
 
 @dataclass(frozen=True, slots=True)

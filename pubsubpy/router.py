@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pubsubpy.errors import ConfigurationError
+from pubsubpy.messages import MessageInfo
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
 from pubsubpy.settings import _caller_level
 from pubsubpy.topics import TopicTrie, topic_matches, validate_pattern
@@ -150,8 +151,6 @@ def _classify(name: str, param: str, annotation: Any) -> tuple[bool, bool, tuple
 def _check_info(name: str, handler: Callable[..., Any], second: inspect.Parameter,
                 hints: dict[str, Any] | None) -> None:
     """A second parameter that receives the ``MessageInfo`` must say so, or say nothing."""
-    from pubsubpy.dispatch import MessageInfo  # dispatch imports this module
-
     if second.default is not second.empty or second.annotation is second.empty:
         return  # an optional one is passed the MessageInfo only when annotated for it
     annotation = _annotation(handler, second, hints)

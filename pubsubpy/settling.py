@@ -1,4 +1,4 @@
-"""Settling: turn decisions into the broker operations that make them durable, a window at a time.
+"""Settling: turn verdicts into the broker operations that make them durable, a window at a time.
 
 A handled message needs only its ack. A retried, deferred or dead-lettered
 one first needs a copy (in a retry queue, or the dead-letter queue) confirmed
@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from pubsubpy.dispatch import Decision
+from pubsubpy._engine import Verdict
 from pubsubpy.envelope import (
     H_ATTEMPT,
     H_COPY,
@@ -29,20 +29,11 @@ from pubsubpy.envelope import (
     new_message_id,
 )
 from pubsubpy.errors import PublishError
-from pubsubpy.outcomes import Outcome
+from pubsubpy.messages import Delivery, OutgoingMessage
 from pubsubpy.settings import Settings
 from pubsubpy.topology import dead_letter_exchange, deferral_delay_ms, retry_delay_ms, retry_queue, service_queue
-from pubsubpy.transports.base import Delivery, OutgoingMessage
 
-__all__ = ["Settler", "outcome_of"]
-
-
-def outcome_of(decision: Decision) -> Outcome:
-    if decision.reason is not None:
-        return Outcome.DEAD_LETTERED
-    if decision.deferred_since is not None:
-        return Outcome.DEFERRED
-    return Outcome.RETRIED if decision.failed else Outcome.HANDLED
+__all__ = ["Settler"]
 
 
 def _now() -> str:
@@ -61,54 +52,54 @@ class Settler:
         self._settings = settings
         self._service = service
 
-    def retry_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
-        delay = retry_delay_ms(self._settings, decision.attempt)
+    def retry_copy(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
+        delay = retry_delay_ms(self._settings, verdict.attempt)
         headers: dict[str, object] = {
-            H_ATTEMPT: decision.attempt + 1,
-            H_HANDLERS: ",".join(s.name for s in decision.failed),
-            H_ROUTING_KEY: decision.routing_key,
+            H_ATTEMPT: verdict.attempt + 1,
+            H_HANDLERS: ",".join(verdict.retry),
+            H_ROUTING_KEY: verdict.routing_key,
         }
         target = retry_queue(self._service, delay) if delay > 0 else service_queue(self._service)
         return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
 
-    def deferral_copy(self, delivery: Delivery, decision: Decision) -> OutgoingMessage:
+    def deferral_copy(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
         """Back through a retry queue, for a version of this service that subscribes its key; the attempt
         count is left alone (no handler ran)."""
-        deferral = decision.deferrals + 1
+        deferral = verdict.deferrals + 1
         headers: dict[str, object] = {
-            H_ROUTING_KEY: decision.routing_key,
-            H_DEFERRED_SINCE: int((decision.deferred_since or 0.0) * 1000),
+            H_ROUTING_KEY: verdict.routing_key,
+            H_DEFERRED_SINCE: int((verdict.deferred_since or 0.0) * 1000),
             H_DEFERRALS: deferral,
         }
         target = retry_queue(self._service, deferral_delay_ms(self._settings, deferral))
         return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
 
-    def dead_letter_copy(self, delivery: Delivery, decision: Decision, at: str | None = None) -> OutgoingMessage:
-        assert decision.reason is not None
+    def dead_letter_copy(self, delivery: Delivery, verdict: Verdict, at: str | None = None) -> OutgoingMessage:
+        assert verdict.reason is not None
         headers: dict[str, object] = {
-            H_REASON: decision.reason.value,
-            H_ERROR: decision.error or "",
-            H_ATTEMPT: decision.attempt,
-            H_ROUTING_KEY: decision.routing_key,
+            H_REASON: verdict.reason.value,
+            H_ERROR: verdict.error or "",
+            H_ATTEMPT: verdict.attempt,
+            H_ROUTING_KEY: verdict.routing_key,
             H_QUEUE: service_queue(self._service),
             H_DEAD_LETTERED_AT: at or _now(),
         }
-        if decision.exhausted:
-            headers[H_HANDLERS] = ",".join(s.name for s in decision.exhausted)
-        return OutgoingMessage(dead_letter_exchange(self._service), decision.routing_key, delivery.body,
+        if verdict.blamed:
+            headers[H_HANDLERS] = ",".join(verdict.blamed)
+        return OutgoingMessage(dead_letter_exchange(self._service), verdict.routing_key, delivery.body,
                                _copy(delivery, headers), mandatory=True)
 
-    def copies(self, settled: Sequence[tuple[Delivery, Decision]]) -> list[OutgoingMessage]:
+    def copies(self, settled: Sequence[tuple[Delivery, Verdict]]) -> list[OutgoingMessage]:
         """Every copy a batch needs, in order: retry copies and dead letters."""
         out: list[OutgoingMessage] = []
         at = _now()  # one timestamp per window: the copies are made together
-        for delivery, decision in settled:
-            if decision.failed:
-                out.append(self.retry_copy(delivery, decision))
-            if decision.deferred_since is not None:
-                out.append(self.deferral_copy(delivery, decision))
-            if decision.reason is not None:
-                out.append(self.dead_letter_copy(delivery, decision, at))
+        for delivery, verdict in settled:
+            if verdict.retry:
+                out.append(self.retry_copy(delivery, verdict))
+            if verdict.deferred_since is not None:
+                out.append(self.deferral_copy(delivery, verdict))
+            if verdict.reason is not None:
+                out.append(self.dead_letter_copy(delivery, verdict, at))
         return out
 
     def missing(self, lost: Sequence[str]) -> PublishError:

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from pubsubpy.outcomes import DrainResult
+from pubsubpy.messages import DrainResult
 
 __all__ = ["PREFETCH_PER_HANDLER", "exit_code", "handle_signals", "worker_prefetch"]
 

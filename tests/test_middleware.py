@@ -19,7 +19,7 @@ from pubsubpy import (
     PubSub,
     Reject,
 )
-from pubsubpy.outcomes import Outcome, Reason
+from pubsubpy.messages import Outcome, Reason
 from tests.contract.events import ALL, BOOKING, BookingCreated
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from pubsubpy._engine import Verdict
 from pubsubpy.consumer import _Recent
-from pubsubpy.dispatch import Decision
 from pubsubpy.envelope import Properties
 from pubsubpy.settings import Settings
 from pubsubpy.settling import Settler
@@ -18,8 +18,8 @@ def _arrive(message: OutgoingMessage, redelivered: bool = False) -> Delivery:
 def test_each_deferral_copy_is_a_new_message_for_the_redelivery_check() -> None:
     settler = Settler(Settings(service_name="svc"), "svc")
     original = Delivery(1, "models", "Room.cleaned", b"{}", Properties(message_id="m1"), False)
-    first = _arrive(settler.deferral_copy(original, Decision("Room.cleaned", 1, deferred_since=1.0)))
-    second = _arrive(settler.deferral_copy(first, Decision("Room.cleaned", 1, deferred_since=1.0, deferrals=1)))
+    first = _arrive(settler.deferral_copy(original, Verdict("Room.cleaned", 1, deferred_since=1.0)))
+    second = _arrive(settler.deferral_copy(first, Verdict("Room.cleaned", 1, deferred_since=1.0, deferrals=1)))
     recent = _Recent()
     recent.add(first)
     assert _arrive_again(first) in recent, "the same copy redelivered: already settled"

@@ -17,7 +17,7 @@ import pytest
 
 import pubsubpy.transports.memory
 from pubsubpy import ConfigurationError, MessageInfo, ModelEvent, PubSub, Reason
-from pubsubpy.outcomes import Outcome
+from pubsubpy.messages import Outcome
 from pubsubpy.testing import (
     MemoryBroker,
     NotSettled,

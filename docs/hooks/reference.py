@@ -37,7 +37,7 @@ DESIGN_NAMES = [
     "pubsubpy.testing.delete_topology",
     "pubsubpy.testing.MemoryInbox",
     "pubsubpy.UnroutableWarning",
-    "pubsubpy.outcomes.Outcome",
+    "pubsubpy.messages.Outcome",
     "pubsubpy.publisher.EventSpec",
     "pubsubpy.publisher.PublishOptions",
     "pubsubpy.settings.Settings",

@@ -1,7 +1,7 @@
 """``AsyncPubSub``: the same typed events from asyncio code, with the same semantics as ``PubSub``.
 
 An ``AsyncPubSub`` wraps a ``PubSub`` and shares everything with it: settings, schema registry,
-router, dispatch decisions, envelope and transport. Only waiting differs:
+router, engine, envelope and transport. Only waiting differs:
 
 - publishing encodes and validates on the loop (a bad payload raises at once), then hands the
   message to one publishing thread that sends whatever is waiting as a confirmed batch
@@ -27,14 +27,15 @@ from typing import Any, TypeVar
 from typing_extensions import Self, Unpack
 
 from pubsubpy.aio.batching import PublishBatcher
-from pubsubpy.aio.threads import await_on, start_thread
+from pubsubpy.aio.handoff import LoopHandoff
+from pubsubpy.aio.threads import start_thread
 from pubsubpy.app import PubSub, check_drain
 from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.inbox import Inbox
+from pubsubpy.messages import DrainResult
 from pubsubpy.middleware import Middleware
-from pubsubpy.outcomes import DrainResult
 from pubsubpy.publisher import EventSpec
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
@@ -203,7 +204,7 @@ class AsyncPubSub:
         check_drain(max_messages, timeout, concurrency)
         loop = asyncio.get_running_loop()
         halt = threading.Event()
-        work = functools.partial(self.sync._drain, max_messages, timeout, concurrency, on_message, await_on(loop),
+        work = functools.partial(self.sync._drain, max_messages, timeout, concurrency, on_message, LoopHandoff(loop),
                                  halt)
         consuming = start_thread(work, "pubsubpy-drain")
         try:
@@ -232,7 +233,7 @@ class AsyncPubSub:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         halt = threading.Event()  # ours: a cancel never sets the caller's event (other workers may share it)
         loop = asyncio.get_running_loop()
-        work = functools.partial(self.sync._run, concurrency, halt, threading.Event(), await_on(loop), signals=False)
+        work = functools.partial(self.sync._run, concurrency, halt, threading.Event(), LoopHandoff(loop), signals=False)
         consuming = start_thread(work, "pubsubpy-worker")
         watcher = asyncio.ensure_future(_wait_for(stop)) if stop is not None else None
         if watcher is not None:

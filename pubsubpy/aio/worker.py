@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import threading
 
-from pubsubpy.aio.threads import await_on
+from pubsubpy.aio.handoff import LoopHandoff
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
-from pubsubpy.outcomes import DrainResult
+from pubsubpy.messages import DrainResult
 from pubsubpy.worker import handle_signals
 
 __all__ = ["run_worker"]
@@ -32,7 +32,7 @@ def run_worker(app: PubSub, concurrency: int = 1) -> DrainResult:
     thread.start()
     try:
         with handle_signals(stop, force):
-            return app._run(concurrency, stop, force, await_on(loop), signals=False)
+            return app._run(concurrency, stop, force, LoopHandoff(loop), signals=False)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)

@@ -17,9 +17,9 @@ from typing import Any
 from opentelemetry import trace
 from opentelemetry.trace import Link, ProxyTracerProvider, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
-from pubsubpy.handler_runs import describe
+from pubsubpy._engine.verdict import describe
+from pubsubpy.messages import Outcome
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
-from pubsubpy.outcomes import Outcome
 from pubsubpy.telemetry import conventions as c
 from pubsubpy.telemetry.propagation import extract, has_context, inject
 from pubsubpy.transports.base import OutgoingMessage

@@ -11,11 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, overload
 
 from pubsubpy.app import PubSub
-from pubsubpy.dispatch import MessageInfo
 from pubsubpy.envelope import H_VERSION
 from pubsubpy.errors import ConfigurationError
+from pubsubpy.messages import MessageInfo, Outcome, Reason
 from pubsubpy.middleware import HandlerContext, HandlerResult, Middleware, MiddlewareChain, PublishContext
-from pubsubpy.outcomes import Outcome, Reason
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
 from pubsubpy.transports.base import OutgoingMessage
 

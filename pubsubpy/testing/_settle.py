@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
-from pubsubpy.outcomes import DrainResult
+from pubsubpy.messages import DrainResult
 from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
 
 __all__ = ["NotSettled", "Settled", "settle"]
@@ -140,6 +140,21 @@ def _advance(members: Sequence[_Member]) -> float:
     return max([broker.advance_to_next_expiry(queues) for broker, queues in by_broker.values()], default=0.0)
 
 
+def _pass(members: Sequence[_Member], settled: Settled, deadline: float) -> dict[str, int]:
+    """Drain each app once (within ``deadline``); what each service queue delivered, by queue."""
+    delivered: dict[str, int] = {}
+    for member in members:
+        remaining = deadline - time.monotonic()
+        if not member.drains or remaining <= 0:
+            continue
+        result = member.app.drain(timeout=remaining)
+        _add(settled.results[member.service or ""], result)
+        if result.messages or result.duplicates:
+            queue = member.queues()[0]
+            delivered[queue] = delivered.get(queue, 0) + result.messages + result.duplicates
+    return delivered
+
+
 def settle(*apps: PubSub, timeout: float = 5.0) -> Settled:
     """Drain every app, over and over, until nothing moves: two passes in a row in which no app took a
     message and none of their queues holds a ready, unacked or TTL-waiting message.
@@ -164,16 +179,7 @@ def settle(*apps: PubSub, timeout: float = 5.0) -> Settled:
     settled = Settled({m.service: DrainResult() for m in members if m.service is not None})
     quiet = 0
     while True:
-        delivered: dict[str, int] = {}
-        for member in members:
-            remaining = deadline - time.monotonic()
-            if not member.drains or remaining <= 0:
-                continue
-            result = member.app.drain(timeout=remaining)
-            _add(settled.results[member.service or ""], result)
-            if result.messages or result.duplicates:
-                queue = member.queues()[0]
-                delivered[queue] = delivered.get(queue, 0) + result.messages + result.duplicates
+        delivered = _pass(members, settled, deadline)
         settled.passes += 1
         moving, ready, waiting = _moving(members, delivered)
         if delivered or ready:

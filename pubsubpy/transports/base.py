@@ -42,39 +42,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pubsubpy.deadline import Deadline
-from pubsubpy.envelope import Properties
+from pubsubpy.messages import TAG_BITS, Delivery, OutgoingMessage
 
 __all__ = ["TAG_BITS", "Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Redeclare", "Topology",
            "Transport", "next_delivery", "topology_queues"]
 
 Redeclare = Callable[[Deadline | None], None]
 """Declares a consumer's topology again (its queue was deleted under it), within the deadline given."""
-
-
-@dataclass(slots=True)
-class OutgoingMessage:
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: Properties
-    mandatory: bool = False
-
-
-TAG_BITS = 40
-"""A delivery's ``tag`` holds the broker's delivery tag in its low ``TAG_BITS`` bits (a transport may
-number its connections above them, so a tag from an old connection is never mistaken for a new one)."""
-
-
-@dataclass(slots=True)
-class Delivery:
-    """A consumed message. Treat ``properties`` (headers included) as read-only."""
-
-    tag: int
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: Properties
-    redelivered: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,17 +1,63 @@
-"""What can become of a consumed message, as data.
+"""The message types every layer shares: what a handler is told, what became of a message, what moved.
 
-Every message a drain takes ends in exactly one ``Outcome``; the reason codes
-of dead letters are fixed here. Which failures are retried is decided in
-``handler_runs.fold`` (only handler failures with attempts left: a bad payload
-never improves), and ``dispatch.py`` documents the order of the checks.
+Below both the engine and the transports (it imports neither), so neither imports
+the other for a type: ``MessageInfo`` (a handler's second parameter), the
+acknowledgement policy as data (``Outcome``, ``Reason``), the three results (one
+per handler run, ``HandlerResult``; one per message, the engine's ``Verdict``;
+one per drain or worker run, ``DrainResult``), and the two messages a transport
+moves (``Delivery`` in, ``OutgoingMessage`` out).
+
+Which failures are retried is decided in ``pubsubpy._engine.verdict`` (only
+handler failures with attempts left: a bad payload never improves);
+``pubsubpy._engine`` documents the order of the checks.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["DrainResult", "Outcome", "Reason"]
+from pubsubpy.envelope import Properties
+
+__all__ = ["HANDLED", "TAG_BITS", "Delivery", "DrainResult", "HandlerResult", "MessageInfo", "Outcome",
+           "OutgoingMessage", "Reason"]
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """What a handler may want to know besides the payload: its optional second parameter.
+
+    ```python
+    @pubsubpy.subscribe("Booking.*")
+    def on_booking(event: BookingUpdated, info: MessageInfo) -> None:
+        if info.redelivered:
+            ...  # at least once: this message id may have been handled before
+    ```
+    """
+
+    message_id: str | None
+    """The publisher's message id (uuid4 hex for pubsubpy publishers): the key to deduplicate on."""
+    routing_key: str
+    """The event's routing key (``Booking.updated``), also on retries and replays."""
+    attempt: int
+    """1 on the first run, 2 on the first retry...; reset by a replay."""
+    redelivered: bool
+    """The broker delivered this message before (a lost connection, a stopped worker): it may be a
+    duplicate."""
+    headers: Mapping[str, Any]
+    """The message's headers, your own included (library headers start with ``pubsubpy-``)."""
+    timestamp: dt.datetime | None
+    """When it was published (UTC, whole seconds), if the publisher said."""
+    event_type: str | None
+    """The AMQP ``type``: full model path and event (``shop.models.Booking.updated``)."""
+    app_id: str | None
+    """The publishing service."""
+    schema_version: int = 1
+    """The schema version that arrived (``pubsubpy-schema-version``; absent means 1), before any upcasting."""
+    correlation_id: str | None = None
+    """The AMQP ``correlation_id`` property, as the publisher set it."""
 
 
 class Outcome(str, enum.Enum):
@@ -127,3 +173,52 @@ class DrainResult:
         if self.abandoned:
             text += f"; {self.abandoned} unfinished handler(s) abandoned, their messages returned"
         return text
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerResult:
+    """What became of one handler run: ``handled``, or ``retried``, or ``dead_lettered`` with the reason
+    (``rejected`` for ``Reject``, ``handler_error`` on the last attempt)."""
+
+    outcome: Outcome
+    """``handled``, ``retried`` or ``dead_lettered``."""
+    reason: Reason | None = None
+    """For ``dead_lettered``: ``rejected`` or ``handler_error``."""
+    exception: BaseException | None = None
+    """What the handler raised, if anything (for error reporting)."""
+    handler: str | None = None
+    """The subscription's name (``module.function``), on the results the engine keeps."""
+
+    @property
+    def ok(self) -> bool:
+        """The run succeeded (``outcome`` is ``handled``)."""
+        return self.outcome is Outcome.HANDLED
+
+
+HANDLED = HandlerResult(Outcome.HANDLED)
+
+
+@dataclass(slots=True)
+class OutgoingMessage:
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    mandatory: bool = False
+
+
+TAG_BITS = 40
+"""A delivery's ``tag`` holds the broker's delivery tag in its low ``TAG_BITS`` bits (a transport may
+number its connections above them, so a tag from an old connection is never mistaken for a new one)."""
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A consumed message. Treat ``properties`` (headers included) as read-only."""
+
+    tag: int
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: Properties
+    redelivered: bool

@@ -1,0 +1,213 @@
+"""The engine: one delivery in, its ``Verdict`` out, with the handlers it targets run in between.
+
+``prepare`` does everything before the handlers (the checks, the plan, reading
+the body) and returns the message's ``Work``: its verdict so far and the runs it
+asks for (none once the verdict is reached). ``run`` runs one of them, ``run_all``
+folds them into the verdict, ``dispatch`` is both in one call. No I/O, no
+threads, no event loop: an ``async def`` handler is handed to ``await_on_loop``,
+which the asyncio side (``pubsubpy.aio``) supplies.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pubsubpy._engine.checks import content_problem, event_routing_key, property_problem, retry_targets, size_problem
+from pubsubpy._engine.decoding import Refused, read, read_dict
+from pubsubpy._engine.plan import Plan, Planner, Step
+from pubsubpy._engine.runs import log_fields, run_handler, run_observed
+from pubsubpy._engine.verdict import Verdict
+from pubsubpy.envelope import H_ATTEMPT, H_VERSION, attempt_from, deferral_from, version_from
+from pubsubpy.errors import ConfigurationError
+from pubsubpy.inbox import Inbox
+from pubsubpy.messages import TAG_BITS, Delivery, HandlerResult, MessageInfo, Reason
+from pubsubpy.middleware import HandlerContext, Middleware, MiddlewareChain
+from pubsubpy.router import Router, Subscription
+from pubsubpy.schemas import SchemaRegistry
+from pubsubpy.settings import Settings
+
+__all__ = ["AwaitOnLoop", "Call", "Engine", "Work"]
+
+log = logging.getLogger("pubsubpy.drain")
+
+AwaitOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]
+"""Runs a coroutine to its end on the consuming event loop, from a handler thread."""
+
+_TAG_MASK = (1 << TAG_BITS) - 1  # the broker's delivery tag within ours
+
+Call = tuple[Subscription, Callable[..., Any], tuple[Any, ...], Any]
+"""One handler run a message asks for: (subscription, the callable, its arguments, the payload argument).
+A plain tuple: one is made per handler per message on the drain's hot path."""
+
+
+@dataclass(slots=True)
+class Work:
+    """A message past its checks: its verdict so far, and the handler runs it asks for."""
+
+    delivery: Delivery
+    verdict: Verdict
+    calls: list[Call]
+    middleware: Sequence[Middleware] | None = None
+    info: MessageInfo | None = None
+
+
+class Engine:
+    def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry,
+                 inbox: Inbox | None = None, middleware: MiddlewareChain | None = None, queue: str = "",
+                 await_on_loop: AwaitOnLoop | None = None) -> None:
+        self._settings = settings
+        self._planner = Planner(settings, router, registry)
+        self._router = router
+        self._inbox = inbox
+        self._middleware = middleware if middleware is not None and middleware.wraps_handlers else None
+        self._queue = queue
+        self._await_on_loop = await_on_loop
+
+    @property
+    def has_async_handlers(self) -> bool:
+        return any(sub.is_async for sub in self._router.subscriptions)
+
+    def max_attempts(self, sub: Subscription) -> int:
+        return self._planner.max_attempts(sub)
+
+    # -- before the handlers --------------------------------------------------------
+    def prepare(self, delivery: Delivery) -> Work:
+        """The checks in order (see ``pubsubpy._engine``); the runs to make when the message passes them."""
+        headers = delivery.properties.headers
+        routing_key = event_routing_key(delivery) if delivery.exchange == "" else delivery.routing_key
+        version = version_from(headers) if H_VERSION in headers else 1
+        plan = self._planner.plan(routing_key, version)
+        verdict = Verdict(routing_key, attempt_from(headers, plan.cap) if H_ATTEMPT in headers else 1)
+        work = Work(delivery, verdict, [])
+        problem = property_problem(delivery) or size_problem(delivery, self._settings.max_message_size) \
+            or content_problem(delivery)
+        if problem is not None:
+            verdict.dead(*problem)
+            return work
+        steps = plan.steps if delivery.exchange != "" else plan.targeted(retry_targets(delivery))
+        if plan.unknown is not None:
+            self._defer(verdict, plan.unknown, headers)
+            return work
+        unknown = plan.refusal(steps) or plan.version_problem
+        if unknown is not None:
+            verdict.dead(Reason.UNKNOWN_EVENT, unknown)
+            return work
+        try:
+            self._plan_calls(work, plan, steps, version)
+        except Refused as refused:
+            verdict.dead(refused.reason, refused.error)
+            work.calls.clear()
+        return work
+
+    def _plan_calls(self, work: Work, plan: Plan, steps: Sequence[Step], version: int) -> None:
+        """Read the body and fill ``work.calls``; raises ``Refused`` for a body no handler can get."""
+        body, depth = work.delivery.body, self._settings.max_json_depth
+        payload: Any = read(body, plan.schema, depth, version) if plan.schema is not None else read_dict(body, depth)
+        for step in steps:
+            if step.problem is not None:
+                raise Refused(Reason.UNKNOWN_EVENT, step.problem)
+        middleware = self._middleware.handlers() if self._middleware is not None else None
+        info = self.info(work.delivery, work.verdict, version) if plan.wants_info or middleware else None
+        work.middleware, work.info = middleware, info
+        raw: dict[str, Any] | None = None
+        for step in steps:
+            argument = payload
+            if step.raw:
+                argument = raw = json.loads(body) if raw is None else raw
+            elif step.reread is not None:  # a handler of an older version: validation_error names both
+                argument = read(body, step.reread, depth, version)
+            args = (argument, info) if info is not None and step.sub.wants_info else (argument,)
+            work.calls.append((step.sub, step.handler, args, argument))
+
+    def _defer(self, verdict: Verdict, why: str, headers: Mapping[str, Any]) -> None:
+        """Send it back for another version, or, once ``unknown_key_window`` has passed, dead-letter it."""
+        window = self._settings.unknown_key_window
+        now = time.time()
+        since, deferrals = deferral_from(headers, now, window)
+        if window <= 0 or now - since >= window:
+            waited = f"; no version of this service took it within unknown_key_window={window:g}s" if window else ""
+            verdict.dead(Reason.UNKNOWN_EVENT, why + waited)
+        else:
+            verdict.defer(since, deferrals)
+
+    # -- the handlers ---------------------------------------------------------------
+    def dispatch(self, delivery: Delivery) -> Verdict:
+        """Decide what happens to ``delivery``, running its handlers here (async ones on the loop)."""
+        return self.run_all(self.prepare(delivery))
+
+    def run_all(self, work: Work, calls: Sequence[Call] | None = None,
+                earlier: Sequence[HandlerResult] = ()) -> Verdict:
+        """Run ``calls`` (default: all of the message's) and fold their failures, and ``earlier`` ones, in."""
+        failures = list(earlier)
+        for call in work.calls if calls is None else calls:
+            failure = self.run(work, call)
+            if failure is not None:
+                failures.append(failure)
+        return work.verdict.fold(failures)
+
+    def run(self, work: Work, call: Call) -> HandlerResult | None:
+        """One handler run of the message: None when it returned, else how it failed."""
+        sub, handler, args, argument = call
+        verdict, message_id = work.verdict, work.delivery.properties.message_id
+        if sub.is_async:
+            handler = self._awaited(handler)
+        if sub.idempotent:
+            handler, args = self._run_once, (sub, handler, message_id, args)
+        if not work.middleware:
+            return run_handler(sub, handler, args, verdict.routing_key, verdict.attempt, self.max_attempts(sub),
+                               message_id)
+        assert work.info is not None
+        context = HandlerContext(sub.name, work.info, argument, self._settings.model_exchange, self._queue,
+                                 work.delivery.tag & _TAG_MASK)
+        return run_observed(work.middleware, context, sub, handler, args, verdict.routing_key, verdict.attempt,
+                            self.max_attempts(sub), message_id)
+
+    def _awaited(self, handler: Callable[..., Any]) -> Callable[..., object]:
+        """An ``async def`` handler as a plain call for the handler thread: it runs on the event loop of
+        the ``AsyncPubSub`` that consumes, and the thread waits for it (so ``concurrency`` still bounds it)."""
+        await_on_loop = self._await_on_loop
+        if await_on_loop is None:  # PubSub refuses async handlers before consuming: never reached
+            raise ConfigurationError("an async handler needs an event loop: consume with pubsubpy.aio.AsyncPubSub")
+
+        def call(*args: Any) -> object:
+            return await_on_loop(handler(*args))
+
+        return call
+
+    def _run_once(self, sub: Subscription, handler: Callable[..., object], message_id: str | None,
+                  args: tuple[Any, ...]) -> None:
+        """An idempotent subscription's run: through the inbox, once per (message id, handler)."""
+        if self._inbox is None:  # PubSub checks this before consuming; here only for the type checker
+            raise ConfigurationError(f"handler {sub.name} is idempotent=True but no Inbox is configured")
+        if not message_id:
+            log.warning("handler %s is idempotent but this message has no message_id: it cannot be deduplicated "
+                        "and runs without the inbox", sub.name,
+                        extra=log_fields(None, "", sub.name, 0, "not_deduplicated"))
+            handler(*args)
+            return
+        if not self._inbox.run_once(message_id, sub.name, lambda: handler(*args)):
+            log.info("handler %s already handled message %s: duplicate skipped", sub.name, message_id,
+                     extra=log_fields(message_id, "", sub.name, 0, "duplicate_skipped"))
+
+    @staticmethod
+    def info(delivery: Delivery, verdict: Verdict, version: int) -> MessageInfo:
+        props = delivery.properties
+        return MessageInfo(props.message_id, verdict.routing_key, verdict.attempt, delivery.redelivered,
+                           dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id, version,
+                           props.correlation_id)
+
+
+def _timestamp(seconds: int | None) -> dt.datetime | None:
+    """The AMQP timestamp as a datetime; one no calendar can hold (a foreign publisher's 2**63) is None."""
+    if not seconds:
+        return None
+    try:
+        return dt.datetime.fromtimestamp(seconds, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None

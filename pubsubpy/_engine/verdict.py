@@ -1,0 +1,96 @@
+"""One message's verdict, and how the runs of its handlers fold into it.
+
+Each matching handler runs once per delivery, whatever the others do: one
+handler's ``Reject`` or exhausted retries never keeps another from running.
+``Verdict.fold`` is the one place that turns the failed runs into the message's outcome:
+
+- every run returned                  -> handled (``fold`` is not even called)
+- some raised with attempts left      -> a retry copy aimed at just those handlers
+- some raised ``Reject``, or raised on their last attempt
+                                      -> a dead letter naming just those handlers,
+                                         reason ``rejected`` when every one of them
+                                         rejected, else ``handler_error``
+A message can need both a retry copy and a dead letter (one handler out of
+attempts, another with attempts left); each copy names its own handlers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pubsubpy.messages import HandlerResult, Outcome, Reason
+
+__all__ = ["ERROR_TEXT_LIMIT", "Verdict", "describe"]
+
+ERROR_TEXT_LIMIT = 1000
+
+
+def describe(exc: BaseException | None) -> str:
+    """``Type: text`` of an exception, bounded; never raises (an ``__str__`` that fails is said so)."""
+    if exc is None:
+        return ""
+    try:
+        text = str(exc)
+    except Exception:  # an exception whose __str__ fails must not take the drain down with it
+        text = "<str() of this exception failed>"
+    return f"{type(exc).__name__}: {text}"[:ERROR_TEXT_LIMIT]
+
+
+@dataclass(slots=True)
+class Verdict:
+    """What happens to one message: ``retry`` handlers get a retry copy; with a ``reason``, a dead letter
+    blames ``blamed`` (the handlers that rejected or ran out of attempts, if any); with ``deferred_since``,
+    it goes back for another version of the service."""
+
+    routing_key: str
+    attempt: int
+    reason: Reason | None = None            # set: dead-letter with this reason
+    error: str | None = None
+    deferred_since: float | None = None     # set: send back for another version (first deferred then)
+    deferrals: int = 0                      # deferrals before this one
+    retry: Sequence[str] = ()               # handlers to run again, by name
+    blamed: Sequence[str] = ()              # handlers the dead letter names
+
+    @property
+    def outcome(self) -> Outcome:
+        """The message's one outcome (a dead letter wins over a retry copy made beside it)."""
+        if self.reason is not None:
+            return Outcome.DEAD_LETTERED
+        if self.deferred_since is not None:
+            return Outcome.DEFERRED
+        return Outcome.RETRIED if self.retry else Outcome.HANDLED
+
+    @property
+    def ended(self) -> bool:
+        """Decided before any handler ran (dead-lettered or deferred): nothing is to run."""
+        return self.reason is not None or self.deferred_since is not None
+
+    def dead(self, reason: Reason, error: str) -> Verdict:
+        """Dead-letter it with ``reason``; returns itself."""
+        self.reason = reason
+        self.error = error[:ERROR_TEXT_LIMIT]
+        return self
+
+    def defer(self, since: float, deferrals: int) -> Verdict:
+        """Send it back for another version, first deferred at ``since``; returns itself."""
+        self.deferred_since, self.deferrals = since, deferrals
+        return self
+
+    def fold(self, failures: Sequence[HandlerResult]) -> Verdict:
+        """Take in the failed runs of the message (the handlers that returned are not listed)."""
+        if not failures:
+            return self
+        retry = [run for run in failures if run.outcome is Outcome.RETRIED]
+        dead = [run for run in failures if run.outcome is Outcome.DEAD_LETTERED]
+        self.retry = [run.handler or "" for run in retry]
+        self.blamed = [run.handler or "" for run in dead]
+        if dead:
+            self.reason = Reason.REJECTED if all(run.reason is Reason.REJECTED for run in dead) \
+                else Reason.HANDLER_ERROR
+        failing = dead or retry
+        if len(failing) == 1:
+            self.error = describe(failing[0].exception)
+        else:
+            self.error = "; ".join(f"{run.handler}: {describe(run.exception)}" for run in failing)[:ERROR_TEXT_LIMIT]
+        return self
