@@ -55,8 +55,8 @@ def await_on(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, A
     """A call that runs a coroutine on ``loop`` from another thread and returns its result (or raises).
 
     Lighter than ``run_coroutine_threadsafe(...).result()`` (no concurrent future, a C queue to wait
-    on, and on Python 3.12+ the task starts at once instead of one loop turn later): measured 1.4x
-    (3.11) to 1.8x (3.13) the round trips per second, which bound ``async def`` handlers' rate."""
+    on, and on Python 3.12+ the task starts at once instead of one loop turn later): the round trips
+    per second bound ``async def`` handlers' rate (docs/architecture.md has the measurement)."""
 
     def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
         finished: queue.SimpleQueue[asyncio.Future[Any]] = queue.SimpleQueue()

@@ -2,9 +2,9 @@
 
 pika encodes a content header in pure Python, with a chain of ``isinstance``
 tests and a ``struct.pack`` per header value. A dead-letter copy carries its
-original's headers plus seven of its own, and profiling a drain of 10,000 dead
-letters put pika's ``BasicProperties.encode`` at about a quarter of the loop's
-CPU. ``FastProperties.encode`` writes the very same bytes (the field types pika
+original's headers plus seven of its own, and pika's ``BasicProperties.encode``
+was a large share of a dead-lettering drain's CPU (docs/architecture.md has
+the profile). ``FastProperties.encode`` writes the very same bytes (the field types pika
 picks: ``str`` S, ``bytes`` x, ``bool`` t, ``int`` I when it fits 32 bits else
 l, ``None`` V, ``dict`` F, ``list`` A) for values of exactly those types, and
 hands any other value (subclasses, ``Decimal``, ``datetime``, pika's ``long``)
