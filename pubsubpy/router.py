@@ -13,6 +13,7 @@ also checks each pattern against the registered schemas.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import inspect
 import logging
@@ -62,7 +63,7 @@ class Subscription:
 
     def accepts(self, schema: type[ModelEvent] | None) -> bool:
         """Whether this handler takes ``schema``'s event: that class, or another version of the same
-        event (read through upcasters, or as the older version; ``dispatch.py`` decides per message)."""
+        event (read through upcasters, or as the older version; the engine's plan decides per key and version)."""
         if schema is None:
             return self.accepts_dict
         if self.accepts_any_schema or self.accepts_dict or issubclass(schema, self.schemas):
@@ -279,10 +280,8 @@ class Router:
 
     def copy_from(self, other: Router) -> None:
         with self._lock:
-            for sub in other.subscriptions:
-                self._subscriptions.append(Subscription(sub.pattern, sub.handler, sub.name,
-                                                        sub.max_attempts, sub.wants_info,
-                                                        idempotent=sub.idempotent))
+            # every field, so one added to Subscription is never dropped here (is_async once was)
+            self._subscriptions.extend(dataclasses.replace(sub) for sub in other.subscriptions)
             self._trie = None
             self._cache.clear()
             self._resolved = False

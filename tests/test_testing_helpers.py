@@ -410,3 +410,45 @@ def test_the_how_to_shows_the_worked_example_as_tested() -> None:
     assert example.strip() in how_to
     body = example.split("def test_a_booking_is_billed_then_mailed")[0]
     assert len(example.strip().splitlines()) - len(body.strip().splitlines()) < 25
+
+
+class Ping(ModelEvent, model="tests.Ping", event="sent", register=False):
+    n: int
+
+
+def test_reset_keeps_every_field_of_a_subscription(memory_broker: str) -> None:
+    """``reset()`` copies the subscriptions made at import time; an ``async def`` handler must stay one (it
+    was copied as a plain function: under AsyncPubSub it returned a coroutine, was retried, then
+    dead-lettered), and so must every other field."""
+    import asyncio
+    import dataclasses
+
+    import pubsubpy
+    from pubsubpy.aio import AsyncPubSub
+    from pubsubpy.testing import reset
+
+    reset(subscriptions=True)
+    ran: list[int] = []
+
+    @pubsubpy.subscribe("Ping.sent", max_attempts=2)
+    async def on_ping(event: Ping, info: MessageInfo) -> None:
+        await asyncio.sleep(0)
+        ran.append(event.n)
+
+    before = [dataclasses.asdict(sub) for sub in pubsubpy._default.router.subscriptions]
+    reset()  # keeps the subscriptions made so far
+    try:
+        after = [dataclasses.asdict(sub) for sub in pubsubpy._default.router.subscriptions]
+        assert after == before
+        pubsubpy.init(memory_broker, service_name="pinger", schemas=[Ping])
+
+        async def main() -> int:
+            app = AsyncPubSub.of(pubsubpy._default)
+            await app.declare()
+            await app.publish_model_event("tests.Ping", "sent", {"n": 7})
+            result = await app.drain(timeout=5)
+            return result.handled
+
+        assert asyncio.run(main()) == 1 and ran == [7]
+    finally:
+        reset(subscriptions=True)
