@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from typing_extensions import Unpack
 
 from pubsubpy._engine import Engine
-from pubsubpy.consumer import LoopHandoff, LoopOptions, consume_queue
+from pubsubpy.consumer import LoopHandoff, LoopMode, LoopOptions, consume_queue
 from pubsubpy.credentials import resolve_url
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
@@ -533,7 +533,7 @@ class PubSub:
                 return DrainResult(stopped_by="stopped")
             log.info("worker started: service %s, queue %s, patterns %s, concurrency %d, prefetch %d", service,
                      service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
-            options = LoopOptions(prefetch, concurrency, until_empty=False, forever=True, stop=stop, force=force,
+            options = LoopOptions(prefetch, concurrency, mode=LoopMode.WORK, stop=stop, force=force,
                                   middleware=self._middleware, health=self.health, redeclare=self._redeclare,
                                   work_chunk=handoff.chunk_work(engine) if handoff else None)
             result = consume_queue(settings, service, self.transport, engine, options)

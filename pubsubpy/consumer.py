@@ -27,13 +27,15 @@ Delivery semantics (at least once):
   handlers get ``shutdown_timeout`` to finish and be acked. Past that (or when
   ``force`` is set) the loop returns at once, their messages unacked: they come
   back, nothing is lost (``DrainResult.abandoned`` counts them).
-- ``drain`` (``until_empty``) stops once the queue is empty and everything
-  taken is settled; broker failures end it with a ``TransportError``. A worker
-  (``forever``) never gives up on the broker: it reconnects with capped backoff.
+- ``LoopMode.DRAIN`` (``drain()``) stops once the queue is empty and everything
+  taken is settled; broker failures end it with a ``TransportError``.
+  ``LoopMode.WORK`` (a worker's ``run()``) never stops on its own and never gives
+  up on the broker: it reconnects with capped backoff.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -57,7 +59,7 @@ from pubsubpy.settling import Settler
 from pubsubpy.topology import service_queue
 from pubsubpy.transports.base import Consumer, PendingPublish, Redeclare, Transport
 
-__all__ = ["LoopHandoff", "LoopOptions", "consume_queue"]
+__all__ = ["LoopHandoff", "LoopMode", "LoopOptions", "consume_queue"]
 
 log = logging.getLogger("pubsubpy.drain")
 
@@ -69,13 +71,19 @@ _PLAIN = (int, str, type(None))
 _HANDLER_REASONS = (Reason.HANDLER_ERROR, Reason.REJECTED)  # dead letters a handler decided
 
 
+class LoopMode(enum.Enum):
+    """What the loop is for: its stop rule and what a broker failure does."""
+
+    DRAIN = "drain"  # until the queue is empty (or max_messages, the deadline, stop); a broker failure raises
+    WORK = "work"    # until stopped; a broker failure pauses with capped backoff and consumes again
+
+
 @dataclass
 class LoopOptions:
     prefetch: int
     concurrency: int = 1
     max_messages: int | None = None
-    until_empty: bool = True
-    forever: bool = False
+    mode: LoopMode = LoopMode.DRAIN
     deadline: Deadline = field(default_factory=Deadline.never)
     stop: threading.Event | None = None
     force: threading.Event | None = None
@@ -159,7 +167,7 @@ class _Loop:
                 return self.transport.consume(self.queue, self.options.prefetch, limit=self.options.max_messages,
                                               deadline=self.options.deadline, redeclare=self.options.redeclare)
             except TransportError as exc:
-                if not self.options.forever:
+                if self.options.mode is LoopMode.DRAIN:
                     raise
                 if self.pause(f"cannot consume from {self.queue} ({exc})"):
                     return None
@@ -237,13 +245,13 @@ class _Loop:
                 # Nothing to run while the broker stores them; and a retry copy aimed at this queue must be in
                 # it before the queue can count as empty.
                 self.confirm_all(consumer)
-            if not self.stopping and self.options.until_empty and pool.in_flight == 0 and not self.parked \
+            if not self.stopping and self.options.mode is LoopMode.DRAIN and pool.in_flight == 0 and not self.parked \
                     and self.options.max_messages != self.taken and consumer.is_empty():
                 self.result.stopped_by = "empty"
                 return True
             self.wait(consumer, pool)
         except TransportError as exc:
-            if not self.options.forever:
+            if self.options.mode is LoopMode.DRAIN:
                 raise
             if self.pause(f"consumer on {self.queue} failed ({exc})"):
                 self.begin_stop(pool, "stopped")
@@ -303,7 +311,7 @@ class _Loop:
         pool.submit(batch)
 
     def wait(self, consumer: Consumer, pool: HandlerRunner[Delivery, Verdict]) -> None:
-        timeout = _EMPTY_STEP if self.options.until_empty and not pool.in_flight else _POLL
+        timeout = _EMPTY_STEP if self.options.mode is LoopMode.DRAIN and not pool.in_flight else _POLL
         if not self.stopping:
             timeout = self.options.deadline.cap(timeout)
         elif self.grace is not None:
