@@ -111,6 +111,9 @@ class Metrics(Middleware):
         self._process_duration = meter.create_histogram(
             c.PROCESS_DURATION, unit="s", description="Duration of one handler run",
             explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
+        # Attributes per (destination, handler, outcome...), built once: the SDK only reads them.
+        self._run_attributes: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._settled_attributes: dict[tuple[Any, ...], tuple[tuple[tuple[str, Any], ...], dict[str, Any]]] = {}
         self._latency = meter.create_histogram(
             c.END_TO_END_DURATION, unit="s", description="From publishing to settling the message",
             explicit_bucket_boundaries_advisory=c.DURATION_BUCKETS)
@@ -164,30 +167,52 @@ class Metrics(Middleware):
     def handle(self, context: HandlerContext, run: Callable[[], HandlerResult]) -> HandlerResult:
         started = time.perf_counter()
         result = run()
-        attributes: dict[str, Any] = {
-            c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "process",
-            c.DESTINATION_NAME: c.process_destination(context.exchange, context.message.routing_key, context.queue),
-            c.HANDLER: context.handler, c.OUTCOME: result.outcome.value,
-        }
-        if result.exception is not None:
-            attributes[c.ERROR_TYPE] = type(result.exception).__qualname__
+        error = type(result.exception).__qualname__ if result.exception is not None else None
+        key = (context.exchange, context.message.routing_key, context.queue, context.handler, result.outcome, error)
+        attributes = self._run_attributes.get(key)
+        if attributes is None:
+            attributes = {
+                c.MESSAGING_SYSTEM: self._system, c.OPERATION_NAME: "process",
+                c.DESTINATION_NAME: c.process_destination(context.exchange, context.message.routing_key,
+                                                          context.queue),
+                c.HANDLER: context.handler, c.OUTCOME: result.outcome.value,
+            }
+            if error is not None:
+                attributes[c.ERROR_TYPE] = error
+            _remember(self._run_attributes, key, attributes)
         self._process_duration.record(time.perf_counter() - started, attributes)
         return result
 
     def after_message(self, context: MessageContext) -> None:
-        destination = c.process_destination(context.exchange, context.message.routing_key, context.queue)
-        key: tuple[tuple[str, Any], ...] = (
-            (c.MESSAGING_SYSTEM, self._system), (c.OPERATION_NAME, "process"), (c.DESTINATION_NAME, destination),
-            (c.OUTCOME, context.outcome.value))
-        if context.reason is not None:
-            key += ((c.REASON, context.reason.value),)
-        self._consumed.add(1, key)
-        sent = published_at(context.message.headers)
+        message = context.message
+        key = (context.exchange, message.routing_key, context.queue, context.outcome, context.reason)
+        found = self._settled_attributes.get(key)
+        if found is None:
+            destination = c.process_destination(context.exchange, message.routing_key, context.queue)
+            tally: tuple[tuple[str, Any], ...] = (
+                (c.MESSAGING_SYSTEM, self._system), (c.OPERATION_NAME, "process"), (c.DESTINATION_NAME, destination),
+                (c.OUTCOME, context.outcome.value))
+            if context.reason is not None:
+                tally += ((c.REASON, context.reason.value),)
+            found = (tally, {c.MESSAGING_SYSTEM: self._system, c.DESTINATION_NAME: destination,
+                             c.OUTCOME: context.outcome.value})
+            _remember(self._settled_attributes, key, found)
+        self._consumed.add(1, found[0])
+        sent = published_at(message.headers)
         if sent is not None:
             latency = time.time() - sent
             if 0 <= latency < 86_400 * 365:  # a clock far off, or a forged header, is not a latency
-                self._latency.record(latency, {c.MESSAGING_SYSTEM: self._system, c.DESTINATION_NAME: destination,
-                                               c.OUTCOME: context.outcome.value})
+                self._latency.record(latency, found[1])
+
+
+_CACHED_ATTRIBUTES = 1024  # attribute sets kept per ``Metrics``: past that, the cache starts over
+
+
+def _remember(cache: dict[Any, Any], key: object, value: object) -> None:
+    """Keep ``value`` (never changed afterwards) for ``key``; a cache that keeps growing starts over."""
+    if len(cache) >= _CACHED_ATTRIBUTES:
+        cache.clear()
+    cache[key] = value
 
 
 def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None,

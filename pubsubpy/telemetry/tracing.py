@@ -14,7 +14,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Link, ProxyTracerProvider, Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
 
 from pubsubpy._engine.verdict import describe
@@ -27,6 +29,7 @@ from pubsubpy.transports.base import OutgoingMessage
 __all__ = ["Tracing"]
 
 _NO_EXCEPTION_HANDLING: dict[str, Any] = {"record_exception": False, "set_status_on_exception": False}
+_CACHED_DESTINATIONS = 1024  # (exchange, routing key, queue) triples whose span name and attributes are kept
 
 
 def _version() -> str:
@@ -51,6 +54,11 @@ class Tracing(Middleware):
         self._system = system
         self._active = tracer_provider is not None
         self._looked = 0.0
+        # Per destination: the ``process`` span's name and the attributes every message to it shares.
+        self._destinations: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+        # The last message's headers and the context extracted from them: a message with several
+        # handlers is read once (one tuple, replaced whole, so threads never see half of it).
+        self._last: tuple[object, Context] | None = None
 
     def active(self) -> bool:
         """Until the application installs a tracer provider (the SDK), tracing would record nothing:
@@ -60,7 +68,11 @@ class Tracing(Middleware):
             now = time.monotonic()
             if now - self._looked >= 1.0:
                 self._looked = now
-                self._active = not isinstance(trace.get_tracer_provider(), ProxyTracerProvider)
+                provider = trace.get_tracer_provider()
+                if not isinstance(provider, ProxyTracerProvider):
+                    # The installed provider's own tracer, not the proxy that forwards every call to it.
+                    self._tracer = provider.get_tracer("pubsubpy", _version(), schema_url=c.SCHEMA_URL)
+                    self._active = True
         return self._active
 
     # -- publishing ----------------------------------------------------------------
@@ -131,39 +143,60 @@ class Tracing(Middleware):
         return Link(span.get_span_context())
 
     # -- consuming -----------------------------------------------------------------
-    def _process_attributes(self, exchange: str, queue: str, message_id: str | None, routing_key: str,
-                            correlation_id: str | None) -> dict[str, Any]:
-        attributes: dict[str, Any] = {
-            c.MESSAGING_SYSTEM: self._system,
-            c.OPERATION_NAME: "process",
-            c.OPERATION_TYPE: "process",
-            c.DESTINATION_NAME: c.process_destination(exchange, routing_key, queue),
-            c.ROUTING_KEY: routing_key,
-        }
-        if message_id:
-            attributes[c.MESSAGE_ID] = message_id
-        if correlation_id:
-            attributes[c.CONVERSATION_ID] = correlation_id
-        return attributes
+    def _destination(self, exchange: str, routing_key: str, queue: str) -> tuple[str, dict[str, Any]]:
+        """The ``process`` span's name and the attributes shared by every message to one destination,
+        formatted once (the dict is copied into each span's attributes, never changed)."""
+        key = (exchange, routing_key, queue)
+        found = self._destinations.get(key)
+        if found is None:
+            destination = c.process_destination(exchange, routing_key, queue)
+            found = (f"process {destination}", {
+                c.MESSAGING_SYSTEM: self._system,
+                c.OPERATION_NAME: "process",
+                c.OPERATION_TYPE: "process",
+                c.DESTINATION_NAME: destination,
+                c.ROUTING_KEY: routing_key,
+            })
+            if len(self._destinations) >= _CACHED_DESTINATIONS:  # routing keys that never repeat: start over
+                self._destinations.clear()
+            self._destinations[key] = found
+        return found
+
+    def _parent(self, headers: Any) -> Context:
+        """The context ``headers`` carry, extracted once per message however many handlers it has."""
+        last = self._last
+        if last is not None and last[0] is headers:
+            return last[1]
+        parent = extract(headers)
+        self._last = (headers, parent)
+        return parent
 
     def handle(self, context: HandlerContext, run: Callable[[], HandlerResult]) -> HandlerResult:
         message = context.message
-        attributes = self._process_attributes(context.exchange, context.queue, message.message_id,
-                                              message.routing_key, message.correlation_id)
-        attributes[c.DELIVERY_TAG] = context.delivery_tag
-        attributes[c.HANDLER] = context.handler
-        attributes[c.ATTEMPT] = message.attempt
-        with self._tracer.start_as_current_span(f"process {attributes[c.DESTINATION_NAME]}",
-                                                context=extract(message.headers), kind=SpanKind.CONSUMER,
-                                                attributes=attributes, **_NO_EXCEPTION_HANDLING) as span:
+        name, shared = self._destination(context.exchange, message.routing_key, context.queue)
+        attributes = {**shared, c.DELIVERY_TAG: context.delivery_tag, c.HANDLER: context.handler,
+                      c.ATTEMPT: message.attempt}
+        if message.message_id:
+            attributes[c.MESSAGE_ID] = message.message_id
+        if message.correlation_id:
+            attributes[c.CONVERSATION_ID] = message.correlation_id
+        # What ``start_as_current_span`` does, without its two generator context managers per message.
+        span = self._tracer.start_span(name, self._parent(message.headers), SpanKind.CONSUMER, attributes,
+                                       **_NO_EXCEPTION_HANDLING)
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
             result = run()
-            if result.reason is None:
-                span.set_attribute(c.OUTCOME, result.outcome.value)
-            else:
-                span.set_attributes({c.OUTCOME: result.outcome.value, c.REASON: result.reason.value})
-            if result.exception is not None:
-                failed(span, result.exception)
+            if span.is_recording():  # a span the sampler dropped records nothing: skip the work
+                if result.reason is None:
+                    span.set_attribute(c.OUTCOME, result.outcome.value)
+                else:
+                    span.set_attributes({c.OUTCOME: result.outcome.value, c.REASON: result.reason.value})
+                if result.exception is not None:
+                    failed(span, result.exception)
             return result
+        finally:
+            otel_context.detach(token)
+            span.end()
 
     def after_message(self, context: MessageContext) -> None:
         """A message that ended before any handler ran (bad payload, unknown key...) gets a ``process``
@@ -171,14 +204,16 @@ class Tracing(Middleware):
         if context.handlers_ran:
             return
         message = context.message
-        attributes = self._process_attributes(context.exchange, context.queue, message.message_id,
-                                              message.routing_key, message.correlation_id)
-        attributes[c.ATTEMPT] = message.attempt
-        attributes[c.OUTCOME] = context.outcome.value
-        span = self._tracer.start_span(f"process {attributes[c.DESTINATION_NAME]}", context=extract(message.headers),
-                                       kind=SpanKind.CONSUMER, attributes=attributes)
-        if context.reason is not None:
-            span.set_attribute(c.REASON, context.reason.value)
-        if context.outcome is Outcome.DEAD_LETTERED:
-            failed(span, None, context.reason.value if context.reason else "_OTHER", context.error)
+        name, shared = self._destination(context.exchange, message.routing_key, context.queue)
+        attributes = {**shared, c.ATTEMPT: message.attempt, c.OUTCOME: context.outcome.value}
+        if message.message_id:
+            attributes[c.MESSAGE_ID] = message.message_id
+        if message.correlation_id:
+            attributes[c.CONVERSATION_ID] = message.correlation_id
+        span = self._tracer.start_span(name, extract(message.headers), SpanKind.CONSUMER, attributes)
+        if span.is_recording():
+            if context.reason is not None:
+                span.set_attribute(c.REASON, context.reason.value)
+            if context.outcome is Outcome.DEAD_LETTERED:
+                failed(span, None, context.reason.value if context.reason else "_OTHER", context.error)
         span.end()
