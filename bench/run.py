@@ -1,6 +1,7 @@
 """Run the benchmarks: ``python -m bench.run [--quick] [--out bench/results]``.
 
-Every ratio is pubsubpy's rate over its baseline's, both measured alternately in
+Every ratio is pubsubpy's rate over its baseline's (for the latency rows, in ms,
+its latency over the baseline's: above 1 is slower), both measured alternately in
 this process (several rounds, medians), because this 2-core machine (broker
 included) drifts from run to run. Prints a table, writes ``results.json`` and
 ``throughput.png`` to ``--out``.
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import broker_rows, local_rows, outbox_rows, worker_rows
+from bench import broker_rows, latency_rows, local_rows, outbox_rows, worker_rows
 from bench.common import URL, Booking, Row, delete_app, fill, unique
 from pubsubpy import PubSub
 
@@ -188,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     step("drain")
     rows.append(broker_rows.drain(3000 if quick else 30000, rounds))
     rows.extend(worker_rows.all_rows(quick, rounds, step))
+    rows.extend(latency_rows.all_rows(quick, rounds, step))  # 60 s per side (5 s quick), split over the rounds
     try:
         from bench import telemetry_rows
     except ImportError:
