@@ -24,14 +24,24 @@ run, untimed.
 SDK runs are timed until ``force_flush`` returns (every span handed to the
 exporter); the row's note says how many of the spans started reached it (the
 batch processor drops spans when its queue of 2048 is full).
+
+Tracing alone (``tracing``): the same drain against off, with only ``Tracing`` on
+an SDK ``TracerProvider`` (``BatchSpanProcessor``, an exporter that drops the
+spans, no metrics), at two samplers: full sampling (``ParentBased(ALWAYS_ON)``,
+every message's parent sampled) and ``ParentBased(TraceIdRatioBased(0.01))``
+with messages as a publisher sampling at that ratio sends them (each its own
+trace id, the sampled flag set on the 1% the ratio picks). Each message carries
+its own trace context; the off run drains the same messages.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pika
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
@@ -42,8 +52,9 @@ from opentelemetry.sdk.metrics.export import (
 )
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
 
-from bench.common import MODEL, PAYLOAD, URL, Booking, Row, fill, purge, rate, unique
+from bench.common import BODY, MODEL, PAYLOAD, ROUTING_KEY, URL, Booking, Row, channel, fill, purge, rate, unique
 from pubsubpy import PubSub
 from pubsubpy.envelope import H_PUBLISHED_AT
 from pubsubpy.middleware import Middleware
@@ -77,18 +88,21 @@ class NoopMetricExporter(MetricExporter):
 
 
 class _Sdk:
-    """SDK providers of the app's own (never the global ones), with no-op exporters."""
+    """SDK providers of the app's own (never the global ones), with no-op exporters; ``metrics=False``:
+    tracing alone."""
 
-    def __init__(self) -> None:
+    def __init__(self, sampler: Sampler | None = None, metrics: bool = True) -> None:
         self.spans = CountingSpanExporter()
         self.expected = 0  # spans the measured work started
-        self.tracer_provider = TracerProvider()
+        self.tracer_provider = TracerProvider(sampler=sampler)
         self.tracer_provider.add_span_processor(BatchSpanProcessor(self.spans))
-        reader = PeriodicExportingMetricReader(NoopMetricExporter(), export_interval_millis=METRIC_INTERVAL_MS)
-        self.meter_provider = MeterProvider(metric_readers=[reader])
+        self.meter_provider = MeterProvider(metric_readers=[PeriodicExportingMetricReader(
+            NoopMetricExporter(), export_interval_millis=METRIC_INTERVAL_MS)]) if metrics else None
 
-    def middleware(self) -> list[Middleware]:
-        return [Tracing(self.tracer_provider), Metrics(self.meter_provider)]
+    def middleware(self, tracing: type[Tracing] = Tracing) -> list[Middleware]:
+        if self.meter_provider is None:
+            return [tracing(self.tracer_provider)]
+        return [tracing(self.tracer_provider), Metrics(self.meter_provider)]
 
     def flushed(self, work: Callable[[], object], spans: int) -> Callable[[], None]:
         """``work``, then every span it started (``spans``) handed to the exporter."""
@@ -107,7 +121,8 @@ class _Sdk:
 
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
+        if self.meter_provider is not None:
+            self.meter_provider.shutdown()
 
 
 def _no_global_sdk() -> None:
@@ -198,9 +213,91 @@ def publish(count: int, rounds: int) -> list[Row]:
     return [api_row, sdk_row]
 
 
+RATIO = 0.01
+
+
+def _fill_traced(queue: str, exchange: str, count: int, ratio: float) -> int:
+    """``count`` messages as a publisher sampling at ``ratio`` sends them: each a trace of its own (random
+    ids), sampled when ``TraceIdRatioBased(ratio)`` picks its trace id; returns how many are sampled."""
+    bound = TraceIdRatioBased.get_bound_for_rate(ratio)
+    sampled = 0
+    connection, ch = channel()
+    for i in range(count):
+        trace_id = random.getrandbits(128)
+        picked = trace_id & TraceIdRatioBased.TRACE_ID_LIMIT < bound
+        sampled += picked
+        headers = {"traceparent": f"00-{trace_id:032x}-{random.getrandbits(64) or 1:016x}-{'01' if picked else '00'}",
+                   H_PUBLISHED_AT: int(time.time() * 1000)}
+        props = pika.BasicProperties(content_type="application/json", delivery_mode=2, message_id="m",
+                                     type=f"{MODEL}.updated", headers=headers)
+        if i == count - 1:  # as ``fill``: the last one confirmed, after the others on the same channel
+            ch.confirm_delivery()
+        ch.basic_publish(exchange, ROUTING_KEY, BODY, props)
+    connection.close()
+    return sampled
+
+
+def tracing(count: int, rounds: int, tracing_class: type[Tracing] = Tracing) -> list[Row]:
+    """Drains with ``Tracing`` alone on an SDK (full sampling; 1% ratio sampling) against off, in alternating
+    rounds on three apps of one service. ``tracing_class``: another implementation to measure the same way."""
+    exchange, service = unique("x"), unique("svc")
+    full = _Sdk(ParentBased(ALWAYS_ON), metrics=False)
+    ratio = _Sdk(ParentBased(TraceIdRatioBased(RATIO)), metrics=False)
+
+    def make(middleware: list[Middleware] | None) -> PubSub:
+        app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore",
+                     telemetry=False, middleware=middleware)
+
+        @app.subscribe("Booking.*")
+        def on_booking(event: Booking) -> None:
+            pass
+
+        app.declare()
+        return app
+
+    off_app = make(None)
+    full_app, ratio_app = make(full.middleware(tracing_class)), make(ratio.middleware(tracing_class))
+    queue = f"{service}.events"
+
+    def measure(app: PubSub, sdk: _Sdk | None, sampling: float) -> float:
+        sampled = _fill_traced(queue, exchange, count, sampling)
+
+        def work() -> None:
+            result = app.drain(timeout=300)
+            if result.handled != count:
+                raise RuntimeError(f"tracing drain: {result.handled} of {count} handled ({result})")
+
+        return rate(count, work if sdk is None else sdk.flushed(work, sampled))  # a process span per sampled one
+
+    off: list[float] = []
+    how = "Tracing only, BatchSpanProcessor, an exporter that drops spans; each message its own trace"
+    full_row = Row("drain: tracing + SDK, full sampling vs off", "msg/s", baseline=off, target=">= 0.5",
+                   note=f"{how}, every parent sampled")
+    ratio_row = Row(f"drain: tracing + SDK, ParentBased(TraceIdRatioBased({RATIO:g})) vs off", "msg/s", baseline=off,
+                    note=f"{how}, {RATIO:.0%} of parents sampled (as the ratio picks their trace ids); no aim set")
+    try:
+        for _ in range(rounds):
+            off.append(measure(off_app, None, 1.0))
+            full_row.ours.append(measure(full_app, full, 1.0))
+            ratio_row.ours.append(measure(ratio_app, ratio, RATIO))
+    finally:
+        full_app.close()
+        ratio_app.close()
+        full.shutdown()
+        ratio.shutdown()
+        from pubsubpy.testing import delete_topology
+
+        delete_topology(off_app)
+    for row, sdk in ((full_row, full), (ratio_row, ratio)):
+        row.note += f"; {count} msgs; timed through force_flush, {sdk.exported()}"
+    return [full_row, ratio_row]
+
+
 def all_rows(quick: bool, rounds: int, step: Callable[[str], None] = lambda _label: None) -> list[Row]:
     step("telemetry: publish")
     rows = publish(300 if quick else 2000, rounds)
     step("telemetry: drain")
     rows.extend(drain(3000 if quick else 30000, rounds))
+    step("telemetry: tracing alone, two samplers")
+    rows.extend(tracing(3000 if quick else 30000, rounds))
     return rows
