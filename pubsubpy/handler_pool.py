@@ -107,8 +107,8 @@ class HandlerPool(Generic[In, Out]):
         self._concurrency = concurrency
         self._inbox: queue.SimpleQueue[list[In] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[list[tuple[In, Out | None]] | BaseException] = queue.SimpleQueue()
+        self._taken: list[list[tuple[In, Out | None]] | BaseException] = []  # out of _done by a wait, not collected
         self._stopping = threading.Event()
-        self._finished = threading.Event()  # set whenever a chunk finishes
         self.sleeping = False  # the owner sets it while it waits in the broker; finished work wakes it there
         self.in_flight = 0
         self._chunks_out = 0
@@ -133,7 +133,6 @@ class HandlerPool(Generic[In, Out]):
                 self._done.put(exc)
             else:
                 self._done.put(finished)
-            self._finished.set()
             if self.sleeping and self._inbox.empty():  # more queued work: the owner is woken by the last one
                 self._wake()
 
@@ -166,23 +165,31 @@ class HandlerPool(Generic[In, Out]):
         return self._chunks_out < self._concurrency
 
     def has_results(self) -> bool:
-        return not self._done.empty()
+        return bool(self._taken) or not self._done.empty()
 
     def wait_for_results(self, timeout: float) -> bool:
-        """Block the owner until a chunk finishes (True) or ``timeout`` passes (False)."""
-        self._finished.clear()
-        if self.has_results():
+        """Block the owner until a chunk finishes (True) or ``timeout`` passes (False). It waits on the
+        finished chunks' queue itself: no event to set and clear per chunk."""
+        if self._taken:
             return True
-        return self._finished.wait(timeout)
+        try:
+            self._taken.append(self._done.get(timeout=max(timeout, 0.0)))
+        except queue.Empty:
+            return False
+        return True
 
     def collect(self) -> list[tuple[In, Out | None]]:
         """Finished items (``None`` for one handed back unstarted); re-raises a dispatch bug."""
         finished: list[tuple[In, Out | None]] = []
+        taken, self._taken = self._taken, []
         while True:
-            try:
-                chunk = self._done.get_nowait()
-            except queue.Empty:
-                return finished
+            if taken:
+                chunk = taken.pop(0)
+            else:
+                try:
+                    chunk = self._done.get_nowait()
+                except queue.Empty:
+                    return finished
             self._chunks_out -= 1
             if isinstance(chunk, BaseException):
                 raise chunk
