@@ -126,6 +126,43 @@ def test_a_queue_deleted_while_the_connection_was_down_is_declared_again(rabbit_
         app.close()
 
 
+def test_a_reconnect_lost_again_while_setting_up_tries_a_fresh_connection(rabbit_url: str, names: Names) -> None:
+    """Seen on the cluster when a queue's leader stopped: the consumer reconnected to another node, and that
+    connection died during ``basic.consume``; the drain then failed with "could not reconnect". A consumer
+    tries a fresh connection (a bounded number of times, within its deadline) before it gives up."""
+    app = PubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=names.service())
+    app.subscribe("Booking.created")(lambda event: None)
+    app.declare()
+    consumer = app.transport.consume(f"{app.settings.service_name}.events", 10)
+    real_open = consumer._open  # type: ignore[attr-defined]
+    opened: list[int] = []
+
+    def open_lost_once() -> None:  # what the dying connection did, in the first reconnect only
+        opened.append(1)
+        if len(opened) == 1:
+            raise BrokerUnavailable("connection lost during basic.consume (test)")
+        real_open()
+
+    consumer._open = open_lost_once  # type: ignore[attr-defined]
+    try:
+        consumer._lost(BrokerUnavailable("connection lost (test)"))  # type: ignore[attr-defined]
+        assert consumer.get(0.5) is None  # reconnected on the second try, nothing to deliver
+        assert len(opened) == 2 and consumer.connected
+        info = app.transport.queue_info(f"{app.settings.service_name}.events")
+        assert info is not None and info.consumers == 1, "the abandoned connection's consumer is gone"
+        app.publish_model_event(BOOKING, "created", {"id": 3, "guest": "g"})
+        delivery = None
+        for _ in range(50):  # up to 10 s
+            delivery = consumer.get(0.2)
+            if delivery is not None:
+                break
+        assert delivery is not None
+        consumer.ack(delivery.tag)
+    finally:
+        consumer.close()
+        app.close()
+
+
 def test_a_drain_whose_queue_is_deleted_returns_what_it_did(rabbit_url: str, names: Names) -> None:
     """A drain goes on after its queue is deleted under it (declared again), and returns once empty."""
     app = PubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=names.service(),

@@ -255,9 +255,15 @@ def _where(param: pika.URLParameters) -> str:
 
 def abandon(connection: pika.BlockingConnection) -> None:
     """Drop a connection without waiting for anything. A polite ``close()`` waits for the broker,
-    which is exactly what a blocked or unresponsive broker never answers; this aborts the socket."""
+    which is exactly what a blocked or unresponsive broker never answers; this aborts the socket.
+
+    pika closes an aborted socket only from the connection's I/O loop, which nobody turns again once it
+    is abandoned: the broker kept such a connection, and the consumer on it kept holding its unacked
+    messages, until the heartbeat timeout. One turn that does not wait closes it now."""
     with contextlib.suppress(Exception):
         connection._impl._adapter_disconnect_stream()
+    with contextlib.suppress(Exception):
+        connection.process_data_events(0)
 
 
 class _DeadlinePassed(Exception):

@@ -62,6 +62,7 @@ log = logging.getLogger("pubsubpy.rabbitmq")
 _GENERATION_SHIFT = TAG_BITS
 _CLOSE_BUDGET = 2.0  # seconds for a polite cancel + final acks on close
 _QUORUM_SETTLE = 0.25  # seconds a quorum queue's deliveries may trail its declare-ok (see _settled_depth)
+_REOPEN_TRIES = 3  # fresh connections a lost consumer tries (each making connection_attempts) before it gives up
 
 
 class RabbitConsumer:
@@ -130,19 +131,29 @@ class RabbitConsumer:
                 self._redeclare(deadline)
         else:
             log.warning("consumer on %r lost its connection (%r); reconnecting", self._queue, exc)
-        try:
+        for attempt in range(1, _REOPEN_TRIES + 1):
             try:
-                self._open()  # connect() makes connection_attempts attempts within the deadline
-            except ConfigurationError as error:
-                # the queue went while the connection was down (its cancel never reached us): as for a cancel
-                if self._redeclare is None or not _queue_missing(error):
-                    raise
-                log.warning("the queue %r is gone (deleted while the consumer reconnected); declaring the "
-                            "topology again and consuming", self._queue)
-                self._redeclare(deadline)
-                self._open()
-        except TransportError as error:
-            raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {error}") from error
+                self._open_or_redeclare(deadline)
+                return
+            except BrokerUnavailable as error:
+                # connected, then lost again while setting up (a cluster still electing a queue leader)
+                if attempt == _REOPEN_TRIES or self._deadline.expired:
+                    raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {error}") from error
+                log.warning("consumer on %r: reconnecting failed (%s); trying again", self._queue, error)
+            except TransportError as error:
+                raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {error}") from error
+
+    def _open_or_redeclare(self, deadline: Deadline | None) -> None:
+        try:
+            self._open()  # connect() makes connection_attempts attempts within the deadline
+        except ConfigurationError as error:
+            # the queue went while the connection was down (its cancel never reached us): as for a cancel
+            if self._redeclare is None or not _queue_missing(error):
+                raise
+            log.warning("the queue %r is gone (deleted while the consumer reconnected); declaring the "
+                        "topology again and consuming", self._queue)
+            self._redeclare(deadline)
+            self._open()
 
     def _abandon(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
