@@ -125,6 +125,19 @@ class _Sdk:
             self.meter_provider.shutdown()
 
 
+def _declared_app(exchange: str, service: str, telemetry: bool, middleware: list[Middleware] | None) -> PubSub:
+    """A declared app with a no-op ``Booking.*`` handler: every side of a telemetry row drains one."""
+    app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore",
+                 telemetry=telemetry, middleware=middleware)
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: Booking) -> None:
+        pass
+
+    app.declare()
+    return app
+
+
 def _no_global_sdk() -> None:
     """The API-only rows need the API's proxies as the global providers: no SDK installed."""
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
@@ -143,15 +156,7 @@ def _compare(kind: str, rounds: int, measure: Callable[[PubSub, _Sdk | None], fl
     sdk = _Sdk()
 
     def make(telemetry: bool, middleware: list[Middleware] | None = None) -> PubSub:
-        app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore",
-                     telemetry=telemetry, middleware=middleware)
-
-        @app.subscribe("Booking.*")
-        def on_booking(event: Booking) -> None:
-            pass
-
-        app.declare()
-        return app
+        return _declared_app(exchange, service, telemetry, middleware)
 
     off_app, api_app, sdk_app = make(False), make(True), make(False, sdk.middleware())
     off: list[float] = []
@@ -245,15 +250,7 @@ def tracing(count: int, rounds: int, tracing_class: type[Tracing] = Tracing) -> 
     ratio = _Sdk(ParentBased(TraceIdRatioBased(RATIO)), metrics=False)
 
     def make(middleware: list[Middleware] | None) -> PubSub:
-        app = PubSub(URL, schemas=[Booking], model_exchange=exchange, service_name=service, on_unroutable="ignore",
-                     telemetry=False, middleware=middleware)
-
-        @app.subscribe("Booking.*")
-        def on_booking(event: Booking) -> None:
-            pass
-
-        app.declare()
-        return app
+        return _declared_app(exchange, service, False, middleware)
 
     off_app = make(None)
     full_app, ratio_app = make(full.middleware(tracing_class)), make(ratio.middleware(tracing_class))
