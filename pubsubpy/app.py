@@ -18,15 +18,16 @@ from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
-from pubsubpy._engine import Engine
+from pubsubpy._engine import Engine, Verdict
 from pubsubpy.consumer import LoopHandoff, LoopMode, LoopOptions, consume_queue
 from pubsubpy.credentials import resolve_url
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, OperationTimeout, TransportError
+from pubsubpy.handler_pool import ChunkWork
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox
-from pubsubpy.messages import DrainResult
+from pubsubpy.messages import Delivery, DrainResult
 from pubsubpy.middleware import Middleware, MiddlewareChain, PublishContext
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
@@ -488,11 +489,11 @@ class PubSub:
                on_message: Callable[[DrainResult], None] | None, handoff: LoopHandoff | None,
                stop: threading.Event | None = None) -> DrainResult:
         deadline = Deadline.after(timeout)
-        service, engine = self._prepare_consumer(handoff)
+        service, engine, work_chunk = self._prepare_consumer(handoff)
         self._ensure_declared(deadline)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
                               on_message=on_message, middleware=self._middleware, stop=stop,
-                              redeclare=self._redeclare, work_chunk=handoff.chunk_work(engine) if handoff else None)
+                              redeclare=self._redeclare, work_chunk=work_chunk)
         return consume_queue(self.settings, service, self.transport, engine, options)
 
     def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
@@ -524,7 +525,7 @@ class PubSub:
 
     def _run(self, concurrency: int, stop: threading.Event, force: threading.Event,
              handoff: LoopHandoff | None, *, signals: bool) -> DrainResult:
-        service, engine = self._prepare_consumer(handoff)
+        service, engine, work_chunk = self._prepare_consumer(handoff)
         settings = self.settings
         explicit = settings.prefetch if "prefetch" in settings.model_fields_set else None
         prefetch = worker_prefetch(explicit, concurrency)
@@ -535,7 +536,7 @@ class PubSub:
                      service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
             options = LoopOptions(prefetch, concurrency, mode=LoopMode.WORK, stop=stop, force=force,
                                   middleware=self._middleware, health=self.health, redeclare=self._redeclare,
-                                  work_chunk=handoff.chunk_work(engine) if handoff else None)
+                                  work_chunk=work_chunk)
             result = consume_queue(settings, service, self.transport, engine, options)
         log.info("worker stopped (%s): %s", result.stopped_by, result)
         return result
@@ -557,7 +558,9 @@ class PubSub:
                 delay = min(delay * 2, 30.0)
         return False
 
-    def _prepare_consumer(self, handoff: LoopHandoff | None = None) -> tuple[str, Engine]:
+    def _prepare_consumer(self, handoff: LoopHandoff | None = None
+                          ) -> tuple[str, Engine, ChunkWork[Delivery, Verdict] | None]:
+        """The service, its engine, and with ``handoff`` how a chunk's ``async def`` handlers reach the loop."""
         service = self._service()
         if not self._router.subscriptions:
             raise ConfigurationError(f"service {service!r} has no subscriptions: decorate a handler with @subscribe")
@@ -575,8 +578,9 @@ class PubSub:
                 "which installs one")
         if not self._router.resolved:
             self._router.resolve(self._registry, require_schemas=self.settings.require_schemas)
-        return service, Engine(self.settings, self._router, self._registry, self._inbox, self._middleware,
-                               service_queue(service), handoff.await_on_loop if handoff else None)
+        engine = Engine(self.settings, self._router, self._registry, self._inbox, self._middleware,
+                        service_queue(service), handoff.await_on_loop if handoff else None)
+        return service, engine, handoff.chunk_work(engine) if handoff else None
 
     # -- dead letters --------------------------------------------------------------
     def _dead_letters(self, timeout: float | None) -> DeadLetterStore:

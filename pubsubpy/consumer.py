@@ -414,7 +414,7 @@ class _Loop:
 
     def message_context(self, delivery: Delivery, verdict: Verdict, outcome: Outcome) -> MessageContext:
         ran = outcome in (Outcome.HANDLED, Outcome.RETRIED) or verdict.reason in _HANDLER_REASONS
-        info = self.engine.info(delivery, verdict, version_from(delivery.properties.headers))
+        info = verdict.info or self.engine.info(delivery, verdict, version_from(delivery.properties.headers))
         return MessageContext(info, outcome, verdict.reason, verdict.error, self.settings.model_exchange,
                               self.queue, ran)
 

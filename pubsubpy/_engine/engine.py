@@ -41,9 +41,9 @@ AwaitOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]
 
 _TAG_MASK = (1 << TAG_BITS) - 1  # the broker's delivery tag within ours
 
-Call = tuple[Subscription, Callable[..., Any], tuple[Any, ...], Any]
-"""One handler run a message asks for: (subscription, the callable, its arguments, the payload argument).
-A plain tuple: one is made per handler per message on the drain's hot path."""
+Call = tuple[Step, tuple[Any, ...], Any]
+"""One handler run a message asks for: (its plan step: subscription, callable, attempts; its arguments; the
+payload argument). A plain tuple: one is made per handler per message on the drain's hot path."""
 
 
 @dataclass(slots=True)
@@ -72,9 +72,6 @@ class Engine:
     @property
     def has_async_handlers(self) -> bool:
         return any(sub.is_async for sub in self._router.subscriptions)
-
-    def max_attempts(self, sub: Subscription) -> int:
-        return self._planner.max_attempts(sub)
 
     # -- before the handlers --------------------------------------------------------
     def prepare(self, delivery: Delivery) -> Work:
@@ -115,6 +112,7 @@ class Engine:
         middleware = self._middleware.handlers() if self._middleware is not None else None
         info = self.info(work.delivery, work.verdict, version) if plan.wants_info or middleware else None
         work.middleware, work.info = middleware, info
+        work.verdict.info = info
         raw: dict[str, Any] | None = None
         for step in steps:
             argument = payload
@@ -123,7 +121,7 @@ class Engine:
             elif step.reread is not None:  # a handler of an older version: validation_error names both
                 argument = read(body, step.reread, depth, version)
             args = (argument, info) if info is not None and step.sub.wants_info else (argument,)
-            work.calls.append((step.sub, step.handler, args, argument))
+            work.calls.append((step, args, argument))
 
     def _defer(self, verdict: Verdict, why: str, headers: Mapping[str, Any]) -> None:
         """Send it back for another version, or, once ``unknown_key_window`` has passed, dead-letter it."""
@@ -153,20 +151,21 @@ class Engine:
 
     def run(self, work: Work, call: Call) -> HandlerResult | None:
         """One handler run of the message: None when it returned, else how it failed."""
-        sub, handler, args, argument = call
+        step, args, argument = call
+        sub, handler = step.sub, step.handler
         verdict, message_id = work.verdict, work.delivery.properties.message_id
         if sub.is_async:
             handler = self._awaited(handler)
         if sub.idempotent:
             handler, args = self._run_once, (sub, handler, message_id, args)
         if not work.middleware:
-            return run_handler(sub, handler, args, verdict.routing_key, verdict.attempt, self.max_attempts(sub),
+            return run_handler(sub, handler, args, verdict.routing_key, verdict.attempt, step.max_attempts,
                                message_id)
         assert work.info is not None
         context = HandlerContext(sub.name, work.info, argument, self._settings.model_exchange, self._queue,
                                  work.delivery.tag & _TAG_MASK)
         return run_observed(work.middleware, context, sub, handler, args, verdict.routing_key, verdict.attempt,
-                            self.max_attempts(sub), message_id)
+                            step.max_attempts, message_id)
 
     def _awaited(self, handler: Callable[..., Any]) -> Callable[..., object]:
         """An ``async def`` handler as a plain call for the handler thread: it runs on the event loop of

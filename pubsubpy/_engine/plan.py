@@ -75,7 +75,7 @@ class Planner:
         self._plans: dict[tuple[str, int], Plan] = {}
         self._generation = registry.generation
 
-    def max_attempts(self, sub: Subscription) -> int:
+    def _max_attempts(self, sub: Subscription) -> int:
         return sub.max_attempts or self._settings.max_attempts
 
     def plan(self, routing_key: str, version: int) -> Plan:
@@ -92,10 +92,10 @@ class Planner:
 
     def _make(self, routing_key: str, version: int) -> Plan:
         matched = self._router.match(routing_key)
-        cap = max((self.max_attempts(s) for s in matched), default=self._settings.max_attempts)
+        cap = max((self._max_attempts(s) for s in matched), default=self._settings.max_attempts)
         wants_info = any(s.wants_info for s in matched)
         schema = self._registry.for_routing_key(routing_key)
-        plain = tuple(Step(s, s.handler, self.max_attempts(s)) for s in matched)
+        plain = tuple(Step(s, s.handler, self._max_attempts(s)) for s in matched)
         if not matched:
             return Plan(plain, cap, schema, f"no subscription matches routing key {routing_key!r}")
         if schema is None:
@@ -113,7 +113,7 @@ class Planner:
 
     def _step(self, sub: Subscription, schema: type[ModelEvent], version: int) -> Step:
         """What ``sub`` gets of a message read as ``schema`` (``version`` is what arrived)."""
-        attempts = self.max_attempts(sub)
+        attempts = self._max_attempts(sub)
         if sub.accepts_dict and not (sub.accepts_any_schema or sub.schemas):
             return Step(sub, sub.handler, attempts, raw=True)
         if sub.accepts_any_schema or sub.accepts_dict or issubclass(schema, sub.schemas):

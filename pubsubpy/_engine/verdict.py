@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pubsubpy.messages import HandlerResult, Outcome, Reason
+from pubsubpy.messages import HandlerResult, MessageInfo, Outcome, Reason
 
 __all__ = ["ERROR_TEXT_LIMIT", "Verdict", "describe"]
 
@@ -51,6 +51,7 @@ class Verdict:
     deferrals: int = 0                      # deferrals before this one
     retry: Sequence[str] = ()               # handlers to run again, by name
     blamed: Sequence[str] = ()              # handlers the dead letter names
+    info: MessageInfo | None = None         # what the handlers were told, when any asked (reused after settling)
 
     @property
     def outcome(self) -> Outcome:

@@ -70,7 +70,7 @@ def dispatch_chunk(engine: Engine, await_on_loop: AwaitOnLoop, deliveries: Seque
             results.append(None)
             continue
         work: Work = each(functools.partial(engine.prepare, delivery))
-        on_loop = [c for c in work.calls if c[0].is_async and not c[0].idempotent and not work.middleware]
+        on_loop = [c for c in work.calls if c[0].sub.is_async and not c[0].sub.idempotent and not work.middleware]
         if not on_loop:
             results.append(each(functools.partial(engine.run_all, work)))
             continue
@@ -102,12 +102,12 @@ async def _await_batches(batches: list[_Batch], may_start: Callable[[], bool]) -
             outcomes.append(None)
             continue
         raised: Raised = []
-        for _sub, handler, args, _argument in batch.calls:
+        for step, args, _argument in batch.calls:
             if cancelled:
                 raised.append(HandlerCancelled("not run: the event loop cancelled an earlier handler run"))
                 continue
             try:
-                await contextvars.copy_context().run(asyncio.ensure_future, handler(*args))
+                await contextvars.copy_context().run(asyncio.ensure_future, step.handler(*args))
             except asyncio.CancelledError:
                 cancelled = True
                 raised.append(HandlerCancelled("the handler was cancelled (the event loop is shutting down, or "
@@ -131,7 +131,7 @@ def _after_loop(engine: Engine, batch: _Batch, raised: Raised) -> Verdict:
     work = batch.work
     verdict, message_id = work.verdict, work.delivery.properties.message_id
     failures = [failure for call, outcome in zip(batch.calls, raised, strict=True)
-                if (failure := run_handler(call[0], _replay, (outcome,), verdict.routing_key, verdict.attempt,
-                                           engine.max_attempts(call[0]), message_id)) is not None]
+                if (failure := run_handler(call[0].sub, _replay, (outcome,), verdict.routing_key, verdict.attempt,
+                                           call[0].max_attempts, message_id)) is not None]
     rest = [call for call in work.calls if not any(call is done for done in batch.calls)]
     return engine.run_all(work, rest, failures)
