@@ -107,7 +107,7 @@ class HandlerPool(Generic[In, Out]):
         self._concurrency = concurrency
         self._inbox: queue.SimpleQueue[list[In] | None] = queue.SimpleQueue()
         self._done: queue.SimpleQueue[list[tuple[In, Out | None]] | BaseException] = queue.SimpleQueue()
-        self._taken: list[list[tuple[In, Out | None]] | BaseException] = []  # out of _done by a wait, not collected
+        self._taken: list[tuple[In, Out | None]] | BaseException | None = None  # out of _done by a wait, not collected
         self._stopping = threading.Event()
         self.sleeping = False  # the owner sets it while it waits in the broker; finished work wakes it there
         self.in_flight = 0
@@ -165,15 +165,15 @@ class HandlerPool(Generic[In, Out]):
         return self._chunks_out < self._concurrency
 
     def has_results(self) -> bool:
-        return bool(self._taken) or not self._done.empty()
+        return self._taken is not None or not self._done.empty()
 
     def wait_for_results(self, timeout: float) -> bool:
         """Block the owner until a chunk finishes (True) or ``timeout`` passes (False). It waits on the
         finished chunks' queue itself: no event to set and clear per chunk."""
-        if self._taken:
+        if self._taken is not None:
             return True
         try:
-            self._taken.append(self._done.get(timeout=max(timeout, 0.0)))
+            self._taken = self._done.get(timeout=max(timeout, 0.0))
         except queue.Empty:
             return False
         return True
@@ -181,10 +181,10 @@ class HandlerPool(Generic[In, Out]):
     def collect(self) -> list[tuple[In, Out | None]]:
         """Finished items (``None`` for one handed back unstarted); re-raises a dispatch bug."""
         finished: list[tuple[In, Out | None]] = []
-        taken, self._taken = self._taken, []
+        taken, self._taken = self._taken, None
         while True:
-            if taken:
-                chunk = taken.pop(0)
+            if taken is not None:
+                chunk, taken = taken, None
             else:
                 try:
                     chunk = self._done.get_nowait()
