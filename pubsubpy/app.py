@@ -23,8 +23,8 @@ from pubsubpy.consumer import LoopHandoff, LoopMode, LoopOptions, consume_queue
 from pubsubpy.credentials import resolve_url
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
-from pubsubpy.errors import BrokerUnavailable, ConfigurationError, OperationTimeout, TransportError
-from pubsubpy.handler_pool import ChunkWork
+from pubsubpy.errors import ConfigurationError, TransportError
+from pubsubpy.executor import ChunkWork
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox
 from pubsubpy.messages import Delivery, DrainResult
@@ -490,10 +490,9 @@ class PubSub:
                stop: threading.Event | None = None) -> DrainResult:
         deadline = Deadline.after(timeout)
         service, engine, work_chunk = self._prepare_consumer(handoff)
-        self._ensure_declared(deadline)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
                               on_message=on_message, middleware=self._middleware, stop=stop,
-                              redeclare=self._redeclare, work_chunk=work_chunk)
+                              declare=self._ensure_declared, redeclare=self._redeclare, work_chunk=work_chunk)
         return consume_queue(self.settings, service, self.transport, engine, options)
 
     def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
@@ -530,13 +529,11 @@ class PubSub:
         explicit = settings.prefetch if "prefetch" in settings.model_fields_set else None
         prefetch = worker_prefetch(explicit, concurrency)
         with handle_signals(stop, force) if signals else contextlib.nullcontext():
-            if not self._declare_until_done(stop):
-                return DrainResult(stopped_by="stopped")
             log.info("worker started: service %s, queue %s, patterns %s, concurrency %d, prefetch %d", service,
                      service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
             options = LoopOptions(prefetch, concurrency, mode=LoopMode.WORK, stop=stop, force=force,
-                                  middleware=self._middleware, health=self.health, redeclare=self._redeclare,
-                                  work_chunk=work_chunk)
+                                  middleware=self._middleware, health=self.health, declare=self._ensure_declared,
+                                  redeclare=self._redeclare, work_chunk=work_chunk)
             result = consume_queue(settings, service, self.transport, engine, options)
         log.info("worker stopped (%s): %s", result.stopped_by, result)
         return result
@@ -544,19 +541,6 @@ class PubSub:
     def _redeclare(self, deadline: Deadline | None) -> None:
         """The broker cancelled the consumer (its queue was deleted): declare everything again."""
         self.declare(deadline=deadline)
-
-    def _declare_until_done(self, stop: threading.Event) -> bool:
-        """A worker's first declare, retried with capped backoff until it works or ``stop`` is set."""
-        delay = max(self.settings.retry_connect_delay, 0.1)
-        while not stop.is_set():
-            try:
-                self._ensure_declared()
-                return True
-            except (BrokerUnavailable, OperationTimeout) as exc:
-                log.warning("worker cannot reach the broker (%s); retrying in %.1fs", exc, delay)
-                stop.wait(delay)
-                delay = min(delay * 2, 30.0)
-        return False
 
     def _prepare_consumer(self, handoff: LoopHandoff | None = None
                           ) -> tuple[str, Engine, ChunkWork[Delivery, Verdict] | None]:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -46,10 +47,12 @@ from typing import Protocol
 
 from pubsubpy._engine import AwaitOnLoop, Engine, Verdict
 from pubsubpy._engine.runs import log_fields
+from pubsubpy.backoff import Backoff
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
 from pubsubpy.errors import TransportError
-from pubsubpy.handler_pool import ChunkWork, HandlerPool, HandlerRunner
+from pubsubpy.executor import ChunkWork, Executor
+from pubsubpy.handler_pool import HandlerPool
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inline_runner import Abandoned, Baton, InlineRunner, Watch, watch
 from pubsubpy.messages import Delivery, DrainResult, Outcome, Reason
@@ -65,7 +68,6 @@ log = logging.getLogger("pubsubpy.drain")
 
 _POLL = 0.2          # how often a waiting loop looks at ``stop`` (seconds)
 _EMPTY_STEP = 0.05   # re-ask step while the broker reports ready messages not yet pushed
-_BACKOFF_MAX = 30.0  # a worker's longest pause between reconnects
 _RECENT = 10_000     # settled messages remembered for spotting redeliveries
 _PLAIN = (int, str, type(None))
 _HANDLER_REASONS = (Reason.HANDLER_ERROR, Reason.REJECTED)  # dead letters a handler decided
@@ -90,6 +92,7 @@ class LoopOptions:
     on_message: Callable[[DrainResult], None] | None = None
     middleware: MiddlewareChain | None = None
     health: WorkerHealth | None = None
+    declare: Redeclare | None = None    # before consuming: declare the topology (a worker retries it)
     redeclare: Redeclare | None = None  # the queue was deleted under the consumer: declare it again
     work_chunk: ChunkWork[Delivery, Verdict] | None = None  # async handlers: a chunk at a time (pubsubpy.aio)
 
@@ -155,30 +158,30 @@ class _Loop:
         self.taken = 0
         self.stopping = False     # no new message starts
         self.grace: Deadline | None = None
-        self.backoff = max(settings.retry_connect_delay, 0.1)
+        self.backoff = Backoff(settings.retry_connect_delay, log)
         self.baton: Baton | None = None  # when the loop runs its handlers itself, watched
         # copies sent, oldest first, whose originals are acked once confirmed (at most two: see ``step``)
         self.unconfirmed: deque[tuple[list[tuple[Delivery, Verdict]], PendingPublish]] = deque()
 
     # -- setup ---------------------------------------------------------------------
     def open_consumer(self) -> Consumer | None:
+        """Declare (when asked to) and consume; a worker retries both with backoff until stopped (None)."""
+        declared = self.options.declare is None
         while True:
             try:
+                if not declared:
+                    assert self.options.declare is not None
+                    deadline = self.options.deadline
+                    self.options.declare(None if deadline.at == math.inf else deadline)
+                    declared = True
                 return self.transport.consume(self.queue, self.options.prefetch, limit=self.options.max_messages,
                                               deadline=self.options.deadline, redeclare=self.options.redeclare)
             except TransportError as exc:
                 if self.options.mode is LoopMode.DRAIN:
                     raise
-                if self.pause(f"cannot consume from {self.queue} ({exc})"):
+                doing = "declare the topology" if not declared else f"consume from {self.queue}"
+                if self.backoff.pause(f"cannot {doing} ({exc})", self.options.stop):
                     return None
-
-    def pause(self, why: str) -> bool:
-        """A worker's backoff after a broker failure; True when asked to stop meanwhile."""
-        log.warning("%s; retrying in %.1fs", why, self.backoff)
-        stop = self.options.stop if self.options.stop is not None else threading.Event()
-        stopped = stop.wait(self.backoff)
-        self.backoff = min(self.backoff * 2, _BACKOFF_MAX)
-        return stopped
 
     # -- the loop ------------------------------------------------------------------
     def run(self) -> DrainResult:
@@ -204,99 +207,99 @@ class _Loop:
 
         return self.consume(runner)
 
-    def consume(self, make_runner: Callable[[Consumer], HandlerRunner[Delivery, Verdict]]) -> DrainResult:
+    def consume(self, make_executor: Callable[[Consumer], Executor[Delivery, Verdict]]) -> DrainResult:
         consumer = self.open_consumer()
         if consumer is None:
             self.result.stopped_by = "stopped"
             return self.result
-        runner = make_runner(consumer)
+        executor = make_executor(consumer)
         health = self.options.health
         if health is not None:
             health.attached(consumer, self.queue)
         try:
-            while not self.step(consumer, runner):
+            while not self.step(consumer, executor):
                 pass
             if self.result.stopped_by != "forced":
                 self.confirm_all(consumer)  # copies sent in the last steps: ack their originals
         finally:
             if health is not None:
                 health.detached()
-            runner.shutdown()
+            executor.shutdown()
             consumer.close()
         return self.result
 
-    def step(self, consumer: Consumer, pool: HandlerRunner[Delivery, Verdict]) -> bool:
+    def step(self, consumer: Consumer, executor: Executor[Delivery, Verdict]) -> bool:
         """One turn: settle what finished, decide whether to stop, take more, wait. True: done."""
         if self.options.health is not None:
             self.options.health.turned()
         if self.baton is not None and self.baton.abandoned:
             raise Abandoned
         try:
-            finished = pool.collect()
+            finished = executor.collect()
             if finished:
                 self.settle(consumer, finished)
             while len(self.unconfirmed) > 1:
                 self.confirm(consumer)  # the chunk before's copies: stored while this chunk ran and sent its own
-            if self.should_stop(pool):
+            if self.should_stop(executor):
                 return True
             if not self.stopping:
-                self.feed(consumer, pool)
-            if self.unconfirmed and not pool.has_results():
+                self.feed(consumer, executor)
+            if self.unconfirmed and not executor.ready():
                 # Nothing to run while the broker stores them; and a retry copy aimed at this queue must be in
                 # it before the queue can count as empty.
                 self.confirm_all(consumer)
-            if not self.stopping and self.options.mode is LoopMode.DRAIN and pool.in_flight == 0 and not self.parked \
-                    and self.options.max_messages != self.taken and consumer.is_empty():
+            if not self.stopping and self.options.mode is LoopMode.DRAIN and executor.in_flight == 0 \
+                    and not self.parked and self.options.max_messages != self.taken and consumer.is_empty():
                 self.result.stopped_by = "empty"
                 return True
-            self.wait(consumer, pool)
+            self.wait(consumer, executor)
         except TransportError as exc:
             if self.options.mode is LoopMode.DRAIN:
                 raise
-            if self.pause(f"consumer on {self.queue} failed ({exc})"):
-                self.begin_stop(pool, "stopped")
+            if self.backoff.pause(f"consumer on {self.queue} failed ({exc})", self.options.stop):
+                self.begin_stop(executor, "stopped")
             return False
-        self.backoff = max(self.settings.retry_connect_delay, 0.1)
+        self.backoff.reset()
         return False
 
-    def should_stop(self, pool: HandlerRunner[Delivery, Verdict]) -> bool:
+    def should_stop(self, executor: Executor[Delivery, Verdict]) -> bool:
         options = self.options
         if options.force is not None and options.force.is_set():
-            return self.abandon(pool, "forced")
+            return self.abandon(executor, "forced")
         if not self.stopping:
             if options.stop is not None and options.stop.is_set():
-                self.begin_stop(pool, "stopped")
+                self.begin_stop(executor, "stopped")
             elif options.deadline.expired:
-                self.begin_stop(pool, "timeout")
-            elif options.max_messages is not None and self.taken >= options.max_messages and pool.in_flight == 0:
+                self.begin_stop(executor, "timeout")
+            elif options.max_messages is not None and self.taken >= options.max_messages and executor.in_flight == 0:
                 self.result.stopped_by = "max_messages"
                 return True
         if self.stopping:
-            if pool.in_flight == 0:
+            if executor.in_flight == 0:
                 return True
             if self.grace is not None and self.grace.expired:
-                return self.abandon(pool, self.result.stopped_by)
+                return self.abandon(executor, self.result.stopped_by)
         return False
 
-    def begin_stop(self, pool: HandlerRunner[Delivery, Verdict], why: str) -> None:
+    def begin_stop(self, executor: Executor[Delivery, Verdict], why: str) -> None:
         self.stopping = True
         self.result.stopped_by = why
         self.grace = Deadline.after(self.settings.shutdown_timeout)
-        pool.stop_starting()
+        executor.stop_starting()
 
-    def abandon(self, pool: HandlerRunner[Delivery, Verdict], why: str) -> bool:
+    def abandon(self, executor: Executor[Delivery, Verdict], why: str) -> bool:
         self.result.stopped_by = why
-        self.result.abandoned = pool.in_flight
-        if pool.in_flight:
+        self.result.abandoned = executor.in_flight
+        if executor.in_flight:
             log.warning("stopping with %d handler(s) still running; their messages go back to %s unacked",
-                        pool.in_flight, self.queue)
+                        executor.in_flight, self.queue)
         return True
 
     def may_take(self) -> bool:
         limit = self.options.max_messages
         return not self.stopping and (limit is None or self.taken < limit)
 
-    def feed(self, consumer: Consumer, pool: HandlerRunner[Delivery, Verdict]) -> None:
+    def feed(self, consumer: Consumer, executor: Executor[Delivery, Verdict]) -> None:
         if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
             self.take_buffered(consumer)
         batch: list[Delivery] = []
@@ -308,32 +311,32 @@ class _Loop:
                 self.result.duplicates += 1
                 continue
             batch.append(delivery)
-        pool.submit(batch)
+        executor.submit(batch)
 
-    def wait(self, consumer: Consumer, pool: HandlerRunner[Delivery, Verdict]) -> None:
-        timeout = _EMPTY_STEP if self.options.mode is LoopMode.DRAIN and not pool.in_flight else _POLL
+    def wait(self, consumer: Consumer, executor: Executor[Delivery, Verdict]) -> None:
+        timeout = _EMPTY_STEP if self.options.mode is LoopMode.DRAIN and not executor.in_flight else _POLL
         if not self.stopping:
             timeout = self.options.deadline.cap(timeout)
         elif self.grace is not None:
             timeout = self.grace.cap(timeout)
         consumer.flush()
         until = Deadline.after(timeout)
-        while not pool.has_results():
-            if self.parked and pool.has_idle_thread() and self.may_take():
+        while not executor.ready():
+            if self.parked and executor.can_start() and self.may_take():
                 return
-            if not pool.has_idle_thread():
-                # Every thread is busy: sleep until one finishes, looking at the connection (heartbeats,
-                # new deliveries) every _POLL. Reading the socket in larger gulps between chunks costs
+            if not executor.can_start():
+                # Every handler thread is busy: sleep until one finishes, looking at the connection
+                # (heartbeats, new deliveries) every _POLL. Reading the socket in larger gulps between chunks costs
                 # less than answering every packet while the handlers run.
-                if pool.wait_for_results(until.cap(_POLL)) or until.expired:
+                if executor.wait_ready(until.cap(_POLL)) or until.expired:
                     return
                 self.take_buffered(consumer)
                 continue
-            pool.sleeping = True
+            executor.sleeping = True
             try:
-                delivery = None if pool.has_results() else consumer.get(until.remaining())
+                delivery = None if executor.ready() else consumer.get(until.remaining())
             finally:
-                pool.sleeping = False
+                executor.sleeping = False
             if delivery is None:
                 return  # woken, or the time is up
             self.parked.append(delivery)

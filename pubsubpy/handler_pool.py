@@ -11,91 +11,32 @@ once, split across the threads, and each thread returns a chunk's results in
 one piece, waking the owner at most once per chunk. Handing over one message at
 a time cost a queue round trip and a thread switch per message (docs/performance.md).
 
-Each run happens in a copy of the context variables of the thread that started
-the consumer, and, when Django is in use, between ``close_old_connections()``
-calls, as Celery does, so a handler thread never reuses a stale database
-connection. The threads are daemons: a hard stop never waits for a stuck handler.
+Each run is isolated (``executor.Isolation``), so a handler thread never reuses
+a stale database connection. The threads are daemons: a hard stop never waits
+for a stuck handler.
 """
 
 from __future__ import annotations
 
-import contextvars
 import math
 import queue
-import sys
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
-__all__ = ["HandlerPool", "HandlerRunner", "Isolation"]
+from pubsubpy.executor import ChunkWork, Isolation
+
+__all__ = ["HandlerPool"]
 
 In = TypeVar("In")
 Out = TypeVar("Out")
-
 T = TypeVar("T")
-# work_chunk(items, may_start, each): a whole chunk at once; each(work) isolates one item's thread-side work
-ChunkWork = Callable[[list[In], Callable[[], bool], Callable[[Callable[[], Any]], Any]], list[Out | None]]
 
 _CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk wait for its last item
 
 
-def _django_cleanup() -> Callable[[], None] | None:
-    """Django's per-request cleanup when Django is loaded and set up (never imports it).
-    Looked up once per pool: a consumer starts after Django's setup, as a worker or inside a request."""
-    db = sys.modules.get("django.db")
-    apps_module = sys.modules.get("django.apps")
-    if db is None or apps_module is None or not apps_module.apps.ready:
-        return None
-    close: Callable[[], None] = db.close_old_connections
-    return close
-
-
-class Isolation:
-    """Each run in its own copy of the context of the thread that made this, between Django's
-    ``close_old_connections()`` calls when Django is in use."""
-
-    def __init__(self) -> None:
-        self.context = contextvars.copy_context()
-        self._cleanup = _django_cleanup()
-
-    def run(self, work: Callable[..., T], *args: Any) -> T:
-        cleanup = self._cleanup
-        if cleanup is None:
-            return self.context.copy().run(work, *args)
-        cleanup()
-        try:
-            return self.context.copy().run(work, *args)
-        finally:
-            cleanup()
-
-
-class HandlerRunner(Protocol[In, Out]):
-    """What the consumer loop needs from whatever runs its handlers (a pool of threads, or inline)."""
-
-    sleeping: bool
-    in_flight: int
-
-    def submit(self, items: list[In]) -> None: ...
-
-    def has_idle_thread(self) -> bool: ...
-
-    def has_results(self) -> bool: ...
-
-    def wait_for_results(self, timeout: float) -> bool: ...
-
-    def collect(self) -> list[tuple[In, Out | None]]: ...
-
-    def stop_starting(self) -> None: ...
-
-    def shutdown(self) -> None: ...
-
-
 class HandlerPool(Generic[In, Out]):
-    """Runs ``work(item)`` on ``concurrency`` threads; the owner submits and collects.
-
-    ``submit``, ``collect``, ``in_flight`` and ``stop_starting`` belong to the owner thread.
-    An item taken after ``stop_starting`` is handed back unstarted (result ``None``).
-    """
+    """The ``Executor`` of ``concurrency`` threads (``executor.py``); the owner submits and collects."""
 
     def __init__(self, concurrency: int, work: Callable[[In], Out], wake: Callable[[], None],
                  name: str = "pubsubpy-handler",
@@ -161,13 +102,13 @@ class HandlerPool(Generic[In, Out]):
             self._chunks_out += 1
             self._inbox.put(items[start:start + size])
 
-    def has_idle_thread(self) -> bool:
+    def can_start(self) -> bool:
         return self._chunks_out < self._concurrency
 
-    def has_results(self) -> bool:
+    def ready(self) -> bool:
         return self._taken is not None or not self._done.empty()
 
-    def wait_for_results(self, timeout: float) -> bool:
+    def wait_ready(self, timeout: float) -> bool:
         """Block the owner until a chunk finishes (True) or ``timeout`` passes (False). It waits on the
         finished chunks' queue itself: no event to set and clear per chunk."""
         if self._taken is not None:

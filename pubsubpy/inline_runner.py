@@ -34,7 +34,7 @@ from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
 from pubsubpy.deadline import Deadline
-from pubsubpy.handler_pool import Isolation
+from pubsubpy.executor import Isolation
 from pubsubpy.health import WorkerHealth
 from pubsubpy.messages import DrainResult
 from pubsubpy.transports.base import Consumer
@@ -75,11 +75,12 @@ class Baton:
 
 
 class InlineRunner(Generic[In, Out]):
-    """The ``HandlerRunner`` of ``concurrency=1``: submitted items run when collected, on the loop's
-    own thread, ``chunk`` at a time, the baton released around them. A chunk's acks, or its retry and
-    dead-letter copies (one round of confirms), go out before the next chunk starts: half the prefetch
-    window keeps the broker sending the other half meanwhile. An item collected after ``stop_starting``
-    comes back unstarted (result ``None``)."""
+    """The ``Executor`` of the caller's thread (``executor.py``): ``collect`` runs what was submitted, on
+    the loop's own thread, ``chunk`` at a time, the baton released around them; so submitted work is
+    ``ready`` at once and ``wait_ready`` never waits (no other thread could finish anything). A chunk's
+    acks, or its retry and dead-letter copies (one round of confirms), go out before the next chunk
+    starts: half the prefetch window keeps the broker sending the other half meanwhile. An item
+    collected after ``stop_starting`` comes back unstarted (result ``None``)."""
 
     def __init__(self, work: Callable[[In], Out], baton: Baton, chunk: int) -> None:
         self._work = work
@@ -96,13 +97,13 @@ class InlineRunner(Generic[In, Out]):
         self._queue.extend(items)
         self.in_flight += len(items)
 
-    def has_idle_thread(self) -> bool:
+    def can_start(self) -> bool:
         return not self._queue
 
-    def has_results(self) -> bool:
+    def ready(self) -> bool:
         return bool(self._queue)
 
-    def wait_for_results(self, timeout: float) -> bool:
+    def wait_ready(self, timeout: float) -> bool:
         return bool(self._queue)
 
     def collect(self) -> list[tuple[In, Out | None]]:

@@ -73,6 +73,7 @@ def test_the_message_types_sit_below_engine_and_transports() -> None:
 
 
 @pytest.mark.parametrize("module", [*ENGINE, "pubsubpy.consumer", "pubsubpy.settling", "pubsubpy.middleware",
-                                    "pubsubpy.router", "pubsubpy.handler_pool", "pubsubpy.inline_runner"])
+                                    "pubsubpy.router", "pubsubpy.executor", "pubsubpy.handler_pool",
+                                    "pubsubpy.inline_runner", "pubsubpy.backoff"])
 def test_no_import_cycle_through_the_message_path(module: str) -> None:
     assert module not in _reach(module), f"{module} imports itself through a cycle"

@@ -22,7 +22,7 @@ from pubsubpy._engine import AwaitOnLoop, Call, Engine, Verdict, Work
 from pubsubpy._engine.runs import run_handler
 from pubsubpy.aio.threads import await_on
 from pubsubpy.errors import HandlerCancelled
-from pubsubpy.handler_pool import ChunkWork
+from pubsubpy.executor import ChunkWork
 from pubsubpy.messages import Delivery
 
 __all__ = ["LoopHandoff"]

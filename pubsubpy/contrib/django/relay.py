@@ -32,6 +32,7 @@ from django.db import connections, transaction
 from django.utils import timezone
 
 from pubsubpy.app import PubSub
+from pubsubpy.backoff import Backoff
 from pubsubpy.contrib.django.models import OutboxMessage
 from pubsubpy.contrib.django.outbox import from_row
 from pubsubpy.errors import PublishNacked, TransportError
@@ -50,7 +51,6 @@ _HEADS_POSTGRESQL = """
     ORDER BY o.id LIMIT %s
     FOR UPDATE OF o SKIP LOCKED
 """  # a per-row index probe (pubsubpy_outbox_unsent_agg) whatever the planner's statistics say
-_BACKOFF_MAX = 30.0
 _CLEAN_EVERY = 300.0
 
 
@@ -139,16 +139,14 @@ class Relay:
         """Relay until ``stop`` is set: pending rows at once, then every ``poll`` seconds; a broker
         failure pauses with capped backoff. The batch in progress finishes before it returns."""
         total = RelayResult()
-        backoff = 0.5
+        backoff = Backoff(0.5, log)
         while not stop.is_set():
             try:
                 batch = self.relay_batch()
             except TransportError as exc:
-                log.warning("relay cannot publish (%s); retrying in %.1fs", exc, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                backoff.pause(f"relay cannot publish ({exc})", stop)
                 continue
-            backoff = 0.5
+            backoff.reset()
             total.sent += batch.sent
             total.parked += batch.parked
             total.batches += batch.batches
