@@ -281,3 +281,50 @@ def test_a_channel_closed_by_a_consumer_timeout_is_consumed_again(
     # the prefetched messages were handled too before the lost acks were noticed: all came back, recognised
     assert results and results[0].stopped_by == "stopped" and results[0].duplicates >= 1, results
     app.close()
+
+
+def test_a_worker_refused_while_declaring_again_waits_for_its_permissions(
+        rabbit_url: str, names: Names, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: the consumer was cancelled (its queue deleted) while the user had lost its configure
+    permission; declaring again was refused (403) and the PermissionDenied ended the worker. A running
+    worker takes a permission taken away as a broker it cannot use yet: it backs off, is not ready, and
+    consumes again once the permission is back."""
+    vhost = f"t-perm-{names.service()}"
+    rabbitmqctl("add_vhost", vhost)
+    try:
+        rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        url = rabbit_url.rsplit("/", 1)[0] + "/" + vhost
+        options = {"schemas": ALL, "model_exchange": names.exchange(), "service_name": names.service()}
+        app = PubSub(url, retry_connect_delay=0.1, **options)  # type: ignore[arg-type]
+        handled: list[int] = []
+
+        @app.subscribe("Booking.created")
+        def record(event: BookingCreated) -> None:
+            handled.append(event.id)
+
+        stop = threading.Event()
+        results: list[object] = []
+        caplog.set_level(logging.WARNING, logger="pubsubpy")
+        worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)), daemon=True)
+        worker.start()
+        try:
+            wait_for(lambda: app.health.ready()[0], timeout=30, what="the worker consuming")
+            rabbitmqctl("set_permissions", "-p", vhost, "guest", "^$", ".*", ".*")  # no configure
+            rabbitmqctl("delete_queue", "--vhost", vhost, f"{options['service_name']}.events")
+            wait_for(lambda: any("needs configure permission" in r.getMessage() for r in caplog.records),
+                     timeout=30, what="the refused declare, logged")
+            assert worker.is_alive(), "the worker ended on a permission taken away"
+            assert not app.health.ready()[0]
+            rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+            wait_for(lambda: app.health.ready()[0], timeout=60, what="the worker consuming again")
+            publisher = PubSub(url, **options)  # type: ignore[arg-type]
+            publisher.publish_model_event(BOOKING, "created", {"id": 3, "guest": "g"})
+            publisher.close()
+            wait_for(lambda: handled == [3], timeout=30, what="the message handled")
+        finally:
+            stop.set()
+            worker.join(30)
+        assert not worker.is_alive() and len(results) == 1
+        app.close()
+    finally:
+        subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)

@@ -48,7 +48,7 @@ import pika.exceptions
 import pika.spec
 
 from pubsubpy.deadline import Deadline
-from pubsubpy.errors import BrokerUnavailable, ConfigurationError, ConsumerCancelled, TransportError
+from pubsubpy.errors import BrokerUnavailable, ConfigurationError, ConsumerCancelled, PermissionDenied, TransportError
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import TAG_BITS, Delivery, Redeclare, next_delivery
 from pubsubpy.transports.rabbitmq.connection import abandon, call_deadline, connect, translate_errors, within
@@ -124,15 +124,19 @@ class RabbitConsumer:
         self._broken = None
 
     def _reopen(self, exc: BaseException) -> None:
+        """Connect and consume again after ``exc``; a cancelled consumer declares its topology first.
+        Permissions (or the vhost) taken away while the consumer ran are a lost broker here, not a
+        configuration error: a worker waits for them to come back instead of ending."""
         self._abandon()
         deadline = None if math.isinf(self._deadline.at) else self._deadline
-        if isinstance(exc, ConsumerCancelled):
-            if self._redeclare is not None:
-                self._redeclare(deadline)
-        else:
+        redeclare = self._redeclare if isinstance(exc, ConsumerCancelled) else None
+        if redeclare is None:
             log.warning("consumer on %r lost its connection (%r); reconnecting", self._queue, exc)
         for attempt in range(1, _REOPEN_TRIES + 1):
             try:
+                if redeclare is not None:
+                    redeclare(deadline)
+                    redeclare = None
                 self._open_or_redeclare(deadline)
                 return
             except BrokerUnavailable as error:
@@ -140,7 +144,7 @@ class RabbitConsumer:
                 if attempt == _REOPEN_TRIES or self._deadline.expired:
                     raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {error}") from error
                 log.warning("consumer on %r: reconnecting failed (%s); trying again", self._queue, error)
-            except TransportError as error:
+            except (TransportError, PermissionDenied) as error:
                 raise BrokerUnavailable(f"consumer on {self._queue!r} could not reconnect: {error}") from error
 
     def _open_or_redeclare(self, deadline: Deadline | None) -> None:
