@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
+from pubsubpy._version import __version__ as __version__
 from pubsubpy.app import PubSub
 from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
@@ -111,8 +112,6 @@ __all__ = [
     "subscribe",
     "upcaster",
 ]
-
-__version__ = "0.1.0"
 
 logging.getLogger("pubsubpy").addHandler(logging.NullHandler())
 

@@ -32,9 +32,10 @@ from pubsubpy.middleware import Middleware, MiddlewareChain, PublishContext
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
-from pubsubpy.settings import Settings, SettingsOptions, memory_name
+from pubsubpy.settings import Settings, SettingsOptions
 from pubsubpy.telemetry import telemetry_middleware
 from pubsubpy.topology import build_topology, service_queue
+from pubsubpy.transports import make_transport
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
 from pubsubpy.worker import handle_signals, worker_prefetch
 
@@ -52,17 +53,6 @@ def _caller() -> str:
         if not os.path.abspath(frame.filename).startswith(package + os.sep):
             return f"{frame.filename}:{frame.lineno}"
     return "<unknown>"
-
-
-def make_transport(settings: Settings) -> Transport:
-    if settings.scheme == "memory":  # memory://NAME: the process's broker of that name; memory://: a private one
-        from pubsubpy.transports.memory import MemoryTransport, named_broker
-
-        name = memory_name(settings.amqp_url)
-        return MemoryTransport(None if name is None else named_broker(name))
-    from pubsubpy.transports.rabbitmq import RabbitMQTransport
-
-    return RabbitMQTransport(settings)
 
 
 def check_drain(max_messages: int | None, timeout: float, concurrency: int) -> None:

@@ -26,15 +26,40 @@ from __future__ import annotations
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import QueueSpec, Topology
 
-__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "LAZY", "NO_DELIVERY_LIMIT", "at_least_once_policy", "build_topology",
-           "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy", "ledger_queue",
-           "no_delivery_limit_policy", "retry_delay_ms", "retry_queue", "service_queue"]
+__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "LAZY", "NO_DELIVERY_LIMIT", "QueueSpec", "Topology", "at_least_once_policy",
+           "build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy",
+           "ledger_queue", "no_delivery_limit_policy", "retry_delay_ms", "retry_queue", "service_queue"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSpec:
+    """A queue's name and its declare arguments."""
+
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What one service needs on the broker.
+
+    ``bindings`` are the patterns this version of the service subscribes.
+    Declaring adds them and never removes another binding (an older or newer
+    version's, or one made by hand); only ``prune_bindings`` removes any.
+    """
+
+    exchange: str
+    queue: QueueSpec
+    bindings: frozenset[str]
+    dead_letter_exchange: str
+    dead_letter_queue: QueueSpec
+    retry_queues: tuple[QueueSpec, ...] = ()
 
 
 def service_queue(service: str) -> str:

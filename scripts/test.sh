@@ -53,6 +53,8 @@ if [ -z "${DATABASE_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; 
 fi
 echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench examples
 echo "== mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
+echo "== import-linter: the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)"
+.venv/bin/lint-imports
 echo "== dist: sdist, the wheel built from it, twine check, a clean install (scripts/check-dist.sh)"
 bash scripts/check-dist.sh
 echo "== docs: mkdocs build --strict, the site's search in headless chromium (scripts/check-docs.sh)"

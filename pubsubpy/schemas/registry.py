@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from pubsubpy.errors import ConfigurationError
-from pubsubpy.schemas.base import ModelEvent
+
+if TYPE_CHECKING:  # a schema registers itself here when its class is made: base imports this module
+    from pubsubpy.schemas.base import ModelEvent
 
 __all__ = ["SchemaRegistry", "default_catalog"]
 

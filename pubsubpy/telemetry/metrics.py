@@ -48,7 +48,7 @@ log = logging.getLogger("pubsubpy.telemetry")
 
 
 def _meter(meter_provider: MeterProvider | None) -> metrics.Meter:
-    from pubsubpy import __version__
+    from pubsubpy._version import __version__
 
     return metrics.get_meter("pubsubpy", __version__, meter_provider, schema_url=c.SCHEMA_URL)
 
@@ -221,7 +221,7 @@ def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None
     collection time, on a transport of its own (never the worker's connection), each read bounded by
     ``timeout``; a broker that does not answer yields no observation, not a stale one. Returns a
     function that closes that transport."""
-    from pubsubpy.app import make_transport
+    from pubsubpy.transports import make_transport
 
     service = app.settings.service_name
     if service is None:

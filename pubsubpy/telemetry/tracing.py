@@ -33,7 +33,7 @@ _CACHED_DESTINATIONS = 1024  # (exchange, routing key, queue) triples whose span
 
 
 def _version() -> str:
-    from pubsubpy import __version__
+    from pubsubpy._version import __version__
 
     return __version__
 

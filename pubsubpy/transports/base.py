@@ -37,41 +37,19 @@ Semantics every transport keeps:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 from pubsubpy.deadline import Deadline
 from pubsubpy.messages import TAG_BITS, Delivery, OutgoingMessage
+from pubsubpy.topology import QueueSpec, Topology  # what ``declare`` takes; defined with the names
 
 __all__ = ["TAG_BITS", "Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Redeclare", "Topology",
            "Transport", "next_delivery", "topology_queues"]
 
 Redeclare = Callable[[Deadline | None], None]
 """Declares a consumer's topology again (its queue was deleted under it), within the deadline given."""
-
-
-@dataclass(frozen=True, slots=True)
-class QueueSpec:
-    name: str
-    arguments: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class Topology:
-    """What one service needs on the broker.
-
-    ``bindings`` are the patterns this version of the service subscribes.
-    Declaring adds them and never removes another binding (an older or newer
-    version's, or one made by hand); only ``prune_bindings`` removes any.
-    """
-
-    exchange: str
-    queue: QueueSpec
-    bindings: frozenset[str]
-    dead_letter_exchange: str
-    dead_letter_queue: QueueSpec
-    retry_queues: tuple[QueueSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
