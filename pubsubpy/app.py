@@ -241,25 +241,36 @@ class PubSub:
     # -- subscribing ---------------------------------------------------------------
     def subscribe(self, pattern: str, *, max_attempts: int | None = None,
                   idempotent: bool = False) -> Callable[[F], F]:
-        """Register the decorated function as a handler for routing keys matching ``pattern``; no I/O.
+        """Register the decorated function as a handler for routing keys matching ``pattern``.
 
-        The annotation of the handler's first parameter says which events it accepts (a ``ModelEvent``
-        subclass, a union, ``ModelEvent``, or ``dict``); an optional second parameter receives the
-        ``MessageInfo``. Raise ``Reject`` in a handler to dead-letter the message at once.
+        Works before ``configure()``, and does no I/O. The annotation of the handler's first parameter says which
+        events it accepts: a ``ModelEvent`` subclass, a union of them, ``ModelEvent`` (all), or ``dict``
+        (schema-less events). An optional second parameter (required, or annotated ``MessageInfo``) receives
+        the message's metadata. A handler that raises ``Reject`` dead-letters the message at once; any other
+        exception is a failed attempt, retried while attempts are left. ``async def`` handlers need
+        ``pubsubpy.aio.AsyncPubSub`` or ``pubsubpy worker``.
+
+        ```python
+        @app.subscribe("Booking.*")
+        def on_booking(event: BookingUpdated, info: MessageInfo) -> None: ...
+        ```
 
         Args:
-            pattern: a RabbitMQ topic pattern (``"Booking.*"``; ``*`` one word, ``#`` zero or more).
-            max_attempts: runs per message before ``handler_error``; ``None``: the ``max_attempts`` setting.
-            idempotent: run once per message id, recorded by the inbox in the same transaction as the
-                handler's effects (needs ``inbox=``; the Django app provides one).
+            pattern: a RabbitMQ topic pattern: words separated by ``.``, ``*`` for exactly one word, ``#`` for
+                zero or more (``"Booking.*"``, ``"*.deleted"``, ``"#"``).
+            max_attempts: runs of this handler per message before the message is dead-lettered as
+                ``handler_error``. ``None``: the ``max_attempts`` setting.
+            idempotent: run the handler once per message id, recorded by the inbox in the same transaction as
+                the handler's effects (needs an inbox: the Django app, or ``PubSub(inbox=...)``).
 
         Returns:
             A decorator that registers the function and returns it unchanged.
 
         Raises:
-            InvalidTopic: a malformed pattern (``Book*``, ``a..b``).
-            ConfigurationError: a bad ``max_attempts``, or a function that does not take ``(event)`` or
-                ``(event, info)``.
+            InvalidTopic: ``pattern`` is malformed: a partial wildcard (``Book*``), an empty word (``a..b``).
+            ConfigurationError: ``max_attempts`` is not a positive int, or the function does not take
+                ``(event)`` or ``(event, info)``. An annotation that does not accept a schema the pattern
+                matches is reported when consuming starts, listing every conflict.
         """
         decorator = self._router.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
         with self._lock:
@@ -316,11 +327,12 @@ class PubSub:
         return topology
 
     def stale_bindings(self, *, timeout: float | None = None) -> list[str]:
-        """Bindings pubsubpy made for this service that this version no longer subscribes (what
-        ``declare(prune=True)`` would remove); bindings made by hand are never listed.
+        """The patterns pubsubpy bound for this service that this version no longer subscribes.
+
+        What ``declare(prune=True)`` would remove; bindings made by hand are never listed.
 
         Args:
-            timeout: seconds bounding the call.
+            timeout: seconds bounding the call. ``None``: the transport's bound.
 
         Returns:
             The stale patterns, sorted.
@@ -356,34 +368,38 @@ class PubSub:
     def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None,
                             headers: Mapping[str, str | int | bool] | None = None,
                             correlation_id: str | None = None) -> str:
-        """Validate ``obj`` against the schema for (model, event) and publish it, confirmed.
+        """Validate one event against its schema and publish it, confirmed by the broker.
 
-        Returns the message id once the broker confirmed it; with an outbox (Django ``OUTBOX``),
-        once the row is written in the current transaction (a relay publishes it after the commit).
-        ``obj`` is a mapping, an instance of the schema, or any object whose attributes fill it (a
-        Django model instance). It is sent as the newest registered version of the event, or as
-        ``version``. ``headers`` (names not starting with ``pubsubpy-`` or ``x-``; text, integer or
-        boolean values) and ``correlation_id`` (the AMQP property) reach handlers in ``MessageInfo``.
+        Nothing is sent unless the payload validates. The routing key is ``<last segment of model>.<event>``
+        (``Booking.updated``); the message is persistent and carries a fresh message id.
 
         Args:
-            model: the full path of the model (``"shop.models.Booking"``).
-            event: what happened, one word (``"updated"``).
-            obj: the payload.
-            version: a registered version to send instead of the newest.
-            headers: your own headers.
-            correlation_id: the AMQP ``correlation_id`` property.
+            model: the full path of the model the event is about (``"shop.models.Booking"``).
+            event: what happened to it, one word (``"updated"``).
+            obj: the payload: a mapping, an instance of the schema, or any object whose attributes fill the
+                schema (a Django model instance).
+            version: send this registered version of the event instead of the newest (an instance of a
+                version names its own).
+            headers: your own headers: names not starting with ``pubsubpy-`` or ``x-``; values text,
+                integers or booleans. Handlers read them in ``MessageInfo.headers``.
+            correlation_id: the AMQP ``correlation_id`` property (``MessageInfo.correlation_id``).
 
         Returns:
-            The message id.
+            The message id, once the broker has confirmed the message. With Django's ``OUTBOX`` on, once the
+            row is written in the current transaction (a relay publishes it after the commit).
 
         Raises:
-            UnknownEventType: no schema for ``(model, event)`` (or that ``version``).
-            PayloadValidationError: the payload (or a header) is invalid; nothing was sent.
-            MessageTooLarge: the body is over ``max_message_size``.
-            UnroutableMessage: no queue is bound for the key and ``on_unroutable="raise"``.
+            UnknownEventType: no schema is registered for ``(model, event)`` (or that ``version``), unless
+                ``require_schemas=False``.
+            PayloadValidationError: the payload does not satisfy the schema (unknown fields, wrong types,
+                NaN/Infinity, nested deeper than ``max_json_depth``), or a header is refused.
+            MessageTooLarge: the encoded body is over ``max_message_size``.
+            InvalidTopic: ``event`` is not one word.
+            UnroutableMessage: no queue is bound for the routing key and ``on_unroutable="raise"``.
             PublishNacked: the broker refused the message until the publish deadline.
-            ConfirmTimeout: no confirm in time: the outcome is unknown.
-            BrokerUnavailable: the broker could not be reached.
+            ConfirmTimeout: no confirm within ``confirm_timeout``: the message may or may not be stored.
+            BrokerUnavailable: the broker could not be reached within the connection attempts.
+            PermissionDenied: the broker user may not publish to the exchange.
         """
         message = self._publisher().encode(model, event, obj, version, headers, correlation_id)
         return self._deliver([message], batch=False)[0]
@@ -418,22 +434,25 @@ class PubSub:
         return list(context.unroutable)
 
     def publish_many(self, events: Iterable[EventSpec]) -> list[str]:
-        """Validate every ``(model, event, obj)`` (optionally with a fourth item, a ``PublishOptions``
-        dict: ``version``, ``headers``, ``correlation_id``) first, then publish them all, each confirmed.
+        """Validate every event first, then publish them all, each confirmed, in one round of confirms.
 
-        Returns the message ids in order. Nothing is sent if any payload is
-        invalid; a broker failure raises a ``PublishError`` naming the affected ids.
+        ```python
+        pubsubpy.publish_many([("shop.models.Booking", "updated", booking) for booking in bookings])
+        ```
 
         Args:
-            events: ``(model, event, obj)`` or ``(model, event, obj, options)`` tuples.
+            events: ``(model, event, obj)`` tuples, optionally with a fourth item, a dict of per-message options
+                (``version``, ``headers``, ``correlation_id``: see ``publish_model_event``).
 
         Returns:
             The message ids, in order.
 
         Raises:
-            PayloadValidationError: a payload is invalid (also ``UnknownEventType``, ``MessageTooLarge``);
-                nothing was sent.
-            PublishError: some messages were not taken; ``message_ids`` names them, the others were confirmed.
+            PayloadValidationError: a payload is invalid (also ``UnknownEventType``, ``MessageTooLarge``):
+                raised before anything is sent.
+            PublishError: the broker did not take some messages (``PublishNacked``, ``UnroutableMessage``,
+                ``ConfirmTimeout``); its ``message_ids`` name them, every other message was confirmed.
+            BrokerUnavailable: the broker could not be reached.
         """
         messages = self._publisher().encode_many(events)
         if not messages:
@@ -449,27 +468,29 @@ class PubSub:
         concurrency: int = 1,
         on_message: Callable[[DrainResult], None] | None = None,
     ) -> DrainResult:
-        """Consume what is outstanding for this service, then return what happened.
+        """Consume what is outstanding in this service's queue, then return what happened.
 
-        Returns or raises within about ``timeout`` seconds whatever the broker does (set-up
-        included), plus at most ``shutdown_timeout`` for a handler still running at the deadline.
-        Each message ends in one outcome: handled, retried, deferred or dead-lettered, and is acked only
-        once that outcome is safe.
+        Runs the matching handlers of each message and settles it: acked when handled, a retry copy when a
+        handler failed with attempts left, a dead letter otherwise (every copy confirmed before the original
+        is acked). Stops when the queue is empty (asked of the broker), after ``max_messages``, or at
+        ``timeout``.
 
         Args:
             max_messages: stop after this many messages. ``None``: until the queue is empty.
-            timeout: seconds for the whole call.
-            concurrency: handlers running at once, on threads.
-            on_message: called with the running ``DrainResult`` after each settled message.
+            timeout: seconds for the whole call, connecting and declaring included; a handler still running
+                then gets ``shutdown_timeout`` to finish.
+            concurrency: handlers running at once, on threads (for I/O-bound handlers); 1 runs them in queue
+                order.
+            on_message: called with the running ``DrainResult`` after each settled message (progress).
 
         Returns:
-            A ``DrainResult``.
+            A ``DrainResult``: counts of handled, retried, deferred and dead-lettered messages, and the reasons.
 
         Raises:
-            ConfigurationError: no ``service_name``, no subscriptions, ``async def`` handlers (use
-                ``AsyncPubSub``), ``idempotent=True`` without an inbox, annotations that do not accept the
-                schemas their patterns match, or a bad argument.
-            BrokerUnavailable: the broker could not be reached within ``timeout``.
+            ConfigurationError: ``service_name`` is not set, there are no subscriptions, an ``async def``
+                handler (use ``AsyncPubSub``), ``idempotent=True`` without an inbox, or handler annotations that
+                do not accept the schemas their patterns match.
+            BrokerUnavailable: the broker could not be reached within the timeout.
             OperationTimeout: the broker did not answer in time.
         """
         check_drain(max_messages, timeout, concurrency)
@@ -568,24 +589,25 @@ class PubSub:
         self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
         handler: str | None = None, timeout: float | None = None,
     ) -> list[DeadLetter]:
-        """Read the dead-letter queue without removing anything: the letters matching the filters, in
-        queue order, stopping once ``limit`` matched (else reading it to the end).
+        """Read this service's dead-letter queue without changing it.
 
-        ``timeout`` bounds the whole call, connecting included (``OperationTimeout`` past it).
+        Every letter is given back, in the same order; the call returns once they are ready in the queue
+        again, so a count or a listing straight after sees them.
 
         Args:
-            limit: stop once this many letters matched.
-            reason: only letters with this reason (``"handler_error"``...).
+            limit: stop once this many letters matched. ``None``: read the queue to the end.
+            reason: only letters with this reason (``"handler_error"``, ``"rejected"``...).
             topic: only letters whose routing key matches this topic pattern.
             handler: only letters that name this handler (``module.function``).
-            timeout: seconds bounding the call.
+            timeout: seconds bounding the whole call, connecting included.
 
         Returns:
-            The matching ``DeadLetter`` records.
+            The matching ``DeadLetter`` records, in queue order.
 
         Raises:
             OperationTimeout: ``timeout`` ran out.
-            BrokerUnavailable: the broker could not be reached, or the connection was lost mid-walk.
+            BrokerUnavailable: the broker could not be reached, or the connection was lost mid-walk (nothing
+                was changed; run it again).
         """
         return self._dead_letters(timeout).list_letters(DeadLetterFilter(None, reason, topic, handler), limit)
 
@@ -594,24 +616,25 @@ class PubSub:
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
         timeout: float | None = None,
     ) -> list[str]:
-        """Send dead letters back to the service queue (all when no ids or filter); returns the ids replayed.
+        """Send dead letters back to this service's queue for another try.
 
-        Each is republished aimed at the handlers that failed, attempts reset, confirmed, and only then
-        removed from the dead-letter queue (at worst one duplicate, never a loss).
+        Each chosen letter is republished (original body, routing key and properties) aimed at the handlers that
+        failed, with attempts reset, confirmed, and only then removed from the dead-letter queue: a connection
+        lost midway loses nothing (at worst one duplicate; run it again to finish).
 
         Args:
-            message_ids: the letters to replay.
+            message_ids: the letters to replay. ``None`` with no filter: all of them.
             reason: only letters with this reason.
             topic: only letters whose routing key matches this topic pattern.
             handler: only letters that name this handler.
-            progress: called with each letter replayed.
-            timeout: seconds bounding the call.
+            progress: called with each letter as it is replayed.
+            timeout: seconds bounding the whole call.
 
         Returns:
             The message ids replayed.
 
         Raises:
-            BrokerUnavailable: the connection was lost mid-walk; run it again to finish.
+            BrokerUnavailable: the connection was lost mid-walk (what was replayed stays replayed).
             OperationTimeout: ``timeout`` ran out.
         """
         match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
@@ -622,21 +645,21 @@ class PubSub:
         handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
         timeout: float | None = None,
     ) -> list[str]:
-        """Remove dead letters (all when no ids or filter); returns the ids removed.
+        """Remove dead letters for good.
 
         Args:
-            message_ids: the letters to remove.
+            message_ids: the letters to remove. ``None`` with no filter: all of them.
             reason: only letters with this reason.
             topic: only letters whose routing key matches this topic pattern.
             handler: only letters that name this handler.
-            progress: called with each letter removed.
-            timeout: seconds bounding the call.
+            progress: called with each letter as it is removed.
+            timeout: seconds bounding the whole call.
 
         Returns:
             The message ids removed.
 
         Raises:
-            BrokerUnavailable: the connection was lost mid-walk; what was removed stays removed.
+            BrokerUnavailable: the connection was lost mid-walk (what was removed stays removed).
             OperationTimeout: ``timeout`` ran out.
         """
         match = DeadLetterFilter(None if message_ids is None else set(message_ids), reason, topic, handler)
@@ -647,6 +670,9 @@ class PubSub:
 
         Args:
             timeout: seconds bounding the call.
+
+        Returns:
+            The queue's depth.
         """
         return self._dead_letters(timeout).depth()
 

@@ -1,5 +1,6 @@
-"""The module-level functions and ``PubSub`` cannot drift: every public method has its function,
-with the same signature, and calling the function calls the default instance's method."""
+"""The facade's hand-written parts: ``init()`` and ``AsyncPubSub``'s own methods take what ``PubSub``
+takes, and the module functions act on the default instance (the generated rest cannot drift:
+tests/test_generated_api.py)."""
 
 from __future__ import annotations
 
@@ -13,34 +14,10 @@ from pubsubpy import PubSub
 from pubsubpy.settings import Settings, SettingsOptions
 from pubsubpy.testing import reset
 
-# Public names of PubSub that deliberately have no module-level function, and why.
-EXCLUDED = {
-    "configure": "init() is the facade's configure(), returning the instance",
-    "unconfigured": "a constructor for the default instance itself",
-    "topology": "would shadow the submodule pubsubpy.topology; use get_default().topology()",
-    "settings": "a property", "configured": "a property", "registry": "a property", "router": "a property",
-    "transport": "a property", "middleware": "a property", "outbox": "a property",
-}
-
-
-def _public_methods() -> list[str]:
-    return sorted(name for name in dir(PubSub) if not name.startswith("_") and name not in EXCLUDED)
-
 
 def _shape(function: typing.Callable[..., object], drop_self: bool) -> list[tuple[str, object, object, str]]:
     params = list(inspect.signature(function).parameters.values())[1 if drop_self else 0:]
     return [(p.name, p.kind, p.default, str(p.annotation)) for p in params]
-
-
-def test_every_public_method_has_a_function_with_the_same_signature() -> None:
-    names = _public_methods()
-    assert {"declare", "stale_bindings", "drain", "run", "close", "dead_letter_count"} <= set(names)
-    for name in names:
-        function = getattr(pubsubpy, name, None)
-        assert function is not None and name in pubsubpy.__all__, f"pubsubpy.{name} is missing"
-        assert _shape(function, False) == _shape(getattr(PubSub, name), True), f"pubsubpy.{name} drifted"
-        method_return = inspect.signature(getattr(PubSub, name)).return_annotation
-        assert inspect.signature(function).return_annotation == method_return, f"pubsubpy.{name} returns"
 
 
 def test_init_takes_what_pubsub_takes() -> None:
@@ -85,23 +62,13 @@ def test_an_event_name_is_one_word() -> None:
         app.publish_many([("shop.Booking", "", {"id": 1})])
 
 
-# PubSub methods whose AsyncPubSub counterpart differs on purpose.
-ASYNC_DIFFERS = {"configure": "AsyncPubSub(...) takes the same arguments; AsyncPubSub.of(app) wraps a PubSub",
-                 "unconfigured": "the facade's own", "close": "aclose()",
-                 "run": "stop may be an asyncio.Event too"}
-ASYNC_PLAIN = {"subscribe", "topology"}  # no I/O: plain methods on both
-
-
-def test_async_pubsub_has_every_method_of_pubsub_with_the_same_signature() -> None:
+def test_the_hand_written_async_methods_take_what_pubsub_takes() -> None:
+    """The generated wrappers cannot drift (tests/test_generated_api.py); these are written by hand."""
     from pubsubpy.aio import AsyncPubSub
 
-    methods = [name for name in dir(PubSub) if not name.startswith("_") and name not in ASYNC_DIFFERS
-               and callable(getattr(PubSub, name))]
-    assert {"publish_model_event", "publish_many", "drain", "declare", "list_dead_letters"} <= set(methods)
-    for name in methods:
-        method = getattr(AsyncPubSub, name, None)
-        assert method is not None, f"AsyncPubSub.{name} is missing"
+    for name in ("publish_model_event", "publish_many", "drain"):
+        method = getattr(AsyncPubSub, name)
         assert _shape(method, True) == _shape(getattr(PubSub, name), True), f"AsyncPubSub.{name} differs"
-        assert inspect.iscoroutinefunction(method) == (name not in ASYNC_PLAIN), name
+        assert inspect.iscoroutinefunction(method), name
     assert inspect.iscoroutinefunction(AsyncPubSub.aclose) and inspect.iscoroutinefunction(AsyncPubSub.run)
     assert _shape(AsyncPubSub.__init__, True) == _shape(PubSub.__init__, True)

@@ -435,15 +435,15 @@ def test_reset_keeps_every_field_of_a_subscription(memory_broker: str) -> None:
         await asyncio.sleep(0)
         ran.append(event.n)
 
-    before = [dataclasses.asdict(sub) for sub in pubsubpy._default.router.subscriptions]
+    before = [dataclasses.asdict(sub) for sub in pubsubpy.get_default().router.subscriptions]
     reset()  # keeps the subscriptions made so far
     try:
-        after = [dataclasses.asdict(sub) for sub in pubsubpy._default.router.subscriptions]
+        after = [dataclasses.asdict(sub) for sub in pubsubpy.get_default().router.subscriptions]
         assert after == before
         pubsubpy.init(memory_broker, service_name="pinger", schemas=[Ping])
 
         async def main() -> int:
-            app = AsyncPubSub.of(pubsubpy._default)
+            app = AsyncPubSub.of(pubsubpy.get_default())
             await app.declare()
             await app.publish_model_event("tests.Ping", "sent", {"n": 7})
             result = await app.drain(timeout=5)

@@ -20,18 +20,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
 from typing_extensions import Self, Unpack
 
+from pubsubpy.aio._methods import AsyncMethods
 from pubsubpy.aio.batching import PublishBatcher
 from pubsubpy.aio.handoff import LoopHandoff
 from pubsubpy.aio.threads import start_thread
 from pubsubpy.app import PubSub, check_drain
-from pubsubpy.deadletters import DeadLetter
-from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.inbox import Inbox
 from pubsubpy.messages import DrainResult
@@ -40,7 +39,7 @@ from pubsubpy.publisher import EventSpec
 from pubsubpy.router import Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
 from pubsubpy.settings import Settings, SettingsOptions
-from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
+from pubsubpy.transports.base import OutgoingMessage, Transport
 
 __all__ = ["AsyncPubSub"]
 
@@ -48,7 +47,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 
-class AsyncPubSub:
+class AsyncPubSub(AsyncMethods):
     """``PubSub``'s constructor arguments and methods, as coroutines (``close`` is ``aclose``).
 
     ```python
@@ -133,24 +132,6 @@ class AsyncPubSub:
 
     def __repr__(self) -> str:
         return f"Async{self.sync!r}"
-
-    def subscribe(self, pattern: str, *, max_attempts: int | None = None,
-                  idempotent: bool = False) -> Callable[[F], F]:
-        """As ``PubSub.subscribe``; the handler may be ``async def`` (awaited on the consuming loop)."""
-        return self.sync.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
-
-    def topology(self) -> Topology:
-        """As ``PubSub.topology``: what ``declare()`` would create, without I/O."""
-        return self.sync.topology()
-
-    async def declare(self, *, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
-        """As ``PubSub.declare``: create the exchange, queues and bindings now (additive; ``prune`` on
-        purpose)."""
-        return await asyncio.to_thread(functools.partial(self.sync.declare, prune=prune, deadline=deadline))
-
-    async def stale_bindings(self, *, timeout: float | None = None) -> list[str]:
-        """As ``PubSub.stale_bindings``: bindings pubsubpy made that this version no longer subscribes."""
-        return await asyncio.to_thread(functools.partial(self.sync.stale_bindings, timeout=timeout))
 
     # -- publishing ------------------------------------------------------------------
     async def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None,
@@ -247,39 +228,6 @@ class AsyncPubSub:
         finally:
             if watcher is not None:
                 watcher.cancel()
-
-    # -- dead letters ----------------------------------------------------------------
-    async def list_dead_letters(
-        self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,
-        handler: str | None = None, timeout: float | None = None,
-    ) -> list[DeadLetter]:
-        """As ``PubSub.list_dead_letters``: read the dead-letter queue without changing it."""
-        return await asyncio.to_thread(functools.partial(
-            self.sync.list_dead_letters, limit=limit, reason=reason, topic=topic, handler=handler, timeout=timeout))
-
-    async def replay_dead_letters(
-        self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
-        handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
-        timeout: float | None = None,
-    ) -> list[str]:
-        """As ``PubSub.replay_dead_letters``: send dead letters back for another try; returns their ids."""
-        return await asyncio.to_thread(functools.partial(
-            self.sync.replay_dead_letters, message_ids, reason=reason, topic=topic, handler=handler,
-            progress=progress, timeout=timeout))
-
-    async def purge_dead_letters(
-        self, message_ids: Collection[str] | None = None, *, reason: str | None = None, topic: str | None = None,
-        handler: str | None = None, progress: Callable[[DeadLetter], None] | None = None,
-        timeout: float | None = None,
-    ) -> list[str]:
-        """As ``PubSub.purge_dead_letters``: remove dead letters; returns their ids."""
-        return await asyncio.to_thread(functools.partial(
-            self.sync.purge_dead_letters, message_ids, reason=reason, topic=topic, handler=handler,
-            progress=progress, timeout=timeout))
-
-    async def dead_letter_count(self, *, timeout: float | None = None) -> int:
-        """As ``PubSub.dead_letter_count``: how many dead letters wait."""
-        return await asyncio.to_thread(functools.partial(self.sync.dead_letter_count, timeout=timeout))
 
     # -- lifecycle -------------------------------------------------------------------
     async def aclose(self) -> None:

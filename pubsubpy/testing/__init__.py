@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-import pubsubpy
+from pubsubpy._facade import replace_default
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.settings import memory_name
@@ -51,12 +51,11 @@ __all__ = ["Capture", "HandledEvent", "MemoryBroker", "MemoryInbox", "MemoryTran
 def reset(*, subscriptions: bool = False) -> None:
     """Put the default instance back to "not initialised", so a test can call ``pubsubpy.init()`` again.
     Subscriptions made at import time are kept unless ``subscriptions=True``."""
-    old = pubsubpy._default
-    old.close()
     fresh = PubSub.unconfigured()
+    old = replace_default(fresh)
+    old.close()
     if not subscriptions:
         fresh.router.copy_from(old.router)
-    pubsubpy._default = fresh
 
 
 def memory_pubsub(broker: MemoryBroker | None = None, **options: Any) -> PubSub:
