@@ -196,6 +196,11 @@ class PubSub:
         return self._middleware
 
     @property
+    def inbox(self) -> Inbox | None:
+        """What runs ``idempotent=True`` handlers once per message id, or None (``use_inbox``)."""
+        return self._inbox
+
+    @property
     def outbox(self) -> OutboxWriter | None:
         """Where publishes go instead of the broker when an outbox is on (Django ``OUTBOX``), else None."""
         return self._outbox
@@ -347,6 +352,20 @@ class PubSub:
             self.declare(deadline=deadline)
 
     # -- publishing ----------------------------------------------------------------
+    @property
+    def publisher(self) -> Publisher:
+        """What encodes events (validation, envelope, size) and sends them; for ``AsyncPubSub``."""
+        return self._publisher()
+
+    def use_inbox(self, inbox: Inbox) -> None:
+        """Run ``idempotent=True`` handlers through ``inbox`` (the Django app installs its own when the
+        instance was configured without one)."""
+        self._inbox = inbox
+
+    def use_outbox(self, outbox: OutboxWriter | None) -> None:
+        """Write publishes to ``outbox`` instead of sending them (Django's ``OUTBOX``); None: send again."""
+        self._outbox = outbox
+
     def _publisher(self) -> Publisher:
         publisher = self._cached_publisher
         if publisher is None:
@@ -402,10 +421,11 @@ class PubSub:
             PermissionDenied: the broker user may not publish to the exchange.
         """
         message = self._publisher().encode(model, event, obj, version, headers, correlation_id)
-        return self._deliver([message], batch=False)[0]
+        return self.deliver([message], batch=False)[0]
 
-    def _deliver(self, messages: list[OutgoingMessage], *, batch: bool) -> list[str]:
-        """Encoded messages to the outbox (when on) or the broker, through the middleware."""
+    def deliver(self, messages: list[OutgoingMessage], *, batch: bool) -> list[str]:
+        """Encoded messages (``publisher.encode``) to the outbox when one is on, else to the broker,
+        confirmed, through the publishing middleware; their ids. ``AsyncPubSub`` publishes this way."""
         outbox = self._outbox
         if outbox is not None:
             send: Callable[[], list[str]] = functools.partial(outbox.write, messages)
@@ -417,9 +437,9 @@ class PubSub:
         active = self._middleware.publishers() if self._middleware is not None else None
         return MiddlewareChain.publish(active, context, send) if active else send()
 
-    def _send(self, messages: list[OutgoingMessage]) -> list[str]:
-        """Encoded messages straight to the broker, confirmed (the outbox relay's way out); returns the
-        ids of mandatory ones no queue took."""
+    def send(self, messages: list[OutgoingMessage]) -> list[str]:
+        """Encoded messages straight to the broker (never the outbox), confirmed, through the publishing
+        middleware; the ids of mandatory ones no queue took. The outbox relay's way out."""
         self._ensure_exchange()
         active = self._middleware.publishers() if self._middleware is not None else None
         if not active:
@@ -457,7 +477,7 @@ class PubSub:
         messages = self._publisher().encode_many(events)
         if not messages:
             return []
-        return self._deliver(messages, batch=True)
+        return self.deliver(messages, batch=True)
 
     # -- consuming -----------------------------------------------------------------
     def drain(

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import click
@@ -106,7 +106,8 @@ def _load_app(app: str | None, url: str | None, exchange: str | None, service: s
     return default
 
 
-def _run(action: Callable[[], int | None]) -> None:
+def run_action(action: Callable[[], int | None]) -> None:
+    """Run a command's work: exit with its code, or with the code of the error it raised."""
     try:
         code = action()
     except BrokerUnavailable as exc:
@@ -121,7 +122,7 @@ def _run(action: Callable[[], int | None]) -> None:
     sys.exit(code or 0)
 
 
-def _build() -> click.Group:
+def _build(extra: Iterable[click.Command]) -> click.Group:
     connection = [
         click.option("--url", envvar="PUBSUBPY_URL", show_envvar=True,
                      help="amqp://user:pass@host:5672/vhost or memory:// (not with --app)"),
@@ -149,7 +150,7 @@ def _build() -> click.Group:
     def demo(url: str) -> None:
         from pubsubpy.demo import run_demo
 
-        _run(lambda: run_demo(url, click.echo))
+        run_action(lambda: run_demo(url, click.echo))
 
     @cli.command(help="Create the exchange, queues and bindings for a service now (at deploy time). Only adds; "
                       "--prune also removes bindings pubsubpy made that this version no longer subscribes.")
@@ -176,7 +177,7 @@ def _build() -> click.Group:
                                      confirm=lambda q: click.confirm(q, default=False),
                                      timeout=max(deadline.remaining(), 0.1))
 
-        _run(action)
+        run_action(action)
 
     @cli.command(help="Publish one event, validated like publish_model_event (needs its schema: --app); "
                       "prints the message id. A payload its schema refuses exits 2 with every field error.")
@@ -209,7 +210,7 @@ def _build() -> click.Group:
             click.echo(message_id)
             return 0
 
-        _run(action)
+        run_action(action)
 
     @cli.command(help="Show the service's exchange, bindings, queues (depth, consumers) and handlers.")
     @with_connection
@@ -221,7 +222,11 @@ def _build() -> click.Group:
                  timeout: float) -> None:
         from pubsubpy.topology_view import describe, render
 
-        _run(lambda: click.echo(render(describe(_load_app(app_path, url, exchange, service), timeout=timeout), fmt)))
+        def action() -> None:
+            app = _load_app(app_path, url, exchange, service)
+            click.echo(render(describe(app, app.publishes, timeout=timeout), fmt))
+
+        run_action(action)
 
     @cli.command(help="Consume everything outstanding for the service, then exit.")
     @with_connection
@@ -245,7 +250,7 @@ def _build() -> click.Group:
             click.echo(str(result))
             return EXIT_FAILED if fail_on_dead_letters and result.dead_lettered else 0
 
-        _run(action)
+        run_action(action)
 
     @cli.command(help="Consume until SIGTERM/SIGINT: a long-running worker (reconnects on its own).")
     @with_connection
@@ -277,7 +282,7 @@ def _build() -> click.Group:
             click.echo(str(result))
             return exit_code(result)
 
-        _run(action)
+        run_action(action)
 
     @cli.group(help="Dead letters: list, show, replay, purge.", context_settings=CONTEXT_SETTINGS)
     def dlq() -> None:
@@ -285,7 +290,7 @@ def _build() -> click.Group:
 
     from pubsubpy.dlq_cli import register_dlq_commands
 
-    register_dlq_commands(dlq, with_connection, _load_app, _run)
+    register_dlq_commands(dlq, with_connection, _load_app, run_action)
 
     @cli.group(help="Schema contracts: lock the deployed schemas, check changes against them, export them.",
                context_settings=CONTEXT_SETTINGS)
@@ -294,10 +299,13 @@ def _build() -> click.Group:
 
     from pubsubpy.schema_cli import register_schema_commands
 
-    register_schema_commands(schema, with_connection, _load_app, _run)
+    register_schema_commands(schema, with_connection, _load_app, run_action)
 
+    for command in extra:
+        cli.add_command(command)
     return cli
 
 
-def build() -> click.Group:
-    return _build()
+def build(extra: Iterable[click.Command] = ()) -> click.Group:
+    """The ``pubsubpy`` command; ``extra`` adds commands (``manage.py pubsub`` adds relay and outbox)."""
+    return _build(extra)

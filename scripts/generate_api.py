@@ -27,6 +27,10 @@ FACADE_SKIPS = {
     "configure": "init() is the facade's configure(), returning the instance (written in __init__.py)",
     "unconfigured": "makes the default instance itself",
     "topology": "would shadow the submodule pubsubpy.topology; use get_default().topology()",
+    "use_inbox": "a seam for integrations (the Django app): on the instance, get_default().use_inbox()",
+    "use_outbox": "a seam for integrations (the Django app): on the instance",
+    "deliver": "a seam for AsyncPubSub: encoded messages, not events",
+    "send": "a seam for the outbox relay: encoded messages, not events",
 }
 ASYNC_BY_HAND = {
     "configure": "AsyncPubSub(...) takes the constructor's arguments; AsyncPubSub.of(app) wraps a PubSub",
@@ -36,6 +40,10 @@ ASYNC_BY_HAND = {
     "drain": "consumes on a thread of its own; async def handlers run on the calling loop",
     "run": "stop may be an asyncio.Event too; cancelling it stops the worker",
     "close": "aclose(): flushes the batching publisher first",
+    "use_inbox": "a seam for integrations: on the wrapped PubSub (bus.sync)",
+    "use_outbox": "a seam for integrations: on the wrapped PubSub (bus.sync)",
+    "deliver": "the wrapped PubSub's seam, used by AsyncPubSub itself",
+    "send": "the wrapped PubSub's seam (the outbox relay's)",
 }
 ASYNC_NO_IO = {"subscribe", "topology"}  # plain methods on AsyncPubSub too: nothing to wait for
 

@@ -14,9 +14,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-import pubsubpy
 import tests.cli_support
 from pubsubpy import PubSub
+from pubsubpy._facade import replace_default
 from pubsubpy.commands import build
 from tests.contract.events import ALL, BOOKING
 
@@ -29,9 +29,11 @@ def run(*args: str, input: str | None = None, env: dict[str, str] | None = None)
 
 
 @pytest.fixture(autouse=True)
-def own_default(monkeypatch: pytest.MonkeyPatch) -> None:
+def own_default() -> Iterator[None]:
     """Each test starts with an unconfigured default instance (a command without --app configures it)."""
-    monkeypatch.setattr(pubsubpy, "_default", PubSub.unconfigured())
+    old = replace_default(PubSub.unconfigured())
+    yield
+    replace_default(old)
 
 
 @pytest.fixture

@@ -105,7 +105,7 @@ class AsyncPubSub(AsyncMethods):
 
     def _attach(self, app: PubSub) -> None:
         self.sync = app  # the PubSub underneath: the same subscriptions, settings and transport
-        self._batcher = PublishBatcher(functools.partial(app._deliver, batch=True),
+        self._batcher = PublishBatcher(functools.partial(app.deliver, batch=True),
                                        unroutable_raises=app.settings.on_unroutable == "raise")
         app.async_view = self
 
@@ -143,14 +143,14 @@ class AsyncPubSub(AsyncMethods):
         payload is validated in this coroutine (a bad one raises at once); concurrent publishes go out
         together as one confirmed batch, each caller settled with its own outcome. The arguments and errors
         are ``PubSub.publish_model_event``'s."""
-        message = self.sync._publisher().encode(model, event, obj, version, headers, correlation_id)
+        message = self.sync.publisher.encode(model, event, obj, version, headers, correlation_id)
         if self._in_callers_context():
             return (await self._deliver_in_thread([message], batch=False))[0]
         return await self._batcher.publish(message)
 
     async def publish_many(self, events: Iterable[EventSpec]) -> list[str]:
         """As ``PubSub.publish_many``: all validated first, then sent as one confirmed batch."""
-        messages = self.sync._publisher().encode_many(events)
+        messages = self.sync.publisher.encode_many(events)
         if not messages:
             return []
         return await self._deliver_in_thread(messages, batch=True)
@@ -162,7 +162,7 @@ class AsyncPubSub(AsyncMethods):
         return self.sync.outbox is not None or bool(chain is not None and chain.publishers())
 
     async def _deliver_in_thread(self, messages: list[OutgoingMessage], *, batch: bool) -> list[str]:
-        deliver = functools.partial(self.sync._deliver, messages, batch=batch)
+        deliver = functools.partial(self.sync.deliver, messages, batch=batch)
         if self.sync.outbox is not None:
             from asgiref.sync import sync_to_async  # the outbox is Django's; asgiref comes with it
 

@@ -2,15 +2,16 @@
 
 `shop` runs in this process under pytest-django (real commits: transaction=True)
 with the outbox on: a save writes its event to the outbox table, and
-`pubsub_relay` sends it after the commit. `billing` is a second Django project
+`pubsub relay` sends it after the commit. `billing` is a second Django project
 run through its manage.py, on its own database (a fresh PostgreSQL database
 when DATABASE_URL is set, SQLite otherwise), with an idempotent handler. The
-tracing test runs the shop as processes too (`manage.py book`, `pubsub_relay`),
+tracing test runs the shop as processes too (`manage.py book`, `pubsub relay`),
 with TRACES_TO_CONSOLE=1, and follows one trace through the spans both print.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -84,7 +85,7 @@ class Billing:
         return json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])  # type: ignore[no-any-return]
 
     def drain(self, timeout: int = 60) -> str:
-        return self.manage("pubsub_drain", "--timeout", str(timeout))
+        return self.manage("pubsub", "drain", "--timeout", str(timeout))
 
     def depth(self) -> int:
         app = pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], service_name=self.service)
@@ -114,8 +115,8 @@ def _fresh_database(tmp_path: Path, project: str) -> Iterator[str]:
 
 
 def relay() -> None:
-    """The shop's `manage.py pubsub_relay --once`, in this process (it sees the test database)."""
-    call_command("pubsub_relay", "--once")
+    """The shop's `manage.py pubsub relay --once`, in this process (it sees the test database)."""
+    call_command("pubsub", "relay", "--once")
 
 
 def unsent() -> int:
@@ -130,7 +131,7 @@ def billing(tmp_path: Path) -> Iterator[Billing]:
         service = f"e2e-billing-{uuid.uuid4().hex[:8]}"
         app = Billing(url, service)
         app.manage("migrate", "--noinput")
-        app.manage("pubsub_declare")  # deploy step: its queue exists before the shop publishes
+        app.manage("pubsub", "declare")  # deploy step: its queue exists before the shop publishes
         yield app
         from pubsubpy.testing import delete_topology
 
@@ -151,7 +152,7 @@ def test_save_publishes_after_commit_and_billing_gets_typed_events(billing: Bill
     booking.status = "paid"
     booking.save()
     relay()
-    out = billing.manage("pubsub_drain", "--timeout", "30")
+    out = billing.manage("pubsub", "drain", "--timeout", "30")
     assert "2 handled" in out, out
     assert billing.invoices() == [{"booking_id": booking.id, "guest": "Ada", "amount_cents": 36000,
                                    "status": "paid"}]
@@ -168,7 +169,7 @@ def test_rollback_publishes_nothing(billing: Billing) -> None:
     assert unsent() == 0, "the rollback took the outbox row with it"
     relay()
     assert billing.depth() == 0
-    assert "0 messages" in billing.manage("pubsub_drain", "--timeout", "10")
+    assert "0 messages" in billing.manage("pubsub", "drain", "--timeout", "10")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -181,7 +182,7 @@ def test_delete_publishes_deleted_and_bulk_update_publishes_nothing(billing: Bil
     booking.delete()
     relay()
     assert billing.depth() == 2
-    out = billing.manage("pubsub_drain", "--timeout", "30")
+    out = billing.manage("pubsub", "drain", "--timeout", "30")
     assert "2 handled" in out, out
     assert billing.invoices() == [{"booking_id": booking_id, "guest": "Grace", "amount_cents": 20000,
                                    "status": "void"}]
@@ -209,10 +210,26 @@ def test_dead_letters_through_the_management_command(billing: Billing) -> None:
                               pika.BasicProperties(content_type="application/json", message_id="bad-1"))
     finally:
         connection.close()
-    assert "1 dead-lettered" in billing.manage("pubsub_drain", "--timeout", "30")
-    listed = [json.loads(line) for line in billing.manage("pubsub_dlq", "list", "--json").splitlines()]
+    assert "1 dead-lettered" in billing.manage("pubsub", "drain", "--timeout", "30")
+    printed = billing.manage("pubsub", "dlq", "list", "--json")  # the code of `pubsubpy dlq list --json`
+    listed = [json.loads(line) for line in printed.splitlines()]
     assert [(x["message_id"], x["reason"]) for x in listed] == [("bad-1", "decode_error")]
-    assert "purged 1" in billing.manage("pubsub_dlq", "purge", "--yes")
+    assert billing.manage("pubsub_dlq", "list", "--json") == printed  # the old name: an alias, for one release
+    assert "purged 1" in billing.manage("pubsub", "dlq", "purge", "--yes")
+
+
+def test_manage_py_pubsub_is_the_pubsubpy_command_with_django_s_own_and_exit_codes(billing: Billing) -> None:
+    """`manage.py pubsub` runs the click command line: its help lists pubsubpy's commands and the Django
+    ones, a failure exits with pubsubpy's code, and an old `pubsub_<name>` warns that it goes."""
+    usage = billing.manage("pubsub", "--help")
+    for command in ("declare", "dlq", "drain", "relay", "outbox", "schema", "topology", "worker"):
+        assert f"  {command} " in usage, command
+    run = functools.partial(subprocess.run, cwd=HERE / "billing", env=billing.env, capture_output=True, text=True,
+                            timeout=120)
+    missing = run([sys.executable, "manage.py", "pubsub", "dlq", "show", "no-such-id"])
+    assert missing.returncode == 1 and "no-such-id" in missing.stderr + missing.stdout
+    old = run([sys.executable, "manage.py", "pubsub_drain", "--timeout", "5"])
+    assert "manage.py pubsub_drain is deprecated" in old.stderr and "use manage.py pubsub drain" in old.stderr
 
 
 def test_prune_and_topology_through_the_management_commands(billing: Billing) -> None:
@@ -222,19 +239,19 @@ def test_prune_and_topology_through_the_management_commands(billing: Billing) ->
     older.subscribe("Refund.*")(lambda event: None)
     older.declare()
     older.close()
-    billing.manage("pubsub_declare")  # the new version's deploy step: additive, Refund.* stays
-    view = json.loads(billing.manage("pubsub_topology", "--format", "json"))
+    billing.manage("pubsub", "declare")  # the new version's deploy step: additive, Refund.* stays
+    view = json.loads(billing.manage("pubsub", "topology", "--format", "json"))
     bindings = {b["pattern"]: b for b in view["bindings"]}
     assert bindings["Refund.*"]["stale"] and bindings["Booking.*"]["handlers"] == ["invoices.subscribers.keep_invoice"]
     assert {e["routing_key"] for e in view["events"]} >= {"Booking.created", "Booking.deleted"}
 
-    out = billing.manage("pubsub_declare", "--prune", "--dry-run")
+    out = billing.manage("pubsub", "declare", "--prune", "--dry-run")
     assert "Refund.*" in out and "dry run: nothing removed" in out
-    out = billing.manage("pubsub_declare", "--prune", "--yes")
+    out = billing.manage("pubsub", "declare", "--prune", "--yes")
     assert "removed 1 binding(s)" in out, out
-    view = json.loads(billing.manage("pubsub_topology", "--format", "json"))
+    view = json.loads(billing.manage("pubsub", "topology", "--format", "json"))
     assert [b["pattern"] for b in view["bindings"]] == ["Booking.*"]
-    assert billing.manage("pubsub_topology", "--format", "mermaid").startswith("flowchart LR")
+    assert billing.manage("pubsub", "topology", "--format", "mermaid").startswith("flowchart LR")
 
 
 # -- the outbox under failure: PostgreSQL (relay processes share the test database) --------------
@@ -247,11 +264,11 @@ def _postgres_only() -> None:
 
 
 def _relay_process(*args: str) -> subprocess.Popen[str]:
-    """The shop's `manage.py pubsub_relay` as its own process, on this test's database."""
+    """The shop's `manage.py pubsub relay` as its own process, on this test's database."""
     db = connection.settings_dict
     url = f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     env = {**os.environ, "DATABASE_URL": url, "PYTHONPATH": str(HERE), "DJANGO_SETTINGS_MODULE": "shop_site.settings"}
-    return subprocess.Popen([sys.executable, "manage.py", "pubsub_relay", *args], cwd=HERE / "shop", env=env,
+    return subprocess.Popen([sys.executable, "manage.py", "pubsub", "relay", *args], cwd=HERE / "shop", env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -366,11 +383,11 @@ def test_rows_the_broker_refuses_are_parked_and_listed_never_retried_in_a_loop(c
         assert (first.sent, first.parked) == (0, 3), first
         again = Relay(strict).run_once()
         assert again.batches == 0, "parked rows are not retried on their own"
-        call_command("pubsub_outbox", "list")
+        call_command("pubsub", "outbox", "list")
         out = capsys.readouterr().out
         assert out.count("PARKED") == 3 and "unroutable" in out and "refused by the broker" in out
         assert "3 unsent row(s), 3 parked" in out
-        call_command("pubsub_outbox", "retry")
+        call_command("pubsub", "outbox", "retry")
         assert OutboxMessage.objects.filter(parked_at__isnull=True, sent_at__isnull=True).count() == 3
     finally:
         channel.queue_delete(full)
@@ -418,21 +435,21 @@ def test_send_on_commit_the_celery_task_and_retention(billing: Billing) -> None:
 
 def test_schema_lock_and_check_through_the_management_command(billing: Billing, tmp_path: Path) -> None:
     lock = str(tmp_path / "pubsubpy.lock.json")
-    assert "3 schema version(s)" in billing.manage("pubsub_schema", "lock", "--lock", lock)
-    assert "compatible with" in billing.manage("pubsub_schema", "check", "--lock", lock)
+    assert "3 schema version(s)" in billing.manage("pubsub", "schema", "lock", "--out", lock)
+    assert "compatible with" in billing.manage("pubsub", "schema", "check", "--lock", lock)
     document = json.loads(Path(lock).read_text())
     created = next(e for e in document["events"] if e["event"] == "created")
     created["schema"]["required"].remove("guest")  # as if the locked version had guest optional
     created["schema"]["properties"]["guest"].pop("minLength")
     Path(lock).write_text(json.dumps(document))
-    proc = subprocess.run([sys.executable, "manage.py", "pubsub_schema", "check", "--lock", lock],
+    proc = subprocess.run([sys.executable, "manage.py", "pubsub", "schema", "check", "--lock", lock],
                           cwd=HERE / "billing", env=billing.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "bookings.models.Booking.created v1: changed since the lock: field guest" in proc.stdout
-    document = json.loads(billing.manage("pubsub_schema", "export", "--format", "asyncapi"))
+    document = json.loads(billing.manage("pubsub", "schema", "export", "--format", "asyncapi"))
     assert document["asyncapi"] == "3.0.0" and "Booking.created" in {c["address"] for c in
                                                                       document["channels"].values()}
-    billing.manage("pubsub_schema", "docs", "--out", str(tmp_path / "catalogue"))
+    billing.manage("pubsub", "schema", "docs", "--out", str(tmp_path / "catalogue"))
     assert "Booking.updated" in (tmp_path / "catalogue" / "index.html").read_text()
 
 
@@ -478,7 +495,7 @@ def shop(tmp_path: Path) -> Iterator[dict[str, str]]:
 def test_one_trace_runs_from_the_save_in_shop_through_the_relay_to_the_handler_in_billing(
         shop: dict[str, str], billing: Billing) -> None:
     saved = printed_spans(manage("shop", shop, "book", "Ada", "3", "36000"))  # the outbox write
-    relayed = printed_spans(manage("shop", shop, "pubsub_relay", "--once"))
+    relayed = printed_spans(manage("shop", shop, "pubsub", "relay", "--once"))
     assert billing.depth() == 1, "the relay's publish was confirmed: the event is in billing's queue"
     billing.env.update(TRACES)
     out = billing.drain()
@@ -528,5 +545,5 @@ def test_an_async_view_publishes_through_the_outbox(billing: Billing) -> None:
 
     assert unsent() == 1 and OutboxMessage.objects.get(sent_at__isnull=True).message_id == message_id
     relay()
-    out = billing.manage("pubsub_drain", "--timeout", "30")
+    out = billing.manage("pubsub", "drain", "--timeout", "30")
     assert "2 handled" in out, out

@@ -98,8 +98,8 @@ class PubSubConfig(AppConfig):
         if not default.configured:
             assert configured is not None
             pubsubpy.init(inbox=inbox, middleware=middleware(lowered), **init_options(configured))
-        elif default._inbox is None:
-            default._inbox = inbox
+        elif default.inbox is None:
+            default.use_inbox(inbox)
         if lowered.get("outbox"):
             from pubsubpy.contrib.django.outbox import DjangoOutbox
             from pubsubpy.contrib.django.relay import BackgroundRelay, Relay
@@ -108,8 +108,11 @@ class PubSubConfig(AppConfig):
             if lowered.get("outbox_send_on_commit"):
                 after_commit = BackgroundRelay(Relay(default, outbox_database(),
                                                      retention=duration("outbox_retention", dt.timedelta(days=1)))).poke
-            default._outbox = DjangoOutbox(outbox_database(), after_commit)
+            default.use_outbox(DjangoOutbox(outbox_database(), after_commit))
         autodiscover_modules(lowered.get("subscribers_module", "subscribers"))
-        from pubsubpy.contrib.django.model_events import connect_from_settings
+        from pubsubpy.contrib.django.model_events import connect_from_settings, published_schemas
 
         connect_from_settings(lowered.get("model_events", {}))
+        published = published_schemas(default)
+        if published is not None and default.publishes is None:  # `manage.py pubsub topology`, schema export
+            default.publishes = published

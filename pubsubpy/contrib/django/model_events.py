@@ -63,7 +63,7 @@ def _publish_on_commit(model: type[models.Model], event: str, instance: models.M
     except Exception as exc:  # pydantic's ValidationError, or an attribute that raises
         raise PayloadValidationError(f"{model.__name__} {event}: {exc}") from exc
     app = pubsubpy.get_default()
-    if app._outbox is not None:  # OUTBOX: a row in this transaction, sent by the relay after the commit
+    if app.outbox is not None:  # OUTBOX: a row in this transaction, sent by the relay after the commit
         from pubsubpy.contrib.django.outbox import aggregate  # imports the models: not at app loading
 
         with aggregate(f"{model_path(model)}:{instance.pk}"):

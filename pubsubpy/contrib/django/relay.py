@@ -99,7 +99,7 @@ class Relay:
             messages = [message for _, message in rows]
             refused: dict[str, str] = {}
             try:
-                unroutable = self.app._send(messages)
+                unroutable = self.app.send(messages)
             except PublishNacked as exc:
                 refused.update({i: f"refused by the broker: {exc}" for i in exc.message_ids})
                 unroutable = list(exc.unroutable)

@@ -24,5 +24,5 @@ PUBSUBPY = {
     "MODEL_EXCHANGE": os.environ.get("PUBSUBPY_EXCHANGE", "shop-models"),
     "SERVICE_NAME": "shop",
     "MODEL_EVENTS": {"bookings.Booking": ["created", "updated", "deleted"]},
-    "OUTBOX": True,  # events are rows written with the booking, sent by `manage.py pubsub_relay`
+    "OUTBOX": True,  # events are rows written with the booking, sent by `manage.py pubsub relay`
 }

@@ -1,7 +1,7 @@
 """``manage.py book GUEST NIGHTS AMOUNT_CENTS``: take a booking, as a view or an API call would.
 
 The save writes its ``Booking.created`` event to the outbox in the same
-transaction; ``manage.py pubsub_relay`` sends it. The command is a span (when
+transaction; ``manage.py pubsub relay`` sends it. The command is a span (when
 ``opentelemetry-api`` is installed), so with ``TRACES_TO_CONSOLE=1`` the trace
 starts here: the event's ``create`` span is its child, and billing's ``process``
 span the child of that.
