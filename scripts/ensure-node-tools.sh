@@ -9,7 +9,10 @@ if [ ! -x /usr/bin/chromium ]; then
   echo "== installing Debian's chromium (for the Mermaid rendering test)"
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+    # DPkg::Lock::Timeout: scripts/rabbitmq-next.sh may be installing debootstrap at the same moment
+    lock=(-o DPkg::Lock::Timeout=300)
+    apt-get install -y -qq "${lock[@]}" chromium >/dev/null 2>&1 \
+      || { apt-get update -qq "${lock[@]}" && apt-get install -y -qq "${lock[@]}" chromium >/dev/null; }
   else
     echo "   not root: run 'sudo apt-get install chromium' (the rendering test skips without it)"
   fi
