@@ -10,16 +10,23 @@ import threading
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
+from typing_extensions import Unpack
+
 from pubsubpy.app import F, PubSub
 from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
+from pubsubpy.inbox import Inbox
 from pubsubpy.messages import DrainResult
+from pubsubpy.middleware import Middleware
 from pubsubpy.publisher import EventSpec
-from pubsubpy.transports.base import Topology
+from pubsubpy.schemas import ModelEvent
+from pubsubpy.settings import SettingsOptions
+from pubsubpy.transports.base import Topology, Transport
 
 __all__ = [
-    "close", "dead_letter_count", "declare", "drain", "get_default", "list_dead_letters", "publish_many",
-    "publish_model_event", "purge_dead_letters", "replay_dead_letters", "run", "stale_bindings", "subscribe"]
+    "apublish_model_event", "close", "dead_letter_count", "declare", "drain", "get_default", "init",
+    "list_dead_letters", "publish_many", "publish_model_event", "purge_dead_letters", "replay_dead_letters", "run",
+    "stale_bindings", "subscribe"]
 
 _default = PubSub.unconfigured()
 
@@ -39,6 +46,74 @@ def replace_default(app: PubSub) -> PubSub:
     global _default
     old, _default = _default, app
     return old
+
+
+def init(
+    amqp_url: str | None = None,
+    *,
+    schemas: Iterable[type[ModelEvent]] | None = None,
+    transport: Transport | None = None,
+    inbox: Inbox | None = None,
+    publishes: Iterable[type[ModelEvent]] | None = None,
+    middleware: Iterable[Middleware] | None = None,
+    **options: Unpack[SettingsOptions],
+) -> PubSub:
+    """Configure the default instance, once per process. Never connects: the first publish, drain or
+    declare does.
+
+    Args:
+        amqp_url: the broker: ``amqp://user:password@host:5672/vhost``, ``amqps://...`` (TLS), several
+            comma-separated URLs (failover, tried in order), or ``memory://`` / ``memory://NAME`` (the
+            in-process broker). ``None``: ``$PUBSUBPY_URL``, else ``memory://``. A URL naming a user but no
+            password takes the password from the file ``$PUBSUBPY_PASSWORD_FILE``.
+        schemas: the event schemas this instance knows. ``None``: every ``ModelEvent`` subclass defined with
+            ``register=True`` (the default).
+        transport: a transport to use instead of the one the URL names (tests).
+        inbox: what runs ``@subscribe(..., idempotent=True)`` handlers once per message id (an ``Inbox``;
+            the Django app installs one).
+        publishes: the schemas this service publishes, for the AsyncAPI document, the event catalogue and
+            ``pubsubpy topology``.
+        middleware: ``Middleware`` instances, the first the outermost.
+        **options: the fields of ``pubsubpy.settings.Settings`` (``service_name``, ``model_exchange``,
+            ``max_attempts``, timeouts...), typed in ``SettingsOptions``. See the Settings reference.
+
+    Returns:
+        The default ``PubSub``, configured.
+
+    Raises:
+        ConfigurationError: an unknown option or a bad value (naming the field and the value), a TLS or
+            password file that cannot be read, or ``init()`` called a second time (call it once per process;
+            ``pubsubpy.testing.reset()`` between tests).
+    """
+    _default.configure(
+        amqp_url, schemas=schemas, transport=transport, inbox=inbox, publishes=publishes, middleware=middleware,
+        **options)
+    return _default
+
+
+async def apublish_model_event(
+    model: str,
+    event: str,
+    obj: Any,
+    *,
+    version: int | None = None,
+    headers: Mapping[str, str | int | bool] | None = None,
+    correlation_id: str | None = None,
+) -> str:
+    """``publish_model_event`` for async code (FastAPI, Django async views), on the default instance.
+
+    The same arguments, validation, return value and errors as ``publish_model_event``, without blocking
+    the event loop: the payload is validated in the caller's coroutine, then concurrent publishes go out
+    together as confirmed batches. With Django's outbox on, the row is written through ``sync_to_async``:
+    Django has no async transactions, so inside an async view the row gets a transaction of its own.
+
+    Returns:
+        The message id, once the broker confirmed the message (with the outbox: once the row is written).
+    """
+    from pubsubpy.aio import AsyncPubSub
+
+    return await AsyncPubSub.of(_default).publish_model_event(
+        model, event, obj, version=version, headers=headers, correlation_id=correlation_id)
 
 
 def subscribe(pattern: str, *, max_attempts: int | None = None, idempotent: bool = False) -> Callable[[F], F]:
