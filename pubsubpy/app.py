@@ -362,6 +362,12 @@ class PubSub:
         instance was configured without one)."""
         self._inbox = inbox
 
+    def use_middleware(self, middleware: Iterable[Middleware]) -> None:
+        """Replace the whole middleware chain, the library's telemetry included (``middleware.middleware``
+        is the current list): ``pubsubpy.testing.capture`` adds its recorder this way."""
+        chain = list(middleware)
+        self._middleware = MiddlewareChain(chain) if chain else None
+
     def use_outbox(self, outbox: OutboxWriter | None) -> None:
         """Write publishes to ``outbox`` instead of sending them (Django's ``OUTBOX``); None: send again."""
         self._outbox = outbox
@@ -514,11 +520,15 @@ class PubSub:
             OperationTimeout: the broker did not answer in time.
         """
         check_drain(max_messages, timeout, concurrency)
-        return self._drain(max_messages, timeout, concurrency, on_message, None)
+        return self.drain_with(None, max_messages=max_messages, timeout=timeout, concurrency=concurrency,
+                               on_message=on_message)
 
-    def _drain(self, max_messages: int | None, timeout: float, concurrency: int,
-               on_message: Callable[[DrainResult], None] | None, handoff: LoopHandoff | None,
-               stop: threading.Event | None = None) -> DrainResult:
+    def drain_with(self, handoff: LoopHandoff | None, *, max_messages: int | None = None, timeout: float = 60.0,
+                   concurrency: int = 1, on_message: Callable[[DrainResult], None] | None = None,
+                   stop: threading.Event | None = None) -> DrainResult:
+        """``drain()`` for a runtime with an event loop for ``async def`` handlers (``handoff``, a
+        ``pubsubpy.aio.handoff.LoopHandoff``; ``AsyncPubSub.drain`` is the way in for users). ``stop`` ends
+        it early as ``run()``'s does. The arguments are not checked again (``check_drain``)."""
         deadline = Deadline.after(timeout)
         service, engine, work_chunk = self._prepare_consumer(handoff)
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
@@ -551,10 +561,13 @@ class PubSub:
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         stop = stop if stop is not None else threading.Event()
-        return self._run(concurrency, stop, threading.Event(), None, signals=True)
+        return self.run_with(None, concurrency, stop, threading.Event(), signals=True)
 
-    def _run(self, concurrency: int, stop: threading.Event, force: threading.Event,
-             handoff: LoopHandoff | None, *, signals: bool) -> DrainResult:
+    def run_with(self, handoff: LoopHandoff | None, concurrency: int, stop: threading.Event, force: threading.Event,
+                 *, signals: bool) -> DrainResult:
+        """``run()`` for a runtime with an event loop for ``async def`` handlers (``handoff``; ``AsyncPubSub.run``
+        and ``pubsubpy worker`` are the ways in for users): ``force`` cuts the grace period short, and
+        ``signals`` installs SIGTERM/SIGINT handlers (main thread only)."""
         service, engine, work_chunk = self._prepare_consumer(handoff)
         settings = self.settings
         explicit = settings.prefetch if "prefetch" in settings.model_fields_set else None

@@ -31,6 +31,9 @@ FACADE_SKIPS = {
     "use_outbox": "a seam for integrations (the Django app): on the instance",
     "deliver": "a seam for AsyncPubSub: encoded messages, not events",
     "send": "a seam for the outbox relay: encoded messages, not events",
+    "use_middleware": "a seam for pubsubpy.testing.capture: on the instance",
+    "drain_with": "a seam for runtimes with an event loop (AsyncPubSub): use drain()",
+    "run_with": "a seam for runtimes with an event loop (AsyncPubSub, pubsubpy worker): use run()",
 }
 ASYNC_BY_HAND = {
     "configure": "AsyncPubSub(...) takes the constructor's arguments; AsyncPubSub.of(app) wraps a PubSub",
@@ -44,6 +47,9 @@ ASYNC_BY_HAND = {
     "use_outbox": "a seam for integrations: on the wrapped PubSub (bus.sync)",
     "deliver": "the wrapped PubSub's seam, used by AsyncPubSub itself",
     "send": "the wrapped PubSub's seam (the outbox relay's)",
+    "use_middleware": "a seam: on the wrapped PubSub (bus.sync)",
+    "drain_with": "AsyncPubSub.drain is this seam on the calling loop",
+    "run_with": "AsyncPubSub.run is this seam on the calling loop",
 }
 ASYNC_NO_IO = {"subscribe", "topology"}  # plain methods on AsyncPubSub too: nothing to wait for
 

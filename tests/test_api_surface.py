@@ -39,3 +39,34 @@ def test_every_public_method_of_the_two_apps_has_a_docstring() -> None:
         bare = [attribute for attribute in dir(cls) if not attribute.startswith("_")
                 and not inspect.getdoc(getattr(cls, attribute))]
         assert not bare, f"{cls.__name__}: {bare}"
+
+
+def _private_members_of_pubsub() -> set[str]:
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse((Path(__file__).parents[1] / "pubsubpy" / "app.py").read_text())
+    cls = next(node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "PubSub")
+    names = {node.name for node in cls.body if isinstance(node, ast.FunctionDef) and node.name.startswith("_")}
+    for node in ast.walk(cls):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "self":
+            names.add(node.attr)
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_no_module_reaches_into_a_pubsub_s_private_members() -> None:
+    """aio, Django, telemetry and testing use PubSub's public seams (use_inbox, deliver, drain_with...)."""
+    import ast
+    from pathlib import Path
+
+    private = _private_members_of_pubsub()
+    root = Path(__file__).parents[1] / "pubsubpy"
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        if path.name == "app.py" and path.parent == root:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in private \
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{path.relative_to(root.parent)}:{node.lineno} .{node.attr}")
+    assert not found, found

@@ -185,8 +185,8 @@ class AsyncPubSub(AsyncMethods):
         check_drain(max_messages, timeout, concurrency)
         loop = asyncio.get_running_loop()
         halt = threading.Event()
-        work = functools.partial(self.sync._drain, max_messages, timeout, concurrency, on_message, LoopHandoff(loop),
-                                 halt)
+        work = functools.partial(self.sync.drain_with, LoopHandoff(loop), max_messages=max_messages, timeout=timeout,
+                                 concurrency=concurrency, on_message=on_message, stop=halt)
         consuming = start_thread(work, "pubsubpy-drain")
         try:
             return await asyncio.shield(consuming)
@@ -214,7 +214,8 @@ class AsyncPubSub(AsyncMethods):
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         halt = threading.Event()  # ours: a cancel never sets the caller's event (other workers may share it)
         loop = asyncio.get_running_loop()
-        work = functools.partial(self.sync._run, concurrency, halt, threading.Event(), LoopHandoff(loop), signals=False)
+        work = functools.partial(self.sync.run_with, LoopHandoff(loop), concurrency, halt, threading.Event(),
+                                 signals=False)
         consuming = start_thread(work, "pubsubpy-worker")
         watcher = asyncio.ensure_future(_wait_for(stop)) if stop is not None else None
         if watcher is not None:

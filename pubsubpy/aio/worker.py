@@ -32,7 +32,7 @@ def run_worker(app: PubSub, concurrency: int = 1) -> DrainResult:
     thread.start()
     try:
         with handle_signals(stop, force):
-            return app._run(concurrency, stop, force, LoopHandoff(loop), signals=False)
+            return app.run_with(LoopHandoff(loop), concurrency, stop, force, signals=False)
     finally:
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout=5)

@@ -14,7 +14,7 @@ from pubsubpy.app import PubSub
 from pubsubpy.envelope import H_VERSION
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.messages import MessageInfo, Outcome, Reason
-from pubsubpy.middleware import HandlerContext, HandlerResult, Middleware, MiddlewareChain, PublishContext
+from pubsubpy.middleware import HandlerContext, HandlerResult, Middleware, PublishContext
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
 from pubsubpy.transports.base import OutgoingMessage
 
@@ -161,17 +161,14 @@ class Capture:
 
 
 def _install(app: PubSub, recorder: _Recorder) -> None:
-    # PubSub reads its chain from ``_middleware`` at each publish and each drain's start (app.py).
-    if not hasattr(app, "_middleware"):
-        raise ConfigurationError(f"capture() cannot add its middleware to {app!r}")
+    # PubSub reads its chain at each publish and each drain's start (app.py).
     chain = app.middleware
-    app._middleware = MiddlewareChain([*(chain.middleware if chain is not None else ()), recorder])
+    app.use_middleware([*(chain.middleware if chain is not None else ()), recorder])
 
 
 def _uninstall(app: PubSub, recorder: _Recorder) -> None:
     chain = app.middleware
-    rest = [m for m in (chain.middleware if chain is not None else ()) if m is not recorder]
-    app._middleware = MiddlewareChain(rest) if rest else None
+    app.use_middleware([m for m in (chain.middleware if chain is not None else ()) if m is not recorder])
 
 
 @contextlib.contextmanager
