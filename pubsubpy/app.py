@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 
 from typing_extensions import Unpack
 
+from pubsubpy._consume.executor import ChunkWork
+from pubsubpy._consume.loop import LoopHandoff, LoopMode, LoopOptions, consume_queue
 from pubsubpy._engine import Engine, Verdict
-from pubsubpy.consumer import LoopHandoff, LoopMode, LoopOptions, consume_queue
 from pubsubpy.credentials import resolve_url
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError, TransportError
-from pubsubpy.executor import ChunkWork
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox
 from pubsubpy.messages import Delivery, DrainResult

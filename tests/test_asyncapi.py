@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 import tests.cli_support
 from pubsubpy import ModelEvent, PubSub
-from pubsubpy.commands import build
+from pubsubpy.cli._commands import build
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from pubsubpy import DrainResult, PubSub
-from pubsubpy.backoff import CAP, Backoff
+from pubsubpy._consume.backoff import CAP, Backoff
 from tests.conftest import Names, free_port, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated
 

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import tests.cli_support
 from pubsubpy import ModelEvent, PubSub
-from pubsubpy.commands import build
+from pubsubpy.cli._commands import build
 from tests.conftest import IN_CI
 from tests.test_asyncapi import LabelPrinted, ParcelLost, ParcelSent, ParcelSentV2
 

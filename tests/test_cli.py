@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 import tests.cli_support
 from pubsubpy import PubSub, Reject
-from pubsubpy.commands import build
+from pubsubpy.cli._commands import build
 from tests.conftest import Names, rabbitmqctl
 from tests.contract.conftest import RabbitBackend
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated

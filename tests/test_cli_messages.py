@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import tests.cli_support
 from pubsubpy import PubSub
 from pubsubpy._facade import replace_default
-from pubsubpy.commands import build
+from pubsubpy.cli._commands import build
 from tests.contract.events import ALL, BOOKING
 
 APP = "tests.cli_support:app"
@@ -238,7 +238,7 @@ def test_demo_shows_every_field_error_a_plain_handler_name_and_its_settings() ->
     assert "refused before sending: PayloadValidationError: payload for DemoBookingCreated is invalid: " \
            "2 field error(s)" in out
     assert "id: Input should be a valid integer" in out and "nights: Field required" in out
-    assert "handler=pubsubpy.demo.on_booking\n" in out and "<locals>" not in out
+    assert "handler=pubsubpy.cli._demo.on_booking\n" in out and "<locals>" not in out
     assert "max_attempts=2, retry_delay=0" in out
     assert "with the defaults, max_attempts=3 and retry_delay=1 s, it is retried after retry_delay on a later " \
            "drain" in out

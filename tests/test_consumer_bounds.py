@@ -211,7 +211,7 @@ def test_connection_attempts_means_attempts() -> None:
 def test_dead_letter_commands_keep_their_timeout_against_a_silent_broker(black_hole: int) -> None:
     from click.testing import CliRunner
 
-    from pubsubpy.commands import build
+    from pubsubpy.cli._commands import build
 
     url = f"amqp://guest:guest@127.0.0.1:{black_hole}/%2F"
     app = _subscribed(url)

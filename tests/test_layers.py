@@ -63,7 +63,7 @@ def test_the_engine_imports_no_transport_no_asyncio_no_telemetry(module: str) ->
     forbidden = sorted(name for name in reached
                        if name.split(".")[0] in ("asyncio", "pika", "opentelemetry")
                        or name.startswith(("pubsubpy.transports", "pubsubpy.telemetry", "pubsubpy.aio",
-                                           "pubsubpy.consumer", "pubsubpy.app")))
+                                           "pubsubpy._consume.loop", "pubsubpy.app")))
     assert not forbidden, f"{module} reaches {forbidden}"
 
 
@@ -72,8 +72,9 @@ def test_the_message_types_sit_below_engine_and_transports() -> None:
     assert ours <= {"pubsubpy.envelope", "pubsubpy.errors"}, ours
 
 
-@pytest.mark.parametrize("module", [*ENGINE, "pubsubpy.consumer", "pubsubpy.settling", "pubsubpy.middleware",
-                                    "pubsubpy.router", "pubsubpy.executor", "pubsubpy.handler_pool",
-                                    "pubsubpy.inline_runner", "pubsubpy.backoff"])
+@pytest.mark.parametrize("module", [*ENGINE, "pubsubpy._consume.loop", "pubsubpy._consume.settling",
+                                    "pubsubpy.middleware", "pubsubpy.router", "pubsubpy._consume.executor",
+                                    "pubsubpy._consume.thread_pool", "pubsubpy._consume.caller_thread",
+                                    "pubsubpy._consume.backoff"])
 def test_no_import_cycle_through_the_message_path(module: str) -> None:
     assert module not in _reach(module), f"{module} imports itself through a cycle"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from pubsubpy._consume.loop import _Recent
+from pubsubpy._consume.settling import Settler
 from pubsubpy._engine import Verdict
-from pubsubpy.consumer import _Recent
 from pubsubpy.envelope import Properties
 from pubsubpy.settings import Settings
-from pubsubpy.settling import Settler
 from pubsubpy.transports.base import Delivery, OutgoingMessage
 
 

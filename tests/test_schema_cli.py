@@ -11,7 +11,7 @@ from pydantic import Field
 import pubsubpy
 import tests.cli_support
 from pubsubpy import ModelEvent, PubSub
-from pubsubpy.commands import build
+from pubsubpy.cli._commands import build
 
 PARCEL = "post.models.Parcel"
 APP = "tests.cli_support:app"

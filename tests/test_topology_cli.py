@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import tests.cli_support
 from pubsubpy import PubSub
-from pubsubpy.commands import build
+from pubsubpy.cli._commands import build
 from tests.conftest import IN_CI, RABBIT_URL, Names
 from tests.contract.events import ALL, BookingCreated, BookingUpdated, RoomCleaned
 

@@ -1,6 +1,6 @@
 """MkDocs hook: what the generated reference pages need, and a check that they cover the public API.
 
-- **The command line.** ``pubsubpy.commands`` builds its click group in a function (``build()``), so there is
+- **The command line.** ``pubsubpy.cli._commands`` builds its click group in a function (``build()``), so there is
   no module attribute for mkdocs-click to import. This hook builds it once and registers it as the module
   ``pubsubpy_docs_cli`` (attribute ``cli``), which ``docs/reference/cli.md`` names in its ``::: mkdocs-click``
   block. Every command and option then comes from the code (``_for_the_reference`` smooths what
@@ -73,7 +73,7 @@ def _for_the_reference(command: Any, name: str = "pubsubpy") -> None:
 
 
 def _register_cli() -> None:
-    from pubsubpy.commands import build
+    from pubsubpy.cli._commands import build
 
     module = types.ModuleType("pubsubpy_docs_cli", "The pubsubpy click group, for mkdocs-click.")
     cli = build()  # a tree of its own: adapting it changes nothing for the real command

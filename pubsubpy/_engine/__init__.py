@@ -1,6 +1,6 @@
 """The message engine: one delivery in, one ``Verdict`` out. No I/O, no threads, no event loop.
 
-The consumer (``pubsubpy.consumer``) feeds it deliveries and turns its verdicts
+The consumer (``pubsubpy._consume.loop``) feeds it deliveries and turns its verdicts
 into broker operations. The checks of a delivery, in order, each ending the
 message at once:
 

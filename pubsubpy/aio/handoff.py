@@ -18,11 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._engine import AwaitOnLoop, Call, Engine, Verdict, Work
 from pubsubpy._engine.runs import run_handler
 from pubsubpy.aio.threads import await_on
 from pubsubpy.errors import HandlerCancelled
-from pubsubpy.executor import ChunkWork
 from pubsubpy.messages import Delivery
 
 __all__ = ["LoopHandoff"]

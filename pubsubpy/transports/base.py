@@ -85,7 +85,7 @@ class Consumer(Protocol):
 
     def keep_alive(self) -> None:
         """One turn of I/O that does not wait (heartbeats; deliveries stay buffered). Called from another
-        thread while the owner runs handlers and lends it the connection (``inline_runner.py``); never raises:
+        thread while the owner runs handlers and lends it the connection (``_consume/caller_thread.py``); never raises:
         a lost connection is noticed by the owner's next call."""
         ...
 

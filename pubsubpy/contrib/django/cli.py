@@ -23,7 +23,7 @@ import click
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 import pubsubpy
-from pubsubpy.commands import build, run_action
+from pubsubpy.cli._commands import build, run_action
 from pubsubpy.contrib.django.apps import duration, outbox_database
 
 __all__ = ["DeprecatedAlias", "PubSubCommand", "django_commands"]

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from django.db import connections, transaction
 from django.utils import timezone
 
+from pubsubpy._consume.backoff import Backoff
 from pubsubpy.app import PubSub
-from pubsubpy.backoff import Backoff
 from pubsubpy.contrib.django.models import OutboxMessage
 from pubsubpy.contrib.django.outbox import from_row
 from pubsubpy.errors import PublishNacked, TransportError

@@ -148,7 +148,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
     @cli.command(help="Publish, drain and dead-letter a few events (memory:// unless --url).")
     @click.option("--url", default="memory://", show_default=True, help="the broker to run the demo on")
     def demo(url: str) -> None:
-        from pubsubpy.demo import run_demo
+        from pubsubpy.cli._demo import run_demo
 
         run_action(lambda: run_demo(url, click.echo))
 
@@ -162,8 +162,8 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
                   help="seconds for connecting, declaring and listing stale bindings")
     def declare(url: str | None, exchange: str | None, service: str | None, app_path: str | None, prune: bool,
                 dry_run: bool, yes: bool, timeout: float) -> None:
+        from pubsubpy.cli._pruning import declare_and_prune
         from pubsubpy.deadline import Deadline
-        from pubsubpy.pruning import declare_and_prune
 
         if (dry_run or yes) and not prune:
             raise click.UsageError("--dry-run and --yes go with --prune")
@@ -189,7 +189,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
                   help="a registered version of the event (default: the newest)")
     def publish(url: str | None, exchange: str | None, service: str | None, app_path: str | None, model: str,
                 event: str, payload: str, event_version: int | None) -> None:
-        from pubsubpy.demo import error_lines
+        from pubsubpy.cli._demo import error_lines
 
         def action() -> int:
             try:
@@ -220,7 +220,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
                   help="seconds for reading the broker, connecting included")
     def topology(url: str | None, exchange: str | None, service: str | None, app_path: str | None, fmt: str,
                  timeout: float) -> None:
-        from pubsubpy.topology_view import describe, render
+        from pubsubpy.cli._topology_view import describe, render
 
         def action() -> None:
             app = _load_app(app_path, url, exchange, service)
@@ -288,7 +288,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
     def dlq() -> None:
         pass
 
-    from pubsubpy.dlq_cli import register_dlq_commands
+    from pubsubpy.cli._dlq import register_dlq_commands
 
     register_dlq_commands(dlq, with_connection, _load_app, run_action)
 
@@ -297,7 +297,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
     def schema() -> None:
         pass
 
-    from pubsubpy.schema_cli import register_schema_commands
+    from pubsubpy.cli._schema import register_schema_commands
 
     register_schema_commands(schema, with_connection, _load_app, run_action)
 

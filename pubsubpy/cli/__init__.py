@@ -7,7 +7,7 @@ import sys
 
 def main() -> None:
     try:
-        from pubsubpy.commands import build
+        from pubsubpy.cli._commands import build
     except ImportError as exc:
         if getattr(exc, "name", None) != "click":
             raise

@@ -59,7 +59,7 @@ def run_demo(url: str = "memory://", echo: Callable[[str], None] = print) -> int
         invoices.append(f"{info.routing_key} #{event.id}")
         echo(f"  handled   {info.routing_key:<16} {event!r}  (attempt {info.attempt})")
 
-    on_booking.__qualname__ = "on_booking"  # dead letters name it pubsubpy.demo.on_booking, not <locals>
+    on_booking.__qualname__ = "on_booking"  # dead letters name it pubsubpy.cli._demo.on_booking, not <locals>
     app.subscribe("Booking.*")(on_booking)
     defaults = Settings.model_fields
     try:

@@ -6,12 +6,12 @@ Delivery semantics (at least once):
   (retry or dead letter) confirmed by the broker. A crash or a lost connection
   before that leaves it unacked, and the broker delivers it again
   (``MessageInfo.redelivered``).
-- Handlers run on ``concurrency`` threads (``handler_pool.py``) while this
+- Handlers run on ``concurrency`` threads (``_consume/thread_pool.py``) while this
   thread keeps the connection alive, so a handler may take longer than the
   heartbeat and still runs once. With ``concurrency=1`` (and synchronous
   handlers) the loop runs its handlers itself, on a thread of its own, while the
   caller's thread keeps the connection alive during a long one
-  (``inline_runner.py``): no thread hop per message. Either way messages are
+  (``_consume/caller_thread.py``): no thread hop per message. Either way messages are
   handled in queue order at ``concurrency=1``.
 - A redelivered message that this loop already settled (its ack was lost with
   the connection) is acked without running again and counted in
@@ -45,20 +45,20 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from pubsubpy._consume.backoff import Backoff
+from pubsubpy._consume.caller_thread import Abandoned, Baton, InlineRunner, Watch, watch
+from pubsubpy._consume.executor import ChunkWork, Executor
+from pubsubpy._consume.settling import Settler
+from pubsubpy._consume.thread_pool import HandlerPool
 from pubsubpy._engine import AwaitOnLoop, Engine, Verdict
 from pubsubpy._engine.runs import log_fields
-from pubsubpy.backoff import Backoff
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
 from pubsubpy.errors import TransportError
-from pubsubpy.executor import ChunkWork, Executor
-from pubsubpy.handler_pool import HandlerPool
 from pubsubpy.health import WorkerHealth
-from pubsubpy.inline_runner import Abandoned, Baton, InlineRunner, Watch, watch
 from pubsubpy.messages import Delivery, DrainResult, Outcome, Reason
 from pubsubpy.middleware import MessageContext, MiddlewareChain
 from pubsubpy.settings import Settings
-from pubsubpy.settling import Settler
 from pubsubpy.topology import service_queue
 from pubsubpy.transports.base import Consumer, PendingPublish, Redeclare, Transport
 
@@ -197,7 +197,7 @@ class _Loop:
         return result
 
     def consume_inline(self, baton: Baton) -> DrainResult:
-        """``run`` on the watched thread, holding ``baton`` (see ``inline_runner.py``)."""
+        """``run`` on the watched thread, holding ``baton`` (see ``_consume/caller_thread.py``)."""
         self.baton = baton
 
         def runner(consumer: Consumer) -> InlineRunner[Delivery, Verdict]:

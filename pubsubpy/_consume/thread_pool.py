@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from pubsubpy.executor import ChunkWork, Isolation
+from pubsubpy._consume.executor import ChunkWork, Isolation
 
 __all__ = ["HandlerPool"]
 
@@ -36,7 +36,7 @@ _CHUNK_MAX = 64  # items a thread takes at once: results (and acks) of a chunk w
 
 
 class HandlerPool(Generic[In, Out]):
-    """The ``Executor`` of ``concurrency`` threads (``executor.py``); the owner submits and collects."""
+    """The ``Executor`` of ``concurrency`` threads (``_consume/executor.py``); the owner submits and collects."""
 
     def __init__(self, concurrency: int, work: Callable[[In], Out], wake: Callable[[], None],
                  name: str = "pubsubpy-handler",

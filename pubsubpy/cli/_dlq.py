@@ -11,9 +11,9 @@ import click
 from click.termui import progressbar
 
 from pubsubpy.app import PubSub
+from pubsubpy.cli._formatting import letter_json, letters_table
 from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
-from pubsubpy.formatting import letter_json, letters_table
 
 __all__ = ["register_dlq_commands"]
 

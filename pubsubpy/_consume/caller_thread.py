@@ -33,8 +33,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
+from pubsubpy._consume.executor import Isolation
 from pubsubpy.deadline import Deadline
-from pubsubpy.executor import Isolation
 from pubsubpy.health import WorkerHealth
 from pubsubpy.messages import DrainResult
 from pubsubpy.transports.base import Consumer
@@ -75,7 +75,7 @@ class Baton:
 
 
 class InlineRunner(Generic[In, Out]):
-    """The ``Executor`` of the caller's thread (``executor.py``): ``collect`` runs what was submitted, on
+    """The ``Executor`` of the caller's thread (``_consume/executor.py``): ``collect`` runs what was submitted, on
     the loop's own thread, ``chunk`` at a time, the baton released around them; so submitted work is
     ``ready`` at once and ``wait_ready`` never waits (no other thread could finish anything). A chunk's
     acks, or its retry and dead-letter copies (one round of confirms), go out before the next chunk
