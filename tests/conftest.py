@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ import pika
 import pika.exceptions
 import pytest
 
+from pubsubpy import DrainResult, PubSub
 from pubsubpy.transports.rabbitmq import broker
 
 RABBIT_URL = os.environ.get("PUBSUBPY_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -185,3 +187,25 @@ def black_hole() -> Iterator[int]:
     for conn in accepted:
         conn.close()
     server.close()
+
+
+class RunningWorker:
+    """``app.run(stop=...)`` on a thread of its own (``running_worker``); ``results`` holds what it returned."""
+
+    def __init__(self, app: PubSub, concurrency: int) -> None:
+        self.stop = threading.Event()
+        self.results: list[DrainResult] = []
+        self.thread = threading.Thread(
+            target=lambda: self.results.append(app.run(concurrency=concurrency, stop=self.stop)), daemon=True)
+
+
+@contextlib.contextmanager
+def running_worker(app: PubSub, concurrency: int = 1) -> Iterator[RunningWorker]:
+    """A worker running while the block does; stopped (and joined, within 30 s) when it ends."""
+    worker = RunningWorker(app, concurrency)
+    worker.thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop.set()
+        worker.thread.join(30)

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from pubsubpy import DrainResult, PubSub
+from pubsubpy import PubSub
 from pubsubpy._consume.backoff import CAP, Backoff
-from tests.conftest import Names, free_port, wait_for
+from tests.conftest import Names, free_port, running_worker, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated
 
 log = logging.getLogger("tests.backoff")
@@ -114,12 +114,8 @@ def test_a_worker_started_before_its_broker_answers_declares_and_consumes_once_i
     def on_created(event: BookingCreated) -> None:
         handled.append(event.id)
 
-    stop = threading.Event()
-    results: list[DrainResult] = []
     caplog.set_level(logging.WARNING, logger="pubsubpy")
-    worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)), daemon=True)
-    worker.start()
-    try:
+    with running_worker(app) as worker:
         wait_for(lambda: any("cannot declare the topology" in r.getMessage() for r in caplog.records),
                  timeout=30, what="the worker's first failed declare")
         forwarder.open()
@@ -128,11 +124,8 @@ def test_a_worker_started_before_its_broker_answers_declares_and_consumes_once_i
         publisher.publish_model_event(BOOKING, "created", {"id": 7, "guest": "g"})
         publisher.close()
         wait_for(lambda: handled == [7], timeout=30, what="the message handled")
-    finally:
-        stop.set()
-        worker.join(30)
-    assert not worker.is_alive()
-    assert results and results[0].handled == 1 and results[0].stopped_by == "stopped"
+    assert not worker.thread.is_alive()
+    assert worker.results and worker.results[0].handled == 1 and worker.results[0].stopped_by == "stopped"
     app.close()
 
 
@@ -146,14 +139,9 @@ def test_a_worker_whose_broker_never_answers_stops_when_asked(names: Names,
     def on_created(event: BookingCreated) -> None:
         raise AssertionError("nothing is consumed")
 
-    stop = threading.Event()
-    results: list[DrainResult] = []
     caplog.set_level(logging.WARNING, logger="pubsubpy")
-    worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)), daemon=True)
-    worker.start()
-    wait_for(lambda: sum("cannot declare the topology" in r.getMessage() for r in caplog.records) >= 2,
-             timeout=30, what="two paced retries")
-    stop.set()
-    worker.join(10)
-    assert not worker.is_alive()
-    assert results[0].stopped_by == "stopped" and results[0].messages == 0
+    with running_worker(app) as worker:
+        wait_for(lambda: sum("cannot declare the topology" in r.getMessage() for r in caplog.records) >= 2,
+                 timeout=30, what="two paced retries")
+    assert not worker.thread.is_alive()
+    assert worker.results[0].stopped_by == "stopped" and worker.results[0].messages == 0

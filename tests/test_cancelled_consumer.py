@@ -14,7 +14,7 @@ import pytest
 
 from pubsubpy import MessageInfo, PubSub
 from pubsubpy.errors import BrokerUnavailable, UnroutableMessage
-from tests.conftest import Names, broker_version, rabbitmqctl, wait_for
+from tests.conftest import Names, broker_version, rabbitmqctl, running_worker, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated
 
 
@@ -302,18 +302,14 @@ def test_a_worker_refused_while_declaring_again_waits_for_its_permissions(
         def record(event: BookingCreated) -> None:
             handled.append(event.id)
 
-        stop = threading.Event()
-        results: list[object] = []
         caplog.set_level(logging.WARNING, logger="pubsubpy")
-        worker = threading.Thread(target=lambda: results.append(app.run(stop=stop)), daemon=True)
-        worker.start()
-        try:
+        with running_worker(app) as worker:
             wait_for(lambda: app.health.ready()[0], timeout=30, what="the worker consuming")
             rabbitmqctl("set_permissions", "-p", vhost, "guest", "^$", ".*", ".*")  # no configure
             rabbitmqctl("delete_queue", "--vhost", vhost, f"{options['service_name']}.events")
             wait_for(lambda: any("needs configure permission" in r.getMessage() for r in caplog.records),
                      timeout=30, what="the refused declare, logged")
-            assert worker.is_alive(), "the worker ended on a permission taken away"
+            assert worker.thread.is_alive(), "the worker ended on a permission taken away"
             assert not app.health.ready()[0]
             rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
             wait_for(lambda: app.health.ready()[0], timeout=60, what="the worker consuming again")
@@ -321,10 +317,7 @@ def test_a_worker_refused_while_declaring_again_waits_for_its_permissions(
             publisher.publish_model_event(BOOKING, "created", {"id": 3, "guest": "g"})
             publisher.close()
             wait_for(lambda: handled == [3], timeout=30, what="the message handled")
-        finally:
-            stop.set()
-            worker.join(30)
-        assert not worker.is_alive() and len(results) == 1
+        assert not worker.thread.is_alive() and len(worker.results) == 1
         app.close()
     finally:
         subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, timeout=60)
