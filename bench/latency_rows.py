@@ -55,8 +55,8 @@ import pika.spec
 from bench.common import BODY, MODEL, PAYLOAD, ROUTING_KEY, URL, Booking, Row, channel, delete, delete_app, unique
 from bench.worker_rows import ack_batch
 from pubsubpy import MessageInfo, PubSub
+from pubsubpy._worker import worker_prefetch
 from pubsubpy.envelope import H_PUBLISHED_AT
-from pubsubpy.worker import worker_prefetch
 
 DUE = "bench-due-us"  # when the message was due to be sent, epoch microseconds
 SEQ = "bench-seq"  # its place in the schedule; -1 for the warm-up message

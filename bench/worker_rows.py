@@ -44,9 +44,9 @@ from bench.common import (
     unique,
 )
 from pubsubpy import PubSub
+from pubsubpy._worker import worker_prefetch
 from pubsubpy.messages import DrainResult
 from pubsubpy.topology import dead_letter_exchange, dead_letter_queue, retry_delay_ms, retry_queue
-from pubsubpy.worker import worker_prefetch
 
 LEVELS = (1, 4, 16)
 SLEEP = 0.020  # the I/O-bound handler's wait

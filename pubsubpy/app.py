@@ -20,8 +20,9 @@ from typing_extensions import Unpack
 
 from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._consume.loop import LoopHandoff, LoopMode, LoopOptions, consume_queue
+from pubsubpy._credentials import resolve_url
 from pubsubpy._engine import Engine, Verdict
-from pubsubpy.credentials import resolve_url
+from pubsubpy._worker import handle_signals, worker_prefetch
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError, TransportError
@@ -37,7 +38,6 @@ from pubsubpy.telemetry import telemetry_middleware
 from pubsubpy.topology import build_topology, service_queue
 from pubsubpy.transports import make_transport
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
-from pubsubpy.worker import handle_signals, worker_prefetch
 
 __all__ = ["PubSub", "check_drain"]
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypedDict
 
 from pydantic import ValidationError
 
+from pubsubpy._jsondepth import nesting_exceeds
 from pubsubpy.envelope import H_VERSION, Properties
 from pubsubpy.errors import (
     InvalidTopic,
@@ -27,7 +28,6 @@ from pubsubpy.errors import (
     UnknownEventType,
     UnroutableMessage,
 )
-from pubsubpy.jsondepth import nesting_exceeds
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, routing_key_for
 from pubsubpy.settings import Settings, _caller_level
 from pubsubpy.topics import validate_routing_key

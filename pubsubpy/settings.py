@@ -4,7 +4,7 @@ A bad value is a ``ConfigurationError`` naming the field and the value. The
 broker URL's password never appears in ``repr``, logs or errors: use
 ``display_url``.
 
-``pubsubpy.credentials.resolve_url`` picks the URL when none is given
+``pubsubpy._credentials.resolve_url`` picks the URL when none is given
 (``PUBSUBPY_URL``, else ``memory://``) and fills in a password from
 ``PUBSUBPY_PASSWORD_FILE``.
 """

@@ -17,11 +17,11 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 import pubsubpy
-import pubsubpy.credentials as credentials_module
+import pubsubpy._credentials as credentials_module
 from pubsubpy import BrokerUnavailable, ConfigurationError, PubSub
 from pubsubpy import settings as settings_module
+from pubsubpy._credentials import resolve_url
 from pubsubpy.contrib.django.apps import init_options
-from pubsubpy.credentials import resolve_url
 from pubsubpy.settings import InsecureTLSWarning, Settings
 from pubsubpy.testing import reset
 from pubsubpy.transports.rabbitmq import tls

@@ -13,7 +13,7 @@ from typing import Any
 import pydantic_core
 from pydantic import ValidationError
 
-from pubsubpy.jsondepth import nesting_exceeds
+from pubsubpy._jsondepth import nesting_exceeds
 from pubsubpy.messages import Reason
 from pubsubpy.schemas import ModelEvent
 

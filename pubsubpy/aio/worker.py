@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import threading
 
+from pubsubpy._worker import handle_signals
 from pubsubpy.aio.handoff import LoopHandoff
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.messages import DrainResult
-from pubsubpy.worker import handle_signals
 
 __all__ = ["run_worker"]
 

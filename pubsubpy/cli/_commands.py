@@ -261,8 +261,8 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
                        "(needs pubsubpy-events[prometheus])")
     def worker(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
                concurrency: int, metrics_port: int | None) -> None:
+        from pubsubpy._worker import exit_code
         from pubsubpy.aio.worker import run_worker
-        from pubsubpy.worker import exit_code
 
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

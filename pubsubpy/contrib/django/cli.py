@@ -39,8 +39,8 @@ def django_commands() -> list[click.Command]:
     @click.option("--poll", type=click.FloatRange(min=0.01), default=1.0, show_default=True,
                   help="seconds between looks at an empty outbox")
     def relay(once: bool, batch_size: int, poll: float) -> None:
+        from pubsubpy._worker import handle_signals
         from pubsubpy.contrib.django.relay import Relay
-        from pubsubpy.worker import handle_signals
 
         def action() -> int:
             sender = Relay(pubsubpy.get_default(), outbox_database(), batch_size=batch_size,
