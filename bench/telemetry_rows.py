@@ -58,8 +58,8 @@ from bench.common import BODY, MODEL, PAYLOAD, ROUTING_KEY, URL, Booking, Row, c
 from pubsubpy import PubSub
 from pubsubpy.envelope import H_PUBLISHED_AT
 from pubsubpy.middleware import Middleware
-from pubsubpy.telemetry.metrics import Metrics
-from pubsubpy.telemetry.tracing import Tracing
+from pubsubpy.telemetry._metrics import Metrics
+from pubsubpy.telemetry._tracing import Tracing
 
 METRIC_INTERVAL_MS = 1000  # the SDK's default is 60 s: collecting every second is the costlier side
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"  # sampled

@@ -68,7 +68,7 @@ from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, M
 from pubsubpy.publisher import UnroutableWarning
 from pubsubpy.router import UnmatchedPatternWarning
 from pubsubpy.schemas import ModelEvent
-from pubsubpy.schemas.upcasting import upcaster
+from pubsubpy.schemas._upcasting import upcaster
 
 __all__ = [
     "BrokerUnavailable",

@@ -527,7 +527,7 @@ class PubSub:
                    concurrency: int = 1, on_message: Callable[[DrainResult], None] | None = None,
                    stop: threading.Event | None = None) -> DrainResult:
         """``drain()`` for a runtime with an event loop for ``async def`` handlers (``handoff``, a
-        ``pubsubpy.aio.handoff.LoopHandoff``; ``AsyncPubSub.drain`` is the way in for users). ``stop`` ends
+        ``pubsubpy.aio._handoff.LoopHandoff``; ``AsyncPubSub.drain`` is the way in for users). ``stop`` ends
         it early as ``run()``'s does. The arguments are not checked again (``check_drain``)."""
         deadline = Deadline.after(timeout)
         service, engine, work_chunk = self._prepare_consumer(handoff)

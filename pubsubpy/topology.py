@@ -75,7 +75,7 @@ def dead_letter_queue(service: str) -> str:
 
 
 def ledger_queue(service_queue: str) -> str:
-    """RabbitMQ only: the bindings pubsubpy made (``transports/rabbitmq/ledger.py``)."""
+    """RabbitMQ only: the bindings pubsubpy made (``transports/rabbitmq/_ledger.py``)."""
     return f"{service_queue}.ledger"  # topology_queues() in transports/base.py lists it too
 
 

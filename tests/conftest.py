@@ -16,7 +16,7 @@ import pika.exceptions
 import pytest
 
 from pubsubpy import DrainResult, PubSub
-from pubsubpy.transports.rabbitmq import broker
+from pubsubpy.transports.rabbitmq import _broker as broker
 
 RABBIT_URL = os.environ.get("PUBSUBPY_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

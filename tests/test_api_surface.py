@@ -70,3 +70,32 @@ def test_no_module_reaches_into_a_pubsub_s_private_members() -> None:
                     and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
                 found.append(f"{path.relative_to(root.parent)}:{node.lineno} .{node.attr}")
     assert not found, found
+
+
+# The modules a user imports from, each the home of documented names; every other module is private
+# (a leading underscore somewhere in its path), so a reader can tell API from internals.
+API_HOMES = {
+    "pubsubpy.aio", "pubsubpy.app", "pubsubpy.cli", "pubsubpy.deadletters", "pubsubpy.deadline", "pubsubpy.envelope",
+    "pubsubpy.errors", "pubsubpy.health", "pubsubpy.inbox", "pubsubpy.messages", "pubsubpy.middleware",
+    "pubsubpy.publisher", "pubsubpy.router", "pubsubpy.schemas", "pubsubpy.settings", "pubsubpy.telemetry",
+    "pubsubpy.testing", "pubsubpy.topics", "pubsubpy.topology", "pubsubpy.transports", "pubsubpy.transports.base",
+    "pubsubpy.transports.memory", "pubsubpy.transports.rabbitmq", "pubsubpy.contrib", "pubsubpy.contrib.celery",
+    # Django finds these by name: the app, its models, migrations and management commands
+    "pubsubpy.contrib.django", "pubsubpy.contrib.django.apps", "pubsubpy.contrib.django.models",
+    "pubsubpy.contrib.django.inbox", "pubsubpy.contrib.django.outbox", "pubsubpy.contrib.django.relay",
+    "pubsubpy.contrib.django.model_events", "pubsubpy.contrib.django.management",
+    "pubsubpy.contrib.django.management.commands",
+}
+
+
+def test_every_module_is_an_api_home_or_private() -> None:
+    import pkgutil
+
+    import pubsubpy
+
+    public = {module.name for module in pkgutil.walk_packages(pubsubpy.__path__, "pubsubpy.")
+              if not any(part.startswith("_") for part in module.name.split("."))
+              and not module.name.startswith(("pubsubpy.contrib.django.migrations",
+                                              "pubsubpy.contrib.django.management.commands."))}
+    assert public == API_HOMES, f"public but not an API home: {sorted(public - API_HOMES)}; " \
+                                f"homes that are gone: {sorted(API_HOMES - public)}"

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from pydantic import Field, ValidationError, create_model
 
 from pubsubpy import ModelEvent
-from pubsubpy.schemas.compat import MODES, compare
+from pubsubpy.schemas._compat import MODES, compare
 
 OK, BREAKS = True, False
 

@@ -15,7 +15,8 @@ import pika.exceptions
 import pytest
 
 from pubsubpy import BrokerUnavailable, PubSub
-from pubsubpy.transports.rabbitmq import connection, pika_logs
+from pubsubpy.transports.rabbitmq import _connection as connection
+from pubsubpy.transports.rabbitmq import _pika_logs as pika_logs
 from tests.conftest import free_port
 from tests.contract.events import ALL, BOOKING
 

@@ -1,4 +1,4 @@
-"""Deliveries read whole off the buffer (transports/rabbitmq/deliveries.py) are the deliveries pika's
+"""Deliveries read whole off the buffer (transports/rabbitmq/_deliveries.py) are the deliveries pika's
 frame-by-frame path makes, and leave anything incomplete or unusual to it; on the real broker, a
 mix of whole and split deliveries reaches the handler in queue order, acked once."""
 
@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pubsubpy import PubSub
-from pubsubpy.transports.rabbitmq.deliveries import decode_delivery
+from pubsubpy.transports.rabbitmq._deliveries import decode_delivery
 from tests.conftest import Names
 from tests.contract.events import ALL, BookingCreated
 from tests.test_encoding import _fields, _short

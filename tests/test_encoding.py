@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pubsubpy.transports.rabbitmq.encoding import FastProperties, publish_frames
+from pubsubpy.transports.rabbitmq._encoding import FastProperties, publish_frames
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -17,7 +17,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 from pubsubpy import MessageInfo, PubSub, Reject
-from pubsubpy.telemetry.metrics import Metrics
+from pubsubpy.telemetry._metrics import Metrics
 from tests.conftest import RABBIT_URL, Names, free_port, rabbitmqctl, wait_for
 from tests.contract.events import ALL, BOOKING, ROOM, BookingCreated, BookingUpdated
 

@@ -16,7 +16,7 @@ import pika.exceptions
 import pytest
 
 from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PermissionDenied, PubSub, Reject
-from pubsubpy.transports.rabbitmq.permissions import Permissions, refused, service_permissions
+from pubsubpy.transports.rabbitmq._permissions import Permissions, refused, service_permissions
 from tests.conftest import IN_CI, Names, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 

@@ -23,8 +23,9 @@ from pika.adapters.blocking_connection import BlockingChannel, BlockingConnectio
 from pubsubpy import PubSub
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.settings import Settings
-from pubsubpy.transports.rabbitmq import frames, pika_hooks
-from pubsubpy.transports.rabbitmq.connection import connect
+from pubsubpy.transports.rabbitmq import _frames as frames
+from pubsubpy.transports.rabbitmq import _pika_hooks as pika_hooks
+from pubsubpy.transports.rabbitmq._connection import connect
 from tests.conftest import Names
 from tests.contract.events import ALL
 from tests.test_undecodable_frames import _bad, _foreign_publish, _good, _recording, raw_headers  # noqa: F401

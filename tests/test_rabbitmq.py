@@ -27,7 +27,7 @@ from pubsubpy.topology import (
     no_delivery_limit_policy,
 )
 from pubsubpy.transports.base import OutgoingMessage, QueueSpec
-from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
+from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 from tests.conftest import Names, broker_version, refusing_queue, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 

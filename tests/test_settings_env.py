@@ -24,8 +24,8 @@ from pubsubpy._credentials import resolve_url
 from pubsubpy.contrib.django.apps import init_options
 from pubsubpy.settings import InsecureTLSWarning, Settings
 from pubsubpy.testing import reset
-from pubsubpy.transports.rabbitmq import tls
-from pubsubpy.transports.rabbitmq.connection import parameters
+from pubsubpy.transports.rabbitmq import _tls as tls
+from pubsubpy.transports.rabbitmq._connection import parameters
 
 SECRET = "s3cr:t/p@ss word%"  # characters a URL must escape
 

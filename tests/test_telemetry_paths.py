@@ -27,11 +27,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 
 from pubsubpy.messages import HANDLED, HandlerResult, MessageInfo, Outcome, Reason
 from pubsubpy.middleware import HandlerContext, MessageContext
-from pubsubpy.telemetry import metrics as metrics_module
-from pubsubpy.telemetry import propagation
-from pubsubpy.telemetry import tracing as tracing_module
-from pubsubpy.telemetry.metrics import Metrics
-from pubsubpy.telemetry.tracing import Tracing
+from pubsubpy.telemetry import _metrics as metrics_module
+from pubsubpy.telemetry import _propagation as propagation
+from pubsubpy.telemetry import _tracing as tracing_module
+from pubsubpy.telemetry._metrics import Metrics
+from pubsubpy.telemetry._tracing import Tracing
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

@@ -1,5 +1,5 @@
 """Tracing across two services on the real broker, checked against the pinned semantic conventions
-(v1.44.0, ``pubsubpy/telemetry/conventions.py``) attribute by attribute."""
+(v1.44.0, ``pubsubpy/telemetry/_conventions.py``) attribute by attribute."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 
 from pubsubpy import MessageInfo, PubSub, Reject
-from pubsubpy.telemetry.conventions import SEMCONV_VERSION
-from pubsubpy.telemetry.tracing import Tracing
+from pubsubpy.telemetry._conventions import SEMCONV_VERSION
+from pubsubpy.telemetry._tracing import Tracing
 from tests.conftest import Names, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 

@@ -22,12 +22,12 @@ import pika.spec
 import pytest
 
 from pubsubpy import PubSub
-from pubsubpy.transports.rabbitmq.frames import (
+from pubsubpy.transports.rabbitmq._frames import (
     UndecodableProperties,
     decode_frame_tolerantly,
     tolerate_undecodable_properties,
 )
-from pubsubpy.transports.rabbitmq.properties import from_pika_properties
+from pubsubpy.transports.rabbitmq._properties import from_pika_properties
 from tests.conftest import Names
 from tests.contract.events import ALL, BookingCreated
 

@@ -46,7 +46,7 @@ DESIGN_NAMES = [
     "pubsubpy.topology.at_least_once_policy",
     "pubsubpy.topology.lazy_policy",
     "pubsubpy.topology.no_delivery_limit_policy",
-    "pubsubpy.transports.rabbitmq.permissions.service_permissions",
+    "pubsubpy.transports.rabbitmq.service_permissions",
     "pubsubpy.testing.capture",
     "pubsubpy.testing.MemoryBroker",
 ]

@@ -98,7 +98,7 @@ class LoopOptions:
 
 
 class LoopHandoff(Protocol):
-    """How a consumer runs ``async def`` handlers on an event loop (``pubsubpy.aio.handoff``)."""
+    """How a consumer runs ``async def`` handlers on an event loop (``pubsubpy.aio._handoff``)."""
 
     @property
     def await_on_loop(self) -> AwaitOnLoop: ...

@@ -16,7 +16,7 @@ from typing import Any
 
 from pubsubpy.router import Router, Subscription
 from pubsubpy.schemas import ModelEvent, SchemaRegistry
-from pubsubpy.schemas.upcasting import can_upcast, upcast
+from pubsubpy.schemas._upcasting import can_upcast, upcast
 from pubsubpy.settings import Settings
 
 __all__ = ["Plan", "Planner", "Step"]

@@ -1,8 +1,8 @@
 """asyncio: ``AsyncPubSub``, the same typed events, subscriptions and guarantees as ``PubSub``.
 
-See ``pubsubpy.aio.app`` for how waiting is moved off the event loop.
+See ``pubsubpy.aio._app`` for how waiting is moved off the event loop.
 """
 
-from pubsubpy.aio.app import AsyncPubSub
+from pubsubpy.aio._app import AsyncPubSub
 
 __all__ = ["AsyncPubSub"]

@@ -262,7 +262,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
     def worker(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
                concurrency: int, metrics_port: int | None) -> None:
         from pubsubpy._worker import exit_code
-        from pubsubpy.aio.worker import run_worker
+        from pubsubpy.aio._worker import run_worker
 
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -271,7 +271,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
             app = _load_app(app_path, url, exchange, service)
             server = None
             if metrics_port is not None:
-                from pubsubpy.telemetry.server import serve_metrics
+                from pubsubpy.telemetry._server import serve_metrics
 
                 server = serve_metrics(app, metrics_port)
             try:

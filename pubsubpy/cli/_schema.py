@@ -1,7 +1,7 @@
 """``pubsubpy schema lock|check|export`` (and ``manage.py pubsub_schema``): the CI gate for event schemas.
 
 ``lock`` writes ``pubsubpy.lock.json``; ``check`` exits 1 with one line per
-breaking change (see ``pubsubpy.schemas.lockfile``); ``export --format
+breaking change (see ``pubsubpy.schemas._lockfile``); ``export --format
 jsonschema`` prints every registered schema.
 """
 
@@ -16,11 +16,11 @@ import click
 
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
-from pubsubpy.schemas.asyncapi import asyncapi_document
-from pubsubpy.schemas.base import ModelEvent
-from pubsubpy.schemas.catalogue import catalogue_html
-from pubsubpy.schemas.lockfile import DEFAULT_LOCK, check, read_lock, write_lock
-from pubsubpy.schemas.registry import SchemaRegistry
+from pubsubpy.schemas._asyncapi import asyncapi_document
+from pubsubpy.schemas._base import ModelEvent
+from pubsubpy.schemas._catalogue import catalogue_html
+from pubsubpy.schemas._lockfile import DEFAULT_LOCK, check, read_lock, write_lock
+from pubsubpy.schemas._registry import SchemaRegistry
 
 __all__ = ["check_lock", "export_asyncapi", "export_jsonschema", "register_schema_commands", "write_docs"]
 

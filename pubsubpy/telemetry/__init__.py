@@ -4,7 +4,7 @@ With ``opentelemetry-api`` installed and ``telemetry=True`` (the default), every
 ``PubSub`` traces and measures through the global tracer and meter providers:
 nothing is recorded until the application installs an SDK (as with any
 OpenTelemetry-instrumented library). Without the package, nothing here is
-imported and nothing runs. ``conventions.py`` pins the semantic conventions'
+imported and nothing runs. ``_conventions.py`` pins the semantic conventions'
 version the spans and metrics follow.
 """
 
@@ -32,8 +32,8 @@ def telemetry_middleware(settings: Settings) -> list[Middleware]:
     """The library's own middleware for ``settings``: tracing and metrics, or nothing."""
     if not settings.telemetry or not available():
         return []
-    from pubsubpy.telemetry.metrics import Metrics
-    from pubsubpy.telemetry.tracing import Tracing
+    from pubsubpy.telemetry._metrics import Metrics
+    from pubsubpy.telemetry._tracing import Tracing
 
     system = "rabbitmq" if settings.scheme in ("amqp", "amqps") else "pubsubpy-memory"
     return [Tracing(system=system), Metrics(system=system)]

@@ -160,7 +160,7 @@ class MemoryBroker:
             ex.changed()
 
     def record_bindings(self, exchange: str, queue: str, patterns: set[str] | frozenset[str]) -> None:
-        """Bind ``patterns`` and note that pubsubpy made them (RabbitMQ's ledger, ``ledger.py``)."""
+        """Bind ``patterns`` and note that pubsubpy made them (RabbitMQ's ledger, ``_ledger.py``)."""
         with self._lock:
             for pattern in patterns:
                 self.bind(exchange, queue, pattern)

@@ -9,7 +9,7 @@ declare or drain does.
 Recovery: a publish or declare that loses its connection reconnects (up to
 ``connection_attempts``) and sends again; an unconfirmed message may then be
 stored twice (same ``message_id``), never lost. Consumers reconnect inside
-``get()``; see ``consuming.py``. Every operation takes an optional ``Deadline``
+``get()``; see ``_consuming.py``. Every operation takes an optional ``Deadline``
 that bounds it whole (connecting, retries and broker round trips).
 """
 
@@ -39,7 +39,7 @@ from pubsubpy.transports.base import (
     Topology,
     topology_queues,
 )
-from pubsubpy.transports.rabbitmq.connection import (
+from pubsubpy.transports.rabbitmq._connection import (
     abandon,
     call_deadline,
     connect,
@@ -48,16 +48,17 @@ from pubsubpy.transports.rabbitmq.connection import (
     translate_errors,
     within,
 )
-from pubsubpy.transports.rabbitmq.consuming import RabbitConsumer
-from pubsubpy.transports.rabbitmq.declaring import (
+from pubsubpy.transports.rabbitmq._consuming import RabbitConsumer
+from pubsubpy.transports.rabbitmq._declaring import (
     declare_topology,
     prune_bindings,
     recorded_bindings,
     report_kept_queues,
 )
-from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
+from pubsubpy.transports.rabbitmq._permissions import service_permissions
+from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 
-__all__ = ["RabbitMQTransport"]
+__all__ = ["RabbitMQTransport", "service_permissions"]
 
 _FIRST_NACK_PAUSE = 0.05  # seconds; doubling up to
 _LAST_NACK_PAUSE = 1.0

@@ -1,6 +1,6 @@
-"""``manage.py pubsub <command line>``: the ``pubsubpy`` command on this project's PubSub (see ``..cli``)."""
+"""``manage.py pubsub <command line>``: the ``pubsubpy`` command on this project's PubSub (see ``.._cli``)."""
 
-from pubsubpy.contrib.django.cli import PubSubCommand
+from pubsubpy.contrib.django._cli import PubSubCommand
 
 
 class Command(PubSubCommand):

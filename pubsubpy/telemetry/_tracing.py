@@ -5,7 +5,7 @@ or a ``create`` span per message of a batch or of the outbox) travels in its
 headers; every handler run's ``process`` span is its child, on every attempt,
 replay and relay, so one trace runs from the save in one service to the handler
 in another. A message whose headers already hold a ``traceparent`` (set by the
-caller) keeps it, as the conventions ask. See ``conventions.py`` for names.
+caller) keeps it, as the conventions ask. See ``_conventions.py`` for names.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from opentelemetry.trace import Link, ProxyTracerProvider, Span, SpanKind, Statu
 from pubsubpy._engine.verdict import describe
 from pubsubpy.messages import Outcome
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
-from pubsubpy.telemetry import conventions as c
-from pubsubpy.telemetry.propagation import extract, has_context, inject
+from pubsubpy.telemetry import _conventions as c
+from pubsubpy.telemetry._propagation import extract, has_context, inject
 from pubsubpy.transports.base import OutgoingMessage
 
 __all__ = ["Tracing"]

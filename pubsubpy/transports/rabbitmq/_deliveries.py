@@ -11,16 +11,16 @@ would (pika's own ``BasicProperties.decode`` for the properties), hands it to th
 consumer, and tells pika's loop only that the bytes were used.
 
 Anything else goes the usual way, frame by frame, through the tolerant reader
-of ``frames.py``: other frames and channels, a delivery still arriving in
+of ``_frames.py``: other frames and channels, a delivery still arriving in
 pieces, a consumer tag that is not the active one (pika rejects deliveries to a
 cancelled consumer itself), and anything that does not decode cleanly (a
 malformed frame, undecodable properties, a non-UTF-8 name), so errors and
-recoveries are exactly pika's and ``frames.py``'s. Private pika names relied
-on, besides ``frames.py``'s: ``BlockingConnection._request_channel_dispatch``
+recoveries are exactly pika's and ``_frames.py``'s. Private pika names relied
+on, besides ``_frames.py``'s: ``BlockingConnection._request_channel_dispatch``
 (ends a waiting ``process_data_events`` as a delivery of pika's own would),
 ``Channel._consumers`` (a consumer's callback) and the ``_process_frame`` rule
 that frames of type -1 are skipped; pinned by ``pika>=1.3,<=1.4.4``, guarded by
-``pika_hooks.py`` (checked at the first connection: a pika without them is refused),
+``_pika_hooks.py`` (checked at the first connection: a pika without them is refused),
 covered by tests/test_direct_deliveries.py.
 """
 
@@ -35,7 +35,7 @@ import pika
 import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
-from pubsubpy.transports.rabbitmq.frames import Decoded, _read_frame_tolerantly
+from pubsubpy.transports.rabbitmq._frames import Decoded, _read_frame_tolerantly
 
 __all__ = ["DirectDeliveries", "OnDelivery", "decode_delivery"]
 

@@ -12,7 +12,7 @@ connection's I/O loop (``BlockingConnection._flush_output``), and writes a
 batch's frames (``encoding.publish_frames``, the bytes pika would write) in one
 go (``Connection._output_marshaled_frames``, ``_body_max_length``): the private
 pika names this module relies on, pinned by ``pika>=1.3,<=1.4.4``, guarded by
-``pika_hooks.py`` (checked at the first connection: a pika without them is
+``_pika_hooks.py`` (checked at the first connection: a pika without them is
 refused) and covered by the contract suite.
 
 RabbitMQ sends ``basic.return`` (unroutable, ``mandatory``) before the
@@ -39,8 +39,8 @@ import pika.spec
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfirmTimeout, PublishNacked
 from pubsubpy.transports.base import OutgoingMessage
-from pubsubpy.transports.rabbitmq.encoding import publish_frames
-from pubsubpy.transports.rabbitmq.properties import to_pika_properties
+from pubsubpy.transports.rabbitmq._encoding import publish_frames
+from pubsubpy.transports.rabbitmq._properties import to_pika_properties
 
 __all__ = ["ConfirmChannel"]
 

@@ -13,7 +13,7 @@ change, so the body and the frames after it parse as usual. Only that
 connection is changed; pika's modules are not patched. Private pika names
 relied on: ``Connection._read_frame`` and ``Connection._frame_buffer`` (the
 same in pika 1.3 to 1.4.4, the pin ``pika>=1.3,<=1.4.4``; pika's main branch no
-longer calls ``_read_frame``). Guarded by ``pika_hooks.py``, which proves at the
+longer calls ``_read_frame``). Guarded by ``_pika_hooks.py``, which proves at the
 first connection that pika's read loop calls this reader and refuses a pika on
 which it does not; covered by ``tests/test_undecodable_frames.py`` and
 ``tests/test_pika_hooks.py``.

@@ -5,7 +5,7 @@ router, engine, envelope and transport. Only waiting differs:
 
 - publishing encodes and validates on the loop (a bad payload raises at once), then hands the
   message to one publishing thread that sends whatever is waiting as a confirmed batch
-  (``batching.py``); with publishing middleware (telemetry) or an outbox each publish goes through
+  (``_batching.py``); with publishing middleware (telemetry) or an outbox each publish goes through
   a thread of the loop's executor in the caller's context instead, so spans and transactions stay
   the caller's.
 - ``drain()`` and ``run()`` consume on a thread of their own, where pika keeps the connection alive
@@ -26,10 +26,10 @@ from typing import Any, TypeVar
 
 from typing_extensions import Self, Unpack
 
+from pubsubpy.aio._batching import PublishBatcher
+from pubsubpy.aio._handoff import LoopHandoff
 from pubsubpy.aio._methods import AsyncMethods
-from pubsubpy.aio.batching import PublishBatcher
-from pubsubpy.aio.handoff import LoopHandoff
-from pubsubpy.aio.threads import start_thread
+from pubsubpy.aio._threads import start_thread
 from pubsubpy.app import PubSub, check_drain
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.inbox import Inbox

@@ -2,18 +2,18 @@
 
 pika has no public API for what the transport does, so it uses these (the same in pika 1.3 to 1.4.4):
 
-- ``Connection._read_frame`` and ``Connection._frame_buffer`` (frames.py, deliveries.py): pika's read
+- ``Connection._read_frame`` and ``Connection._frame_buffer`` (_frames.py, _deliveries.py): pika's read
   loop (``_on_data_available``) decodes every frame by calling the connection's own ``_read_frame`` on
   ``_frame_buffer``. Replacing it on one connection is how a header pika cannot decode is recovered
   (a foreign message is dead-lettered instead of killing the connection, redelivered, forever) and
   how ``DirectDeliveries`` takes whole deliveries. pika's main branch no longer calls it (c1765392):
   there the replacement would be a dead attribute, and one foreign message would wedge a service again.
   The pin alone does not exclude that: a build of main still calls itself pika 1.4.0.
-- ``Connection._process_frame`` skipping frame type -1 (deliveries.py: bytes already delivered).
-- ``BlockingConnection._request_channel_dispatch``, ``Channel._consumers`` (deliveries.py).
+- ``Connection._process_frame`` skipping frame type -1 (_deliveries.py: bytes already delivered).
+- ``BlockingConnection._request_channel_dispatch``, ``Channel._consumers`` (_deliveries.py).
 - ``BlockingConnection._flush_output``, ``Connection._output_marshaled_frames``,
-  ``Connection._body_max_length`` (publishing.py, consuming.py).
-- ``BaseConnection._adapter_disconnect_stream`` and ``BaseConnection.ioloop`` (connection.py: ``abandon``,
+  ``Connection._body_max_length`` (_publishing.py, _consuming.py).
+- ``BaseConnection._adapter_disconnect_stream`` and ``BaseConnection.ioloop`` (_connection.py: ``abandon``,
   ``within``), ``Connection.server_properties`` (the broker's version), and the ``_impl`` of
   ``BlockingConnection`` and ``BlockingChannel`` that lead to all of them.
 
@@ -51,8 +51,8 @@ import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel
 
 from pubsubpy.errors import ConfigurationError
-from pubsubpy.transports.rabbitmq import frames
-from pubsubpy.transports.rabbitmq.frames import UndecodableProperties, tolerate_undecodable_properties
+from pubsubpy.transports.rabbitmq import _frames as frames
+from pubsubpy.transports.rabbitmq._frames import UndecodableProperties, tolerate_undecodable_properties
 
 __all__ = ["CHECKED", "FIX", "install"]
 
@@ -70,7 +70,7 @@ _SKIPPED = types.SimpleNamespace(frame_type=-1)
 
 
 def install(connection: pika.BlockingConnection) -> None:
-    """Make ``connection`` hand over messages pika cannot decode (frames.py), once pika's internals are
+    """Make ``connection`` hand over messages pika cannot decode (_frames.py), once pika's internals are
     known to work (checked the first time). Otherwise the connection is closed and ``ConfigurationError``
     raised."""
     key = (type(connection), type(getattr(connection, "_impl", None)))

@@ -1,6 +1,6 @@
 """``pubsubpy schema docs``: a static HTML event catalogue, one page, no server, no CDN, no script.
 
-Built from AsyncAPI documents (``asyncapi.py``): this service's, plus any other
+Built from AsyncAPI documents (``_asyncapi.py``): this service's, plus any other
 services' exported documents, so the page says who publishes and who
 subscribes each event. Per event: its routing key, versions, fields (type,
 required, constraints, description) and an example payload.

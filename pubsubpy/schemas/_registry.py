@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from pubsubpy.errors import ConfigurationError
 
 if TYPE_CHECKING:  # a schema registers itself here when its class is made: base imports this module
-    from pubsubpy.schemas.base import ModelEvent
+    from pubsubpy.schemas._base import ModelEvent
 
 __all__ = ["SchemaRegistry", "default_catalog"]
 

@@ -1,7 +1,7 @@
 """Declaring a service's topology on RabbitMQ: additive, with pruning only on request.
 
 ``declare_topology`` creates what the service needs (exchanges, its queues,
-its bindings) and records the bindings in the ledger (``ledger.py``); it never
+its bindings) and records the bindings in the ledger (``_ledger.py``); it never
 removes anything, so an older or newer version of the service running beside
 this one keeps its bindings. ``prune_bindings`` removes the bindings it is
 given that pubsubpy recorded; a binding made by hand is never in the ledger.
@@ -15,7 +15,7 @@ the log gives the policy that changes it in place (a warning for
 at-least-once, which is about losing messages; a note for lazy, which is about
 memory and speed on RabbitMQ before 3.12; a warning for a quorum dead-letter
 queue still under RabbitMQ 4's default delivery limit, which drops letters).
-Arguments are adapted to the broker's version first (``broker.py``).
+Arguments are adapted to the broker's version first (``_broker.py``).
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from pubsubpy.topology import (
     no_delivery_limit_policy,
 )
 from pubsubpy.transports.base import Topology
-from pubsubpy.transports.rabbitmq.broker import broker_arguments, broker_version
-from pubsubpy.transports.rabbitmq.ledger import append_records, held_records
-from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
+from pubsubpy.transports.rabbitmq._broker import broker_arguments, broker_version
+from pubsubpy.transports.rabbitmq._ledger import append_records, held_records
+from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 
 __all__ = ["declare_topology", "prune_bindings", "recorded_bindings", "report_kept_queues"]
 

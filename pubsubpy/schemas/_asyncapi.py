@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pubsubpy.envelope import H_VERSION
-from pubsubpy.schemas.base import ModelEvent
+from pubsubpy.schemas._base import ModelEvent
 from pubsubpy.topics import topic_matches
 
 __all__ = ["asyncapi_document"]

@@ -1,4 +1,4 @@
-"""Metrics middleware, through the OpenTelemetry metrics API (names in ``conventions.py``).
+"""Metrics middleware, through the OpenTelemetry metrics API (names in ``_conventions.py``).
 
 - ``messaging.client.sent.messages`` (counter): every message handed to the broker;
   ``error.type`` tells the ones it did not take (``PublishNacked``,
@@ -36,7 +36,7 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import published_at
 from pubsubpy.errors import PublishError, PublishNacked, TransportError
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
-from pubsubpy.telemetry import conventions as c
+from pubsubpy.telemetry import _conventions as c
 from pubsubpy.topology import dead_letter_queue, service_queue
 
 if TYPE_CHECKING:

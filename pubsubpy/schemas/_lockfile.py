@@ -23,10 +23,10 @@ import json
 from pathlib import Path
 from typing import Any, cast
 
-from pubsubpy.schemas.base import ModelEvent
-from pubsubpy.schemas.compat import Mode, Problem, compare
-from pubsubpy.schemas.registry import SchemaRegistry
-from pubsubpy.schemas.upcasting import can_upcast
+from pubsubpy.schemas._base import ModelEvent
+from pubsubpy.schemas._compat import Mode, Problem, compare
+from pubsubpy.schemas._registry import SchemaRegistry
+from pubsubpy.schemas._upcasting import can_upcast
 
 __all__ = ["DEFAULT_LOCK", "check", "lock_document", "read_lock", "write_lock"]
 

@@ -21,7 +21,7 @@ from typing import Any
 from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._engine import AwaitOnLoop, Call, Engine, Verdict, Work
 from pubsubpy._engine.runs import run_handler
-from pubsubpy.aio.threads import await_on
+from pubsubpy.aio._threads import await_on
 from pubsubpy.errors import HandlerCancelled
 from pubsubpy.messages import Delivery
 

@@ -108,7 +108,7 @@ class ModelEvent(BaseModel):
         cls.__pubsub_event__ = event_name
         cls.__pubsub_version__ = version
         if register:
-            from pubsubpy.schemas.registry import default_catalog
+            from pubsubpy.schemas._registry import default_catalog
 
             default_catalog.register(cls)
 

@@ -51,9 +51,9 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, ConsumerCancelled, PermissionDenied, TransportError
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import TAG_BITS, Delivery, Redeclare, next_delivery
-from pubsubpy.transports.rabbitmq.connection import abandon, call_deadline, connect, translate_errors, within
-from pubsubpy.transports.rabbitmq.deliveries import DirectDeliveries
-from pubsubpy.transports.rabbitmq.properties import from_pika_properties
+from pubsubpy.transports.rabbitmq._connection import abandon, call_deadline, connect, translate_errors, within
+from pubsubpy.transports.rabbitmq._deliveries import DirectDeliveries
+from pubsubpy.transports.rabbitmq._properties import from_pika_properties
 
 __all__ = ["RabbitConsumer"]
 

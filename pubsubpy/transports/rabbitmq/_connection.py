@@ -36,9 +36,10 @@ from pubsubpy.errors import (
     TransportError,
 )
 from pubsubpy.settings import Settings, redact_url
-from pubsubpy.transports.rabbitmq import pika_logs, tls
-from pubsubpy.transports.rabbitmq.permissions import refused, vhost_refused
-from pubsubpy.transports.rabbitmq.pika_hooks import install as install_pika_hooks
+from pubsubpy.transports.rabbitmq import _pika_logs as pika_logs
+from pubsubpy.transports.rabbitmq import _tls as tls
+from pubsubpy.transports.rabbitmq._permissions import refused, vhost_refused
+from pubsubpy.transports.rabbitmq._pika_hooks import install as install_pika_hooks
 
 __all__ = ["abandon", "call_deadline", "connect", "gave_up", "parameters", "retrying", "translate_errors", "within"]
 

@@ -30,7 +30,7 @@ import pika.adapters.blocking_connection
 
 from pubsubpy.envelope import Properties
 from pubsubpy.transports.base import OutgoingMessage
-from pubsubpy.transports.rabbitmq.publishing import ConfirmChannel
+from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 
 __all__ = ["HeldRecords", "append_records", "held_records"]
 

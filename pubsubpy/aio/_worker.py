@@ -12,7 +12,7 @@ import contextlib
 import threading
 
 from pubsubpy._worker import handle_signals
-from pubsubpy.aio.handoff import LoopHandoff
+from pubsubpy.aio._handoff import LoopHandoff
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.messages import DrainResult

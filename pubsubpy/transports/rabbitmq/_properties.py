@@ -1,6 +1,6 @@
 """pubsubpy's ``Properties`` to pika's ``BasicProperties`` and back: the one place that knows both.
 
-Properties pika could not decode arrive as ``UndecodableProperties`` (see ``frames.py``): what was
+Properties pika could not decode arrive as ``UndecodableProperties`` (see ``_frames.py``): what was
 recovered is kept, and ``Properties.decode_error`` says what was lost.
 """
 
@@ -10,8 +10,8 @@ import pika
 import pika.spec
 
 from pubsubpy.envelope import Properties
-from pubsubpy.transports.rabbitmq.encoding import FastProperties
-from pubsubpy.transports.rabbitmq.frames import UndecodableProperties
+from pubsubpy.transports.rabbitmq._encoding import FastProperties
+from pubsubpy.transports.rabbitmq._frames import UndecodableProperties
 
 __all__ = ["from_pika_properties", "to_pika_properties"]
 

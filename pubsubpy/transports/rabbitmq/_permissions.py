@@ -47,7 +47,7 @@ _NEEDS: dict[str, dict[str, tuple[str, str]]] = {
 # (module, function) whose frame in a traceback means the broker refused that command
 _CALLS: dict[tuple[str, str], str] = {
     **{("pika.adapters.blocking_connection", name.replace(".", "_")): name for name in _NEEDS},
-    ("pubsubpy.transports.rabbitmq.publishing", "publish"): "basic.publish",
+    ("pubsubpy.transports.rabbitmq._publishing", "publish"): "basic.publish",
 }
 
 _REFUSAL = re.compile(r"access to (queue|exchange) '(.*)' in vhost '(.*)' refused for user '(.*)'")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from pubsubpy.errors import ConfigurationError
-from pubsubpy.schemas.base import ModelEvent
+from pubsubpy.schemas._base import ModelEvent
 
 __all__ = ["can_upcast", "upcast", "upcaster"]
 

@@ -1,7 +1,7 @@
 """The OpenTelemetry semantic conventions pubsubpy follows: messaging spans and metrics, RabbitMQ
 flavour, as of **semantic conventions v1.44.0** (messaging: status "development").
 
-Spans (``tracing.py``):
+Spans (``_tracing.py``):
 
 ==============  ========  ===================================  ==============================
 operation       kind      name                                 when
