@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -96,7 +97,8 @@ class _Forwarder:
 
 @pytest.fixture
 def forwarder(rabbit_url: str) -> Iterator[_Forwarder]:
-    proxy = _Forwarder(free_port(), ("127.0.0.1", 5672))
+    broker = urlsplit(rabbit_url)  # the broker this run tests (leg 2's RabbitMQ 4.3 is not on 5672)
+    proxy = _Forwarder(free_port(), (broker.hostname or "127.0.0.1", broker.port or 5672))
     yield proxy
     proxy.close()
 
