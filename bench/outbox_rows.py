@@ -92,10 +92,10 @@ def rows(count: int, saves: int, rounds: int) -> list[Row]:
     events = [(model, "updated", {**PAYLOAD, "id": i}) for i in range(count)]  # one aggregate each
 
     def relay_rate() -> float:
-        app._outbox = outbox
+        app.use_outbox(outbox)
         with transaction.atomic():
             app.publish_many(events)
-        app._outbox = None
+        app.use_outbox(None)
         started = time.perf_counter()
         result = Relay(app).run_once()  # default batches
         elapsed = time.perf_counter() - started
@@ -112,7 +112,7 @@ def rows(count: int, saves: int, rounds: int) -> list[Row]:
         return count / elapsed
 
     def save_ms(with_event: bool) -> float:
-        app._outbox = outbox if with_event else None
+        app.use_outbox(outbox if with_event else None)
         started = time.perf_counter()
         for i in range(saves):
             with transaction.atomic():
@@ -120,7 +120,7 @@ def rows(count: int, saves: int, rounds: int) -> list[Row]:
                 if with_event:
                     app.publish_model_event(model, "updated", {**PAYLOAD, "id": i})
         elapsed = time.perf_counter() - started
-        app._outbox = None
+        app.use_outbox(None)
         Item.objects.all().delete()
         OutboxMessage.objects.all().delete()
         return elapsed / saves * 1000

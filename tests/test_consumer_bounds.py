@@ -132,7 +132,7 @@ def test_forcing_a_stop_during_a_long_handler_returns_at_once_with_the_message_a
     app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
     stop, force = threading.Event(), threading.Event()
     results = []
-    worker = threading.Thread(target=lambda: results.append(app._run(1, stop, force, None, signals=False)))
+    worker = threading.Thread(target=lambda: results.append(app.run_with(None, 1, stop, force, signals=False)))
     worker.start()
     assert started.wait(30), "the handler did not start"
     stop.set()

@@ -162,10 +162,10 @@ def test_middleware_that_is_not_a_middleware_is_refused_by_name() -> None:
 
 def test_telemetry_false_and_no_middleware_means_no_chain_at_all() -> None:
     app = PubSub("memory://", telemetry=False)
-    assert app._middleware is None
+    assert app.middleware is None
     on = PubSub("memory://")  # opentelemetry-api is installed in the test environment
-    assert on._middleware is not None
-    assert [type(m).__name__ for m in on._middleware.middleware] == ["Tracing", "Metrics"]
+    assert on.middleware is not None
+    assert [type(m).__name__ for m in on.middleware.middleware] == ["Tracing", "Metrics"]
 
 
 def test_django_settings_name_middleware_by_dotted_path() -> None:

@@ -410,7 +410,7 @@ def test_send_on_commit_the_celery_task_and_retention(billing: Billing) -> None:
     from pubsubpy.contrib.django.relay import BackgroundRelay, Relay
 
     app = pubsubpy.get_default()
-    writer = app._outbox
+    writer = app.outbox
     assert isinstance(writer, DjangoOutbox)
     background = BackgroundRelay(Relay(app))
     writer.after_commit = background.poke  # what OUTBOX_SEND_ON_COMMIT installs
@@ -436,6 +436,7 @@ def test_send_on_commit_the_celery_task_and_retention(billing: Billing) -> None:
 def test_schema_lock_and_check_through_the_management_command(billing: Billing, tmp_path: Path) -> None:
     lock = str(tmp_path / "pubsubpy.lock.json")
     assert "3 schema version(s)" in billing.manage("pubsub", "schema", "lock", "--out", lock)
+    assert "3 schema version(s)" in billing.manage("pubsub_schema", "lock", "--lock", lock)  # the old spelling
     assert "compatible with" in billing.manage("pubsub", "schema", "check", "--lock", lock)
     document = json.loads(Path(lock).read_text())
     created = next(e for e in document["events"] if e["event"] == "created")

@@ -115,7 +115,7 @@ class PubSubCommand(BaseCommand):
         """From the shell: click parses, prints and exits with its code (as ``pubsubpy`` does)."""
         self.warn_if_alias()
         cli = build(extra=django_commands())
-        cli.main([*self.prefix, *argv[2:]], prog_name=f"{argv[0]} pubsub")
+        cli.main([*self.prefix, *self.translate(argv[2:])], prog_name=f"{argv[0]} pubsub")
 
     def handle(self, *args: str, **options: Any) -> None:
         """From ``call_command``: click writes to this command's stdout and stderr; a non-zero exit is a
@@ -126,7 +126,7 @@ class PubSubCommand(BaseCommand):
         err = getattr(self.stderr, "_out", sys.stderr)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
-                cli.main([*self.prefix, *args], prog_name="manage.py pubsub")
+                cli.main([*self.prefix, *self.translate(list(args))], prog_name="manage.py pubsub")
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
                 if code:
@@ -136,10 +136,22 @@ class PubSubCommand(BaseCommand):
     def warn_if_alias(self) -> None:
         pass
 
+    def translate(self, args: list[str]) -> list[str]:
+        """An old command's arguments as ``manage.py pubsub`` takes them (unchanged here)."""
+        return args
+
 
 
 class DeprecatedAlias(PubSubCommand):
-    """An old ``manage.py pubsub_<name>`` command: runs ``manage.py pubsub <name> ...`` with a warning."""
+    """An old ``manage.py pubsub_<name>`` command: runs ``manage.py pubsub <name> ...`` with a warning.
+    ``renamed`` maps (first argument, old option) to the new option, e.g. ``schema lock --lock F``, which
+    ``pubsubpy schema lock`` spells ``--out F``."""
+
+    renamed: ClassVar[dict[tuple[str, str], str]] = {}
+
+    def translate(self, args: list[str]) -> list[str]:
+        first = args[0] if args else ""
+        return [self.renamed.get((first, arg), arg) for arg in args]
 
     def warn_if_alias(self) -> None:
         old = type(self).__module__.rsplit(".", 1)[-1]

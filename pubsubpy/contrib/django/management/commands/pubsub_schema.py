@@ -5,3 +5,4 @@ from pubsubpy.contrib.django._cli import DeprecatedAlias
 
 class Command(DeprecatedAlias):
     prefix = ("schema",)
+    renamed = {("lock", "--lock"): "--out"}  # pubsub_schema lock --lock F wrote F
