@@ -141,7 +141,6 @@ class PubSubCommand(BaseCommand):
         return args
 
 
-
 class DeprecatedAlias(PubSubCommand):
     """An old ``manage.py pubsub_<name>`` command: runs ``manage.py pubsub <name> ...`` with a warning.
     ``renamed`` maps (first argument, old option) to the new option, e.g. ``schema lock --lock F``, which
