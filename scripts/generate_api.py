@@ -290,7 +290,8 @@ def facade(tree: ast.Module, methods: list[Method]) -> str:
 
 def async_methods(tree: ast.Module, methods: list[Method]) -> str:
     chosen = [m for m in methods if m.name not in ASYNC_BY_HAND]
-    needed = set().union(*(_names(m) for m in chosen))
+    configure = next(m for m in methods if m.name == "configure")
+    needed = set().union(*(_names(m) for m in [*chosen, configure]))
     imports = _imports(tree, needed | {"PubSub"}, plain=("asyncio", "functools"))
     parts = [HEADER.format(what="``AsyncPubSub``'s wrappers of ``PubSub`` methods that only wait: each runs the "
                                 "method in a thread\n(``asyncio.to_thread``), so the event loop stays free.",
@@ -298,7 +299,15 @@ def async_methods(tree: ast.Module, methods: list[Method]) -> str:
              '__all__ = ["AsyncMethods"]\n',
              "\nclass AsyncMethods:\n"
              '    """What ``AsyncPubSub`` inherits: ``PubSub``\'s methods as coroutines, on ``self.sync``."""\n\n'
-             "    sync: PubSub\n"]
+             "    sync: PubSub\n",
+             "\n".join([
+                 _signature("def __init__", ["self", *configure.params], "None", "    "),
+                 '        """A new ``PubSub`` with these arguments (``PubSub.configure``\'s), wrapped."""',
+                 _wrapped("self._attach(PubSub(", configure.call, "))", "        "),
+             ]) + "\n",
+             "    def _attach(self, app: PubSub) -> None:\n"
+             '        """Wrap ``app`` (``AsyncPubSub`` says how)."""\n'
+             "        raise NotImplementedError\n"]
     for method in chosen:
         params = ["self", *method.params]
         plain = method.name in ASYNC_NO_IO

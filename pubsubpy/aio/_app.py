@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
-from typing_extensions import Self, Unpack
+from typing_extensions import Self
 
 from pubsubpy.aio._batching import PublishBatcher
 from pubsubpy.aio._handoff import LoopHandoff
@@ -32,13 +32,11 @@ from pubsubpy.aio._methods import AsyncMethods
 from pubsubpy.aio._threads import start_thread
 from pubsubpy.app import PubSub, check_drain
 from pubsubpy.errors import ConfigurationError
-from pubsubpy.inbox import Inbox
 from pubsubpy.messages import DrainResult
-from pubsubpy.middleware import Middleware
 from pubsubpy.publisher import EventSpec
 from pubsubpy.router import Router
-from pubsubpy.schemas import ModelEvent, SchemaRegistry
-from pubsubpy.settings import Settings, SettingsOptions
+from pubsubpy.schemas import SchemaRegistry
+from pubsubpy.settings import Settings
 from pubsubpy.transports.base import OutgoingMessage, Transport
 
 __all__ = ["AsyncPubSub"]
@@ -78,20 +76,6 @@ class AsyncPubSub(AsyncMethods):
     Raises:
         ConfigurationError: an unknown option or a bad value.
     """
-
-    def __init__(
-        self,
-        amqp_url: str | None = None,
-        *,
-        schemas: Iterable[type[ModelEvent]] | None = None,
-        transport: Transport | None = None,
-        inbox: Inbox | None = None,
-        publishes: Iterable[type[ModelEvent]] | None = None,
-        middleware: Iterable[Middleware] | None = None,
-        **options: Unpack[SettingsOptions],
-    ) -> None:
-        self._attach(PubSub(amqp_url, schemas=schemas, transport=transport, inbox=inbox, publishes=publishes,
-                            middleware=middleware, **options))
 
     @classmethod
     def of(cls, app: PubSub) -> AsyncPubSub:

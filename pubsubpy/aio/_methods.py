@@ -9,12 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
+
+from typing_extensions import Unpack
 
 from pubsubpy.app import F, PubSub
 from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
-from pubsubpy.transports.base import Topology
+from pubsubpy.inbox import Inbox
+from pubsubpy.middleware import Middleware
+from pubsubpy.schemas import ModelEvent
+from pubsubpy.settings import SettingsOptions
+from pubsubpy.transports.base import Topology, Transport
 
 __all__ = ["AsyncMethods"]
 
@@ -23,6 +29,26 @@ class AsyncMethods:
     """What ``AsyncPubSub`` inherits: ``PubSub``'s methods as coroutines, on ``self.sync``."""
 
     sync: PubSub
+
+    def __init__(
+        self,
+        amqp_url: str | None = None,
+        *,
+        schemas: Iterable[type[ModelEvent]] | None = None,
+        transport: Transport | None = None,
+        inbox: Inbox | None = None,
+        publishes: Iterable[type[ModelEvent]] | None = None,
+        middleware: Iterable[Middleware] | None = None,
+        **options: Unpack[SettingsOptions],
+    ) -> None:
+        """A new ``PubSub`` with these arguments (``PubSub.configure``'s), wrapped."""
+        self._attach(PubSub(
+            amqp_url, schemas=schemas, transport=transport, inbox=inbox, publishes=publishes, middleware=middleware,
+            **options))
+
+    def _attach(self, app: PubSub) -> None:
+        """Wrap ``app`` (``AsyncPubSub`` says how)."""
+        raise NotImplementedError
 
     def subscribe(self, pattern: str, *, max_attempts: int | None = None, idempotent: bool = False) -> Callable[[F], F]:
         """As ``PubSub.subscribe`` (no I/O).
