@@ -354,8 +354,11 @@ class PubSub:
     # -- publishing ----------------------------------------------------------------
     @property
     def publisher(self) -> Publisher:
-        """What encodes events (validation, envelope, size) and sends them; for ``AsyncPubSub``."""
-        return self._publisher()
+        """What encodes events (validation, envelope, size) and sends them; made at first use."""
+        publisher = self._cached_publisher
+        if publisher is None:
+            publisher = self._cached_publisher = Publisher(self.settings, self._registry)
+        return publisher
 
     def use_inbox(self, inbox: Inbox) -> None:
         """Run ``idempotent=True`` handlers through ``inbox`` (the Django app installs its own when the
@@ -371,12 +374,6 @@ class PubSub:
     def use_outbox(self, outbox: OutboxWriter | None) -> None:
         """Write publishes to ``outbox`` instead of sending them (Django's ``OUTBOX``); None: send again."""
         self._outbox = outbox
-
-    def _publisher(self) -> Publisher:
-        publisher = self._cached_publisher
-        if publisher is None:
-            publisher = self._cached_publisher = Publisher(self.settings, self._registry)
-        return publisher
 
     def _ensure_exchange(self) -> None:
         """Before the first publish: the exchange, and this service's own queue and bindings
@@ -426,7 +423,7 @@ class PubSub:
             BrokerUnavailable: the broker could not be reached within the connection attempts.
             PermissionDenied: the broker user may not publish to the exchange.
         """
-        message = self._publisher().encode(model, event, obj, version, headers, correlation_id)
+        message = self.publisher.encode(model, event, obj, version, headers, correlation_id)
         return self.deliver([message], batch=False)[0]
 
     def deliver(self, messages: list[OutgoingMessage], *, batch: bool) -> list[str]:
@@ -439,7 +436,7 @@ class PubSub:
         else:
             self._ensure_exchange()
             context = PublishContext(messages, "send", batch, self.settings.model_exchange)
-            send = functools.partial(self._publisher().send, self.transport, messages, context.unroutable)
+            send = functools.partial(self.publisher.send, self.transport, messages, context.unroutable)
         active = self._middleware.publishers() if self._middleware is not None else None
         return MiddlewareChain.publish(active, context, send) if active else send()
 
@@ -480,7 +477,7 @@ class PubSub:
                 ``ConfirmTimeout``); its ``message_ids`` name them, every other message was confirmed.
             BrokerUnavailable: the broker could not be reached.
         """
-        messages = self._publisher().encode_many(events)
+        messages = self.publisher.encode_many(events)
         if not messages:
             return []
         return self.deliver(messages, batch=True)

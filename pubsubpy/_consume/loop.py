@@ -166,20 +166,19 @@ class _Loop:
     # -- setup ---------------------------------------------------------------------
     def open_consumer(self) -> Consumer | None:
         """Declare (when asked to) and consume; a worker retries both with backoff until stopped (None)."""
-        declared = self.options.declare is None
+        declare = self.options.declare
+        deadline = self.options.deadline
         while True:
             try:
-                if not declared:
-                    assert self.options.declare is not None
-                    deadline = self.options.deadline
-                    self.options.declare(None if deadline.at == math.inf else deadline)
-                    declared = True
+                if declare is not None:
+                    declare(None if deadline.at == math.inf else deadline)
+                    declare = None  # done: a retry after this only consumes
                 return self.transport.consume(self.queue, self.options.prefetch, limit=self.options.max_messages,
                                               deadline=self.options.deadline, redeclare=self.options.redeclare)
             except TransportError as exc:
                 if self.options.mode is LoopMode.DRAIN:
                     raise
-                doing = "declare the topology" if not declared else f"consume from {self.queue}"
+                doing = "declare the topology" if declare is not None else f"consume from {self.queue}"
                 if self.backoff.pause(f"cannot {doing} ({exc})", self.options.stop):
                     return None
 
