@@ -62,7 +62,7 @@ from pubsubpy.errors import (
     UnknownEventType,
     UnroutableMessage,
 )
-from pubsubpy.inbox import Inbox
+from pubsubpy.inbox import Inbox, OrderedInbox
 from pubsubpy.messages import DrainResult, MessageInfo, Reason
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
 from pubsubpy.publisher import UnroutableWarning
@@ -88,6 +88,7 @@ __all__ = [
     "Middleware",
     "ModelEvent",
     "OperationTimeout",
+    "OrderedInbox",
     "PayloadValidationError",
     "PermissionDenied",
     "PubSub",

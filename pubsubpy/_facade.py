@@ -99,6 +99,7 @@ async def apublish_model_event(
     version: int | None = None,
     headers: Mapping[str, str | int | bool] | None = None,
     correlation_id: str | None = None,
+    key: object | None = None,
 ) -> str:
     """``publish_model_event`` for async code (FastAPI, Django async views), on the default instance.
 
@@ -113,10 +114,16 @@ async def apublish_model_event(
     from pubsubpy.aio import AsyncPubSub
 
     return await AsyncPubSub.of(_default).publish_model_event(
-        model, event, obj, version=version, headers=headers, correlation_id=correlation_id)
+        model, event, obj, version=version, headers=headers, correlation_id=correlation_id, key=key)
 
 
-def subscribe(pattern: str, *, max_attempts: int | None = None, idempotent: bool = False) -> Callable[[F], F]:
+def subscribe(
+    pattern: str,
+    *,
+    max_attempts: int | None = None,
+    idempotent: bool = False,
+    ordered: bool = False,
+) -> Callable[[F], F]:
     """Register the decorated function as a handler for routing keys matching ``pattern``.
 
     Works before ``init()``, and does no I/O. The annotation of the handler's first parameter says which
@@ -138,6 +145,10 @@ def subscribe(pattern: str, *, max_attempts: int | None = None, idempotent: bool
             ``handler_error``. ``None``: the ``max_attempts`` setting.
         idempotent: run the handler once per message id, recorded by the inbox in the same transaction as
             the handler's effects (needs an inbox: the Django app, or ``PubSub(inbox=...)``).
+        ordered: events of one ordering key (``MessageInfo.key``) run one at a time, in arrival order,
+            different keys in parallel up to ``concurrency``; a failure is retried in the key's lane, holding
+            only that key's later events. With ``idempotent=True`` the inbox also skips an event whose
+            sequence is not newer than the key's last applied (``DrainResult.stale``). See the ordering page.
 
     Returns:
         A decorator that registers the function and returns it unchanged.
@@ -148,7 +159,7 @@ def subscribe(pattern: str, *, max_attempts: int | None = None, idempotent: bool
             ``(event)`` or ``(event, info)``. An annotation that does not accept a schema the pattern
             matches is reported when consuming starts, listing every conflict.
     """
-    return _default.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
+    return _default.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent, ordered=ordered)
 
 
 def declare(*, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
@@ -199,6 +210,7 @@ def publish_model_event(
     version: int | None = None,
     headers: Mapping[str, str | int | bool] | None = None,
     correlation_id: str | None = None,
+    key: object | None = None,
 ) -> str:
     """Validate one event against its schema and publish it, confirmed by the broker.
 
@@ -215,6 +227,8 @@ def publish_model_event(
         headers: your own headers: names not starting with ``pubsubpy-`` or ``x-``; values text,
             integers or booleans. Handlers read them in ``MessageInfo.headers``.
         correlation_id: the AMQP ``correlation_id`` property (``MessageInfo.correlation_id``).
+        key: the ordering key's value (``pubsubpy-key: <model>:<key>``) when the schema names no ``key=``
+            field; Django model events pass the primary key. Must agree with the field when it does.
 
     Returns:
         The message id, once the broker has confirmed the message. With Django's ``OUTBOX`` on, once the
@@ -234,7 +248,7 @@ def publish_model_event(
         PermissionDenied: the broker user may not publish to the exchange.
     """
     return _default.publish_model_event(
-        model, event, obj, version=version, headers=headers, correlation_id=correlation_id)
+        model, event, obj, version=version, headers=headers, correlation_id=correlation_id, key=key)
 
 
 def publish_many(events: Iterable[EventSpec]) -> list[str]:

@@ -21,14 +21,14 @@ from typing_extensions import Unpack
 from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._consume.loop import LoopHandoff, LoopMode, LoopOptions, consume_queue
 from pubsubpy._credentials import resolve_url
-from pubsubpy._engine import Engine, Verdict
+from pubsubpy._engine import Engine, Item, Verdict
 from pubsubpy._worker import handle_signals, worker_prefetch
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.health import WorkerHealth
-from pubsubpy.inbox import Inbox
-from pubsubpy.messages import Delivery, DrainResult
+from pubsubpy.inbox import Inbox, OrderedInbox
+from pubsubpy.messages import DrainResult
 from pubsubpy.middleware import Middleware, MiddlewareChain, PublishContext
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import Router
@@ -245,7 +245,7 @@ class PubSub:
 
     # -- subscribing ---------------------------------------------------------------
     def subscribe(self, pattern: str, *, max_attempts: int | None = None,
-                  idempotent: bool = False) -> Callable[[F], F]:
+                  idempotent: bool = False, ordered: bool = False) -> Callable[[F], F]:
         """Register the decorated function as a handler for routing keys matching ``pattern``.
 
         Works before ``configure()``, and does no I/O. The annotation of the handler's first parameter says which
@@ -267,6 +267,10 @@ class PubSub:
                 ``handler_error``. ``None``: the ``max_attempts`` setting.
             idempotent: run the handler once per message id, recorded by the inbox in the same transaction as
                 the handler's effects (needs an inbox: the Django app, or ``PubSub(inbox=...)``).
+            ordered: events of one ordering key (``MessageInfo.key``) run one at a time, in arrival order,
+                different keys in parallel up to ``concurrency``; a failure is retried in the key's lane, holding
+                only that key's later events. With ``idempotent=True`` the inbox also skips an event whose
+                sequence is not newer than the key's last applied (``DrainResult.stale``). See the ordering page.
 
         Returns:
             A decorator that registers the function and returns it unchanged.
@@ -277,7 +281,8 @@ class PubSub:
                 ``(event)`` or ``(event, info)``. An annotation that does not accept a schema the pattern
                 matches is reported when consuming starts, listing every conflict.
         """
-        decorator = self._router.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
+        decorator = self._router.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent,
+                                           ordered=ordered)
         with self._lock:
             self._declared = None
         return decorator
@@ -389,7 +394,7 @@ class PubSub:
 
     def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None,
                             headers: Mapping[str, str | int | bool] | None = None,
-                            correlation_id: str | None = None) -> str:
+                            correlation_id: str | None = None, key: object | None = None) -> str:
         """Validate one event against its schema and publish it, confirmed by the broker.
 
         Nothing is sent unless the payload validates. The routing key is ``<last segment of model>.<event>``
@@ -405,6 +410,8 @@ class PubSub:
             headers: your own headers: names not starting with ``pubsubpy-`` or ``x-``; values text,
                 integers or booleans. Handlers read them in ``MessageInfo.headers``.
             correlation_id: the AMQP ``correlation_id`` property (``MessageInfo.correlation_id``).
+            key: the ordering key's value (``pubsubpy-key: <model>:<key>``) when the schema names no ``key=``
+                field; Django model events pass the primary key. Must agree with the field when it does.
 
         Returns:
             The message id, once the broker has confirmed the message. With Django's ``OUTBOX`` on, once the
@@ -423,7 +430,7 @@ class PubSub:
             BrokerUnavailable: the broker could not be reached within the connection attempts.
             PermissionDenied: the broker user may not publish to the exchange.
         """
-        message = self.publisher.encode(model, event, obj, version, headers, correlation_id)
+        message = self.publisher.encode(model, event, obj, version, headers, correlation_id, key)
         return self.deliver([message], batch=False)[0]
 
     def deliver(self, messages: list[OutgoingMessage], *, batch: bool) -> list[str]:
@@ -584,7 +591,7 @@ class PubSub:
         self.declare(deadline=deadline)
 
     def _prepare_consumer(self, handoff: LoopHandoff | None = None
-                          ) -> tuple[str, Engine, ChunkWork[Delivery, Verdict] | None]:
+                          ) -> tuple[str, Engine, ChunkWork[Item, Verdict] | None]:
         """The service, its engine, and with ``handoff`` how a chunk's ``async def`` handlers reach the loop."""
         service = self._service()
         if not self._router.subscriptions:
@@ -601,6 +608,13 @@ class PubSub:
                 f"handler(s) {', '.join(idempotent)} are idempotent=True but this PubSub has no inbox: pass "
                 "PubSub(inbox=...) (an object with run_once(message_id, handler, call)), or use the Django app, "
                 "which installs one")
+        guarded = [s.name for s in self._router.subscriptions if s.idempotent and s.ordered]
+        if guarded and not isinstance(self._inbox, OrderedInbox):
+            raise ConfigurationError(
+                f"handler(s) {', '.join(guarded)} are ordered=True, idempotent=True: their inbox keeps the last "
+                f"sequence applied per key, but {type(self._inbox).__name__} has no run_in_order(message_id, "
+                "handler, key, sequence, call) and reset_order(key, handler) (see pubsubpy.inbox.OrderedInbox; "
+                "the Django app's inbox and pubsubpy.testing.MemoryInbox have them)")
         if not self._router.resolved:
             self._router.resolve(self._registry, require_schemas=self.settings.require_schemas)
         engine = Engine(self.settings, self._router, self._registry, self._inbox, self._middleware,

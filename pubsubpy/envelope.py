@@ -29,15 +29,21 @@ __all__ = [
     "H_DEFERRED_SINCE",
     "H_ERROR",
     "H_HANDLERS",
+    "H_KEY",
     "H_PUBLISHED_AT",
     "H_QUEUE",
     "H_REASON",
     "H_ROUTING_KEY",
+    "H_SEQUENCE",
     "H_VERSION",
+    "KEY_LIMIT",
+    "SEQUENCE_LIMIT",
     "Properties",
     "attempt_from",
     "clean_headers",
+    "key_from",
     "new_message_id",
+    "sequence_from",
     "version_from",
 ]
 
@@ -54,6 +60,8 @@ H_DEAD_LETTERED_AT = "pubsubpy-dead-lettered-at"
 H_DEFERRED_SINCE = "pubsubpy-deferred-since"  # epoch milliseconds: first sent back for another version
 H_DEFERRALS = "pubsubpy-deferrals"            # how many times so far
 H_PUBLISHED_AT = "pubsubpy-published-at"      # epoch milliseconds (the AMQP timestamp has whole seconds)
+H_KEY = "pubsubpy-key"                        # ordering key: "<model path>:<key field's value>"
+H_SEQUENCE = "pubsubpy-sequence"              # per-key sequence, an integer in [0, 2**63), growing in commit order
 H_COPY = "pubsubpy-copy-id"                   # fresh on every retry/deferral/dead-letter/replay copy, so a
                                               # consumer tells a redelivered copy from a later copy of it
 
@@ -132,6 +140,30 @@ def deferral_from(headers: Mapping[str, Any], now: float, window: float) -> tupl
     since = min(max(since, now - window), now)
     count = count if isinstance(count, int) and not isinstance(count, bool) else 0
     return since, min(max(count, 0), 1000)
+
+
+KEY_LIMIT = 255            # characters of an ordering key (the inbox's column)
+SEQUENCE_LIMIT = 2 ** 63   # sequences are in [0, SEQUENCE_LIMIT): a signed 64-bit column holds them
+
+
+def key_from(headers: Mapping[str, Any]) -> str | None:
+    """The ordering key (``pubsubpy-key``) as text, at most ``KEY_LIMIT`` characters; None when absent or empty."""
+    raw = headers.get(H_KEY)
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", "replace")
+    if raw is None or isinstance(raw, (bool, dict, list)):
+        return None
+    text = str(raw)[:KEY_LIMIT]
+    return text or None
+
+
+def sequence_from(headers: Mapping[str, Any]) -> int | None:
+    """The per-key sequence (``pubsubpy-sequence``); None when absent, not an integer, or outside
+    ``[0, 2**63)`` (the caller warns: such a message runs without the stale guard)."""
+    raw = headers.get(H_SEQUENCE)
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < SEQUENCE_LIMIT:
+        return raw
+    return None
 
 
 def clean_headers(headers: Mapping[str, Any], *, keep_dead_letter: bool = False) -> dict[str, Any]:

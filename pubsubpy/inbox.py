@@ -7,14 +7,22 @@ idempotent subscription runs through an ``Inbox``: it records
 transaction, and skips the handler when the pair is already recorded. Django
 ships one (``pubsubpy.contrib.django.inbox.DjangoInbox``, installed by the
 Django app); elsewhere, pass your own to ``PubSub(inbox=...)``.
+
+An ``ordered=True, idempotent=True`` subscription also needs the stale-event
+guard (``OrderedInbox``): per (handler, ordering key) the inbox keeps the last
+sequence applied, written in the handler's transaction, and skips an event
+whose sequence is not newer (a late retry, a dead letter replayed after a
+later event was applied).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Inbox"]
+__all__ = ["Applied", "Inbox", "OrderedInbox", "OrderedRun"]
 
 
 class Inbox(Protocol):
@@ -30,4 +38,46 @@ class Inbox(Protocol):
         """Run ``call`` unless (``message_id``, ``handler``) was recorded; record it in the same
         transaction as ``call``'s effects (so a failing ``call`` records nothing). True when it ran,
         False for a duplicate that was skipped."""
+        ...
+
+
+class Applied(str, enum.Enum):
+    """What ``OrderedInbox.run_in_order`` did with one event."""
+
+    RAN = "ran"
+    """The handler ran, and the key's last applied sequence is now this event's."""
+    DUPLICATE = "duplicate"
+    """(message id, handler) was recorded: skipped, as ``run_once`` does."""
+    STALE = "stale"
+    """The key's last applied sequence is this event's or newer: skipped, nothing recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderedRun:
+    """The result of ``OrderedInbox.run_in_order``."""
+
+    applied: Applied
+    """What happened."""
+    last: int | None
+    """The key's last applied sequence before this call (None: none was recorded)."""
+
+
+@runtime_checkable
+class OrderedInbox(Inbox, Protocol):
+    """An ``Inbox`` with the stale-event guard of ``ordered=True, idempotent=True`` subscriptions.
+
+    Per (handler, ordering key) it keeps the last sequence applied, in its own table that retention never
+    expires, written in the same transaction as the handler's effects.
+    """
+
+    def run_in_order(self, message_id: str, handler: str, key: str, sequence: int,
+                     call: Callable[[], object]) -> OrderedRun:
+        """In one transaction: skip a duplicate (as ``run_once``); skip the event when the last sequence
+        applied for (``handler``, ``key``) is ``sequence`` or newer; else run ``call`` and record both the
+        message and ``sequence``. A failing ``call`` records nothing."""
+        ...
+
+    def reset_order(self, key: str, handler: str | None = None) -> int:
+        """Forget the last applied sequence of ``key`` (for ``handler`` only, or every handler); returns
+        how many records were removed. The next event of the key runs whatever its sequence."""
         ...

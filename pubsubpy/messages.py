@@ -58,6 +58,13 @@ class MessageInfo:
     """The schema version that arrived (``pubsubpy-schema-version``; absent means 1), before any upcasting."""
     correlation_id: str | None = None
     """The AMQP ``correlation_id`` property, as the publisher set it."""
+    key: str | None = None
+    """The ordering key (``pubsubpy-key``: ``<model path>:<value>``, the aggregate the event is about), not
+    the routing key; None when the publisher set none. ``ordered=True`` handlers see one key's events one at
+    a time, in order."""
+    sequence: int | None = None
+    """The event's per-key sequence (``pubsubpy-sequence``), growing in the publisher's commit order; None
+    when absent or outside ``[0, 2**63)``."""
 
 
 class Outcome(str, enum.Enum):
@@ -138,6 +145,9 @@ class DrainResult:
     """Redeliveries of messages this consumer had already settled: acked, not run again."""
     abandoned: int = 0
     """Handlers still running at a forced stop: their messages went back unacked."""
+    stale: int = 0
+    """Of the handled messages, how many an ``ordered=True, idempotent=True`` handler skipped as stale: the
+    inbox had applied a sequence of their key as new or newer."""
     seconds: float = 0.0
     """How long the call took."""
     stopped_by: str = "empty"
@@ -170,6 +180,8 @@ class DrainResult:
             text += f"; {self.deferred} deferred (keys no handler here subscribes)"
         if self.duplicates:
             text += f"; {self.duplicates} duplicate deliveries skipped"
+        if self.stale:
+            text += f"; {self.stale} stale (older than their key's last applied event, skipped)"
         if self.abandoned:
             text += f"; {self.abandoned} unfinished handler(s) abandoned, their messages returned"
         return text

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypedDict
 from pydantic import ValidationError
 
 from pubsubpy._jsondepth import nesting_exceeds
-from pubsubpy.envelope import H_VERSION, Properties
+from pubsubpy.envelope import H_KEY, H_SEQUENCE, H_VERSION, KEY_LIMIT, SEQUENCE_LIMIT, Properties
 from pubsubpy.errors import (
     InvalidTopic,
     MessageTooLarge,
@@ -59,6 +59,8 @@ class PublishOptions(TypedDict, total=False):
     """Your own headers (names not starting with ``pubsubpy-`` or ``x-``)."""
     correlation_id: str | None
     """The AMQP ``correlation_id`` property."""
+    key: object | None
+    """The ordering key's value when the schema names no ``key=`` field."""
 
 
 EventSpec = tuple[str, str, Any] | tuple[str, str, Any, PublishOptions]
@@ -120,7 +122,8 @@ class Publisher:
         return routing_key
 
     def encode(self, model: str, event: str, obj: Any, version: int | None = None,
-               headers: Mapping[str, Any] | None = None, correlation_id: str | None = None) -> OutgoingMessage:
+               headers: Mapping[str, Any] | None = None, correlation_id: str | None = None,
+               key: object | None = None) -> OutgoingMessage:
         """Validate ``obj`` (against the newest registered version, or ``version``) and build the
         message; raises before anything is sent."""
         routing_key = self._routing_key(model, event)
@@ -141,10 +144,12 @@ class Publisher:
                     f"`class X(ModelEvent, model={model!r}, event={event!r})` or init(require_schemas=False)"
                 )
             body = _schemaless_body(model, event, obj)
-            wire = {}
+            wire = {} if key is None else {H_KEY: _key_text(model, key)}
         else:
-            body = _schema_body(schema, obj)
+            instance = _schema_instance(schema, obj)
+            body = instance.__pydantic_serializer__.to_json(instance)
             wire = {H_VERSION: schema.__pubsub_version__}
+            _ordering_headers(wire, model, instance, key)
         limit = self._settings.max_message_size
         if len(body) > limit:
             raise MessageTooLarge(f"{model}.{event}: body is {len(body)} bytes, over max_message_size={limit}")
@@ -199,11 +204,44 @@ class Publisher:
         for spec in events:
             options: PublishOptions = spec[3] if len(spec) == 4 else {}
             messages.append(self.encode(spec[0], spec[1], spec[2], options.get("version"), options.get("headers"),
-                                        options.get("correlation_id")))
+                                        options.get("correlation_id"), options.get("key")))
         return messages
 
 
-def _schema_body(schema: type[ModelEvent], obj: Any) -> bytes:
+def _key_text(model: str, value: object) -> str:
+    """``pubsubpy-key``: ``<model path>:<value>``, bounded like the inbox's column."""
+    if value is None or isinstance(value, (bool, bytes)) or str(value) == "":
+        raise PayloadValidationError(f"{model}: the ordering key {value!r} must be a non-empty value such as an id")
+    text = f"{model}:{value}"
+    if len(text) > KEY_LIMIT:
+        raise PayloadValidationError(f"{model}: the ordering key {text[:60]!r}... is longer than {KEY_LIMIT} "
+                                     "characters (model path included); key on a shorter field")
+    return text
+
+
+def _ordering_headers(wire: dict[str, Any], model: str, instance: ModelEvent, key: object | None) -> None:
+    """``pubsubpy-key`` from the schema's ``key=`` field (else ``key``), ``pubsubpy-sequence`` from its
+    ``sequence=`` field."""
+    schema = type(instance)
+    field = schema.__pubsub_key__
+    if field is not None:
+        value = getattr(instance, field)
+        if key is not None and str(key) != str(value):
+            raise PayloadValidationError(f"{schema.__qualname__}: key={key!r} differs from its key field "
+                                         f"{field}={value!r}; leave key= out, the schema names the key")
+        key = value
+    if key is not None:
+        wire[H_KEY] = _key_text(model, key)
+    field = schema.__pubsub_sequence__
+    if field is not None:
+        number = getattr(instance, field)
+        if not isinstance(number, int) or isinstance(number, bool) or not 0 <= number < SEQUENCE_LIMIT:
+            raise PayloadValidationError(f"{schema.__qualname__}: sequence field {field}={number!r} must be an "
+                                         "integer in [0, 2**63)")
+        wire[H_SEQUENCE] = number
+
+
+def _schema_instance(schema: type[ModelEvent], obj: Any) -> ModelEvent:
     try:
         if isinstance(obj, schema):
             instance = obj
@@ -217,7 +255,7 @@ def _schema_body(schema: type[ModelEvent], obj: Any) -> bytes:
             instance = schema.model_validate(obj, from_attributes=True)
     except ValidationError as exc:
         raise PayloadValidationError(f"payload for {schema.__qualname__} is invalid: {exc}") from None
-    return instance.__pydantic_serializer__.to_json(instance)
+    return instance
 
 
 def _schemaless_body(model: str, event: str, obj: Any) -> bytes:

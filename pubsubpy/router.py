@@ -60,6 +60,7 @@ class Subscription:
     schemas: tuple[type[ModelEvent], ...] = field(default=())
     idempotent: bool = False  # runs through the Inbox: once per message id
     is_async: bool = False    # `async def`: awaited on the consuming AsyncPubSub's event loop
+    ordered: bool = False     # one message per ordering key at a time, in arrival order; retried in its lane
 
     def accepts(self, schema: type[ModelEvent] | None) -> bool:
         """Whether this handler takes ``schema``'s event: that class, or another version of the same
@@ -242,7 +243,7 @@ class Router:
         self._warned: set[str] = set()  # patterns already reported as matching no schema
 
     def subscribe(self, pattern: str, *, max_attempts: int | None = None,
-                  idempotent: bool = False) -> Callable[[F], F]:
+                  idempotent: bool = False, ordered: bool = False) -> Callable[[F], F]:
         validate_pattern(pattern)
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
             raise ConfigurationError(f"max_attempts must be a positive int, got {max_attempts!r}")
@@ -262,7 +263,8 @@ class Router:
                 if any(s.handler is handler and s.pattern == pattern for s in self._subscriptions):
                     return handler
                 self._subscriptions.append(Subscription(pattern, handler, name, max_attempts, wants_info,
-                                                        idempotent=idempotent, is_async=is_async))
+                                                        idempotent=idempotent, is_async=is_async,
+                                                        ordered=ordered))
                 self._trie = None
                 self._cache.clear()
                 self._resolved = False

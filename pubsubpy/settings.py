@@ -161,6 +161,11 @@ class Settings(BaseModel):
     retry_delay_max: float = Field(default=300.0, ge=0, le=86_400)
     """The longest pause between two retries, in seconds (exponential backoff stops growing here)."""
 
+    consumer_timeout: float = Field(default=1800.0, gt=0, le=7 * 86_400)
+    """The broker's ``consumer_timeout`` in seconds (RabbitMQ's default is 30 minutes): a message unacked for
+    longer closes the channel. An ``ordered=True`` handler's retries wait in the message's lane, unacked, so
+    they stop at half of it: the message is then dead-lettered and its key goes on."""
+
     prefetch: int = Field(default=1000, ge=1, le=65_535)
     """How many unacknowledged messages the broker sends a consumer ahead (``basic.qos``). Unset, a
     worker (``run()``, ``pubsubpy worker``) prefetches ``4 x concurrency`` instead."""
@@ -367,6 +372,7 @@ class SettingsOptions(TypedDict, total=False):
     max_attempts: int
     retry_delay: float
     retry_delay_max: float
+    consumer_timeout: float
     prefetch: int
     max_message_size: int
     max_json_depth: int

@@ -28,6 +28,7 @@ from pubsubpy.testing import delete_topology
 from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
 from tests.conftest import RABBIT_URL, Names, refusing_queue, require_rabbit
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
+from tests.contract.test_ordering import ORDER, SCHEMAS, OrderUpdated
 
 
 @pytest.fixture(params=["memory", "rabbitmq"])
@@ -38,12 +39,13 @@ def make_app(request: pytest.FixtureRequest, names: Names) -> Iterator[Callable[
         options.setdefault("model_exchange", names.exchange())
         options.setdefault("service_name", names.service())
         options.setdefault("telemetry", False)
+        options.setdefault("schemas", ALL)
         if request.param == "memory":
-            app = AsyncPubSub("memory://", transport=MemoryTransport(MemoryBroker()), schemas=ALL,
+            app = AsyncPubSub("memory://", transport=MemoryTransport(MemoryBroker()),
                               **options)  # type: ignore[arg-type]
         else:
             require_rabbit()
-            app = AsyncPubSub(RABBIT_URL, schemas=ALL, **options)  # type: ignore[arg-type]
+            app = AsyncPubSub(RABBIT_URL, **options)  # type: ignore[arg-type]
         made.append(app)
         return app
 
@@ -464,3 +466,33 @@ def test_cancelling_run_leaves_the_callers_threading_event_alone(make_app: Calla
         return await asyncio.wait_for(second, timeout=30)
 
     assert asyncio.run(main()).stopped_by == "stopped"
+
+
+def test_an_async_ordered_handler_retries_in_its_lane(make_app: Callable[..., AsyncPubSub]) -> None:
+    """An ``async def`` ordered handler: one failure on ``paid`` is retried in the lane (held, on no thread),
+    so ``cancelled`` still comes last, and an async handler beside it runs once per message."""
+    app = make_app(schemas=SCHEMAS, retry_delay=0.1)
+    applied: list[tuple[int, str, int]] = []
+    audited: list[str] = []
+
+    @app.subscribe("Order.updated", ordered=True)
+    async def on_order(event: OrderUpdated, info: MessageInfo) -> None:
+        await asyncio.sleep(0)
+        if event.status == "paid" and info.attempt == 1:
+            raise TimeoutError("database timeout")
+        applied.append((event.id, event.status, info.attempt))
+
+    @app.subscribe("Order.updated")
+    async def audit(event: OrderUpdated) -> None:
+        audited.append(event.status)
+
+    async def main() -> pubsubpy.DrainResult:
+        await app.declare()
+        await app.publish_many([(ORDER, "updated", {"id": 1, "status": s, "version": v})
+                                for v, s in enumerate(["paid", "cancelled"], start=1)])
+        return await app.drain(timeout=20, concurrency=4)
+
+    result = asyncio.run(main())
+    assert result.handled == 2 and result.retried == 0, result
+    assert applied == [(1, "paid", 2), (1, "cancelled", 1)]
+    assert sorted(audited) == ["cancelled", "paid"], "the plain async handler ran once per message"

@@ -168,3 +168,26 @@ def test_replay_survives_a_forced_connection_close(rabbit_url: str, names: Names
     assert app.dead_letter_count() == 0
     assert duplicates <= 1
     app.close()
+
+
+def test_ordered_reset_clears_a_keys_stale_guard() -> None:
+    from pubsubpy.testing import MemoryInbox, memory_pubsub
+
+    inbox = MemoryInbox()
+    inbox.sequences.update({("h.one", "shop.models.Order:1"): 7, ("h.two", "shop.models.Order:1"): 3,
+                            ("h.one", "shop.models.Order:2"): 5})
+    tests.cli_support.app = memory_pubsub(inbox=inbox)
+    code, out = run("ordered", "reset", "--app", "tests.cli_support:app", "--key", "shop.models.Order:1",
+                    "--handler", "h.one")
+    assert code == 0 and "cleared 1 record(s) of key shop.models.Order:1 (handler h.one)" in out, out
+    code, out = run("ordered", "reset", "--app", "tests.cli_support:app", "--key", "shop.models.Order:1")
+    assert code == 0 and "cleared 1 record(s)" in out, out
+    assert inbox.sequences == {("h.one", "shop.models.Order:2"): 5}
+
+
+def test_ordered_reset_without_a_guarded_inbox_says_what_is_missing() -> None:
+    from pubsubpy.testing import memory_pubsub
+
+    tests.cli_support.app = memory_pubsub()
+    code, out = run("ordered", "reset", "--app", "tests.cli_support:app", "--key", "k")
+    assert code == 2 and "has no inbox" in out, out

@@ -83,3 +83,54 @@ def test_consuming_ignores_unknown_fields_and_refuses_nan() -> None:
     assert Paid.model_validate_json(b'{"id": 1, "amount": 2.5, "new_field": true}') == Paid(id=1, amount=2.5)
     with pytest.raises(ValueError):
         Paid(id=1, amount=float("nan"))
+
+
+# -- key= and sequence= (ordering) ----------------------------------------------------
+
+def test_key_and_sequence_must_name_fields() -> None:
+    with pytest.raises(ConfigurationError, match=r"key='nope' is not one of its fields \(id, status\)"):
+        class Bad(ModelEvent, model="t.models.Keyed", event="updated", key="nope", register=False):
+            id: int
+            status: str
+    with pytest.raises(ConfigurationError, match="sequence= must name a field"):
+        class Worse(ModelEvent, model="t.models.Keyed", event="updated", sequence="row version", register=False):
+            id: int
+
+
+def test_every_event_and_version_of_a_model_names_the_same_key() -> None:
+    class Updated(ModelEvent, model="t.models.Keyed", event="updated", key="id", register=False):
+        id: int
+
+    class Created(ModelEvent, model="t.models.Keyed", event="created", key="ref", register=False):
+        ref: str
+
+    with pytest.raises(ConfigurationError, match="every event and version of a model names the same key= field"):
+        SchemaRegistry([Updated, Created])
+
+
+def test_publishing_carries_the_ordering_key_and_sequence() -> None:
+    from pubsubpy import PayloadValidationError
+    from pubsubpy.envelope import H_KEY, H_SEQUENCE
+    from pubsubpy.testing import memory_pubsub
+
+    class Moved(ModelEvent, model="t.models.Parcel", event="moved", key="id", sequence="row_version",
+                register=False):
+        id: int
+        row_version: int
+
+    class Noted(ModelEvent, model="t.models.Note", event="noted", register=False):
+        text: str
+
+    publisher = memory_pubsub(schemas=[Moved, Noted]).publisher
+    headers = publisher.encode("t.models.Parcel", "moved", {"id": 7, "row_version": 3}).properties.headers
+    assert headers[H_KEY] == "t.models.Parcel:7" and headers[H_SEQUENCE] == 3
+    assert publisher.encode("t.models.Parcel", "moved", {"id": 7, "row_version": 3}, key=7)
+    with pytest.raises(PayloadValidationError, match="differs from its key field id=7"):
+        publisher.encode("t.models.Parcel", "moved", {"id": 7, "row_version": 3}, key=8)
+    with pytest.raises(PayloadValidationError, match=r"row_version=-1 must be an integer in \[0, 2\*\*63\)"):
+        publisher.encode("t.models.Parcel", "moved", {"id": 7, "row_version": -1})
+    noted = publisher.encode("t.models.Note", "noted", {"text": "hi"}, key="n-1").properties.headers
+    assert noted[H_KEY] == "t.models.Note:n-1" and H_SEQUENCE not in noted
+    assert H_KEY not in publisher.encode("t.models.Note", "noted", {"text": "hi"}).properties.headers
+    with pytest.raises(PayloadValidationError, match="longer than 255"):
+        publisher.encode("t.models.Note", "noted", {"text": "hi"}, key="x" * 300)

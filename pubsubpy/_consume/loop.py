@@ -27,6 +27,10 @@ Delivery semantics (at least once):
   handlers get ``shutdown_timeout`` to finish and be acked. Past that (or when
   ``force`` is set) the loop returns at once, their messages unacked: they come
   back, nothing is lost (``DrainResult.abandoned`` counts them).
+- Ordered handlers: messages pass through per-key lanes (``_consume/lanes.py``)
+  on their way to the executor; a message whose ordered handler failed with
+  attempts left is held in its lane, unacked, and runs again there after the
+  retry delay (the loop's waits end when the next one is due).
 - ``LoopMode.DRAIN`` (``drain()``) stops once the queue is empty and everything
   taken is settled; broker failures end it with a ``TransportError``.
   ``LoopMode.WORK`` (a worker's ``run()``) never stops on its own and never gives
@@ -43,14 +47,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast
 
 from pubsubpy._consume.backoff import Backoff
 from pubsubpy._consume.caller_thread import Abandoned, Baton, InlineRunner, Watch, watch
 from pubsubpy._consume.executor import ChunkWork, Executor
+from pubsubpy._consume.lanes import Lanes
 from pubsubpy._consume.settling import Settler
 from pubsubpy._consume.thread_pool import HandlerPool
-from pubsubpy._engine import AwaitOnLoop, Engine, Verdict
+from pubsubpy._engine import AwaitOnLoop, Engine, Item, Verdict, Work
 from pubsubpy._engine.runs import log_fields
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
@@ -94,7 +99,7 @@ class LoopOptions:
     health: WorkerHealth | None = None
     declare: Redeclare | None = None    # before consuming: declare the topology (a worker retries it)
     redeclare: Redeclare | None = None  # the queue was deleted under the consumer: declare it again
-    work_chunk: ChunkWork[Delivery, Verdict] | None = None  # async handlers: a chunk at a time (pubsubpy.aio)
+    work_chunk: ChunkWork[Item, Verdict] | None = None  # async handlers: a chunk at a time (pubsubpy.aio)
 
 
 class LoopHandoff(Protocol):
@@ -103,7 +108,7 @@ class LoopHandoff(Protocol):
     @property
     def await_on_loop(self) -> AwaitOnLoop: ...
 
-    def chunk_work(self, engine: Engine) -> ChunkWork[Delivery, Verdict] | None: ...
+    def chunk_work(self, engine: Engine) -> ChunkWork[Item, Verdict] | None: ...
 
 
 _Key = tuple[str, str, str, object]
@@ -155,6 +160,7 @@ class _Loop:
         self.result = DrainResult()
         self.recent = _Recent()
         self.parked: deque[Delivery] = deque()
+        self.lanes = Lanes(engine.lane_of) if engine.has_ordered_handlers else None
         self.taken = 0
         self.stopping = False     # no new message starts
         self.grace: Deadline | None = None
@@ -191,7 +197,7 @@ class _Loop:
                                                       self.settings.shutdown_timeout, options.health))
         else:
             result = self.consume(lambda consumer: HandlerPool(
-                options.concurrency, self.engine.dispatch, consumer.wake, work_chunk=options.work_chunk))
+                options.concurrency, self.engine.handle, consumer.wake, work_chunk=options.work_chunk))
         result.seconds = time.monotonic() - started  # (an abandoned loop's result is a snapshot of self.result)
         return result
 
@@ -199,14 +205,14 @@ class _Loop:
         """``run`` on the watched thread, holding ``baton`` (see ``_consume/caller_thread.py``)."""
         self.baton = baton
 
-        def runner(consumer: Consumer) -> InlineRunner[Delivery, Verdict]:
-            made = InlineRunner(self.engine.dispatch, baton, chunk=max(1, min(self.options.prefetch // 2, 500)))
+        def runner(consumer: Consumer) -> InlineRunner[Item, Verdict]:
+            made = InlineRunner(self.engine.handle, baton, chunk=max(1, min(self.options.prefetch // 2, 500)))
             baton.consumer, baton.runner = consumer, made
             return made
 
         return self.consume(runner)
 
-    def consume(self, make_executor: Callable[[Consumer], Executor[Delivery, Verdict]]) -> DrainResult:
+    def consume(self, make_executor: Callable[[Consumer], Executor[Item, Verdict]]) -> DrainResult:
         consumer = self.open_consumer()
         if consumer is None:
             self.result.stopped_by = "stopped"
@@ -227,7 +233,7 @@ class _Loop:
             consumer.close()
         return self.result
 
-    def step(self, consumer: Consumer, executor: Executor[Delivery, Verdict]) -> bool:
+    def step(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> bool:
         """One turn: settle what finished, decide whether to stop, take more, wait. True: done."""
         if self.options.health is not None:
             self.options.health.turned()
@@ -248,7 +254,8 @@ class _Loop:
                 # it before the queue can count as empty.
                 self.confirm_all(consumer)
             if not self.stopping and self.options.mode is LoopMode.DRAIN and executor.in_flight == 0 \
-                    and not self.parked and self.options.max_messages != self.taken and consumer.is_empty():
+                    and not self.parked and not self.lanes and self.options.max_messages != self.taken \
+                    and consumer.is_empty():
                 self.result.stopped_by = "empty"
                 return True
             self.wait(consumer, executor)
@@ -261,7 +268,7 @@ class _Loop:
         self.backoff.reset()
         return False
 
-    def should_stop(self, executor: Executor[Delivery, Verdict]) -> bool:
+    def should_stop(self, executor: Executor[Item, Verdict]) -> bool:
         options = self.options
         if options.force is not None and options.force.is_set():
             return self.abandon(executor, "forced")
@@ -270,7 +277,8 @@ class _Loop:
                 self.begin_stop(executor, "stopped")
             elif options.deadline.expired:
                 self.begin_stop(executor, "timeout")
-            elif options.max_messages is not None and self.taken >= options.max_messages and executor.in_flight == 0:
+            elif options.max_messages is not None and self.taken >= options.max_messages and executor.in_flight == 0 \
+                    and not self.lanes:
                 self.result.stopped_by = "max_messages"
                 return True
         if self.stopping:
@@ -280,13 +288,13 @@ class _Loop:
                 return self.abandon(executor, self.result.stopped_by)
         return False
 
-    def begin_stop(self, executor: Executor[Delivery, Verdict], why: str) -> None:
+    def begin_stop(self, executor: Executor[Item, Verdict], why: str) -> None:
         self.stopping = True
         self.result.stopped_by = why
         self.grace = Deadline.after(self.settings.shutdown_timeout)
         executor.stop_starting()
 
-    def abandon(self, executor: Executor[Delivery, Verdict], why: str) -> bool:
+    def abandon(self, executor: Executor[Item, Verdict], why: str) -> bool:
         self.result.stopped_by = why
         self.result.abandoned = executor.in_flight
         if executor.in_flight:
@@ -298,10 +306,10 @@ class _Loop:
         limit = self.options.max_messages
         return not self.stopping and (limit is None or self.taken < limit)
 
-    def feed(self, consumer: Consumer, executor: Executor[Delivery, Verdict]) -> None:
+    def feed(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
             self.take_buffered(consumer)
-        batch: list[Delivery] = []
+        batch: list[Item] = []
         while self.parked and self.may_take():
             delivery = self.parked.popleft()
             self.taken += 1
@@ -310,18 +318,23 @@ class _Loop:
                 self.result.duplicates += 1
                 continue
             batch.append(delivery)
-        executor.submit(batch)
+        executor.submit(batch if self.lanes is None else self.lanes.admit(cast(list[Delivery], batch)))
 
-    def wait(self, consumer: Consumer, executor: Executor[Delivery, Verdict]) -> None:
+    def wait(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         timeout = _EMPTY_STEP if self.options.mode is LoopMode.DRAIN and not executor.in_flight else _POLL
         if not self.stopping:
             timeout = self.options.deadline.cap(timeout)
         elif self.grace is not None:
             timeout = self.grace.cap(timeout)
+        lanes = self.lanes
+        if lanes is not None and not self.stopping:
+            due = lanes.next_due()
+            if due is not None:
+                timeout = min(timeout, due)
         consumer.flush()
         until = Deadline.after(timeout)
         while not executor.ready():
-            if self.parked and executor.can_start() and self.may_take():
+            if ((self.parked and self.may_take()) or (lanes is not None and lanes.ready())) and executor.can_start():
                 return
             if not executor.can_start():
                 # Every handler thread is busy: sleep until one finishes, looking at the connection
@@ -345,11 +358,14 @@ class _Loop:
         self.parked.extend(consumer.take_ready())
 
     # -- settling ------------------------------------------------------------------
-    def settle(self, consumer: Consumer, finished: Sequence[tuple[Delivery, Verdict | None]]) -> None:
+    def settle(self, consumer: Consumer, finished: Sequence[tuple[Item, Verdict | None]]) -> None:
         """Send the copies of every finished message in one round; they are acked once the copies are
         confirmed (``confirm``), or at once when there are none. A message handed back unstarted
         (``None``) stays unacked and returns to the queue."""
-        done = [(delivery, verdict) for delivery, verdict in finished if verdict is not None]
+        if self.lanes is not None:
+            done = self.through_lanes(self.lanes, finished)
+        else:  # no lanes: every item is a delivery
+            done = [(cast(Delivery, item), verdict) for item, verdict in finished if verdict is not None]
         copies = self.settler.copies(done)
         if not copies:
             self.acknowledge(consumer, done)
@@ -363,6 +379,24 @@ class _Loop:
             self.give_back(consumer, done)
             raise
         self.unconfirmed.append((done, pending))
+
+    @staticmethod
+    def through_lanes(lanes: Lanes, finished: Sequence[tuple[Item, Verdict | None]]
+                      ) -> list[tuple[Delivery, Verdict]]:
+        """Held messages go back to their lanes; the rest are settled, and free their lanes."""
+        settled: list[tuple[Delivery, Verdict]] = []
+        for item, verdict in finished:
+            delivery = item.delivery if isinstance(item, Work) else item
+            if verdict is not None and verdict.held:
+                assert isinstance(verdict.again, Work) and verdict.held_for is not None
+                again, delay = verdict.again, verdict.held_for
+                verdict.again = verdict.held_for = None
+                lanes.hold(again, delay)
+                continue
+            if verdict is not None:
+                lanes.release(delivery)
+                settled.append((delivery, verdict))
+        return settled
 
     def confirm_all(self, consumer: Consumer) -> None:
         while self.unconfirmed:
@@ -395,6 +429,8 @@ class _Loop:
             consumer.ack(delivery.tag)
             outcome = verdict.outcome
             result.count(outcome, verdict.reason)
+            if verdict.stale:
+                result.stale += 1
             if delivery.redelivered:
                 result.redelivered += 1
             self.recent.add(delivery)

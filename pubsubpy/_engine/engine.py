@@ -6,6 +6,15 @@ asks for (none once the verdict is reached). ``run`` runs one of them, ``run_all
 folds them into the verdict, ``dispatch`` is both in one call. No I/O, no
 threads, no event loop: an ``async def`` handler is handed to ``await_on_loop``,
 which the asyncio side (``pubsubpy.aio``) supplies.
+
+Ordered handlers (``ordered=True``): ``lane_of`` names the lane a delivery
+waits in (its ordering key). A failed ordered run with attempts left is not
+folded into a retry copy, which later messages of its key would overtake: the
+verdict is ``held`` for the retry delay, and the consumer runs the same ``Work``
+again (``handle``), in its lane, with the attempt counted up. The other
+handlers' failures wait in the ``Work`` and are folded in when the ordered runs
+end. With the inbox's stale guard an event not newer than its key's last
+applied sequence is skipped (``Verdict.stale``).
 """
 
 from __future__ import annotations
@@ -15,15 +24,24 @@ import json
 import logging
 import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pubsubpy._engine.checks import content_problem, event_routing_key, property_problem, retry_targets, size_problem
 from pubsubpy._engine.decoding import Refused, read, read_dict
+from pubsubpy._engine.ordering import ordered_failures, run_guarded, serial_lane
 from pubsubpy._engine.plan import Plan, Planner, Step
 from pubsubpy._engine.runs import log_fields, run_handler, run_observed
 from pubsubpy._engine.verdict import Verdict
-from pubsubpy.envelope import H_ATTEMPT, H_VERSION, attempt_from, deferral_from, version_from
+from pubsubpy.envelope import (
+    H_ATTEMPT,
+    H_VERSION,
+    attempt_from,
+    deferral_from,
+    key_from,
+    sequence_from,
+    version_from,
+)
 from pubsubpy.errors import ConfigurationError
 from pubsubpy.inbox import Inbox
 from pubsubpy.messages import TAG_BITS, Delivery, HandlerResult, MessageInfo, Reason
@@ -32,7 +50,7 @@ from pubsubpy.router import Router, Subscription
 from pubsubpy.schemas import SchemaRegistry
 from pubsubpy.settings import Settings
 
-__all__ = ["AwaitOnLoop", "Call", "Engine", "Work"]
+__all__ = ["AwaitOnLoop", "Call", "Engine", "Item", "Work"]
 
 log = logging.getLogger("pubsubpy.drain")
 
@@ -55,6 +73,12 @@ class Work:
     calls: list[Call]
     middleware: Sequence[Middleware] | None = None
     info: MessageInfo | None = None
+    earlier: list[HandlerResult] = field(default_factory=list)  # failures folded in once the ordered runs end
+    held_since: float = 0.0  # monotonic: first held in its lane (in-lane retries are bounded from then)
+
+
+Item = Delivery | Work
+"""What a consumer hands the engine to run: a delivery, or a held message's ``Work`` to run again."""
 
 
 class Engine:
@@ -68,10 +92,35 @@ class Engine:
         self._middleware = middleware if middleware is not None and middleware.wraps_handlers else None
         self._queue = queue
         self._await_on_loop = await_on_loop
+        self._ordered = frozenset(sub.name for sub in router.subscriptions if sub.ordered)
 
     @property
     def has_async_handlers(self) -> bool:
         return any(sub.is_async for sub in self._router.subscriptions)
+
+    @property
+    def has_ordered_handlers(self) -> bool:
+        return bool(self._ordered)
+
+    def lane_of(self, delivery: Delivery) -> str | None:
+        """The lane ``delivery`` waits in: its ordering key when an ordered handler will run it (a keyless one:
+        its model's lane, so such messages run one at a time); None: it needs no lane."""
+        if not self._ordered:
+            return None
+        headers = delivery.properties.headers
+        routing_key = event_routing_key(delivery) if delivery.exchange == "" else delivery.routing_key
+        plan = self._planner.plan(routing_key, version_from(headers) if H_VERSION in headers else 1)
+        steps = plan.steps if delivery.exchange != "" else plan.targeted(retry_targets(delivery))
+        if not any(step.sub.ordered for step in steps):
+            return None
+        return key_from(headers) or serial_lane(routing_key)
+
+    def handle(self, item: Item) -> Verdict:
+        """``dispatch`` a delivery, or run a held ``Work`` again (its failed ordered handlers)."""
+        if type(item) is Delivery:
+            return self.dispatch(item)
+        assert isinstance(item, Work)
+        return self.run_all(item)
 
     # -- before the handlers --------------------------------------------------------
     def prepare(self, delivery: Delivery) -> Work:
@@ -142,12 +191,36 @@ class Engine:
     def run_all(self, work: Work, calls: Sequence[Call] | None = None,
                 earlier: Sequence[HandlerResult] = ()) -> Verdict:
         """Run ``calls`` (default: all of the message's) and fold their failures, and ``earlier`` ones, in."""
-        failures = list(earlier)
+        failures = [*work.earlier, *earlier]
         for call in work.calls if calls is None else calls:
             failure = self.run(work, call)
             if failure is not None:
                 failures.append(failure)
+        if failures and self._ordered:
+            return self._hold_or_fold(work, failures)
         return work.verdict.fold(failures)
+
+    def _hold_or_fold(self, work: Work, failures: list[HandlerResult]) -> Verdict:
+        """Failed ordered runs with attempts left: hold the message to run them again in its lane (the attempt
+        counted up), the other failures kept for later; else fold everything, as for any message."""
+        verdict = work.verdict
+        if not work.held_since:
+            work.held_since = time.monotonic()
+        again, rest, delay = ordered_failures(self._settings, self._ordered, failures, verdict.attempt,
+                                              work.held_since, work.delivery.properties.message_id)
+        if not again:
+            return verdict.fold(rest)
+        work.earlier = rest
+        names = {failure.handler for failure in again}
+        work.calls = [call for call in work.calls if call[0].sub.name in names]
+        verdict.attempt += 1
+        if work.info is not None:
+            work.info = verdict.info = replace(work.info, attempt=verdict.attempt)
+            info = work.info
+            work.calls = [(step, (args[0], info) if len(args) == 2 else args, argument)
+                          for step, args, argument in work.calls]
+        verdict.held_for, verdict.again = delay, work
+        return verdict
 
     def run(self, work: Work, call: Call) -> HandlerResult | None:
         """One handler run of the message: None when it returned, else how it failed."""
@@ -157,7 +230,7 @@ class Engine:
         if sub.is_async:
             handler = self._awaited(handler)
         if sub.idempotent:
-            handler, args = self._run_once, (sub, handler, message_id, args)
+            handler, args = self._run_once, (sub, handler, work, args)
         if not work.middleware:
             return run_handler(sub, handler, args, verdict.routing_key, verdict.attempt, step.max_attempts,
                                message_id)
@@ -179,11 +252,16 @@ class Engine:
 
         return call
 
-    def _run_once(self, sub: Subscription, handler: Callable[..., object], message_id: str | None,
+    def _run_once(self, sub: Subscription, handler: Callable[..., object], work: Work,
                   args: tuple[Any, ...]) -> None:
-        """An idempotent subscription's run: through the inbox, once per (message id, handler)."""
+        """An idempotent subscription's run: through the inbox, once per (message id, handler); an ordered
+        one also through the stale guard."""
         if self._inbox is None:  # PubSub checks this before consuming; here only for the type checker
             raise ConfigurationError(f"handler {sub.name} is idempotent=True but no Inbox is configured")
+        message_id = work.delivery.properties.message_id
+        if sub.ordered and message_id and run_guarded(self._inbox, sub.name, work.delivery, work.verdict,
+                                                      lambda: handler(*args)):
+            return
         if not message_id:
             log.warning("handler %s is idempotent but this message has no message_id: it cannot be deduplicated "
                         "and runs without the inbox", sub.name,
@@ -197,9 +275,10 @@ class Engine:
     @staticmethod
     def info(delivery: Delivery, verdict: Verdict, version: int) -> MessageInfo:
         props = delivery.properties
+        headers = props.headers
         return MessageInfo(props.message_id, verdict.routing_key, verdict.attempt, delivery.redelivered,
-                           dict(props.headers), _timestamp(props.timestamp), props.type, props.app_id, version,
-                           props.correlation_id)
+                           dict(headers), _timestamp(props.timestamp), props.type, props.app_id, version,
+                           props.correlation_id, key_from(headers), sequence_from(headers))
 
 
 def _timestamp(seconds: int | None) -> dt.datetime | None:

@@ -52,6 +52,15 @@ class Verdict:
     retry: Sequence[str] = ()               # handlers to run again, by name
     blamed: Sequence[str] = ()              # handlers the dead letter names
     info: MessageInfo | None = None         # what the handlers were told, when any asked (reused after settling)
+    stale: bool = False                     # an ordered handler's inbox skipped it as stale
+    held_for: float | None = None           # set: not settled; its ordered handlers run again in its lane after
+                                            # this many seconds, as ``again`` (the engine's ``Work``)
+    again: object | None = None
+
+    @property
+    def held(self) -> bool:
+        """Not decided yet: it waits in its lane to run its failed ordered handlers again."""
+        return self.held_for is not None
 
     @property
     def outcome(self) -> Outcome:

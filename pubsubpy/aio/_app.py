@@ -120,14 +120,14 @@ class AsyncPubSub(AsyncMethods):
     # -- publishing ------------------------------------------------------------------
     async def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None,
                                   headers: Mapping[str, str | int | bool] | None = None,
-                                  correlation_id: str | None = None) -> str:
+                                  correlation_id: str | None = None, key: object | None = None) -> str:
         """As ``PubSub.publish_model_event``: returns the message id once the broker confirmed it.
 
         Within ``connect_timeout + confirm_timeout`` it confirms or raises, whatever the broker does. The
         payload is validated in this coroutine (a bad one raises at once); concurrent publishes go out
         together as one confirmed batch, each caller settled with its own outcome. The arguments and errors
         are ``PubSub.publish_model_event``'s."""
-        message = self.sync.publisher.encode(model, event, obj, version, headers, correlation_id)
+        message = self.sync.publisher.encode(model, event, obj, version, headers, correlation_id, key)
         if self._in_callers_context():
             return (await self._deliver_in_thread([message], batch=False))[0]
         return await self._batcher.publish(message)

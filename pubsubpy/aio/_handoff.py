@@ -19,11 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pubsubpy._consume.executor import ChunkWork
-from pubsubpy._engine import AwaitOnLoop, Call, Engine, Verdict, Work
+from pubsubpy._engine import AwaitOnLoop, Call, Engine, Item, Verdict, Work
 from pubsubpy._engine.runs import run_handler
 from pubsubpy.aio._threads import await_on
 from pubsubpy.errors import HandlerCancelled
-from pubsubpy.messages import Delivery
 
 __all__ = ["LoopHandoff"]
 
@@ -38,7 +37,7 @@ class LoopHandoff:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.await_on_loop: AwaitOnLoop = await_on(loop)
 
-    def chunk_work(self, engine: Engine) -> ChunkWork[Delivery, Verdict] | None:
+    def chunk_work(self, engine: Engine) -> ChunkWork[Item, Verdict] | None:
         if not engine.has_async_handlers:
             return None
         return functools.partial(dispatch_chunk, engine, self.await_on_loop)
@@ -53,10 +52,10 @@ class _Batch:
     calls: list[Call]
 
 
-def dispatch_chunk(engine: Engine, await_on_loop: AwaitOnLoop, deliveries: Sequence[Delivery],
-                   may_start: Callable[[], bool], each: Callable[[Callable[[], Any]], Any]) -> list[Verdict | None]:
-    """``Engine.dispatch`` for a chunk of deliveries, with every plain ``async def`` run of the chunk awaited on
-    the loop in one hand-off.
+def dispatch_chunk(engine: Engine, await_on_loop: AwaitOnLoop, items: Sequence[Item], may_start: Callable[[], bool],
+                   each: Callable[[Callable[[], Any]], Any]) -> list[Verdict | None]:
+    """``Engine.handle`` for a chunk of deliveries (or held messages run again), with every plain ``async def``
+    run of the chunk awaited on the loop in one hand-off.
 
     ``each(work)`` runs one message's thread-side work in a context of its own (the pool's isolation and Django
     cleanup, per message). A message with async runs starts in the hand-off: it may still go back unstarted
@@ -65,11 +64,11 @@ def dispatch_chunk(engine: Engine, await_on_loop: AwaitOnLoop, deliveries: Seque
     """
     results: list[Verdict | None] = []
     batched: list[_Batch] = []
-    for index, delivery in enumerate(deliveries):
+    for index, item in enumerate(items):
         if not may_start():
             results.append(None)
             continue
-        work: Work = each(functools.partial(engine.prepare, delivery))
+        work: Work = item if isinstance(item, Work) else each(functools.partial(engine.prepare, item))
         on_loop = [c for c in work.calls if c[0].sub.is_async and not c[0].sub.idempotent and not work.middleware]
         if not on_loop:
             results.append(each(functools.partial(engine.run_all, work)))

@@ -50,7 +50,14 @@ class AsyncMethods:
         """Wrap ``app`` (``AsyncPubSub`` says how)."""
         raise NotImplementedError
 
-    def subscribe(self, pattern: str, *, max_attempts: int | None = None, idempotent: bool = False) -> Callable[[F], F]:
+    def subscribe(
+        self,
+        pattern: str,
+        *,
+        max_attempts: int | None = None,
+        idempotent: bool = False,
+        ordered: bool = False,
+    ) -> Callable[[F], F]:
         """As ``PubSub.subscribe`` (no I/O).
 
         Register the decorated function as a handler for routing keys matching ``pattern``.
@@ -74,6 +81,10 @@ class AsyncMethods:
                 ``handler_error``. ``None``: the ``max_attempts`` setting.
             idempotent: run the handler once per message id, recorded by the inbox in the same transaction as
                 the handler's effects (needs an inbox: the Django app, or ``PubSub(inbox=...)``).
+            ordered: events of one ordering key (``MessageInfo.key``) run one at a time, in arrival order,
+                different keys in parallel up to ``concurrency``; a failure is retried in the key's lane, holding
+                only that key's later events. With ``idempotent=True`` the inbox also skips an event whose
+                sequence is not newer than the key's last applied (``DrainResult.stale``). See the ordering page.
 
         Returns:
             A decorator that registers the function and returns it unchanged.
@@ -84,7 +95,7 @@ class AsyncMethods:
                 ``(event)`` or ``(event, info)``. An annotation that does not accept a schema the pattern
                 matches is reported when consuming starts, listing every conflict.
         """
-        return self.sync.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent)
+        return self.sync.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent, ordered=ordered)
 
     def topology(self) -> Topology:
         """As ``PubSub.topology`` (no I/O).

@@ -1,4 +1,4 @@
-"""The ``pubsubpy`` command's click group: demo, declare, publish, topology, drain, worker, dlq, schema.
+"""The ``pubsubpy`` command's click group: demo, declare, publish, topology, drain, worker, dlq, schema, ordered.
 
 Connection options are shared by every command and read from the environment
 when not given: ``PUBSUBPY_URL``, ``PUBSUBPY_EXCHANGE``, ``PUBSUBPY_SERVICE``.
@@ -300,6 +300,14 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
     from pubsubpy.cli._schema import register_schema_commands
 
     register_schema_commands(schema, with_connection, _load_app, run_action)
+
+    @cli.group(help="Ordered handlers: reset a key's stale guard.", context_settings=CONTEXT_SETTINGS)
+    def ordered() -> None:
+        pass
+
+    from pubsubpy.cli._ordered import register_ordered_commands
+
+    register_ordered_commands(ordered, with_connection, _load_app, run_action)
 
     for command in extra:
         cli.add_command(command)

@@ -58,6 +58,12 @@ class ModelEvent(BaseModel):
       ``pubsubpy.upcaster``.
     - ``compatibility``: what ``pubsubpy schema check`` holds new versions to: ``"full"`` (default),
       ``"backward"``, ``"forward"`` or ``"none"``.
+    - ``key``: the field that names the aggregate an event is about (``key="id"``): events of one key are
+      handled in order by ``ordered=True`` subscriptions. Every event and version of one model names the same
+      field. The wire carries ``pubsubpy-key: <model>:<value>``.
+    - ``sequence``: an integer field growing with each change of one aggregate (``sequence="row_version"``,
+      never the schema version), carried as ``pubsubpy-sequence``: the stale-event guard of
+      ``ordered=True, idempotent=True`` subscriptions skips an event not newer than the last applied.
     - ``register``: ``False`` keeps the class out of the default catalogue (for a ``PubSub(schemas=[...])``
       of its own, in tests).
 
@@ -69,7 +75,8 @@ class ModelEvent(BaseModel):
     Raises:
         ConfigurationError: at class definition: ``model`` without ``event`` (or the reverse), a name with
             ``*``, ``#``, spaces or empty words, an ``event`` with dots, a bad ``version`` or ``compatibility``,
-            or another schema already claiming the same routing key or (model, event, version).
+            or another schema already claiming the same routing key or (model, event, version); ``key`` or
+            ``sequence`` naming no field, or another event or version of the model naming another ``key``.
     """
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False, from_attributes=True)
@@ -78,6 +85,8 @@ class ModelEvent(BaseModel):
     __pubsub_event__: ClassVar[str | None] = None
     __pubsub_version__: ClassVar[int] = 1
     __pubsub_compatibility__: ClassVar[str] = "full"  # what `pubsubpy schema check` holds new versions to
+    __pubsub_key__: ClassVar[str | None] = None        # the ordering key's field
+    __pubsub_sequence__: ClassVar[str | None] = None   # the per-key sequence's field
 
     def __init_subclass__(
         cls,
@@ -87,6 +96,8 @@ class ModelEvent(BaseModel):
         version: int = 1,
         register: bool = True,
         compatibility: str = "full",
+        key: str | None = None,
+        sequence: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -107,6 +118,23 @@ class ModelEvent(BaseModel):
             raise ConfigurationError(f"{owner}: event={event_name!r} must be one word (no dots)")
         cls.__pubsub_event__ = event_name
         cls.__pubsub_version__ = version
+        for kind, name in (("key", key), ("sequence", sequence)):
+            if name is not None and (not isinstance(name, str) or not name.isidentifier()):
+                raise ConfigurationError(f"{owner}: {kind}= must name a field, got {name!r}")
+        cls.__pubsub_key__, cls.__pubsub_sequence__ = key, sequence
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, *, register: bool = True, **kwargs: Any) -> None:
+        """Once pydantic has built the fields: check ``key``/``sequence`` name fields, then register."""
+        super().__pydantic_init_subclass__(**kwargs)
+        if cls.__dict__.get("__pubsub_model__") is None:
+            return
+        owner = f"{cls.__module__}.{cls.__qualname__}"
+        for kind in ("key", "sequence"):
+            name = cls.__dict__.get(f"__pubsub_{kind}__")
+            if name is not None and name not in cls.model_fields:
+                raise ConfigurationError(f"{owner}: {kind}={name!r} is not one of its fields "
+                                         f"({', '.join(cls.model_fields) or 'none'})")
         if register:
             from pubsubpy.schemas._registry import default_catalog
 

@@ -52,6 +52,7 @@ class SchemaRegistry:
                 if existing is schema or _name(existing) != _name(schema):
                     continue
                 self._forget(existing)  # the same class defined again (a reload)
+            self._check_ordering_key(schema)
             same = self._by_key.get(key, {}).get(version)
             if same is not None and same is not schema:
                 raise ConfigurationError(
@@ -62,6 +63,17 @@ class SchemaRegistry:
             self._by_routing_key.setdefault(routing_key, {})[version] = schema
             self.generation += 1
         return schema
+
+    def _check_ordering_key(self, schema: type[ModelEvent]) -> None:
+        """Every event and version of one model names the same ``key=`` field: one model, one kind of key."""
+        model = schema.event_key()[0]
+        for existing in self._all():
+            if existing.event_key()[0] == model and _name(existing) != _name(schema) \
+                    and existing.__pubsub_key__ != schema.__pubsub_key__:
+                raise ConfigurationError(
+                    f"schemas {_name(existing)} (key={existing.__pubsub_key__!r}) and {_name(schema)} "
+                    f"(key={schema.__pubsub_key__!r}) are events of {model}: every event and version of a model "
+                    "names the same key= field")
 
     def _all(self) -> Iterator[type[ModelEvent]]:
         for versions in self._by_key.values():

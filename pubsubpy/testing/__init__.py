@@ -38,6 +38,7 @@ from typing import Any
 from pubsubpy._facade import replace_default
 from pubsubpy.app import PubSub
 from pubsubpy.errors import ConfigurationError
+from pubsubpy.inbox import Applied, OrderedRun
 from pubsubpy.settings import memory_name
 from pubsubpy.testing._capture import Capture, HandledEvent, PublishedEvent, capture
 from pubsubpy.testing._settle import NotSettled, Settled, settle
@@ -74,10 +75,12 @@ def delete_topology(app: PubSub, *, exchange: bool = True) -> None:
 
 
 class MemoryInbox:
-    """An ``Inbox`` for tests: (message id, handler) pairs in a set; ``runs`` counts real runs."""
+    """An ``OrderedInbox`` for tests: (message id, handler) pairs in a set, the last applied sequence per
+    (handler, ordering key) in a dict; ``runs`` counts real runs."""
 
     def __init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
+        self.sequences: dict[tuple[str, str], int] = {}
         self.runs = 0
         self._lock = threading.Lock()
 
@@ -90,6 +93,28 @@ class MemoryInbox:
             self.seen.add((message_id, handler))
             self.runs += 1
         return True
+
+    def run_in_order(self, message_id: str, handler: str, key: str, sequence: int,
+                     call: Callable[[], object]) -> OrderedRun:
+        with self._lock:
+            last = self.sequences.get((handler, key))
+            if (message_id, handler) in self.seen:
+                return OrderedRun(Applied.DUPLICATE, last)
+            if last is not None and sequence <= last:
+                return OrderedRun(Applied.STALE, last)
+        call()
+        with self._lock:
+            self.seen.add((message_id, handler))
+            self.sequences[(handler, key)] = sequence
+            self.runs += 1
+        return OrderedRun(Applied.RAN, last)
+
+    def reset_order(self, key: str, handler: str | None = None) -> int:
+        with self._lock:
+            gone = [pair for pair in self.sequences if pair[1] == key and handler in (None, pair[0])]
+            for pair in gone:
+                del self.sequences[pair]
+        return len(gone)
 
 
 # -- named in-process brokers ---------------------------------------------------------

@@ -65,6 +65,7 @@ def _add(into: DrainResult, result: DrainResult) -> None:
         into.reasons[reason] = into.reasons.get(reason, 0) + count
     into.redelivered += result.redelivered
     into.duplicates += result.duplicates
+    into.stale += result.stale
     into.abandoned += result.abandoned
     into.seconds += result.seconds
     if result.stopped_by != "empty":
@@ -161,8 +162,9 @@ def settle(*apps: PubSub, timeout: float = 5.0) -> Settled:
 
     A retry waits in its retry queue for ``retry_delay`` (doubling per attempt) as on RabbitMQ; when
     nothing else is ready, settle moves the memory broker's clock just past the next such expiry instead
-    of sleeping, so retries run in order with the production settings. Apps without subscriptions (pure
-    publishers) are not drained. memory:// apps only (a ``ConfigurationError`` otherwise).
+    of sleeping, so retries run in order with the production settings (an ``ordered=True`` handler's
+    retries wait in its lane, in real time: give such apps a small ``retry_delay`` in tests). Apps without
+    subscriptions (pure publishers) are not drained. memory:// apps only (a ``ConfigurationError`` otherwise).
 
     Returns a ``Settled``: ``settled[app]`` (or ``settled["billing"]``) is that service's ``DrainResult``
     summed over every drain. Past ``timeout`` seconds raises ``NotSettled``, an ``AssertionError`` naming

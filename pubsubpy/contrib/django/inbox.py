@@ -10,6 +10,16 @@ fails as a duplicate (or succeeds, if the first rolled back).
 
 Rows older than ``INBOX_RETENTION`` (default 30 days) are deleted now and then;
 a message redelivered or replayed after its row expired runs again.
+
+``run_in_order`` (``ordered=True, idempotent=True``) adds the stale-event
+guard: in the same transaction it locks the (handler, ordering key) row of
+``pubsubpy_inbox_sequence`` (``SELECT ... FOR UPDATE``) and skips the event,
+recording nothing, when the row's sequence is the event's or newer; else it
+moves the row to the event's sequence and runs the handler. Two consumers with
+events of one key queue on that row lock; the first event of a key inserts the
+row, and a concurrent insert waits on the unique index, then decides again
+against the row the other committed. Retention never deletes these rows
+(``reset_order`` does): a replay after months is still recognised as stale.
 """
 
 from __future__ import annotations
@@ -20,9 +30,11 @@ import time
 from collections.abc import Callable
 
 from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from pubsubpy.contrib.django.models import InboxMessage
+from pubsubpy.contrib.django.models import InboxMessage, InboxSequence
+from pubsubpy.inbox import Applied, OrderedRun
 
 __all__ = ["DjangoInbox"]
 
@@ -38,14 +50,65 @@ class DjangoInbox:
 
     def run_once(self, message_id: str, handler: str, call: Callable[[], object]) -> bool:
         with transaction.atomic(using=self.database):
-            try:
-                with transaction.atomic(using=self.database):  # a savepoint: the duplicate's error stays in it
-                    InboxMessage.objects.using(self.database).create(message_id=message_id, handler=handler[:255])
-            except IntegrityError:
+            if not self._record(message_id, handler[:255]):
                 return False
             call()
         self._clean_now_and_then()
         return True
+
+    def run_in_order(self, message_id: str, handler: str, key: str, sequence: int,
+                     call: Callable[[], object]) -> OrderedRun:
+        handler, key = handler[:255], key[:255]
+        with transaction.atomic(using=self.database):
+            if not self._record(message_id, handler):
+                return OrderedRun(Applied.DUPLICATE, self._sequences(handler, key).values_list(
+                    "sequence", flat=True).first())
+            newer, last = self._advance(handler, key, sequence)
+            if not newer:
+                transaction.set_rollback(True, using=self.database)  # the message's record goes too
+                return OrderedRun(Applied.STALE, last)
+            call()  # in the transaction: a failure rolls back the record and the sequence
+        self._clean_now_and_then()
+        return OrderedRun(Applied.RAN, last)
+
+    def reset_order(self, key: str, handler: str | None = None) -> int:
+        rows = InboxSequence.objects.using(self.database).filter(key=key[:255])
+        if handler is not None:
+            rows = rows.filter(handler=handler[:255])
+        deleted: int = rows.delete()[0]
+        return deleted
+
+    def _record(self, message_id: str, handler: str) -> bool:
+        """Insert (message id, handler); False when it is there already (a duplicate)."""
+        try:
+            with transaction.atomic(using=self.database):  # a savepoint: the duplicate's error stays in it
+                InboxMessage.objects.using(self.database).create(message_id=message_id, handler=handler)
+        except IntegrityError:
+            return False
+        return True
+
+    def _sequences(self, handler: str, key: str) -> QuerySet[InboxSequence]:
+        rows: QuerySet[InboxSequence] = InboxSequence.objects.using(self.database).filter(handler=handler, key=key)
+        return rows
+
+    def _advance(self, handler: str, key: str, sequence: int) -> tuple[bool, int | None]:
+        """Lock the (handler, key) row and move it to ``sequence`` unless that is not newer; (moved, the
+        sequence it had). Done before the handler runs, so a concurrent first event of the key is decided
+        before any effect; the caller's transaction undoes it with a handler that fails."""
+        try:
+            return self._advance_once(handler, key, sequence)
+        except IntegrityError:  # another consumer's first event of the key committed its row: decide again
+            return self._advance_once(handler, key, sequence)
+
+    def _advance_once(self, handler: str, key: str, sequence: int) -> tuple[bool, int | None]:
+        rows = self._sequences(handler, key)
+        last = rows.select_for_update().values_list("sequence", flat=True).first()
+        if last is None:
+            with transaction.atomic(using=self.database):  # a savepoint: a concurrent insert's error stays in it
+                rows.create(handler=handler, key=key, sequence=sequence)
+        elif sequence > last:
+            rows.update(sequence=sequence, updated_at=timezone.now())
+        return last is None or sequence > last, last
 
     def _clean_now_and_then(self) -> None:
         now = time.monotonic()
@@ -56,7 +119,7 @@ class DjangoInbox:
         self.clean()
 
     def clean(self) -> int:
-        """Delete records older than the retention; returns how many."""
+        """Delete message records older than the retention (never sequences); returns how many."""
         cutoff = timezone.now() - self.retention
         deleted: int = InboxMessage.objects.using(self.database).filter(received_at__lt=cutoff).delete()[0]
         return deleted

@@ -19,6 +19,16 @@ table inside the save's transaction (``outbox.py``) and sent by the relay after
 the commit: a broker that is down or slow never fails or delays the save.
 Without it, the event is published from ``on_commit``, and a broker that is
 unreachable then makes the commit hook raise after the row was saved.
+
+Ordering: a model event's ordering key (``pubsubpy-key``) is
+``<model path>:<primary key>``, unless its schema names a ``key=`` field. With
+the outbox, each event of the instance is stamped with the next
+``pubsubpy-sequence`` of that key in the save's transaction. For ``updated``
+and ``deleted`` the save's own UPDATE or DELETE already holds the instance's
+row lock until the commit (PostgreSQL, MariaDB): a second transaction changing
+the same instance waits, then builds its payload from its own write, so
+payload order, sequence order and commit order agree. The outbox's counter
+lock serialises the sequences in any case.
 """
 
 from __future__ import annotations
@@ -63,13 +73,12 @@ def _publish_on_commit(model: type[models.Model], event: str, instance: models.M
     except Exception as exc:  # pydantic's ValidationError, or an attribute that raises
         raise PayloadValidationError(f"{model.__name__} {event}: {exc}") from exc
     app = pubsubpy.get_default()
-    if app.outbox is not None:  # OUTBOX: a row in this transaction, sent by the relay after the commit
-        from pubsubpy.contrib.django.outbox import aggregate  # imports the models: not at app loading
-
-        with aggregate(f"{model_path(model)}:{instance.pk}"):
-            app.publish_model_event(model_path(model), event, payload)
-        return
-    transaction.on_commit(functools.partial(app.publish_model_event, model_path(model), event, payload), using=using)
+    key = instance.pk if schema.__pubsub_key__ is None else None  # the schema's key field wins
+    publish = functools.partial(app.publish_model_event, model_path(model), event, payload, key=key)
+    if app.outbox is not None:
+        publish()  # OUTBOX: a row in this transaction (its aggregate: the ordering key), relayed after the commit
+    else:
+        transaction.on_commit(publish, using=using)
 
 
 def publish_changes(model: type[models.Model], *events: str) -> None:

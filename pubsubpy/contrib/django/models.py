@@ -1,4 +1,4 @@
-"""The outbox and inbox tables (migration ``0001_initial`` ships with the app)."""
+"""The outbox and inbox tables (migrations ``0001_initial`` and ``0002_ordering`` ship with the app)."""
 
 from __future__ import annotations
 
@@ -30,13 +30,29 @@ class OutboxMessage(models.Model):
         db_table = "pubsubpy_outbox"
         indexes = [
             models.Index(fields=["sent_at", "parked_at", "id"], name="pubsubpy_outbox_pending"),
-            # the relay's "oldest unsent row of this aggregate?" probe, one index lookup per candidate
+            # the relay's "oldest unsent row of this aggregate?" probe, one index lookup per candidate;
+            # parked rows are in it: a parked row is its aggregate's head and holds the rows behind it
             models.Index(fields=["aggregate", "id"], name="pubsubpy_outbox_unsent_agg",
-                         condition=models.Q(sent_at__isnull=True, parked_at__isnull=True)),
+                         condition=models.Q(sent_at__isnull=True)),
         ]
 
     def __str__(self) -> str:
         return f"{self.routing_key} {self.message_id}"
+
+
+class OutboxSequence(models.Model):
+    """The last ``pubsubpy-sequence`` the outbox stamped for one aggregate. Its row is locked by the
+    transaction that stamps until that transaction ends, so sequence order is commit order."""
+
+    id: int
+    aggregate: models.CharField[str, str] = models.CharField(max_length=255, unique=True)
+    last: models.BigIntegerField[int, int] = models.BigIntegerField()
+
+    class Meta:
+        db_table = "pubsubpy_outbox_sequence"
+
+    def __str__(self) -> str:
+        return f"{self.aggregate} {self.last}"
 
 
 class InboxMessage(models.Model):
@@ -54,3 +70,21 @@ class InboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} {self.message_id}"
+
+
+class InboxSequence(models.Model):
+    """The last sequence an ordered handler applied for one ordering key, committed with its effects.
+    Retention (``INBOX_RETENTION``) never deletes these rows: ``DjangoInbox.reset_order`` does."""
+
+    id: int
+    handler: models.CharField[str, str] = models.CharField(max_length=255)
+    key: models.CharField[str, str] = models.CharField(max_length=255)
+    sequence: models.BigIntegerField[int, int] = models.BigIntegerField()
+    updated_at: models.DateTimeField[dt.datetime, dt.datetime] = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pubsubpy_inbox_sequence"
+        constraints = [models.UniqueConstraint(fields=["handler", "key"], name="pubsubpy_inbox_sequence_once")]
+
+    def __str__(self) -> str:
+        return f"{self.handler} {self.key} {self.sequence}"

@@ -13,10 +13,14 @@ older unsent one in its aggregate, so at most one relay holds an aggregate and
 its events leave in commit order. On other databases (SQLite) run one relay.
 
 A row the broker refuses (``basic.nack``, or unroutable with
-``on_unroutable="raise"``) is parked with the error (``pubsub_outbox list``)
+``on_unroutable="raise"``) is parked with the error (``pubsub outbox list``)
 and not retried on its own; a broker that is down fails the whole batch, which
-is retried after a pause, never in a hot loop. Sent rows are deleted once older
-than ``OUTBOX_RETENTION`` (default one day).
+is retried after a pause, never in a hot loop. A parked row is still its
+aggregate's oldest unsent row: the aggregate's later rows wait behind it (each
+batch warns how many aggregates are held) until it is retried (``pubsub outbox
+retry``) or deleted, so a consumer never sees an aggregate's events with a gap.
+Rows of the same batch behind a refused one were already published with it.
+Sent rows are deleted once older than ``OUTBOX_RETENTION`` (default one day).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connections, transaction
+from django.db.models import Count, Exists, Min, OuterRef
 from django.utils import timezone
 
 from pubsubpy._consume.backoff import Backoff
@@ -42,16 +47,19 @@ __all__ = ["Relay", "RelayResult"]
 
 log = logging.getLogger("pubsubpy.relay")
 
+# The head of an aggregate is its oldest unsent row, parked or not: an aggregate whose head is parked
+# has no head to claim.
 _HEADS_POSTGRESQL = """
     SELECT o.id, o.aggregate FROM pubsubpy_outbox o
     WHERE o.sent_at IS NULL AND o.parked_at IS NULL
       AND o.id = (SELECT p.id FROM pubsubpy_outbox p
-                  WHERE p.aggregate = o.aggregate AND p.sent_at IS NULL AND p.parked_at IS NULL
+                  WHERE p.aggregate = o.aggregate AND p.sent_at IS NULL
                   ORDER BY p.id LIMIT 1)
     ORDER BY o.id LIMIT %s
     FOR UPDATE OF o SKIP LOCKED
 """  # a per-row index probe (pubsubpy_outbox_unsent_agg) whatever the planner's statistics say
 _CLEAN_EVERY = 300.0
+_HELD_CHECK_EVERY = 60.0  # seconds between looks for aggregates held behind a parked row while idle
 
 
 @dataclass
@@ -72,11 +80,15 @@ class Relay:
         self.batch_size = batch_size
         self.retention = retention
         self._cleaned = 0.0
+        self._held_checked = -_HELD_CHECK_EVERY
 
     # -- one batch -----------------------------------------------------------------
     def _claim(self) -> list[tuple[int, OutgoingMessage]]:
-        """(row id, message) of the rows this batch holds, oldest first."""
-        pending = OutboxMessage.objects.using(self.database).filter(sent_at__isnull=True, parked_at__isnull=True)
+        """(row id, message) of the rows this batch holds, oldest first: none behind a parked row."""
+        rows = OutboxMessage.objects.using(self.database)
+        parked_before = rows.filter(aggregate=OuterRef("aggregate"), sent_at__isnull=True,
+                                    parked_at__isnull=False, id__lt=OuterRef("id"))
+        pending = rows.filter(sent_at__isnull=True, parked_at__isnull=True).exclude(Exists(parked_before))
         if connections[self.database].vendor == "postgresql":
             with connections[self.database].cursor() as cursor:
                 cursor.execute(_HEADS_POSTGRESQL, [self.batch_size])
@@ -88,12 +100,28 @@ class Relay:
         fields = ("id", "exchange", "routing_key", "body", "properties")
         return [(row[0], from_row(*row[1:])) for row in pending.order_by("id").values_list(*fields)[: self.batch_size]]
 
+    def _warn_held(self, idle: bool) -> None:
+        """Warn how many aggregates wait behind a parked row, naming one: once per batch, and while
+        idle at most every ``_HELD_CHECK_EVERY`` seconds."""
+        now = time.monotonic()
+        if idle and now - self._held_checked < _HELD_CHECK_EVERY:
+            return
+        self._held_checked = now
+        rows = OutboxMessage.objects.using(self.database)
+        behind = rows.filter(aggregate=OuterRef("aggregate"), sent_at__isnull=True, id__gt=OuterRef("id"))
+        held = rows.filter(sent_at__isnull=True, parked_at__isnull=False).filter(Exists(behind)).aggregate(
+            count=Count("aggregate", distinct=True), one=Min("aggregate"))
+        if held["count"]:
+            log.warning("%d aggregate(s) held behind a parked row (e.g. %r): their later rows wait until it "
+                        "is retried (pubsub outbox retry) or deleted", held["count"], held["one"])
+
     def relay_batch(self) -> RelayResult:
         """Claim, publish (confirmed), mark sent or parked, commit. Raises ``TransportError`` when the
         broker cannot take the batch (nothing is marked; the rows wait for the next try)."""
         result = RelayResult()
         with transaction.atomic(using=self.database):
             rows = self._claim()
+            self._warn_held(idle=not rows)
             if not rows:
                 return result
             messages = [message for _, message in rows]
