@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import broker_rows, latency_rows, local_rows, outbox_rows, worker_rows
+from bench import broker_rows, latency_rows, local_rows, ordering_rows, outbox_rows, worker_rows
 from bench.common import URL, Booking, Row, delete_app, fill, unique
 from pubsubpy import PubSub
 
@@ -115,6 +115,7 @@ SHORT = {
     "worker, 20 ms handler: concurrency 4": "worker, 20 ms handler\nconcurrency 4 vs 1",
     "worker, no-op handler (default": "worker, prefetch 4\nvs raw pika consumer",
     "worker, no-op handler (prefetch=1000)": "worker, prefetch 1000\nvs raw pika consumer",
+    "worker, ordered=True": "worker, ordered=True, 5% fail once\nvs unordered",
     "drain: validation_error": "validation_error dead letters\nvs handled",
     "drain: validation_error dead letters vs raw": "dead letters vs raw pika\nmaking the same copies",
     "drain: handler_error": "handler_error dead letters\nvs handled",
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--no-faststream", action="store_true")
     parser.add_argument("--no-cluster", action="store_true", help="skip the rows on the 3-node cluster")
+    parser.add_argument("--no-ordering", action="store_true",
+                        help="skip the ordered=True rows (about five minutes at full size)")
     args = parser.parse_args(argv)
     quick = args.quick
     out = Path(args.out)
@@ -189,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     step("drain")
     rows.append(broker_rows.drain(3000 if quick else 30000, rounds))
     rows.extend(worker_rows.all_rows(quick, rounds, step))
+    if not args.no_ordering:
+        rows.extend(ordering_rows.all_rows(quick, rounds, step))  # one pair at full size: 100,000 events a side
     rows.extend(latency_rows.all_rows(quick, rounds, step))  # 60 s per side (5 s quick), split over the rounds
     try:
         from bench import telemetry_rows
