@@ -65,29 +65,35 @@ class _Forwarder:
         selector = selectors.DefaultSelector()
         selector.register(server, selectors.EVENT_READ)
         peers: dict[socket.socket, socket.socket] = {}
-        while not self._stop.is_set():
-            for key, _ in selector.select(0.05):
-                sock = key.fileobj
-                assert isinstance(sock, socket.socket)
-                if sock is server:
-                    client, _ = server.accept()
-                    upstream = socket.create_connection(self.target)
-                    for one, other in ((client, upstream), (upstream, client)):
-                        peers[one] = other
-                        selector.register(one, selectors.EVENT_READ)
-                    continue
-                data = b""
-                with contextlib.suppress(OSError):
-                    data = sock.recv(65536)
-                if data:
-                    peers[sock].sendall(data)
-                    continue
-                for one in (sock, peers.pop(sock)):
-                    peers.pop(one, None)
-                    selector.unregister(one)
-                    one.close()
-        for sock in (server, *peers):
-            sock.close()
+        try:
+            while not self._stop.is_set():
+                for key, _ in selector.select(0.05):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is server:
+                        client, _ = server.accept()
+                        upstream = socket.create_connection(self.target)
+                        for one, other in ((client, upstream), (upstream, client)):
+                            peers[one] = other
+                            selector.register(one, selectors.EVENT_READ)
+                        continue
+                    if sock not in peers:  # closed with its peer in this round
+                        continue
+                    data = b""
+                    with contextlib.suppress(OSError):
+                        data = sock.recv(65536)
+                    if data:
+                        with contextlib.suppress(OSError):
+                            peers[sock].sendall(data)
+                            continue
+                    for one in (sock, peers[sock]):  # one side ended (or failed): close both
+                        peers.pop(one, None)
+                        selector.unregister(one)
+                        one.close()
+        finally:  # every socket it made, whatever ended the loop (a leak fails a later test on Python 3.14)
+            for sock in (server, *peers):
+                sock.close()
+            selector.close()
 
     def close(self) -> None:
         self._stop.set()
