@@ -57,6 +57,12 @@ def handle_signals(stop: threading.Event, force: threading.Event) -> Iterator[No
             signal.signal(sig, handler)
 
 
+EX_TEMPFAIL = 75  # sysexits.h: try again later (a supervisor restarts the worker)
+
+
 def exit_code(result: DrainResult) -> int:
-    """0 for a clean stop; 1 when handlers were abandoned or the stop was forced."""
+    """0 for a clean stop; 75 when more runs past their ``time_limit`` were still going than ``concurrency``
+    (a restart frees their threads); 1 when handlers were abandoned or the stop was forced."""
+    if result.stopped_by == "stuck":
+        return EX_TEMPFAIL
     return 1 if result.abandoned or result.stopped_by == "forced" else 0

@@ -169,3 +169,10 @@ class Reject(PubSubError):
 class HandlerCancelled(PubSubError):
     """The event loop cancelled an ``async def`` handler's run (it was shutting down, or the handler
     awaited something cancelled): a failed run, retried like any other."""
+
+
+class TimeLimitExceeded(PubSubError):
+    """A handler ran past its subscription's ``time_limit``: a failed run (retried while attempts are left,
+    else dead-lettered as ``time_limit``). A synchronous handler's thread is abandoned, not killed (Python
+    cannot kill a thread): it runs on, and an effect it commits late races the message's retry unless the
+    handler is ``idempotent=True``. An ``async def`` handler is cancelled."""

@@ -4,13 +4,16 @@ The consumer loop reports here (``attached``, ``detached``, ``turned``); the
 metrics server's ``/healthz`` reads ``ready()`` from another thread. Ready means:
 a consumer is attached to the queue on a live connection, and the loop has
 turned within ``stale_after`` seconds (it turns at least every 0.2 s while
-healthy, handlers running or not), so a wedged loop is not ready either.
+healthy, handlers running or not), so a wedged loop is not ready either. A
+consumer paused because a handler's dependency is down is ready too (a restart
+would not bring the dependency back); ``paused()`` lists why.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from pubsubpy.transports.base import Consumer
 
@@ -23,7 +26,21 @@ class WorkerHealth:
         self._consumer: Consumer | None = None
         self._turned = 0.0
         self._stale_after = stale_after
+        self._paused: Callable[[], tuple[str, ...]] = tuple
+        self._trips: Callable[[], int] = int
         self.queue: str | None = None
+
+    def pausing(self, paused: Callable[[], tuple[str, ...]], trips: Callable[[], int]) -> None:
+        """Where the loop says which subscriptions paused it (their dependency is down), and how often."""
+        self._paused, self._trips = paused, trips
+
+    def pauses(self) -> int:
+        """How many times the consumer paused (breaker trips) since the worker started."""
+        return self._trips()
+
+    def paused(self) -> tuple[str, ...]:
+        """The subscriptions whose dependency is down, pausing the consumer (empty: consuming)."""
+        return self._paused()
 
     def attached(self, consumer: Consumer, queue: str) -> None:
         with self._lock:
@@ -39,6 +56,9 @@ class WorkerHealth:
 
     def ready(self) -> tuple[bool, str]:
         """(ready, why) for a probe's answer."""
+        paused = self._paused()
+        if paused:  # waiting for a dependency is the worker doing its job: ready, not restarted
+            return True, f"paused: a dependency of {', '.join(paused)} is down; probing one message at a time"
         with self._lock:
             consumer, turned = self._consumer, self._turned
         if consumer is None:

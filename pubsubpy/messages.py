@@ -101,7 +101,9 @@ class Reason(str, enum.Enum):
     HANDLER_ERROR = "handler_error"
     """A handler kept failing for ``max_attempts`` (the only retried failure)."""
     REJECTED = "rejected"
-    """A handler raised ``Reject``."""
+    """A handler raised ``Reject``, or an exception of its ``dead_letter_on``."""
+    TIME_LIMIT = "time_limit"
+    """A handler ran past its ``time_limit`` on its last attempt."""
     DELIVERY_LIMIT = "delivery_limit"
     """Broker side: a quorum queue redelivered it more than ``delivery_limit`` times."""
     EXPIRED = "expired"
@@ -145,6 +147,9 @@ class DrainResult:
     """Redeliveries of messages this consumer had already settled: acked, not run again."""
     abandoned: int = 0
     """Handlers still running at a forced stop: their messages went back unacked."""
+    paused: int = 0
+    """Messages given back unsettled because a handler's dependency was down (``pause_on``); each time the
+    consumer paused. Not an outcome: they are handled later."""
     stale: int = 0
     """Of the handled messages, how many an ``ordered=True, idempotent=True`` handler skipped as stale: the
     inbox had applied a sequence of their key as new or newer."""
@@ -152,7 +157,9 @@ class DrainResult:
     """How long the call took."""
     stopped_by: str = "empty"
     """Why it stopped: ``"empty"``, ``"max_messages"``, ``"timeout"``, ``"stopped"`` (the stop event or a
-    signal) or ``"forced"`` (a second signal, or ``shutdown_timeout`` ran out)."""
+    signal), ``"forced"`` (a second signal, or ``shutdown_timeout`` ran out), ``"paused"`` (a drain whose
+    handler's dependency is down: ``pause_on``) or ``"stuck"`` (more runs past their ``time_limit`` still
+    going than ``concurrency``: a worker exits with 75 for its supervisor to restart it)."""
 
     @property
     def messages(self) -> int:
@@ -180,6 +187,8 @@ class DrainResult:
             text += f"; {self.deferred} deferred (keys no handler here subscribes)"
         if self.duplicates:
             text += f"; {self.duplicates} duplicate deliveries skipped"
+        if self.paused:
+            text += f"; {self.paused} given back while a dependency was down (paused)"
         if self.stale:
             text += f"; {self.stale} stale (older than their key's last applied event, skipped)"
         if self.abandoned:
@@ -200,6 +209,9 @@ class HandlerResult:
     """What the handler raised, if anything (for error reporting)."""
     handler: str | None = None
     """The subscription's name (``module.function``), on the results the engine keeps."""
+    paused: bool = False
+    """The handler raised one of its ``pause_on`` exceptions: its dependency is down. The message goes back
+    unsettled, its attempt not counted, and the consumer pauses until a probe succeeds."""
 
     @property
     def ok(self) -> bool:

@@ -31,7 +31,7 @@ from pubsubpy.schemas import ModelEvent, SchemaRegistry
 from pubsubpy.settings import _caller_level
 from pubsubpy.topics import TopicTrie, topic_matches, validate_pattern
 
-__all__ = ["Router", "Subscription", "UnmatchedPatternWarning"]
+__all__ = ["ExceptionTypes", "Router", "Subscription", "UnmatchedPatternWarning", "exception_policy"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,6 +61,10 @@ class Subscription:
     idempotent: bool = False  # runs through the Inbox: once per message id
     is_async: bool = False    # `async def`: awaited on the consuming AsyncPubSub's event loop
     ordered: bool = False     # one message per ordering key at a time, in arrival order; retried in its lane
+    pause_on: tuple[type[BaseException], ...] = ()        # the dependency is down: give it back, pause, probe
+    retry_on: tuple[type[BaseException], ...] = ()        # retried while attempts are left (as unmatched ones)
+    dead_letter_on: tuple[type[BaseException], ...] = ()  # dead-lettered at once, reason ``rejected``
+    time_limit: float | None = None  # seconds: a run still going then fails (TimeLimitExceeded)
 
     def accepts(self, schema: type[ModelEvent] | None) -> bool:
         """Whether this handler takes ``schema``'s event: that class, or another version of the same
@@ -71,6 +75,27 @@ class Subscription:
             return True
         key = schema.event_key()
         return any(s.__pubsub_model__ is not None and s.event_key() == key for s in self.schemas)
+
+
+ExceptionTypes = type[BaseException] | tuple[type[BaseException], ...]
+"""An exception class, or a tuple of them (as ``isinstance`` takes)."""
+
+
+def exception_policy(**lists: ExceptionTypes) -> dict[str, tuple[type[BaseException], ...]]:
+    """The exception lists of ``@subscribe`` as tuples of classes; a class in two lists is an error (which
+    would win is a precedence the reader should not have to look up)."""
+    checked: dict[str, tuple[type[BaseException], ...]] = {}
+    seen: dict[type[BaseException], str] = {}
+    for name, value in lists.items():
+        classes = value if isinstance(value, tuple) else (value,)
+        for cls in classes:
+            if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                raise ConfigurationError(f"{name}= takes exception classes, got {cls!r}")
+            if cls in seen:
+                raise ConfigurationError(f"{cls.__qualname__} is in both {seen[cls]}= and {name}=: put it in one")
+            seen[cls] = name
+        checked[name] = classes
+    return checked
 
 
 def _handler_name(handler: Callable[..., Any]) -> str:
@@ -243,10 +268,16 @@ class Router:
         self._warned: set[str] = set()  # patterns already reported as matching no schema
 
     def subscribe(self, pattern: str, *, max_attempts: int | None = None,
-                  idempotent: bool = False, ordered: bool = False) -> Callable[[F], F]:
+                  idempotent: bool = False, ordered: bool = False, pause_on: ExceptionTypes = (),
+                  retry_on: ExceptionTypes = (), dead_letter_on: ExceptionTypes = (),
+                  time_limit: float | None = None) -> Callable[[F], F]:
         validate_pattern(pattern)
+        if time_limit is not None and (isinstance(time_limit, bool) or not isinstance(time_limit, (int, float))
+                                       or not 0 < time_limit <= 86_400):
+            raise ConfigurationError(f"time_limit must be seconds in (0, 86400], got {time_limit!r}")
         if max_attempts is not None and (not isinstance(max_attempts, int) or max_attempts < 1):
             raise ConfigurationError(f"max_attempts must be a positive int, got {max_attempts!r}")
+        policy = exception_policy(pause_on=pause_on, dead_letter_on=dead_letter_on, retry_on=retry_on)
 
         def decorator(handler: F) -> F:
             if not callable(handler):
@@ -264,7 +295,10 @@ class Router:
                     return handler
                 self._subscriptions.append(Subscription(pattern, handler, name, max_attempts, wants_info,
                                                         idempotent=idempotent, is_async=is_async,
-                                                        ordered=ordered))
+                                                        ordered=ordered, pause_on=policy["pause_on"],
+                                                        retry_on=policy["retry_on"],
+                                                        dead_letter_on=policy["dead_letter_on"],
+                                                        time_limit=time_limit))
                 self._trie = None
                 self._cache.clear()
                 self._resolved = False

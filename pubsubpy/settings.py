@@ -161,6 +161,30 @@ class Settings(BaseModel):
     retry_delay_max: float = Field(default=300.0, ge=0, le=86_400)
     """The longest pause between two retries, in seconds (exponential backoff stops growing here)."""
 
+    pause_probe_delay: float = Field(default=5.0, gt=0, le=3600)
+    """Seconds a paused consumer waits before its first probe (a handler raised one of its ``pause_on``
+    exceptions: its dependency is down); each failed probe doubles it, up to ``pause_probe_delay_max``."""
+
+    pause_probe_delay_max: float = Field(default=60.0, gt=0, le=86_400)
+    """The longest wait between two probes of a paused consumer, in seconds."""
+
+    breaker_failure_share: float = Field(default=0.0, ge=0, le=1)
+    """The service-wide breaker: pause the consumer, as ``pause_on`` does, when at least this share of the
+    messages of the last ``breaker_window`` seconds failed in a handler (retried or dead-lettered by a
+    handler error), once ``breaker_min_runs`` were handled in it. ``0`` (the default): off; ``0.5`` is a
+    reasonable start."""
+
+    breaker_window: float = Field(default=30.0, gt=0, le=3600)
+    """The window, in seconds, over which the service-wide breaker counts failures."""
+
+    breaker_min_runs: int = Field(default=20, ge=1, le=1_000_000)
+    """Messages the window must hold before the service-wide breaker may trip."""
+
+    retry_jitter: bool = True
+    """Spread retries: each draws its delay from four retry queues per backoff step, from the step's delay
+    down to 5/8 of it (``d * (1 - k/8)``, ``k`` = 0..3), so a burst that failed together does not come back
+    together. ``False``: exactly the step's delay (one queue per step)."""
+
     consumer_timeout: float = Field(default=1800.0, gt=0, le=7 * 86_400)
     """The broker's ``consumer_timeout`` in seconds (RabbitMQ's default is 30 minutes): a message unacked for
     longer closes the channel. An ``ordered=True`` handler's retries wait in the message's lane, unacked, so
@@ -372,6 +396,12 @@ class SettingsOptions(TypedDict, total=False):
     max_attempts: int
     retry_delay: float
     retry_delay_max: float
+    pause_probe_delay: float
+    pause_probe_delay_max: float
+    breaker_failure_share: float
+    breaker_window: float
+    breaker_min_runs: int
+    retry_jitter: bool
     consumer_timeout: float
     prefetch: int
     max_message_size: int

@@ -34,7 +34,8 @@ from pubsubpy.settings import Settings
 
 __all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "LAZY", "NO_DELIVERY_LIMIT", "QueueSpec", "Topology", "at_least_once_policy",
            "build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy",
-           "ledger_queue", "no_delivery_limit_policy", "retry_delay_ms", "retry_queue", "service_queue"]
+           "ledger_queue", "no_delivery_limit_policy", "retry_delay_ms", "retry_delays_ms", "retry_queue",
+           "service_queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +88,20 @@ def retry_delay_ms(settings: Settings, failed_attempt: int) -> int:
     """Exponential backoff: ``retry_delay * 2**(attempt-1)``, capped at ``retry_delay_max``."""
     seconds = min(settings.retry_delay * (2 ** max(failed_attempt - 1, 0)), settings.retry_delay_max)
     return int(seconds * 1000)
+
+
+JITTER_STEPS = 4  # delays per backoff step: a burst of failures comes back spread over them
+
+
+def retry_delays_ms(settings: Settings, failed_attempt: int) -> tuple[int, ...]:
+    """The delays a retry after ``failed_attempt`` draws from: the backoff step ``d`` and, with
+    ``retry_jitter``, ``d * (1 - k/8)`` for ``k`` in 1..3 (down to 5/8 of it, so ``retry_delay_max`` still
+    bounds every pause). A fixed set, each delay a declared retry queue: a per-message TTL would only
+    expire at the head of its queue."""
+    step = retry_delay_ms(settings, failed_attempt)
+    if not settings.retry_jitter:
+        return (step,)
+    return tuple(sorted({step * (8 - k) // 8 for k in range(JITTER_STEPS)}, reverse=True))
 
 
 _DEFER_MAX = 60.0  # seconds: a deferred message is looked at again at least once a minute
@@ -170,7 +185,7 @@ def build_topology(settings: Settings, service: str, patterns: Iterable[str], ma
     main_args = _queue_arguments(settings, {"x-dead-letter-exchange": dlx})
     if settings.queue_type == "quorum":
         main_args["x-delivery-limit"] = settings.delivery_limit
-    attempts = {retry_delay_ms(settings, attempt) for attempt in range(1, max_attempts)}
+    attempts = {ms for attempt in range(1, max_attempts) for ms in retry_delays_ms(settings, attempt)}
     delays = sorted((attempts | _deferral_delays(settings)) - {0})
     retry_queues = tuple(
         QueueSpec(retry_queue(service, ms), _queue_arguments(

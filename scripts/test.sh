@@ -7,7 +7,8 @@
 #   leg 2  Python 3.14 (.venv-py314, made inside the root) with the newest pika the pin admits, against
 #          RabbitMQ 4.3 (127.0.0.1:5701), in the Debian sid root of scripts/rabbitmq-next.sh;
 #          the browser/Node tests (marked `browser`) and the scenario tests over 20 s (marked `slow`:
-#          fault injection, the benchmark smoke test) run on leg 1 only
+#          fault injection, the benchmark smoke test) run on leg 1 only; the minute-long outage test (marked
+#          `outage`) runs on each leg's broker in the background, beside the groups that follow, awaited at the end
 # then the contract suite (tests/contract) and the dead-letter give-back tests on RabbitMQ 4.0 (the trixie
 # root, 127.0.0.1:5702) from .venv (the range where a nack counts towards a quorum queue's delivery limit),
 # then the cluster tests (marked `cluster`) once, on a 3-node cluster that scripts/cluster.sh
@@ -22,6 +23,7 @@ bash scripts/start-services.sh
 
 status=0
 skipped=()   # legs that could not run: fatal under CI=true, at the end
+outages=()   # "leg:pid" of the outage tests running in the background
 stop_cluster=false stop_next=()
 logs="$(mktemp -d /tmp/pubsubpy-test.XXXXXX)"
 cleanup() {
@@ -132,8 +134,15 @@ else
   ensure_venv test .venv-py310 "$python"
   install_pika .venv-py310 "pika==1.3.2"   # the oldest pika the pin admits
   leg_versions "amqp://guest:guest@127.0.0.1:5672/%2F" .venv-py310/bin/python
-  .venv-py310/bin/pytest -m "not cluster" "$@" || status=$?
+  .venv-py310/bin/pytest -m "not cluster and not outage" "$@" || status=$?
   echo "== leg 1 took $((SECONDS - began)) s"
+  # The minute-long outage test (tests/test_outage.py) mostly waits: it runs on this leg's broker beside the
+  # next groups, which use other brokers, and is awaited at the very end.
+  if [ $# -eq 0 ]; then
+    echo "== started: the outage test on leg 1's broker, in the background (awaited at the end)"
+    .venv-py310/bin/pytest -m outage -q -s tests/test_outage.py > "$logs/outage-leg1.log" 2>&1 &
+    outages+=("leg1:$!")
+  fi
 fi
 
 echo "== pytest: leg 2, pubsubpy on Python 3.14 and RabbitMQ 4.3 (scripts/rabbitmq-next.sh: Debian sid root, 5701)"
@@ -150,8 +159,14 @@ else
   url="amqp://guest:guest@127.0.0.1:5701/%2F"
   leg_versions "$url" bash scripts/rabbitmq-next.sh exec .venv-py314/bin/python
   PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
-    .venv-py314/bin/pytest -m "not cluster and not browser and not slow" "$@" || status=$?
+    .venv-py314/bin/pytest -m "not cluster and not browser and not slow and not outage" "$@" || status=$?
   echo "== leg 2 took $((SECONDS - began)) s"
+  if [ $# -eq 0 ]; then
+    echo "== started: the outage test on leg 2's broker, in the background (awaited at the end)"
+    PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
+      .venv-py314/bin/pytest -m outage -q -s tests/test_outage.py > "$logs/outage-leg2.log" 2>&1 &
+    outages+=("leg2:$!")
+  fi
 fi
 
 echo "== pytest: the contract suite and dead-letter give-backs on RabbitMQ 4.0 (rabbitmq-next.sh --release 4.0, 5702)"
@@ -172,6 +187,13 @@ fi
 # Again in the foreground (idempotent: seconds when it is up): a start that failed, or a node lost since, is retried
 bash scripts/cluster.sh up || echo "the cluster did not start: its tests skip (under CI=true they fail)"
 .venv/bin/pytest -m cluster -s "$@" tests/test_cluster.py || status=$?
+
+for job in "${outages[@]}"; do   # the outage tests started beside the groups above
+  leg="${job%%:*}"
+  echo "== pytest: the outage test on $leg's broker (run in the background)"
+  wait "${job#*:}" || status=$?
+  cat "$logs/outage-$leg.log"
+done
 
 if [ ${#skipped[@]} -gt 0 ]; then
   echo "== skipped: ${skipped[*]}"

@@ -272,7 +272,7 @@ def test_messages_in_a_retry_queue_survive_losing_its_leader(cluster: Cluster) -
     lock = threading.Lock()
     app = PubSub(cluster.urls(NODES[0]), schemas=ALL, service_name=service,  # type: ignore[arg-type]
                  model_exchange=f"{service}-models", queue_type="quorum", connect_timeout=5,
-                 retry_connect_delay=0.2, retry_delay=3.0, max_attempts=3)
+                 retry_connect_delay=0.2, retry_delay=3.0, max_attempts=3, retry_jitter=False)
 
     @app.subscribe("Booking.created")
     def fails_first(event: BookingCreated) -> None:

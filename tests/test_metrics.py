@@ -149,6 +149,8 @@ def test_a_worker_serves_metrics_and_a_readiness_probe_that_fails_when_the_broke
                    for line in lines)
         assert any(line.startswith("pubsubpy_queue_messages") and f'pubsubpy_queue="{service}.events"' in line
                    and line.endswith(" 0.0") for line in lines)
+        assert any(line.startswith("pubsubpy_consumer_pauses") and line.endswith(" 0.0") for line in lines), \
+            "the pause counter is served, at 0 for a worker whose dependencies were up"
         assert (tmp_path / "handled.log").read_text().split() == ids
         assert _get(port, "/healthz") == (200, f"consuming from {service}.events\n")
         app.close()

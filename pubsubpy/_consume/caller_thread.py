@@ -82,8 +82,10 @@ class InlineRunner(Generic[In, Out]):
     starts: half the prefetch window keeps the broker sending the other half meanwhile. An item
     collected after ``stop_starting`` comes back unstarted (result ``None``)."""
 
-    def __init__(self, work: Callable[[In], Out], baton: Baton, chunk: int) -> None:
+    def __init__(self, work: Callable[[In], Out], baton: Baton, chunk: int,
+                 halt: Callable[[Out], bool] | None = None) -> None:
         self._work = work
+        self._halt = halt  # a result after which nothing more starts (a handler's dependency is down)
         self._baton = baton
         self._chunk = chunk
         self._isolation = Isolation()
@@ -116,8 +118,12 @@ class InlineRunner(Generic[In, Out]):
         self.running_since = time.monotonic()
         self._baton.lock.release()
         try:
+            halt = self._halt
             for item in chunk:
-                finished.append((item, None if stopping.is_set() else run(work, item)))
+                result = None if stopping.is_set() else run(work, item)
+                finished.append((item, result))
+                if halt is not None and result is not None and halt(result):
+                    stopping.set()
         finally:
             self._baton.lock.acquire()
             self.running_since = None

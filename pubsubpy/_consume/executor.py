@@ -39,7 +39,8 @@ class Executor(Protocol[In, Out]):
 
     ``in_flight`` counts items submitted and not yet collected. ``sleeping`` is set by the loop while it
     waits in the broker: an executor whose work finishes on another thread wakes it there (``Consumer.wake``).
-    An item that has not started when ``stop_starting`` is called comes back unstarted (result ``None``).
+    An item that has not started when ``stop_starting`` is called comes back unstarted (result ``None``); so
+    does one after a result the executor's ``halt`` predicate holds true for (a handler's dependency is down).
     """
 
     sleeping: bool

@@ -24,10 +24,15 @@ from pubsubpy.messages import Delivery
 
 __all__ = ["Lanes"]
 
+_BUSY_STEP = 0.05  # how often a lane held by an abandoned run looks again (seconds)
+
 
 class Lanes:
-    def __init__(self, lane_of: Callable[[Delivery], str | None]) -> None:
+    def __init__(self, lane_of: Callable[[Delivery], str | None],
+                 busy: Callable[[Delivery], bool] | None = None) -> None:
         self._lane_of = lane_of
+        self._busy = busy  # an abandoned run of this message still going (time_limit): its lane stays held
+        self._releasing: list[Delivery] = []  # settled, their lanes freed once ``busy`` says they are done
         self._behind: dict[str, deque[Delivery]] = {}  # a lane whose message is out: those waiting behind it
         self._out: dict[int, str] = {}                  # id(delivery) of the message out -> its lane
         self._free: list[Item] = []                     # released, to run now
@@ -57,7 +62,11 @@ class Lanes:
         self.waiting += 1
 
     def release(self, delivery: Delivery) -> None:
-        """``delivery`` is settled: the next message of its lane may run."""
+        """``delivery`` is settled: the next message of its lane may run (once no abandoned run of it is
+        still going)."""
+        if self._busy is not None and self._busy(delivery):
+            self._releasing.append(delivery)
+            return
         lane = self._out.pop(id(delivery), None)
         if lane is None:
             return
@@ -72,9 +81,17 @@ class Lanes:
     def take(self) -> list[Item]:
         """Released messages, and held ones whose delay has passed, to run now."""
         now = time.monotonic()
+        if self._releasing:
+            releasing, self._releasing = self._releasing, []
+            for delivery in releasing:
+                self.release(delivery)
         held = self._held
         while held and held[0][0] <= now:
-            self._free.append(heapq.heappop(held)[2])
+            work = heapq.heappop(held)[2]
+            if self._busy is not None and self._busy(work.delivery):  # its abandoned run still going
+                heapq.heappush(held, (now + _BUSY_STEP, next(self._tie), work))
+                break
+            self._free.append(work)
         free, self._free = self._free, []
         self.waiting -= len(free)
         return free
@@ -85,7 +102,10 @@ class Lanes:
 
     def next_due(self) -> float | None:
         """Seconds until the next held message may run again; None when none is held."""
-        return max(self._held[0][0] - time.monotonic(), 0.0) if self._held else None
+        due = max(self._held[0][0] - time.monotonic(), 0.0) if self._held else None
+        if self._releasing:
+            return _BUSY_STEP if due is None else min(due, _BUSY_STEP)
+        return due
 
     def __len__(self) -> int:
         """Messages taken from the broker that wait here, unacked (behind others, held, or released)."""

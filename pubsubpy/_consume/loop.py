@@ -31,6 +31,11 @@ Delivery semantics (at least once):
   on their way to the executor; a message whose ordered handler failed with
   attempts left is held in its lane, unacked, and runs again there after the
   retry delay (the loop's waits end when the next one is due).
+- A handler whose dependency is down (one of its ``pause_on`` exceptions)
+  trips the breaker (``_consume/pausing.py``): its message goes back, the loop
+  stops taking, gives back what it holds and cancels its consumer; a worker
+  then probes with one message at a time until one succeeds, and consumes
+  again. A drain stops (``stopped_by="paused"``).
 - ``LoopMode.DRAIN`` (``drain()``) stops once the queue is empty and everything
   taken is settled; broker failures end it with a ``TransportError``.
   ``LoopMode.WORK`` (a worker's ``run()``) never stops on its own and never gives
@@ -53,8 +58,10 @@ from pubsubpy._consume.backoff import Backoff
 from pubsubpy._consume.caller_thread import Abandoned, Baton, InlineRunner, Watch, watch
 from pubsubpy._consume.executor import ChunkWork, Executor
 from pubsubpy._consume.lanes import Lanes
+from pubsubpy._consume.pausing import SERVICE_WIDE, Breaker, FailureShare
 from pubsubpy._consume.settling import Settler
 from pubsubpy._consume.thread_pool import HandlerPool
+from pubsubpy._consume.time_limits import TimedRuns
 from pubsubpy._engine import AwaitOnLoop, Engine, Item, Verdict, Work
 from pubsubpy._engine.runs import log_fields
 from pubsubpy.deadline import Deadline
@@ -76,6 +83,7 @@ _EMPTY_STEP = 0.05   # re-ask step while the broker reports ready messages not y
 _RECENT = 10_000     # settled messages remembered for spotting redeliveries
 _PLAIN = (int, str, type(None))
 _HANDLER_REASONS = (Reason.HANDLER_ERROR, Reason.REJECTED)  # dead letters a handler decided
+_FAILED_REASONS = (Reason.HANDLER_ERROR, Reason.TIME_LIMIT)  # a handler failed (not a rejection by design)
 
 
 class LoopMode(enum.Enum):
@@ -160,27 +168,44 @@ class _Loop:
         self.result = DrainResult()
         self.recent = _Recent()
         self.parked: deque[Delivery] = deque()
-        self.lanes = Lanes(engine.lane_of) if engine.has_ordered_handlers else None
+        self.halt = _paused if engine.has_pause_on else None  # executors start nothing after such a verdict
+        self.timed = TimedRuns() if engine.has_time_limits else None
+        if self.timed is not None:
+            engine.run_timed = self.timed.run
+        self.lanes = self.new_lanes()
         self.taken = 0
         self.stopping = False     # no new message starts
         self.grace: Deadline | None = None
+        self.breaker = Breaker(settings.pause_probe_delay, settings.pause_probe_delay_max)
+        self.failures = FailureShare(settings.breaker_failure_share, settings.breaker_window,
+                                     settings.breaker_min_runs) if settings.breaker_failure_share > 0 else None
+        self.probing = False      # this consumer takes one message: the breaker's probe
+        self.session_taken = 0    # messages taken by the current consumer
+        self.waited = False       # the current consumer waited for a delivery at least once
         self.backoff = Backoff(settings.retry_connect_delay, log)
         self.baton: Baton | None = None  # when the loop runs its handlers itself, watched
         # copies sent, oldest first, whose originals are acked once confirmed (at most two: see ``step``)
         self.unconfirmed: deque[tuple[list[tuple[Delivery, Verdict]], PendingPublish]] = deque()
 
     # -- setup ---------------------------------------------------------------------
+    def new_lanes(self) -> Lanes | None:
+        if not self.engine.has_ordered_handlers:
+            return None
+        return Lanes(self.engine.lane_of, self.timed.running if self.timed is not None else None)
+
     def open_consumer(self) -> Consumer | None:
-        """Declare (when asked to) and consume; a worker retries both with backoff until stopped (None)."""
+        """Declare (when asked to) and consume; a worker retries both with backoff until stopped (None). A probe
+        takes one message."""
         declare = self.options.declare
         deadline = self.options.deadline
+        prefetch, limit = (1, 1) if self.probing else (self.options.prefetch, self.options.max_messages)
         while True:
             try:
                 if declare is not None:
                     declare(None if deadline.at == math.inf else deadline)
                     declare = None  # done: a retry after this only consumes
-                return self.transport.consume(self.queue, self.options.prefetch, limit=self.options.max_messages,
-                                              deadline=self.options.deadline, redeclare=self.options.redeclare)
+                return self.transport.consume(self.queue, prefetch, limit=limit, deadline=self.options.deadline,
+                                              redeclare=self.options.redeclare)
             except TransportError as exc:
                 if self.options.mode is LoopMode.DRAIN:
                     raise
@@ -197,7 +222,8 @@ class _Loop:
                                                       self.settings.shutdown_timeout, options.health))
         else:
             result = self.consume(lambda consumer: HandlerPool(
-                options.concurrency, self.engine.handle, consumer.wake, work_chunk=options.work_chunk))
+                options.concurrency, self.engine.handle, consumer.wake, work_chunk=options.work_chunk,
+                halt=self.halt))
         result.seconds = time.monotonic() - started  # (an abandoned loop's result is a snapshot of self.result)
         return result
 
@@ -206,18 +232,29 @@ class _Loop:
         self.baton = baton
 
         def runner(consumer: Consumer) -> InlineRunner[Item, Verdict]:
-            made = InlineRunner(self.engine.handle, baton, chunk=max(1, min(self.options.prefetch // 2, 500)))
+            made = InlineRunner(self.engine.handle, baton, chunk=max(1, min(self.options.prefetch // 2, 500)),
+                                halt=self.halt)
             baton.consumer, baton.runner = consumer, made
             return made
 
         return self.consume(runner)
 
     def consume(self, make_executor: Callable[[Consumer], Executor[Item, Verdict]]) -> DrainResult:
+        """Consume, one consumer after another while a worker pauses and probes (see ``pausing.py``)."""
+        health = self.options.health
+        if health is not None:
+            health.pausing(lambda: self.breaker.paused, lambda: self.breaker.trips)
         consumer = self.open_consumer()
-        if consumer is None:
-            self.result.stopped_by = "stopped"
-            return self.result
-        executor = make_executor(consumer)
+        while consumer is not None:
+            self.session(consumer, make_executor(consumer))
+            if self.options.mode is not LoopMode.WORK or self.result.stopped_by not in ("paused", "probed"):
+                return self.result
+            consumer = self.after_pause()
+        self.result.stopped_by = "stopped"
+        return self.result
+
+    def session(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
+        """Run one consumer until the loop stops, pauses or has probed; close it (giving back what it holds)."""
         health = self.options.health
         if health is not None:
             health.attached(consumer, self.queue)
@@ -231,7 +268,19 @@ class _Loop:
                 health.detached()
             executor.shutdown()
             consumer.close()
-        return self.result
+
+    def after_pause(self) -> Consumer | None:
+        """While the breaker is open: wait for the next probe, then a consumer of one message; once it closed,
+        the consumer again. None: stopped meanwhile."""
+        stop = self.options.stop or threading.Event()
+        if self.breaker.open and stop.wait(self.breaker.next_probe_delay()):
+            return None
+        self.probing = self.breaker.open
+        self.stopping, self.grace, self.session_taken, self.waited = False, None, 0, False
+        self.parked.clear()  # the closed consumer's deliveries: it gave them back
+        self.lanes = self.new_lanes()
+        self.result.stopped_by = "empty"
+        return self.open_consumer()
 
     def step(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> bool:
         """One turn: settle what finished, decide whether to stop, take more, wait. True: done."""
@@ -243,9 +292,16 @@ class _Loop:
             finished = executor.collect()
             if finished:
                 self.settle(consumer, finished)
+                if self.breaker.open and not self.stopping and not self.probing:
+                    self.begin_stop(executor, "paused")
+            if self.timed is not None and self.timed.live > self.options.concurrency and not self.stopping:
+                log.error("%d handler run(s) past their time_limit are still running on abandoned threads (more "
+                          "than concurrency=%d): stopping, for a supervisor to restart the worker (exit code 75)",
+                          self.timed.live, self.options.concurrency)
+                self.begin_stop(executor, "stuck")
             while len(self.unconfirmed) > 1:
                 self.confirm(consumer)  # the chunk before's copies: stored while this chunk ran and sent its own
-            if self.should_stop(executor):
+            if self.should_stop(consumer, executor):
                 return True
             if not self.stopping:
                 self.feed(consumer, executor)
@@ -268,10 +324,16 @@ class _Loop:
         self.backoff.reset()
         return False
 
-    def should_stop(self, executor: Executor[Item, Verdict]) -> bool:
+    def should_stop(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> bool:
         options = self.options
         if options.force is not None and options.force.is_set():
             return self.abandon(executor, "forced")
+        if self.probing and not self.stopping and executor.in_flight == 0 and not self.lanes and not self.parked \
+                and not self.unconfirmed and (self.session_taken or (self.waited and consumer.is_empty())):
+            if not self.session_taken:
+                self.breaker.close(self.queue)  # nothing to probe with: consume, and the next message will tell
+            self.result.stopped_by = "probed"
+            return True
         if not self.stopping:
             if options.stop is not None and options.stop.is_set():
                 self.begin_stop(executor, "stopped")
@@ -304,7 +366,8 @@ class _Loop:
 
     def may_take(self) -> bool:
         limit = self.options.max_messages
-        return not self.stopping and (limit is None or self.taken < limit)
+        return not self.stopping and (limit is None or self.taken < limit) \
+            and not (self.probing and self.session_taken)
 
     def feed(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
@@ -313,6 +376,7 @@ class _Loop:
         while self.parked and self.may_take():
             delivery = self.parked.popleft()
             self.taken += 1
+            self.session_taken += 1
             if delivery.redelivered and delivery in self.recent:
                 consumer.ack(delivery.tag)
                 self.result.duplicates += 1
@@ -321,6 +385,7 @@ class _Loop:
         executor.submit(batch if self.lanes is None else self.lanes.admit(cast(list[Delivery], batch)))
 
     def wait(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
+        self.waited = True
         timeout = _EMPTY_STEP if self.options.mode is LoopMode.DRAIN and not executor.in_flight else _POLL
         if not self.stopping:
             timeout = self.options.deadline.cap(timeout)
@@ -366,6 +431,12 @@ class _Loop:
             done = self.through_lanes(self.lanes, finished)
         else:  # no lanes: every item is a delivery
             done = [(cast(Delivery, item), verdict) for item, verdict in finished if verdict is not None]
+        if any(verdict.paused for _, verdict in done):
+            done = self.paused(consumer, done)
+        elif self.failures is not None and done:
+            self.count_failures(done)
+        elif self.probing and done:
+            self.breaker.close(self.queue)
         copies = self.settler.copies(done)
         if not copies:
             self.acknowledge(consumer, done)
@@ -379,6 +450,37 @@ class _Loop:
             self.give_back(consumer, done)
             raise
         self.unconfirmed.append((done, pending))
+
+    def paused(self, consumer: Consumer, done: list[tuple[Delivery, Verdict]]) -> list[tuple[Delivery, Verdict]]:
+        """Trip the breaker on messages whose handler's dependency is down. They go back unacked, or, from a
+        probe, copied to the back of the queue (acked with the copies) so none waits at the head being probed
+        again and again; the message of an ordered key goes back unacked even then."""
+        for _, verdict in done:
+            if verdict.paused:
+                self.breaker.trip(tuple(verdict.paused), f"its dependency is down ({verdict.error})", self.queue)
+        kept: list[tuple[Delivery, Verdict]] = []
+        for delivery, verdict in done:
+            if not verdict.paused or (self.probing and self.engine.lane_of(delivery) is None):
+                kept.append((delivery, verdict))  # a probe's message: copied to the back (an ordered one keeps
+                continue                          # its place, so its key's later messages stay behind it)
+            consumer.nack(delivery.tag, requeue=True)
+            self.result.paused += 1
+        return kept
+
+    def count_failures(self, done: list[tuple[Delivery, Verdict]]) -> None:
+        """The service-wide breaker: trip on the share of handler failures; a probe without one closes it."""
+        assert self.failures is not None
+        failed = [bool(verdict.retry) or verdict.reason in _FAILED_REASONS for _, verdict in done]
+        if self.probing:
+            if not any(failed):
+                self.failures.reset()
+                self.breaker.close(self.queue)
+            return
+        tripped = False
+        for each in failed:
+            tripped = self.failures.record(each) or tripped
+        if tripped:
+            self.breaker.trip((SERVICE_WIDE,), self.failures.describe(), self.queue)
 
     @staticmethod
     def through_lanes(lanes: Lanes, finished: Sequence[tuple[Item, Verdict | None]]
@@ -427,6 +529,9 @@ class _Loop:
         observers = middleware.observers() if middleware is not None and middleware.observes_messages else None
         for delivery, verdict in done:
             consumer.ack(delivery.tag)
+            if verdict.paused:  # a probe's message, back at the end of the queue
+                result.paused += 1
+                continue
             outcome = verdict.outcome
             result.count(outcome, verdict.reason)
             if verdict.stale:
@@ -463,6 +568,10 @@ class _Loop:
                             outcome.value)
         fields["reason"] = verdict.reason.value if verdict.reason else None
         return fields
+
+
+def _paused(verdict: Verdict) -> bool:
+    return bool(verdict.paused)
 
 
 def consume_queue(settings: Settings, service: str, transport: Transport, engine: Engine,

@@ -10,6 +10,7 @@ window of failures costs one round trip, not one per message.
 from __future__ import annotations
 
 import datetime as dt
+import random
 from collections.abc import Sequence
 
 from pubsubpy._engine import Verdict
@@ -31,7 +32,7 @@ from pubsubpy.envelope import (
 from pubsubpy.errors import PublishError
 from pubsubpy.messages import Delivery, OutgoingMessage
 from pubsubpy.settings import Settings
-from pubsubpy.topology import dead_letter_exchange, deferral_delay_ms, retry_delay_ms, retry_queue, service_queue
+from pubsubpy.topology import dead_letter_exchange, deferral_delay_ms, retry_delays_ms, retry_queue, service_queue
 
 __all__ = ["Settler"]
 
@@ -53,7 +54,7 @@ class Settler:
         self._service = service
 
     def retry_copy(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
-        delay = retry_delay_ms(self._settings, verdict.attempt)
+        delay = random.choice(retry_delays_ms(self._settings, verdict.attempt))  # spreading, not secrets
         headers: dict[str, object] = {
             H_ATTEMPT: verdict.attempt + 1,
             H_HANDLERS: ",".join(verdict.retry),
@@ -61,6 +62,13 @@ class Settler:
         }
         target = retry_queue(self._service, delay) if delay > 0 else service_queue(self._service)
         return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
+
+    def requeue_copy(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
+        """A failed probe's message, to the back of the service queue for every handler, attempt unchanged
+        (a ``basic.nack(requeue=True)`` would put it back at the head, to be the next probe again)."""
+        headers: dict[str, object] = {H_ATTEMPT: verdict.attempt, H_ROUTING_KEY: verdict.routing_key}
+        return OutgoingMessage("", service_queue(self._service), delivery.body, _copy(delivery, headers),
+                               mandatory=True)
 
     def deferral_copy(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
         """Back through a retry queue, for a version of this service that subscribes its key; the attempt
@@ -94,6 +102,9 @@ class Settler:
         out: list[OutgoingMessage] = []
         at = _now()  # one timestamp per window: the copies are made together
         for delivery, verdict in settled:
+            if verdict.paused:
+                out.append(self.requeue_copy(delivery, verdict))
+                continue
             if verdict.retry:
                 out.append(self.retry_copy(delivery, verdict))
             if verdict.deferred_since is not None:

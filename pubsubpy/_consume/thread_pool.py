@@ -40,8 +40,9 @@ class HandlerPool(Generic[In, Out]):
 
     def __init__(self, concurrency: int, work: Callable[[In], Out], wake: Callable[[], None],
                  name: str = "pubsubpy-handler",
-                 work_chunk: ChunkWork[In, Out] | None = None) -> None:
+                 work_chunk: ChunkWork[In, Out] | None = None, halt: Callable[[Out], bool] | None = None) -> None:
         self._work = work
+        self._halt = halt  # a result after which nothing more starts (a handler's dependency is down)
         self._work_chunk = work_chunk  # a whole chunk at once (async handlers: one hand-off to the loop)
         self._wake = wake
         self._isolation = Isolation()
@@ -80,7 +81,10 @@ class HandlerPool(Generic[In, Out]):
     def _run(self, item: In) -> Out | None:
         if self._stopping.is_set():
             return None
-        return self._isolation.run(self._work, item)
+        result = self._isolation.run(self._work, item)
+        if self._halt is not None and self._halt(result):
+            self._stopping.set()
+        return result
 
     def _run_chunk(self, work_chunk: ChunkWork[In, Out], chunk: list[In]) -> list[Out | None]:
         def may_start() -> bool:

@@ -29,7 +29,7 @@ version: handlers, schema, what each handler gets), ``decoding`` (the body),
 order, and the calls).
 """
 
-from pubsubpy._engine.engine import AwaitOnLoop, Call, Engine, Item, Work
+from pubsubpy._engine.engine import AwaitOnLoop, Call, Engine, Item, RunTimed, Work
 from pubsubpy._engine.verdict import Verdict
 
-__all__ = ["AwaitOnLoop", "Call", "Engine", "Item", "Verdict", "Work"]
+__all__ = ["AwaitOnLoop", "Call", "Engine", "Item", "RunTimed", "Verdict", "Work"]

@@ -50,12 +50,17 @@ from pubsubpy.router import Router, Subscription
 from pubsubpy.schemas import SchemaRegistry
 from pubsubpy.settings import Settings
 
-__all__ = ["AwaitOnLoop", "Call", "Engine", "Item", "Work"]
+__all__ = ["AwaitOnLoop", "Call", "Engine", "Item", "RunTimed", "Work"]
 
 log = logging.getLogger("pubsubpy.drain")
 
-AwaitOnLoop = Callable[[Coroutine[Any, Any, Any]], Any]
-"""Runs a coroutine to its end on the consuming event loop, from a handler thread."""
+AwaitOnLoop = Callable[[Coroutine[Any, Any, Any], "float | None"], Any]
+"""Runs a coroutine to its end on the consuming event loop, from a handler thread, cancelled past a time
+limit (seconds; None: none) with ``TimeLimitExceeded``."""
+
+RunTimed = Callable[[Callable[[], object], float, str, object], object]
+"""Runs a handler call (``time_limit=``) on a thread of its own: (call, limit, handler name, the message it
+belongs to); raises ``TimeLimitExceeded`` past the limit (``pubsubpy._consume.time_limits``)."""
 
 _TAG_MASK = (1 << TAG_BITS) - 1  # the broker's delivery tag within ours
 
@@ -84,7 +89,7 @@ Item = Delivery | Work
 class Engine:
     def __init__(self, settings: Settings, router: Router, registry: SchemaRegistry,
                  inbox: Inbox | None = None, middleware: MiddlewareChain | None = None, queue: str = "",
-                 await_on_loop: AwaitOnLoop | None = None) -> None:
+                 await_on_loop: AwaitOnLoop | None = None, run_timed: RunTimed | None = None) -> None:
         self._settings = settings
         self._planner = Planner(settings, router, registry)
         self._router = router
@@ -92,6 +97,7 @@ class Engine:
         self._middleware = middleware if middleware is not None and middleware.wraps_handlers else None
         self._queue = queue
         self._await_on_loop = await_on_loop
+        self.run_timed = run_timed  # set by the consumer when a subscription has a time_limit
         self._ordered = frozenset(sub.name for sub in router.subscriptions if sub.ordered)
 
     @property
@@ -101,6 +107,14 @@ class Engine:
     @property
     def has_ordered_handlers(self) -> bool:
         return bool(self._ordered)
+
+    @property
+    def has_pause_on(self) -> bool:
+        return any(sub.pause_on for sub in self._router.subscriptions)
+
+    @property
+    def has_time_limits(self) -> bool:
+        return any(sub.time_limit is not None and not sub.is_async for sub in self._router.subscriptions)
 
     def lane_of(self, delivery: Delivery) -> str | None:
         """The lane ``delivery`` waits in: its ordering key when an ordered handler will run it (a keyless one:
@@ -204,6 +218,8 @@ class Engine:
         """Failed ordered runs with attempts left: hold the message to run them again in its lane (the attempt
         counted up), the other failures kept for later; else fold everything, as for any message."""
         verdict = work.verdict
+        if any(failure.paused for failure in failures):  # the dependency is down: given back, not held
+            return verdict.fold(failures)
         if not work.held_since:
             work.held_since = time.monotonic()
         again, rest, delay = ordered_failures(self._settings, self._ordered, failures, verdict.attempt,
@@ -228,7 +244,9 @@ class Engine:
         sub, handler = step.sub, step.handler
         verdict, message_id = work.verdict, work.delivery.properties.message_id
         if sub.is_async:
-            handler = self._awaited(handler)
+            handler = self._awaited(handler, sub.time_limit)
+        elif sub.time_limit is not None and self.run_timed is not None:
+            handler = self._timed(handler, sub.time_limit, sub.name, work.delivery)
         if sub.idempotent:
             handler, args = self._run_once, (sub, handler, work, args)
         if not work.middleware:
@@ -240,7 +258,7 @@ class Engine:
         return run_observed(work.middleware, context, sub, handler, args, verdict.routing_key, verdict.attempt,
                             step.max_attempts, message_id)
 
-    def _awaited(self, handler: Callable[..., Any]) -> Callable[..., object]:
+    def _awaited(self, handler: Callable[..., Any], time_limit: float | None) -> Callable[..., object]:
         """An ``async def`` handler as a plain call for the handler thread: it runs on the event loop of
         the ``AsyncPubSub`` that consumes, and the thread waits for it (so ``concurrency`` still bounds it)."""
         await_on_loop = self._await_on_loop
@@ -248,7 +266,17 @@ class Engine:
             raise ConfigurationError("an async handler needs an event loop: consume with pubsubpy.aio.AsyncPubSub")
 
         def call(*args: Any) -> object:
-            return await_on_loop(handler(*args))
+            return await_on_loop(handler(*args), time_limit)
+
+        return call
+
+    def _timed(self, handler: Callable[..., Any], limit: float, name: str, owner: Delivery) -> Callable[..., object]:
+        """A ``time_limit=`` handler as a call that fails with ``TimeLimitExceeded`` past the limit."""
+        run_timed = self.run_timed
+        assert run_timed is not None
+
+        def call(*args: Any) -> object:
+            return run_timed(lambda: handler(*args), limit, name, owner)
 
         return call
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pubsubpy._engine.verdict import describe
-from pubsubpy.errors import ConfigurationError, Reject
+from pubsubpy.errors import ConfigurationError, Reject, TimeLimitExceeded
 from pubsubpy.messages import HANDLED, HandlerResult, Outcome, Reason
 from pubsubpy.middleware import HandlerContext, Middleware, MiddlewareChain
 from pubsubpy.router import Subscription
@@ -80,12 +80,22 @@ def _returned(sub: Subscription, result: object) -> None:
 
 def _failed(sub: Subscription, exc: Exception, routing_key: str, attempt: int, max_attempts: int,
             message_id: str | None) -> HandlerResult:
-    if isinstance(exc, Reject):
+    """A failed run's result, by the subscription's policy, matched in this order: ``pause_on`` (the
+    dependency is down: the message goes back and the consumer pauses), ``Reject`` and ``dead_letter_on``
+    (dead-lettered at once, ``rejected``), then ``retry_on`` and anything else (retried while attempts are
+    left)."""
+    if sub.pause_on and isinstance(exc, sub.pause_on):
+        log.info("handler %s on %s %s: its dependency is down (%s): the message goes back, the consumer pauses",
+                 sub.name, routing_key, message_id, describe(exc),
+                 extra=log_fields(message_id, routing_key, sub.name, attempt, "paused"))
+        return HandlerResult(Outcome.RETRIED, None, exc, sub.name, paused=True)
+    if isinstance(exc, Reject) or (sub.dead_letter_on and isinstance(exc, sub.dead_letter_on)):
         log.warning("handler %s rejected %s (%s): %s", sub.name, message_id, routing_key, describe(exc),
                     extra=log_fields(message_id, routing_key, sub.name, attempt, Reason.REJECTED.value))
         return HandlerResult(Outcome.DEAD_LETTERED, Reason.REJECTED, exc, sub.name)
     if attempt >= max_attempts:
-        result = HandlerResult(Outcome.DEAD_LETTERED, Reason.HANDLER_ERROR, exc, sub.name)
+        reason = Reason.TIME_LIMIT if isinstance(exc, TimeLimitExceeded) else Reason.HANDLER_ERROR
+        result = HandlerResult(Outcome.DEAD_LETTERED, reason, exc, sub.name)
         level, word = logging.WARNING, "exhausted"
     else:
         result = HandlerResult(Outcome.RETRIED, None, exc, sub.name)

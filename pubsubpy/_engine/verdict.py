@@ -6,10 +6,12 @@ handler's ``Reject`` or exhausted retries never keeps another from running.
 
 - every run returned                  -> handled (``fold`` is not even called)
 - some raised with attempts left      -> a retry copy aimed at just those handlers
+- some raised a ``pause_on`` exception -> given back whole (the consumer pauses)
 - some raised ``Reject``, or raised on their last attempt
                                       -> a dead letter naming just those handlers,
                                          reason ``rejected`` when every one of them
-                                         rejected, else ``handler_error``
+                                         rejected, ``time_limit`` when every one ran
+                                         out of time, else ``handler_error``
 A message can need both a retry copy and a dead letter (one handler out of
 attempts, another with attempts left); each copy names its own handlers.
 """
@@ -53,6 +55,7 @@ class Verdict:
     blamed: Sequence[str] = ()              # handlers the dead letter names
     info: MessageInfo | None = None         # what the handlers were told, when any asked (reused after settling)
     stale: bool = False                     # an ordered handler's inbox skipped it as stale
+    paused: Sequence[str] = ()              # handlers whose dependency is down (pause_on): give it back
     held_for: float | None = None           # set: not settled; its ordered handlers run again in its lane after
                                             # this many seconds, as ``again`` (the engine's ``Work``)
     again: object | None = None
@@ -91,13 +94,19 @@ class Verdict:
         """Take in the failed runs of the message (the handlers that returned are not listed)."""
         if not failures:
             return self
+        paused = [run.handler or "" for run in failures if run.paused]
+        if paused:  # given back whole: every handler runs again once the dependency is back
+            self.paused = paused
+            self.error = "; ".join(f"{run.handler}: {describe(run.exception)}" for run in failures
+                                   if run.paused)[:ERROR_TEXT_LIMIT]
+            return self
         retry = [run for run in failures if run.outcome is Outcome.RETRIED]
         dead = [run for run in failures if run.outcome is Outcome.DEAD_LETTERED]
         self.retry = [run.handler or "" for run in retry]
         self.blamed = [run.handler or "" for run in dead]
-        if dead:
-            self.reason = Reason.REJECTED if all(run.reason is Reason.REJECTED for run in dead) \
-                else Reason.HANDLER_ERROR
+        if dead:  # one reason when every blamed run agrees (rejected, time_limit), else handler_error
+            reasons = {run.reason for run in dead}
+            self.reason = reasons.pop() if len(reasons) == 1 and None not in reasons else Reason.HANDLER_ERROR
         failing = dead or retry
         if len(failing) == 1:
             self.error = describe(failing[0].exception)

@@ -21,7 +21,7 @@ from typing import Any
 from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._engine import AwaitOnLoop, Call, Engine, Item, Verdict, Work
 from pubsubpy._engine.runs import run_handler
-from pubsubpy.aio._threads import await_on
+from pubsubpy.aio._threads import await_on, within
 from pubsubpy.errors import HandlerCancelled
 
 __all__ = ["LoopHandoff"]
@@ -77,7 +77,7 @@ def dispatch_chunk(engine: Engine, await_on_loop: AwaitOnLoop, items: Sequence[I
         batched.append(_Batch(index, work, on_loop))
     if batched:
         try:
-            outcomes = await_on_loop(_await_batches(batched, may_start))
+            outcomes = await_on_loop(_await_batches(batched, may_start), None)
         except Exception as exc:  # the loop closed or cancelled the hand-off: nothing of it ran
             log.warning("async handlers of %d message(s) did not run (%s); they go back to the queue",
                         len(batched), exc)
@@ -106,7 +106,10 @@ async def _await_batches(batches: list[_Batch], may_start: Callable[[], bool]) -
                 raised.append(HandlerCancelled("not run: the event loop cancelled an earlier handler run"))
                 continue
             try:
-                await contextvars.copy_context().run(asyncio.ensure_future, step.handler(*args))
+                coroutine = step.handler(*args)
+                if step.sub.time_limit is not None:
+                    coroutine = within(coroutine, step.sub.time_limit)
+                await contextvars.copy_context().run(asyncio.ensure_future, coroutine)
             except asyncio.CancelledError:
                 cancelled = True
                 raised.append(HandlerCancelled("the handler was cancelled (the event loop is shutting down, or "

@@ -18,6 +18,7 @@ from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
 from pubsubpy.inbox import Inbox
 from pubsubpy.middleware import Middleware
+from pubsubpy.router import ExceptionTypes
 from pubsubpy.schemas import ModelEvent
 from pubsubpy.settings import SettingsOptions
 from pubsubpy.transports.base import Topology, Transport
@@ -57,6 +58,10 @@ class AsyncMethods:
         max_attempts: int | None = None,
         idempotent: bool = False,
         ordered: bool = False,
+        pause_on: ExceptionTypes = (),
+        retry_on: ExceptionTypes = (),
+        dead_letter_on: ExceptionTypes = (),
+        time_limit: float | None = None,
     ) -> Callable[[F], F]:
         """As ``PubSub.subscribe`` (no I/O).
 
@@ -85,17 +90,36 @@ class AsyncMethods:
                 different keys in parallel up to ``concurrency``; a failure is retried in the key's lane, holding
                 only that key's later events. With ``idempotent=True`` the inbox also skips an event whose
                 sequence is not newer than the key's last applied (``DrainResult.stale``). See the ordering page.
+            pause_on: exception classes that mean the handler's dependency is down (``DownstreamUnavailable``):
+                the message goes back unsettled, its attempt not counted, and the consumer pauses; a worker
+                then probes with one message after ``pause_probe_delay`` (doubling) and consumes again once
+                one succeeds; a drain stops. Matched first. See "When a dependency is down".
+            retry_on: exception classes retried while attempts are left, as any exception not listed in
+                ``dead_letter_on`` is (it says so where the reader looks).
+            dead_letter_on: exception classes that dead-letter the message at once, reason ``rejected``, as
+                ``Reject`` does (a bad payload a retry cannot fix). Matched with ``isinstance`` after
+                ``pause_on`` and before ``retry_on``; a class in two lists is a ``ConfigurationError``.
+            time_limit: seconds a run may take: one still going then fails with ``TimeLimitExceeded``
+                (retried, or dead-lettered as ``time_limit``) and its message is settled. A ``def`` handler
+                runs on a thread of its own, abandoned at the limit (Python cannot kill a thread: a late
+                effect races the retry unless ``idempotent=True``); an ``async def`` one is cancelled.
+                When more abandoned runs are still going than ``concurrency``, a worker stops and exits
+                with code 75 for its supervisor to restart it.
 
         Returns:
             A decorator that registers the function and returns it unchanged.
 
         Raises:
             InvalidTopic: ``pattern`` is malformed: a partial wildcard (``Book*``), an empty word (``a..b``).
-            ConfigurationError: ``max_attempts`` is not a positive int, or the function does not take
+            ConfigurationError: ``max_attempts`` is not a positive int, ``time_limit`` is not a positive
+                number of seconds, an exception list holds something other than exception classes or a class
+                in two lists, or the function does not take
                 ``(event)`` or ``(event, info)``. An annotation that does not accept a schema the pattern
                 matches is reported when consuming starts, listing every conflict.
         """
-        return self.sync.subscribe(pattern, max_attempts=max_attempts, idempotent=idempotent, ordered=ordered)
+        return self.sync.subscribe(
+            pattern, max_attempts=max_attempts, idempotent=idempotent, ordered=ordered, pause_on=pause_on,
+            retry_on=retry_on, dead_letter_on=dead_letter_on, time_limit=time_limit)
 
     def topology(self) -> Topology:
         """As ``PubSub.topology`` (no I/O).

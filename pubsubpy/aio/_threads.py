@@ -16,9 +16,9 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from pubsubpy.errors import HandlerCancelled
+from pubsubpy.errors import HandlerCancelled, TimeLimitExceeded
 
-__all__ = ["await_on", "start_thread"]
+__all__ = ["await_on", "start_thread", "within"]
 
 T = TypeVar("T")
 
@@ -51,15 +51,26 @@ def start_thread(work: Callable[[], T], name: str) -> asyncio.Future[T]:
     return future
 
 
-def await_on(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+async def within(coroutine: Coroutine[Any, Any, Any], time_limit: float) -> Any:
+    """``coroutine``, cancelled past ``time_limit`` seconds with ``TimeLimitExceeded`` (``time_limit=``)."""
+    try:
+        return await asyncio.wait_for(coroutine, time_limit)
+    except asyncio.TimeoutError:
+        raise TimeLimitExceeded(f"async handler still running after time_limit={time_limit:g}s: "
+                                "cancelled") from None
+
+
+def await_on(loop: asyncio.AbstractEventLoop) -> Callable[[Coroutine[Any, Any, Any], float | None], Any]:
     """A call that runs a coroutine on ``loop`` from another thread and returns its result (or raises).
 
     Lighter than ``run_coroutine_threadsafe(...).result()`` (no concurrent future, a C queue to wait
     on, and on Python 3.12+ the task starts at once instead of one loop turn later): the round trips
     per second bound ``async def`` handlers' rate (docs/architecture.md has the measurement)."""
 
-    def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    def run(coroutine: Coroutine[Any, Any, Any], time_limit: float | None = None) -> Any:
         finished: queue.SimpleQueue[asyncio.Future[Any]] = queue.SimpleQueue()
+        if time_limit is not None:
+            coroutine = within(coroutine, time_limit)
 
         def start() -> None:
             if sys.version_info >= (3, 12):

@@ -62,6 +62,8 @@ OPERATION_DURATION = "messaging.client.operation.duration"
 PROCESS_DURATION = "messaging.process.duration"
 END_TO_END_DURATION = "pubsubpy.message.end_to_end.duration"
 QUEUE_DEPTH = "pubsubpy.queue.messages"
+PAUSED = "pubsubpy.consumer.paused"      # subscriptions whose dependency is down, pausing the consumer
+PAUSES = "pubsubpy.consumer.pauses"      # times the consumer paused (breaker trips)
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 """The conventions' advice for messaging durations (seconds)."""

@@ -42,7 +42,7 @@ from pubsubpy.topology import dead_letter_queue, service_queue
 if TYPE_CHECKING:
     from pubsubpy.app import PubSub
 
-__all__ = ["Metrics", "observe_queue_depth"]
+__all__ = ["Metrics", "observe_pausing", "observe_queue_depth"]
 
 log = logging.getLogger("pubsubpy.telemetry")
 
@@ -256,3 +256,22 @@ def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None
                 transport.close()
 
     return close
+
+
+def observe_pausing(app: PubSub, meter_provider: MeterProvider | None = None) -> None:
+    """Register ``pubsubpy.consumer.paused`` (1 per subscription whose dependency is down, pausing the
+    worker's consumer) and ``pubsubpy.consumer.pauses`` (how many times it paused), read from ``app.health``."""
+    health = app.health
+    service = app.settings.service_name or ""
+
+    def paused(_options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(1, {c.HANDLER: name, c.QUEUE: service_queue(service)}) for name in health.paused()]
+
+    def pauses(_options: CallbackOptions) -> Iterable[Observation]:
+        return [Observation(health.pauses(), {c.QUEUE: service_queue(service)})]
+
+    meter = _meter(meter_provider)
+    meter.create_observable_gauge(c.PAUSED, callbacks=[paused], unit="{subscription}",
+                                  description="Subscriptions whose dependency is down (pause_on), pausing the consumer")
+    meter.create_observable_counter(c.PAUSES, callbacks=[pauses], unit="{pause}",
+                                    description="Times the consumer paused because a dependency was down")

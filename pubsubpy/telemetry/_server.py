@@ -62,9 +62,10 @@ def _prometheus() -> Callable[[], bytes]:
 def serve_metrics(app: PubSub, port: int, host: str = "0.0.0.0") -> MetricsServer:
     """Serve ``/metrics`` and ``/healthz`` for ``app``'s worker on ``host:port`` (0: any free port)."""
     render = _prometheus()
-    from pubsubpy.telemetry._metrics import observe_queue_depth
+    from pubsubpy.telemetry._metrics import observe_pausing, observe_queue_depth
 
     closers = [observe_queue_depth(app)]
+    observe_pausing(app)
     health = app.health
 
     class Handler(BaseHTTPRequestHandler):

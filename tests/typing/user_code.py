@@ -113,3 +113,24 @@ async def async_service() -> None:
         print(sent, many, drained, ran, letters_async)
     facade_sent: str = await pubsubpy.apublish_model_event("shop.models.Booking", "updated", {"id": 3, "status": "z"})
     print(facade_sent)
+
+
+class DownstreamUnavailable(Exception):
+    pass
+
+
+@app.subscribe("Booking.*", ordered=True, idempotent=True, pause_on=DownstreamUnavailable,
+               dead_letter_on=(LookupError, PermissionError), retry_on=ConnectionError, time_limit=30)
+def on_booking_in_order(event: BookingUpdated, info: MessageInfo) -> None:
+    key: str | None = info.key
+    sequence: int | None = info.sequence
+    print(key, sequence)
+
+
+app.subscribe("Booking.*", time_limit="30")  # type: ignore[arg-type]
+app.subscribe("Booking.*", pause_on="oops")  # type: ignore[arg-type]
+keyed: str = app.publish_model_event("shop.models.Booking", "updated", {"id": 1, "status": "x"}, key=1)
+skipped_stale: int = app.drain().stale
+given_back: int = app.drain().paused
+guard: pubsubpy.OrderedInbox | None = None
+limit_error: type[pubsubpy.PubSubError] = pubsubpy.TimeLimitExceeded
