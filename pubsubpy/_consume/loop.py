@@ -292,13 +292,7 @@ class _Loop:
             finished = executor.collect()
             if finished:
                 self.settle(consumer, finished)
-                if self.breaker.open and not self.stopping and not self.probing:
-                    self.begin_stop(executor, "paused")
-            if self.timed is not None and self.timed.live > self.options.concurrency and not self.stopping:
-                log.error("%d handler run(s) past their time_limit are still running on abandoned threads (more "
-                          "than concurrency=%d): stopping, for a supervisor to restart the worker (exit code 75)",
-                          self.timed.live, self.options.concurrency)
-                self.begin_stop(executor, "stuck")
+            self.pause_or_give_up(executor)
             while len(self.unconfirmed) > 1:
                 self.confirm(consumer)  # the chunk before's copies: stored while this chunk ran and sent its own
             if self.should_stop(consumer, executor):
@@ -328,10 +322,7 @@ class _Loop:
         options = self.options
         if options.force is not None and options.force.is_set():
             return self.abandon(executor, "forced")
-        if self.probing and not self.stopping and executor.in_flight == 0 and not self.lanes and not self.parked \
-                and not self.unconfirmed and (self.session_taken or (self.waited and consumer.is_empty())):
-            if not self.session_taken:
-                self.breaker.close(self.queue)  # nothing to probe with: consume, and the next message will tell
+        if self.probing and self.probed(consumer, executor):
             self.result.stopped_by = "probed"
             return True
         if not self.stopping:
@@ -348,6 +339,31 @@ class _Loop:
                 return True
             if self.grace is not None and self.grace.expired:
                 return self.abandon(executor, self.result.stopped_by)
+        return False
+
+    def pause_or_give_up(self, executor: Executor[Item, Verdict]) -> None:
+        """Stop taking messages when the breaker opened (a dependency is down), or when more runs past their
+        time_limit are still going than ``concurrency`` (the worker exits for its supervisor to restart it)."""
+        if self.stopping:
+            return
+        if self.breaker.open and not self.probing:
+            self.begin_stop(executor, "paused")
+        elif self.timed is not None and self.timed.live > self.options.concurrency:
+            log.error("%d handler run(s) past their time_limit are still running on abandoned threads (more than "
+                      "concurrency=%d): stopping, for a supervisor to restart the worker (exit code 75)",
+                      self.timed.live, self.options.concurrency)
+            self.begin_stop(executor, "stuck")
+
+    def probed(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> bool:
+        """The probe's one message is settled, or there was none to take (the queue is empty: consume again,
+        and the next message will tell)."""
+        if self.stopping or executor.in_flight or self.lanes or self.parked or self.unconfirmed:
+            return False
+        if self.session_taken:
+            return True
+        if self.waited and consumer.is_empty():
+            self.breaker.close(self.queue)
+            return True
         return False
 
     def begin_stop(self, executor: Executor[Item, Verdict], why: str) -> None:

@@ -94,11 +94,10 @@ class Verdict:
         """Take in the failed runs of the message (the handlers that returned are not listed)."""
         if not failures:
             return self
-        paused = [run.handler or "" for run in failures if run.paused]
+        paused = [run for run in failures if run.paused]
         if paused:  # given back whole: every handler runs again once the dependency is back
-            self.paused = paused
-            self.error = "; ".join(f"{run.handler}: {describe(run.exception)}" for run in failures
-                                   if run.paused)[:ERROR_TEXT_LIMIT]
+            self.paused = [run.handler or "" for run in paused]
+            self.error = _errors(paused)
             return self
         retry = [run for run in failures if run.outcome is Outcome.RETRIED]
         dead = [run for run in failures if run.outcome is Outcome.DEAD_LETTERED]
@@ -107,9 +106,12 @@ class Verdict:
         if dead:  # one reason when every blamed run agrees (rejected, time_limit), else handler_error
             reasons = {run.reason for run in dead}
             self.reason = reasons.pop() if len(reasons) == 1 and None not in reasons else Reason.HANDLER_ERROR
-        failing = dead or retry
-        if len(failing) == 1:
-            self.error = describe(failing[0].exception)
-        else:
-            self.error = "; ".join(f"{run.handler}: {describe(run.exception)}" for run in failing)[:ERROR_TEXT_LIMIT]
+        self.error = _errors(dead or retry)
         return self
+
+
+def _errors(runs: Sequence[HandlerResult]) -> str:
+    """What failed: one run's exception, or each handler's, bounded."""
+    if len(runs) == 1:
+        return describe(runs[0].exception)
+    return "; ".join(f"{run.handler}: {describe(run.exception)}" for run in runs)[:ERROR_TEXT_LIMIT]
