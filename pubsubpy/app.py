@@ -315,8 +315,10 @@ class PubSub:
             ConfigurationError: ``service_name`` is not set.
         """
         settings = self.settings
-        attempts = max([settings.max_attempts, *(s.max_attempts or 0 for s in self._router.subscriptions)])
-        return build_topology(settings, self._service(), self._router.patterns, attempts)
+        subscriptions = self._router.subscriptions
+        attempts = max([settings.max_attempts, *(s.max_attempts or 0 for s in subscriptions)])
+        return build_topology(settings, self._service(), self._router.patterns, attempts,
+                              parking=any(s.pause_on for s in subscriptions))
 
     def declare(self, *, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
         """Create the exchange, queues and this version's bindings now (at deploy time), so nothing

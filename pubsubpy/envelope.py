@@ -30,6 +30,7 @@ __all__ = [
     "H_ERROR",
     "H_HANDLERS",
     "H_KEY",
+    "H_PROBE",
     "H_PUBLISHED_AT",
     "H_QUEUE",
     "H_REASON",
@@ -62,11 +63,13 @@ H_DEFERRALS = "pubsubpy-deferrals"            # how many times so far
 H_PUBLISHED_AT = "pubsubpy-published-at"      # epoch milliseconds (the AMQP timestamp has whole seconds)
 H_KEY = "pubsubpy-key"                        # ordering key: "<model path>:<key field's value>"
 H_SEQUENCE = "pubsubpy-sequence"              # per-key sequence, an integer in [0, 2**63), growing in commit order
+H_PROBE = "pubsubpy-probe"                    # a parked message moved back to test a paused subscription
 H_COPY = "pubsubpy-copy-id"                   # fresh on every retry/deferral/dead-letter/replay copy, so a
                                               # consumer tells a redelivered copy from a later copy of it
 
 # Notes about one journey through a queue: a copy made for another purpose (dead letter, retry, replay) drops them.
-_DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT, H_DEFERRED_SINCE, H_DEFERRALS, H_COPY)
+_DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT, H_DEFERRED_SINCE, H_DEFERRALS, H_COPY,
+                        H_PROBE)
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
                    "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
 

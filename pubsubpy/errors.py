@@ -21,6 +21,7 @@ PubSubError
 │       ├── UnroutableMessage   no queue is bound for its routing key
 │       └── ConfirmTimeout      no confirm in time: the outcome is unknown
 ├── HandlerCancelled            an async def handler's run was cancelled (retried)
+├── TimeLimitExceeded           a handler ran past its time_limit (retried, then time_limit)
 └── Reject                      raised by a handler: dead-letter this message now
 ```
 

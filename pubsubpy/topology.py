@@ -34,8 +34,8 @@ from pubsubpy.settings import Settings
 
 __all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "LAZY", "NO_DELIVERY_LIMIT", "QueueSpec", "Topology", "at_least_once_policy",
            "build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy",
-           "ledger_queue", "no_delivery_limit_policy", "retry_delay_ms", "retry_delays_ms", "retry_queue",
-           "service_queue"]
+           "ledger_queue", "no_delivery_limit_policy", "parked_queue", "retry_delay_ms", "retry_delays_ms",
+           "retry_queue", "service_queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,7 @@ class Topology:
     dead_letter_exchange: str
     dead_letter_queue: QueueSpec
     retry_queues: tuple[QueueSpec, ...] = ()
+    parked_queue: QueueSpec | None = None  # with pause_on: a paused subscription's share of the queue waits here
 
 
 def service_queue(service: str) -> str:
@@ -78,6 +79,11 @@ def dead_letter_queue(service: str) -> str:
 def ledger_queue(service_queue: str) -> str:
     """RabbitMQ only: the bindings pubsubpy made (``transports/rabbitmq/_ledger.py``)."""
     return f"{service_queue}.ledger"  # topology_queues() in transports/base.py lists it too
+
+
+def parked_queue(service: str) -> str:
+    """Where a paused subscription's share of the service queue waits while the others go on (``pause_on``)."""
+    return f"{service}.parked"
 
 
 def retry_queue(service: str, delay_ms: int) -> str:
@@ -180,7 +186,8 @@ def _queue_arguments(settings: Settings, extra: dict[str, Any] | None = None, *,
     return arguments
 
 
-def build_topology(settings: Settings, service: str, patterns: Iterable[str], max_attempts: int) -> Topology:
+def build_topology(settings: Settings, service: str, patterns: Iterable[str], max_attempts: int,
+                   parking: bool = False) -> Topology:
     dlx = dead_letter_exchange(service)
     main_args = _queue_arguments(settings, {"x-dead-letter-exchange": dlx})
     if settings.queue_type == "quorum":
@@ -200,4 +207,5 @@ def build_topology(settings: Settings, service: str, patterns: Iterable[str], ma
         dead_letter_exchange=dlx,
         dead_letter_queue=QueueSpec(dead_letter_queue(service), _queue_arguments(settings, parks=True)),
         retry_queues=retry_queues,
+        parked_queue=QueueSpec(parked_queue(service), _queue_arguments(settings, parks=True)) if parking else None,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import pytest
@@ -14,6 +15,7 @@ from tests.conftest import wait_for
 
 def test_the_breaker_opens_once_per_outage_and_its_probe_delay_doubles_to_a_cap(
         caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="pubsubpy.drain")
     breaker = Breaker(1.0, 5.0)
     breaker.trip(("a",), "down", "q")
     breaker.trip(("a", "b"), "down", "q")

@@ -70,13 +70,13 @@ def test_the_documented_regexes() -> None:
     """The README's table, for service ``billing`` on exchange ``models``."""
     assert service_permissions("billing", "models") == Permissions(
         configure=r"^(billing\.dead-letters|billing\.dlx|billing\.events|billing\.events\.ledger"
-                  r"|billing\.retry\.[0-9]+ms|models)$",
-        write=r"^(amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|models)$",
+                  r"|billing\.parked|billing\.retry\.[0-9]+ms|models)$",
+        write=r"^(amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|billing\.parked|models)$",
         read=r"^(billing\.dead-letters|billing\.dlx|billing\.events|billing\.events\.ledger"
-             r"|billing\.retry\.[0-9]+ms|models)$")
+             r"|billing\.parked|billing\.retry\.[0-9]+ms|models)$")
     assert service_permissions("billing", "models", consumes=False) == Permissions("^models$", "^models$", "^$")
     consumer = service_permissions("billing", "models", publishes=False)
-    assert consumer.write == r"^(amq\.default|billing\.dead-letters|billing\.dlx|billing\.events)$"
+    assert consumer.write == r"^(amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|billing\.parked)$"
     assert service_permissions("a.b", "x*").configure.startswith(r"^(a\.b\.dead-letters|")
 
 

@@ -257,7 +257,7 @@ def _drain_until_dead_lettered(app: PubSub) -> tuple[int, int]:
 def test_classic_dead_letter_and_retry_queues_are_lazy(rabbit_url: str, names: Names) -> None:
     """They park messages nobody consumes for a while: on RabbitMQ before 3.12 a lazy queue keeps them
     on disk only (a drain dead-letters about a third faster into one; bench/worker_rows.py)."""
-    app = _app(rabbit_url, names, retry_delay=0.05, max_attempts=3, unknown_key_window=0)
+    app = _app(rabbit_url, names, retry_delay=0.05, max_attempts=3, unknown_key_window=0, retry_jitter=False)
 
     @app.subscribe("Booking.*")
     def on_booking(event: BookingCreated | BookingUpdated) -> None:

@@ -165,7 +165,7 @@ def test_the_broker_clock_moves_forward_to_the_next_expiry() -> None:
     now = [100.0]
     broker = MemoryBroker(clock=lambda: now[0])
     billing = PubSub("memory://", transport=MemoryTransport(broker), service_name="billing", schemas=SCHEMAS,
-                     retry_delay=30)
+                     retry_delay=30, retry_jitter=False)
 
     @billing.subscribe("Booking.created")
     def fail(event: Booked) -> None:
@@ -205,7 +205,7 @@ def test_the_broker_counts_unacked_messages_per_queue() -> None:
 
 # -- settle ------------------------------------------------------------------------------------
 def test_settle_moves_the_clock_instead_of_sleeping_the_retry_delay(memory_broker: str) -> None:
-    billing = _app(memory_broker, "billing", retry_delay=120)  # two minutes: a sleep would time settle out
+    billing = _app(memory_broker, "billing", retry_delay=120, retry_jitter=False)  # a sleep would time settle out
     attempts: list[int] = []
 
     @billing.subscribe("Booking.created")
@@ -224,7 +224,7 @@ def test_settle_moves_the_clock_instead_of_sleeping_the_retry_delay(memory_broke
 
 
 def test_settle_runs_every_retry_in_order_then_dead_letters(memory_broker: str) -> None:
-    billing = _app(memory_broker, "billing")  # max_attempts=3, retry_delay=1 s, doubling
+    billing = _app(memory_broker, "billing", retry_jitter=False)  # max_attempts=3, retry_delay=1 s, doubling
     attempts: list[tuple[int, int]] = []
 
     @billing.subscribe("Booking.created")

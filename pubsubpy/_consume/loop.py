@@ -58,20 +58,20 @@ from pubsubpy._consume.backoff import Backoff
 from pubsubpy._consume.caller_thread import Abandoned, Baton, InlineRunner, Watch, watch
 from pubsubpy._consume.executor import ChunkWork, Executor
 from pubsubpy._consume.lanes import Lanes
-from pubsubpy._consume.pausing import SERVICE_WIDE, Breaker, FailureShare
+from pubsubpy._consume.pausing import SERVICE_WIDE, Breaker, FailureShare, Parking
 from pubsubpy._consume.settling import Settler
 from pubsubpy._consume.thread_pool import HandlerPool
 from pubsubpy._consume.time_limits import TimedRuns
 from pubsubpy._engine import AwaitOnLoop, Engine, Item, Verdict, Work
 from pubsubpy._engine.runs import log_fields
 from pubsubpy.deadline import Deadline
-from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
+from pubsubpy.envelope import H_ATTEMPT, H_COPY, H_PROBE, version_from
 from pubsubpy.errors import TransportError
 from pubsubpy.health import WorkerHealth
 from pubsubpy.messages import Delivery, DrainResult, Outcome, Reason
 from pubsubpy.middleware import MessageContext, MiddlewareChain
 from pubsubpy.settings import Settings
-from pubsubpy.topology import service_queue
+from pubsubpy.topology import parked_queue, service_queue
 from pubsubpy.transports.base import Consumer, PendingPublish, Redeclare, Transport
 
 __all__ = ["LoopHandoff", "LoopMode", "LoopOptions", "consume_queue"]
@@ -81,6 +81,8 @@ log = logging.getLogger("pubsubpy.drain")
 _POLL = 0.2          # how often a waiting loop looks at ``stop`` (seconds)
 _EMPTY_STEP = 0.05   # re-ask step while the broker reports ready messages not yet pushed
 _RECENT = 10_000     # settled messages remembered for spotting redeliveries
+_MOVE_BATCH = 500    # parked messages moved back per turn once their subscription runs again
+_MOVE_WAIT = 0.2     # seconds to wait for the next parked message before taking the queue as empty
 _PLAIN = (int, str, type(None))
 _HANDLER_REASONS = (Reason.HANDLER_ERROR, Reason.REJECTED)  # dead letters a handler decided
 _FAILED_REASONS = (Reason.HANDLER_ERROR, Reason.TIME_LIMIT)  # a handler failed (not a rejection by design)
@@ -168,7 +170,8 @@ class _Loop:
         self.result = DrainResult()
         self.recent = _Recent()
         self.parked: deque[Delivery] = deque()
-        self.halt = _paused if engine.has_pause_on else None  # executors start nothing after such a verdict
+        # executors start nothing after a verdict that pauses the consumer (not one whose share is parked)
+        self.halt: Callable[[Verdict], bool] | None = self.pauses if engine.has_pause_on else None
         self.timed = TimedRuns() if engine.has_time_limits else None
         if self.timed is not None:
             engine.run_timed = self.timed.run
@@ -177,6 +180,9 @@ class _Loop:
         self.stopping = False     # no new message starts
         self.grace: Deadline | None = None
         self.breaker = Breaker(settings.pause_probe_delay, settings.pause_probe_delay_max)
+        self.parking = Parking(settings.pause_probe_delay, settings.pause_probe_delay_max) \
+            if engine.has_pause_on else None
+        self.parked_queue = parked_queue(service)
         self.failures = FailureShare(settings.breaker_failure_share, settings.breaker_window,
                                      settings.breaker_min_runs) if settings.breaker_failure_share > 0 else None
         self.probing = False      # this consumer takes one message: the breaker's probe
@@ -243,8 +249,10 @@ class _Loop:
         """Consume, one consumer after another while a worker pauses and probes (see ``pausing.py``)."""
         health = self.options.health
         if health is not None:
-            health.pausing(lambda: self.breaker.paused, lambda: self.breaker.trips)
+            health.pausing(self.paused_names, lambda: self.breaker.trips)
         consumer = self.open_consumer()
+        if consumer is not None and self.parking is not None and not self.probing:
+            self.parking.moving = self.parked_left()  # parked by an earlier run: back to the queue
         while consumer is not None:
             self.session(consumer, make_executor(consumer))
             if self.options.mode is not LoopMode.WORK or self.result.stopped_by not in ("paused", "probed"):
@@ -252,6 +260,10 @@ class _Loop:
             consumer = self.after_pause()
         self.result.stopped_by = "stopped"
         return self.result
+
+    def paused_names(self) -> tuple[str, ...]:
+        parked = tuple(sorted(self.parking.names)) if self.parking is not None else ()
+        return self.breaker.paused + parked
 
     def session(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         """Run one consumer until the loop stops, pauses or has probed; close it (giving back what it holds)."""
@@ -298,14 +310,14 @@ class _Loop:
             if self.should_stop(consumer, executor):
                 return True
             if not self.stopping:
+                if self.parking is not None:
+                    self.tend_parking()
                 self.feed(consumer, executor)
             if self.unconfirmed and not executor.ready():
                 # Nothing to run while the broker stores them; and a retry copy aimed at this queue must be in
                 # it before the queue can count as empty.
                 self.confirm_all(consumer)
-            if not self.stopping and self.options.mode is LoopMode.DRAIN and executor.in_flight == 0 \
-                    and not self.parked and not self.lanes and self.options.max_messages != self.taken \
-                    and consumer.is_empty():
+            if self.drained(consumer, executor):
                 self.result.stopped_by = "empty"
                 return True
             self.wait(consumer, executor)
@@ -317,6 +329,16 @@ class _Loop:
             return False
         self.backoff.reset()
         return False
+
+    def drained(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> bool:
+        """A drain's end: nothing taken is unsettled or waiting here, nothing parked on its way back, and the
+        queue is empty."""
+        if self.stopping or self.options.mode is not LoopMode.DRAIN or executor.in_flight or self.parked \
+                or self.lanes or self.options.max_messages == self.taken:
+            return False
+        if self.parking is not None and (self.parking.moving or self.parking.probing):
+            return False
+        return consumer.is_empty()
 
     def should_stop(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> bool:
         options = self.options
@@ -449,6 +471,8 @@ class _Loop:
             done = [(cast(Delivery, item), verdict) for item, verdict in finished if verdict is not None]
         if any(verdict.paused for _, verdict in done):
             done = self.paused(consumer, done)
+        if self.parking is not None:
+            self.probe_settled(done)
         elif self.failures is not None and done:
             self.count_failures(done)
         elif self.probing and done:
@@ -471,9 +495,18 @@ class _Loop:
         """Trip the breaker on messages whose handler's dependency is down. They go back unacked, or, from a
         probe, copied to the back of the queue (acked with the copies) so none waits at the head being probed
         again and again; the message of an ordered key goes back unacked even then."""
-        for _, verdict in done:
+        for delivery, verdict in done:
             if verdict.paused:
-                self.breaker.trip(tuple(verdict.paused), f"its dependency is down ({verdict.error})", self.queue)
+                why = f"its dependency is down ({verdict.error})"
+                if self.parks(verdict.paused):
+                    assert self.parking is not None
+                    if _is_probe(delivery):
+                        self.parking.probe_failed()
+                    self.parking.trip(tuple(verdict.paused), why, self.queue)
+                    self.engine.parking = self.parking.names
+                    verdict.park_paused()  # settled with a parked copy, the other handlers' outcomes as they are
+                else:
+                    self.breaker.trip(tuple(verdict.paused), why, self.queue)
         kept: list[tuple[Delivery, Verdict]] = []
         for delivery, verdict in done:
             if not verdict.paused or (self.probing and self.engine.lane_of(delivery) is None):
@@ -482,6 +515,66 @@ class _Loop:
             consumer.nack(delivery.tag, requeue=True)
             self.result.paused += 1
         return kept
+
+    def pauses(self, verdict: Verdict) -> bool:
+        """``verdict`` pauses the whole consumer (read on handler threads: the state it reads only grows
+        while they run)."""
+        return bool(verdict.paused) and not self.parks(verdict.paused)
+
+    def parks(self, handlers: Sequence[str]) -> bool:
+        """Whether to park these paused handlers' share (others of the queue go on) rather than pause the
+        consumer: never for an ordered subscription, whose key's later messages must not overtake it."""
+        parking = self.parking
+        if parking is None or self.breaker.open or any(name in self.engine.ordered_names for name in handlers):
+            return False
+        return bool(self.engine.names - parking.names - set(handlers))
+
+    def tend_parking(self) -> None:
+        """Probe a parked share when it is due (move its oldest message back, marked as a probe), or move the
+        parked messages back once the share runs again, a bounded batch per turn."""
+        parking = self.parking
+        assert parking is not None
+        if parking.due():
+            if self.move_parked(1, probe=True):
+                parking.probing = True
+            else:  # nothing parked to test with: run the share again
+                parking.close(self.queue)
+                self.engine.parking = parking.names
+        elif parking.moving and not self.move_parked(_MOVE_BATCH, probe=False):
+            parking.moving = False
+
+    def parked_left(self) -> bool:
+        return self.transport.queue_depth(self.parked_queue, deadline=Deadline.after(10)) > 0
+
+    def move_parked(self, limit: int, probe: bool) -> int:
+        """Move up to ``limit`` parked messages back into the service queue, in order, confirmed before each
+        is acked in ``<service>.parked``; how many moved."""
+        parked = self.transport.consume(self.parked_queue, limit, limit=limit, deadline=Deadline.after(10))
+        try:
+            taken: list[Delivery] = []
+            while len(taken) < limit:
+                delivery = parked.get(_MOVE_WAIT)
+                if delivery is None:
+                    break
+                taken.append(delivery)
+            if taken:
+                self.transport.publish([self.settler.moved_back(d, probe) for d in taken], deadline=Deadline.after(
+                    self.settings.confirm_timeout))
+                for delivery in taken:
+                    parked.ack(delivery.tag)
+                parked.flush()
+        finally:
+            parked.close()
+        return len(taken)
+
+    def probe_settled(self, done: list[tuple[Delivery, Verdict]]) -> None:
+        """A parked share's probe that ran its handlers without their dependency failing: run the share again."""
+        parking = self.parking
+        if parking is None or not parking.probing:
+            return
+        if any(_is_probe(delivery) and not verdict.park for delivery, verdict in done):
+            parking.close(self.queue)
+            self.engine.parking = parking.names
 
     def count_failures(self, done: list[tuple[Delivery, Verdict]]) -> None:
         """The service-wide breaker: trip on the share of handler failures; a probe without one closes it."""
@@ -545,9 +638,10 @@ class _Loop:
         observers = middleware.observers() if middleware is not None and middleware.observes_messages else None
         for delivery, verdict in done:
             consumer.ack(delivery.tag)
-            if verdict.paused:  # a probe's message, back at the end of the queue
+            if verdict.paused or verdict.park:  # back at the end of the queue (a probe's), or a share parked
                 result.paused += 1
-                continue
+                if verdict.paused or not verdict.ran:
+                    continue
             outcome = verdict.outcome
             result.count(outcome, verdict.reason)
             if verdict.stale:
@@ -586,8 +680,9 @@ class _Loop:
         return fields
 
 
-def _paused(verdict: Verdict) -> bool:
-    return bool(verdict.paused)
+def _is_probe(delivery: Delivery) -> bool:
+    """A parked message moved back to test its paused handlers (trusted only through the default exchange)."""
+    return delivery.exchange == "" and H_PROBE in delivery.properties.headers
 
 
 def consume_queue(settings: Settings, service: str, transport: Transport, engine: Engine,

@@ -13,8 +13,14 @@ and the next probe waits twice as long (up to ``pause_probe_delay_max``). A
 probe that succeeds, or finds the queue empty, closes the breaker and the
 consumer takes messages again. One WARNING per trip and per recovery.
 
-A paused subscription pauses its whole queue: the service's other subscriptions
-on it wait too (nothing is lost; they catch up after the recovery).
+When every subscription of the queue is paused (or an ordered one is, whose
+lanes must not be overtaken), the whole consumer pauses as above. When others
+are not, only the paused subscription's share is set aside (``Parking``): each
+message's runs of it are skipped and a copy aimed at it goes, confirmed, to
+``<service>.parked``, attempt unchanged, while the other handlers run. Its probe
+moves the oldest parked message back with a probe header (which lets it run
+the paused handler); when that succeeds, or nothing is parked, the breaker
+closes and the parked messages are moved back in order.
 
 The service-wide breaker (``FailureShare``, off unless ``breaker_failure_share``
 is set) trips the same breaker when that share of the messages handled over
@@ -29,7 +35,7 @@ import threading
 import time
 from collections import deque
 
-__all__ = ["SERVICE_WIDE", "Breaker", "FailureShare"]
+__all__ = ["SERVICE_WIDE", "Breaker", "FailureShare", "Parking"]
 
 SERVICE_WIDE = "(service-wide breaker)"  # what the service-wide breaker lists among the paused subscriptions
 
@@ -83,6 +89,47 @@ class Breaker:
             outage = time.monotonic() - self.opened_at
         log.warning("resuming the consumer on %s after %.0fs paused (%s): a probe succeeded", queue, outage,
                     ", ".join(paused))
+
+
+class Parking:
+    """Subscriptions paused while the queue's others go on, and when to probe them."""
+
+    def __init__(self, first_delay: float, max_delay: float) -> None:
+        self._first, self._max = first_delay, max_delay
+        self._delay = first_delay
+        self.names: frozenset[str] = frozenset()
+        self.probe_at = 0.0        # monotonic; 0: no probe scheduled
+        self.probing = False       # a probe message is on its way back
+        self.moving = False        # closed: the parked messages are being moved back
+        self.opened_at = 0.0
+
+    def trip(self, handlers: tuple[str, ...], why: str, queue: str) -> None:
+        added = frozenset(handlers) - self.names
+        if not added:
+            return
+        if not self.names:
+            self.opened_at = time.monotonic()
+            self.probe_at = self.opened_at + self._delay
+        self.names |= added
+        log.warning("parking the share of %s on %s: %s; the queue's other subscriptions go on, and a probe "
+                    "moves one parked message back in %gs", ", ".join(sorted(added)), queue, why, self._delay)
+
+    def due(self) -> bool:
+        return bool(self.names) and not self.probing and 0 < self.probe_at <= time.monotonic()
+
+    def probe_failed(self) -> None:
+        self.probing = False
+        self._delay = min(self._delay * 2, self._max)
+        self.probe_at = time.monotonic() + self._delay
+
+    def close(self, queue: str) -> None:
+        """A probe succeeded, or nothing was parked: the share runs again; the parked messages go back."""
+        if not self.names:
+            return
+        names, self.names = self.names, frozenset()
+        self.probing, self.probe_at, self._delay, self.moving = False, 0.0, self._first, True
+        log.warning("resuming %s on %s after %.0fs parked: a probe succeeded; moving the parked messages back",
+                    ", ".join(sorted(names)), queue, time.monotonic() - self.opened_at)
 
 
 class FailureShare:

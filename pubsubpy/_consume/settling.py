@@ -22,6 +22,7 @@ from pubsubpy.envelope import (
     H_DEFERRED_SINCE,
     H_ERROR,
     H_HANDLERS,
+    H_PROBE,
     H_QUEUE,
     H_REASON,
     H_ROUTING_KEY,
@@ -32,7 +33,14 @@ from pubsubpy.envelope import (
 from pubsubpy.errors import PublishError
 from pubsubpy.messages import Delivery, OutgoingMessage
 from pubsubpy.settings import Settings
-from pubsubpy.topology import dead_letter_exchange, deferral_delay_ms, retry_delays_ms, retry_queue, service_queue
+from pubsubpy.topology import (
+    dead_letter_exchange,
+    deferral_delay_ms,
+    parked_queue,
+    retry_delays_ms,
+    retry_queue,
+    service_queue,
+)
 
 __all__ = ["Settler"]
 
@@ -67,6 +75,19 @@ class Settler:
         """A failed probe's message, to the back of the service queue for every handler, attempt unchanged
         (a ``basic.nack(requeue=True)`` would put it back at the head, to be the next probe again)."""
         headers: dict[str, object] = {H_ATTEMPT: verdict.attempt, H_ROUTING_KEY: verdict.routing_key}
+        return OutgoingMessage("", service_queue(self._service), delivery.body, _copy(delivery, headers),
+                               mandatory=True)
+
+    def park_copy(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
+        """A paused subscription's share, aimed at just those handlers, attempt unchanged, into
+        ``<service>.parked`` until its breaker closes and the share is moved back."""
+        headers: dict[str, object] = {H_ATTEMPT: verdict.attempt, H_HANDLERS: ",".join(verdict.park),
+                                      H_ROUTING_KEY: verdict.routing_key}
+        return OutgoingMessage("", parked_queue(self._service), delivery.body, _copy(delivery, headers), mandatory=True)
+
+    def moved_back(self, delivery: Delivery, probe: bool = False) -> OutgoingMessage:
+        """A parked message back into the service queue (as it was parked; ``probe``: to test its handlers)."""
+        headers: dict[str, object] = {H_PROBE: 1} if probe else {}
         return OutgoingMessage("", service_queue(self._service), delivery.body, _copy(delivery, headers),
                                mandatory=True)
 
@@ -105,6 +126,8 @@ class Settler:
             if verdict.paused:
                 out.append(self.requeue_copy(delivery, verdict))
                 continue
+            if verdict.park:
+                out.append(self.park_copy(delivery, verdict))
             if verdict.retry:
                 out.append(self.retry_copy(delivery, verdict))
             if verdict.deferred_since is not None:

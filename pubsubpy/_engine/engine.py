@@ -35,6 +35,7 @@ from pubsubpy._engine.runs import log_fields, run_handler, run_observed
 from pubsubpy._engine.verdict import Verdict
 from pubsubpy.envelope import (
     H_ATTEMPT,
+    H_PROBE,
     H_VERSION,
     attempt_from,
     deferral_from,
@@ -98,6 +99,7 @@ class Engine:
         self._queue = queue
         self._await_on_loop = await_on_loop
         self.run_timed = run_timed  # set by the consumer when a subscription has a time_limit
+        self.parking: frozenset[str] = frozenset()  # subscriptions whose share is parked (set by the consumer)
         self._ordered = frozenset(sub.name for sub in router.subscriptions if sub.ordered)
 
     @property
@@ -107,6 +109,15 @@ class Engine:
     @property
     def has_ordered_handlers(self) -> bool:
         return bool(self._ordered)
+
+    @property
+    def names(self) -> frozenset[str]:
+        """Every subscription's name (the handlers this queue feeds)."""
+        return frozenset(sub.name for sub in self._router.subscriptions)
+
+    @property
+    def ordered_names(self) -> frozenset[str]:
+        return self._ordered
 
     @property
     def has_pause_on(self) -> bool:
@@ -158,12 +169,31 @@ class Engine:
         if unknown is not None:
             verdict.dead(Reason.UNKNOWN_EVENT, unknown)
             return work
+        if self.parking:
+            steps = self._unparked(steps, verdict, headers, delivery.exchange == "")
+            if not steps:
+                return work
         try:
             self._plan_calls(work, plan, steps, version)
         except Refused as refused:
             verdict.dead(refused.reason, refused.error)
             work.calls.clear()
         return work
+
+    def _unparked(self, steps: Sequence[Step], verdict: Verdict, headers: Mapping[str, Any],
+                  returned: bool) -> Sequence[Step]:
+        """The steps to run now: those of paused subscriptions are parked (``verdict.park``), except on a probe
+        (a parked message moved back to test them)."""
+        if returned and H_PROBE in headers:
+            return steps
+        parking = self.parking
+        parked = [step.sub.name for step in steps if step.sub.name in parking]
+        if not parked:
+            return steps
+        verdict.park = parked
+        left = [step for step in steps if step.sub.name not in parking]
+        verdict.ran = bool(left)
+        return left
 
     def _plan_calls(self, work: Work, plan: Plan, steps: Sequence[Step], version: int) -> None:
         """Read the body and fill ``work.calls``; raises ``Refused`` for a body no handler can get."""
@@ -210,9 +240,14 @@ class Engine:
             failure = self.run(work, call)
             if failure is not None:
                 failures.append(failure)
-        if failures and self._ordered:
+        if not failures:
+            return work.verdict
+        if self._ordered:
             return self._hold_or_fold(work, failures)
-        return work.verdict.fold(failures)
+        verdict = work.verdict.fold(failures)
+        if verdict.paused and len(verdict.paused) >= len(work.calls):
+            verdict.ran = False  # every run it asked for hit a dependency that is down
+        return verdict
 
     def _hold_or_fold(self, work: Work, failures: list[HandlerResult]) -> Verdict:
         """Failed ordered runs with attempts left: hold the message to run them again in its lane (the attempt

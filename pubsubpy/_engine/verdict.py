@@ -56,6 +56,8 @@ class Verdict:
     info: MessageInfo | None = None         # what the handlers were told, when any asked (reused after settling)
     stale: bool = False                     # an ordered handler's inbox skipped it as stale
     paused: Sequence[str] = ()              # handlers whose dependency is down (pause_on): give it back
+    park: Sequence[str] = ()                # handlers paused while the queue's others go on: a parked copy
+    ran: bool = True                        # some handler ran (False: it was only parked)
     held_for: float | None = None           # set: not settled; its ordered handlers run again in its lane after
                                             # this many seconds, as ``again`` (the engine's ``Work``)
     again: object | None = None
@@ -66,7 +68,7 @@ class Verdict:
         return self.held_for is not None
 
     @property
-    def outcome(self) -> Outcome:
+    def outcome(self) -> Outcome:  # (a message only parked, ``ran`` False, has none: ``DrainResult.paused``)
         """The message's one outcome (a dead letter wins over a retry copy made beside it)."""
         if self.reason is not None:
             return Outcome.DEAD_LETTERED
@@ -92,13 +94,16 @@ class Verdict:
 
     def fold(self, failures: Sequence[HandlerResult]) -> Verdict:
         """Take in the failed runs of the message (the handlers that returned are not listed)."""
-        if not failures:
-            return self
         paused = [run for run in failures if run.paused]
-        if paused:  # given back whole: every handler runs again once the dependency is back
+        if paused:  # given back whole, or (the consumer decides) those handlers' share parked
             self.paused = [run.handler or "" for run in paused]
             self.error = _errors(paused)
-            return self
+            failures = [run for run in failures if not run.paused]
+        if failures:
+            self._fold_failed(failures, describe_them=not paused)
+        return self
+
+    def _fold_failed(self, failures: Sequence[HandlerResult], describe_them: bool) -> None:
         retry = [run for run in failures if run.outcome is Outcome.RETRIED]
         dead = [run for run in failures if run.outcome is Outcome.DEAD_LETTERED]
         self.retry = [run.handler or "" for run in retry]
@@ -106,8 +111,12 @@ class Verdict:
         if dead:  # one reason when every blamed run agrees (rejected, time_limit), else handler_error
             reasons = {run.reason for run in dead}
             self.reason = reasons.pop() if len(reasons) == 1 and None not in reasons else Reason.HANDLER_ERROR
-        self.error = _errors(dead or retry)
-        return self
+        if describe_them:
+            self.error = _errors(dead or retry)
+
+    def park_paused(self) -> None:
+        """Park the paused handlers' share (a copy aimed at them) instead of giving the message back."""
+        self.park, self.paused = [*self.park, *self.paused], ()
 
 
 def _errors(runs: Sequence[HandlerResult]) -> str:

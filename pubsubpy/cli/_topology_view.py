@@ -73,6 +73,8 @@ def describe(app: PubSub, publishes: Iterable[type[ModelEvent]] | None = None, *
     main = topology.queue
     queues = [_queue(app, main, "events", deadline), _queue(app, topology.dead_letter_queue, "dead letters", deadline)]
     queues += [_queue(app, spec, "retry", deadline) for spec in topology.retry_queues]
+    if topology.parked_queue is not None:
+        queues.append(_queue(app, topology.parked_queue, "parked", deadline))
     if app.settings.scheme != "memory":
         queues.append(_queue(app, QueueSpec(ledger_queue(main.name), main.arguments), "ledger", deadline))
     stale = app.transport.recorded_bindings(topology, deadline=deadline) - topology.bindings

@@ -62,6 +62,8 @@ class QueueInfo:
 def topology_queues(topology: Topology) -> list[str]:
     """Every queue of a topology, ledger included (``<service queue>.ledger``, RabbitMQ only)."""
     names = [topology.queue.name, topology.dead_letter_queue.name, f"{topology.queue.name}.ledger"]
+    if topology.parked_queue is not None:
+        names.append(topology.parked_queue.name)
     return names + [spec.name for spec in topology.retry_queues]
 
 

@@ -470,7 +470,8 @@ class MemoryTransport:
         broker = self.broker
         broker.declare_exchange(topology.exchange, "topic")
         broker.declare_exchange(topology.dead_letter_exchange, "fanout")
-        for spec in (topology.queue, topology.dead_letter_queue, *topology.retry_queues):
+        parked = (topology.parked_queue,) if topology.parked_queue is not None else ()
+        for spec in (topology.queue, topology.dead_letter_queue, *topology.retry_queues, *parked):
             broker.declare_queue(spec.name, spec.arguments)
         broker.bind(topology.dead_letter_exchange, topology.dead_letter_queue.name, "#")
         broker.record_bindings(topology.exchange, topology.queue.name, topology.bindings)

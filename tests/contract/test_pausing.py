@@ -183,3 +183,35 @@ def test_the_service_wide_breaker_trips_on_a_share_of_failures(backend: Backend)
     [result] = worker.results
     assert result.dead_lettered == 0, result
     assert attempts_while_broken <= 40, "probes while paused, not three attempts per message"
+
+
+def test_a_paused_subscriptions_share_is_parked_while_the_others_go_on(backend: Backend) -> None:
+    app = backend.app(schemas=ALL, pause_probe_delay=0.2, pause_probe_delay_max=0.4, max_attempts=2)
+    dependency = Dependency()
+    audited: list[int] = []
+
+    @app.subscribe("Booking.created", pause_on=DownstreamUnavailable)
+    def sync_to_crm(event: BookingCreated) -> None:
+        dependency.call(event)
+
+    @app.subscribe("Booking.created")
+    def audit(event: BookingCreated) -> None:
+        audited.append(event.id)
+
+    app.declare()
+    parked = f"{app.settings.service_name}.parked"
+    app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(30)])
+    with running_worker(app, concurrency=2) as worker:
+        wait_for(lambda: sorted(audited) == list(range(30)), timeout=20, what="the other handler to go on")
+        health = backend.apps[-1].health
+        crm = f"{__name__}.test_a_paused_subscriptions_share_is_parked_while_the_others_go_on.<locals>.sync_to_crm"
+        assert health.paused() == (crm,)
+        wait_for(lambda: app.transport.queue_depth(parked) >= 25, timeout=10, what="the paused share parked")
+        assert dependency.attempts_while_down <= 10, "the paused handler is not tried for every message"
+        dependency.down = False
+        wait_for(lambda: sorted(dependency.handled) == list(range(30)), timeout=20, what="the parked share")
+        wait_for(lambda: health.paused() == (), timeout=5, what="the parking to end")
+    [result] = worker.results
+    assert sorted(audited) == list(range(30)), "the plain handler ran once per message"
+    assert result.dead_lettered == 0 and app.dead_letter_count() == 0, result
+    assert app.transport.queue_depth(parked) == 0

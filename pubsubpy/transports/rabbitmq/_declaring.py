@@ -152,7 +152,8 @@ def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology
         kept_without = set().union(*(
             _declare_queue(declarer, spec.name,
                            broker_arguments(spec.arguments, version, dead_letters=spec is topology.dead_letter_queue))
-            for spec in (topology.dead_letter_queue, topology.queue, *topology.retry_queues)))
+            for spec in (topology.dead_letter_queue, topology.queue, *topology.retry_queues,
+                         *((topology.parked_queue,) if topology.parked_queue is not None else ()))))
     finally:
         declarer.close()
     channel.queue_bind(topology.dead_letter_queue.name, topology.dead_letter_exchange, routing_key="")

@@ -25,7 +25,7 @@ from typing import Any
 import pika.exceptions
 
 from pubsubpy.errors import PermissionDenied
-from pubsubpy.topology import dead_letter_exchange, dead_letter_queue, ledger_queue, service_queue
+from pubsubpy.topology import dead_letter_exchange, dead_letter_queue, ledger_queue, parked_queue, service_queue
 
 __all__ = ["Permissions", "refused", "service_permissions", "vhost_refused"]
 
@@ -102,9 +102,10 @@ def service_permissions(service: str, exchange: str, *, consumes: bool = True, p
     configure, write, read = [exchange], [exchange] if publishes else [], []
     if consumes:
         queue, dlq, dlx = service_queue(service), dead_letter_queue(service), dead_letter_exchange(service)
-        own = [queue, ledger_queue(queue), dlq, dlx]
+        own = [queue, ledger_queue(queue), dlq, dlx, parked_queue(service)]
         configure += own
-        write += [queue, dlq, dlx, _DEFAULT_EXCHANGE]  # bindings; the DLX check; retries, replays, the ledger
+        write += [queue, dlq, dlx, parked_queue(service), _DEFAULT_EXCHANGE]  # bindings; the DLX check; retries,
+        # replays, the ledger; a paused subscription's share (pause_on)
         read += [exchange, *own]  # bindings; the DLX check; consuming, the ledger
     retries = [_literal(service) + r"\.retry\.[0-9]+ms"] if consumes else []
     return Permissions(_any_of([*map(_literal, configure), *retries]), _any_of([*map(_literal, write)]),
