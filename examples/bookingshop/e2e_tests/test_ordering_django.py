@@ -111,7 +111,8 @@ def test_reset_order_forgets_the_last_sequence_and_retention_never_expires_it(
     for handler in ("h", "other"):
         inbox.run_in_order(f"m9-{handler}", handler, KEY, 9, lambda: None)
     inbox.run_in_order("m1", "h", "another:1", 1, lambda: None)
-    assert inbox.clean() == 3 and not InboxMessage.objects.exists()
+    inbox.clean()  # (a run may have cleaned already: the inbox cleans now and then on its own)
+    assert not InboxMessage.objects.exists()
     assert InboxSequence.objects.count() == 3, "retention expires message records, never sequences"
     assert inbox.run_in_order("m8", "h", KEY, 8, lambda: None).applied is Applied.STALE
 
