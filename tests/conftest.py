@@ -8,6 +8,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -45,6 +46,46 @@ def require_rabbit() -> None:
     if IN_CI:
         pytest.fail(f"RabbitMQ is not reachable at {RABBIT_URL} and CI=true: broker tests must run in CI")
     pytest.skip(f"RabbitMQ is not reachable at {RABBIT_URL}")
+
+
+LEFT_OPEN_ALLOWED = 25  # connections a test module may leave to the broker (a leak past it fails the module)
+
+
+def open_broker_connections() -> int | None:
+    """How many TCP connections to the broker under test are established on this machine (the broker's ends,
+    read from /proc/net/tcp*, so it costs no broker call); None when that cannot be read or the broker is
+    elsewhere."""
+    parsed = urllib.parse.urlsplit(RABBIT_URL)
+    if parsed.hostname not in ("127.0.0.1", "localhost"):
+        return None
+    port = f":{parsed.port or 5672:04X}"
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as lines:
+                next(lines, None)
+                count += sum(1 for line in lines
+                             if (fields := line.split())[1].endswith(port) and fields[3] == "01")
+        except OSError:
+            if table.endswith("tcp"):
+                return None
+    return count
+
+
+@pytest.fixture(autouse=True, scope="module")
+def connections_closed_after_each_module() -> Iterator[None]:
+    """A module that leaves connections to the broker open fails here, by name: left alone, leaked
+    connections reach the broker's socket limit and later modules see it stop answering."""
+    before = open_broker_connections()
+    yield
+    if before is None:
+        return
+    deadline = time.monotonic() + 15
+    while (now := open_broker_connections() or 0) > before + LEFT_OPEN_ALLOWED and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if now > before + LEFT_OPEN_ALLOWED:
+        pytest.fail(f"{now - before} more connections to the broker are open after this module than before it "
+                    f"({before} before, {now} after; at most {LEFT_OPEN_ALLOWED} more allowed): a leak")
 
 
 _version: tuple[int, int, int] | None = None
@@ -153,6 +194,13 @@ def refusing_queue(url: str, names: Names, exchange: str, max_length: int) -> st
 
 def rabbitmqctl(*args: str) -> None:
     subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=60)
+
+
+def connection_pids(service: str) -> list[str]:
+    """The broker's open connections named for ``service`` (``pubsubpy:<service>``), by their process id."""
+    out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid", "client_properties"],
+                         capture_output=True, text=True, timeout=60, check=True).stdout
+    return [line.split("\t", 1)[0] for line in out.splitlines() if f"pubsubpy:{service}" in line]
 
 
 def free_port() -> int:

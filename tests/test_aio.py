@@ -26,7 +26,7 @@ from pubsubpy import (
 from pubsubpy.aio import AsyncPubSub
 from pubsubpy.testing import delete_topology
 from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
-from tests.conftest import RABBIT_URL, Names, refusing_queue, require_rabbit
+from tests.conftest import RABBIT_URL, Names, connection_pids, refusing_queue, require_rabbit
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 from tests.contract.test_ordering import ORDER, SCHEMAS, OrderUpdated
 
@@ -214,9 +214,7 @@ def test_a_connection_closed_under_a_publish_confirms_or_raises(rabbit_url: str,
         handled[event.id] += 1
 
     def close_ours() -> int:
-        out = subprocess.run(["rabbitmqctl", "-q", "list_connections", "--no-table-headers", "pid",
-                              "client_properties"], capture_output=True, text=True, timeout=60, check=True).stdout
-        pids = [line.split("\t", 1)[0] for line in out.splitlines() if f"pubsubpy:{service}" in line]
+        pids = connection_pids(service)
         for pid in pids:
             subprocess.run(["rabbitmqctl", "close_connection", pid, "test: closed under a publish"],
                            capture_output=True, timeout=60)

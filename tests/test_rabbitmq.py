@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import multiprocessing
@@ -28,7 +29,7 @@ from pubsubpy.topology import (
 )
 from pubsubpy.transports.base import OutgoingMessage, QueueSpec
 from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
-from tests.conftest import Names, broker_version, refusing_queue, wait_for
+from tests.conftest import Names, broker_version, connection_pids, refusing_queue, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 
 
@@ -430,6 +431,44 @@ def test_publishing_from_many_threads_at_once(rabbit_url: str, names: Names) -> 
     assert app.drain(timeout=20).handled == 400
     assert sorted(got) == sorted(n * 1000 + i for n in range(8) for i in range(50))
     app.close()
+
+
+def test_the_publishing_connections_of_ended_threads_are_closed(rabbit_url: str, names: Names) -> None:
+    """Each thread publishes on its own connection; once the thread has ended, the next thread's new one closes
+    it (not the garbage collector, which may not run for a long time: a pika connection sits in reference
+    cycles)."""
+    app, _ = _recording_app(rabbit_url, names)  # declared: this thread has its connection
+    service = app.settings.service_name
+    assert service is not None
+
+    all_published = threading.Barrier(5, timeout=60)
+
+    def publish_once(offset: int) -> None:
+        app.publish_model_event(BOOKING, "created", {"id": offset, "guest": "thread"})
+
+    def publish_and_wait(offset: int) -> None:
+        publish_once(offset)
+        all_published.wait()  # none ends before all five have their connection
+
+    gc.disable()
+    try:
+        threads = [threading.Thread(target=publish_and_wait, args=(n,)) for n in range(5)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert len(connection_pids(service)) == 6, "this thread's and each other thread's connection"
+        publish_once(5)  # on this thread's connection
+        last = threading.Thread(target=publish_once, args=(6,))  # a new connection, after the five ended
+        last.start()
+        last.join(timeout=60)
+        wait_for(lambda: len(connection_pids(service)) == 2, timeout=30,
+                 what="the ended threads' connections closed: this thread's and the last one's left")
+    finally:
+        gc.enable()
+    assert app.drain(timeout=20).handled == 7
+    app.close()
+    wait_for(lambda: not connection_pids(service), timeout=30, what="close() to close every connection")
 
 
 def _child_publish(app: PubSub, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]

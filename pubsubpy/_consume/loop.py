@@ -469,14 +469,15 @@ class _Loop:
             done = self.through_lanes(self.lanes, finished)
         else:  # no lanes: every item is a delivery
             done = [(cast(Delivery, item), verdict) for item, verdict in finished if verdict is not None]
-        if any(verdict.paused for _, verdict in done):
+        tripped = any(verdict.paused for _, verdict in done)
+        if tripped:
             done = self.paused(consumer, done)
         if self.parking is not None:
             self.probe_settled(done)
-        elif self.failures is not None and done:
+        if self.failures is not None and done:
             self.count_failures(done)
-        elif self.probing and done:
-            self.breaker.close(self.queue)
+        elif self.probing and done and not tripped:
+            self.breaker.close(self.queue)  # the probe's message ran without its dependency failing
         copies = self.settler.copies(done)
         if not copies:
             self.acknowledge(consumer, done)
@@ -581,7 +582,7 @@ class _Loop:
         assert self.failures is not None
         failed = [bool(verdict.retry) or verdict.reason in _FAILED_REASONS for _, verdict in done]
         if self.probing:
-            if not any(failed):
+            if not any(failed) and not any(verdict.paused for _, verdict in done):
                 self.failures.reset()
                 self.breaker.close(self.queue)
             return

@@ -47,7 +47,8 @@ def test_a_worker_pauses_while_its_dependency_is_down_then_handles_everything_on
         dependency.call(event)
 
     app.declare()
-    app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(30)])
+    total = 300  # a backlog that one probe at a time would take a minute over: the breaker must close
+    app.publish_many([(BOOKING, "created", {"id": i, "guest": "g"}) for i in range(total)])
     with running_worker(app, concurrency) as worker:
         wait_for(lambda: dependency.attempts_while_down >= 3, timeout=20, what="the trip and a few probes")
         assert app.dead_letter_count() == 0
@@ -57,11 +58,12 @@ def test_a_worker_pauses_while_its_dependency_is_down_then_handles_everything_on
         ready, why = health.ready()
         assert ready and why.startswith("paused: a dependency of"), why
         dependency.down = False
-        wait_for(lambda: len(dependency.handled) == 30, timeout=20, what="every message once the dependency is up")
-        wait_for(lambda: health.paused() == (), timeout=5, what="the breaker to close")
+        wait_for(lambda: health.paused() == (), timeout=5, what="the breaker to close after a probe succeeds")
+        assert len(dependency.handled) < total, "the breaker closed on a probe, not on an empty queue"
+        wait_for(lambda: len(dependency.handled) == total, timeout=20, what="every message once the dependency is up")
     [result] = worker.results
-    assert sorted(dependency.handled) == list(range(30)), "each message handled once"
-    assert result.handled == 30 and result.dead_lettered == 0 and result.retried == 0, result
+    assert sorted(dependency.handled) == list(range(total)), "each message handled once"
+    assert result.handled == total and result.dead_lettered == 0 and result.retried == 0, result
     assert result.paused >= 1
     assert dependency.attempts_while_down <= 3 + 2 * concurrency + 10, "probes only, not every message"
     assert app.dead_letter_count() == 0

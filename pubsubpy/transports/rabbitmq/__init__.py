@@ -20,7 +20,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
@@ -62,6 +61,7 @@ __all__ = ["RabbitMQTransport", "service_permissions"]
 
 _FIRST_NACK_PAUSE = 0.05  # seconds; doubling up to
 _LAST_NACK_PAUSE = 1.0
+_SWEEP_EVERY = 5.0  # seconds between looks for the links of ended threads, besides one at each new link
 
 log = logging.getLogger("pubsubpy.rabbitmq")
 
@@ -74,6 +74,7 @@ class _ThreadLink:
 
     def __init__(self, settings: Settings, deadline: Deadline) -> None:
         self.pid = os.getpid()
+        self.owner = threading.current_thread()
         self.connection: pika.BlockingConnection = connect(settings, deadline)
         try:
             with within(self.connection, deadline, "opening a confirm channel"):
@@ -97,14 +98,14 @@ class RabbitMQTransport:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._local = threading.local()
-        self._links: weakref.WeakSet[_ThreadLink] = weakref.WeakSet()
+        self._links: set[_ThreadLink] = set()  # every thread's, so that a dead thread's is closed, not left to GC
         self._lock = threading.Lock()
+        self._next_sweep = 0.0  # monotonic: when a publish on a thread's existing link next looks for ended ones
 
     def _link(self, deadline: Deadline) -> _ThreadLink:
         link: _ThreadLink | None = getattr(self._local, "link", None)
         if link is not None and (link.pid != os.getpid() or not link.confirm.is_open):
-            if link.pid == os.getpid():
-                link.close()
+            self._drop(link)
             link = None
         if link is None:
             with translate_errors(f"connecting to {self._settings.display_url}"):
@@ -112,13 +113,31 @@ class RabbitMQTransport:
             self._local.link = link
             with self._lock:
                 self._links.add(link)
+            self._close_ended()
+        elif time.monotonic() >= self._next_sweep:
+            self._close_ended()
         return link
+
+    def _close_ended(self) -> None:
+        """Close the links of threads that have ended (a worker's loop thread, a request's): nobody else uses
+        them, and the garbage collector may not get to them for a long time (pika's objects sit in cycles)."""
+        with self._lock:
+            ended = {each for each in self._links if not each.owner.is_alive()}
+            self._links -= ended
+            self._next_sweep = time.monotonic() + _SWEEP_EVERY
+        for each in ended:
+            each.close()
 
     def _reset(self) -> None:
         link: _ThreadLink | None = getattr(self._local, "link", None)
         self._local.link = None
         if link is not None:
-            link.close()
+            self._drop(link)
+
+    def _drop(self, link: _ThreadLink) -> None:
+        with self._lock:
+            self._links.discard(link)
+        link.close()  # (a forked child's copy of the parent's link: close() leaves its socket alone)
 
     def _default_deadline(self, deadline: Deadline | None) -> Deadline:
         """Without a caller's deadline: one connect per URL plus one confirm wait (``call_deadline``)."""
@@ -285,7 +304,7 @@ class RabbitMQTransport:
     def close(self) -> None:
         with self._lock:
             links = list(self._links)
-            self._links = weakref.WeakSet()
+            self._links = set()
         self._local = threading.local()
         for link in links:
             link.close()
