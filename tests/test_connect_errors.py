@@ -17,7 +17,7 @@ import pytest
 from pubsubpy import BrokerUnavailable, PubSub
 from pubsubpy.transports.rabbitmq import _connection as connection
 from pubsubpy.transports.rabbitmq import _pika_logs as pika_logs
-from tests.conftest import free_port
+from tests.conftest import Names, connection_pids, free_port, wait_for
 from tests.contract.events import ALL, BOOKING
 
 CONNECT_TIMEOUT = 1.0
@@ -175,3 +175,22 @@ def test_giving_up_is_not_retried_by_the_operation() -> None:
         connection.retrying(settings, "publishing", operation, lambda: None)
     assert connection.gave_up(failed.value) and len(calls) == 1
     assert not connection.gave_up(BrokerUnavailable("lost"))
+
+
+def test_an_abandoned_connection_closes_at_once_without_tripping_pika(rabbit_url: str, names: Names,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """``abandon`` (a connection given up after a timeout or a loss) closes the socket in one turn, and
+    leaves pika's connection closed with a reason: pika asserts on a stream ended without one."""
+    service = names.service()
+    app = PubSub(rabbit_url, schemas=ALL, service_name=service)
+    settings = app.settings
+    opened = connection.connect(settings)
+    assert len(connection_pids(service)) == 1
+    caplog.set_level(logging.DEBUG, logger="pika")
+    connection.abandon(opened)
+    assert opened.is_closed
+    wait_for(lambda: not connection_pids(service), timeout=10, what="the broker to see the connection closed")
+    trips = [record for record in caplog.records if "expected self._error" in record.getMessage()
+             or (record.exc_info and isinstance(record.exc_info[1], AssertionError))]
+    assert not trips, [record.getMessage() for record in trips]
+    app.close()

@@ -125,7 +125,7 @@ def test_every_internal_the_transport_uses_is_checked() -> None:
     for internal in ("Connection._read_frame", "Connection._frame_buffer", "_process_frame",
                      "BlockingConnection._request_channel_dispatch", "Channel._consumers",
                      "BlockingConnection._flush_output", "Connection._output_marshaled_frames",
-                     "Connection._body_max_length", "BaseConnection._adapter_disconnect_stream",
+                     "Connection._body_max_length", "Connection._terminate_stream",
                      "BaseConnection.ioloop", "Connection.server_properties", "BlockingConnection._impl",
                      "BlockingChannel._impl"):
         assert any(internal in name for name in pika_hooks.CHECKED), internal
@@ -180,7 +180,7 @@ RENAMED: list[tuple[type, str, set[str]]] = [
     (BlockingConnection, "_flush_output", {"BlockingConnection._flush_output"}),
     (pika.connection.Connection, "_output_marshaled_frames", {"Connection._output_marshaled_frames"}),
     (pika.connection.Connection, "_body_max_length", {"Connection._body_max_length"}),
-    (BaseConnection, "_adapter_disconnect_stream", {"BaseConnection._adapter_disconnect_stream"}),
+    (pika.connection.Connection, "_terminate_stream", {"Connection._terminate_stream"}),
     (BaseConnection, "ioloop", {"BaseConnection.ioloop"}),
     (pika.connection.Connection, "server_properties", {"Connection.server_properties"}),
     (BlockingConnection, "_impl", set(pika_hooks.CHECKED) - {  # what is reached through it
@@ -216,7 +216,7 @@ def test_a_pika_without_server_properties_is_refused_and_the_connection_closed(
 
 def test_the_refusal_is_remembered_not_checked_again(
         rabbit_url: str, monkeypatch: pytest.MonkeyPatch, first_connection: list[int]) -> None:
-    _rename(monkeypatch, BaseConnection, "_adapter_disconnect_stream")
+    _rename(monkeypatch, pika.connection.Connection, "_terminate_stream")
     first, second = _refused(rabbit_url), _refused(rabbit_url)
     assert first == second
     assert first_connection == [1]

@@ -260,9 +260,10 @@ def abandon(connection: pika.BlockingConnection) -> None:
 
     pika closes an aborted socket only from the connection's I/O loop, which nobody turns again once it
     is abandoned: the broker kept such a connection, and the consumer on it kept holding its unacked
-    messages, until the heartbeat timeout. One turn that does not wait closes it now."""
+    messages, until the heartbeat timeout. One turn that does not wait closes it now. The stream is ended
+    with a reason, as pika's own aborts do: pika asserts on (and logs an ERROR for) one ended without."""
     with contextlib.suppress(Exception):
-        connection._impl._adapter_disconnect_stream()
+        connection._impl._terminate_stream(pika.exceptions.StreamLostError("given up by pubsubpy"))
     with contextlib.suppress(Exception):
         connection.process_data_events(0)
 

@@ -13,7 +13,7 @@ pika has no public API for what the transport does, so it uses these (the same i
 - ``BlockingConnection._request_channel_dispatch``, ``Channel._consumers`` (_deliveries.py).
 - ``BlockingConnection._flush_output``, ``Connection._output_marshaled_frames``,
   ``Connection._body_max_length`` (_publishing.py, _consuming.py).
-- ``BaseConnection._adapter_disconnect_stream`` and ``BaseConnection.ioloop`` (_connection.py: ``abandon``,
+- ``Connection._terminate_stream`` and ``BaseConnection.ioloop`` (_connection.py: ``abandon``,
   ``within``), ``Connection.server_properties`` (the broker's version), and the ``_impl`` of
   ``BlockingConnection`` and ``BlockingChannel`` that lead to all of them.
 
@@ -218,7 +218,7 @@ def _body_max(connection: pika.BlockingConnection) -> None:
 
 
 def _disconnect(connection: pika.BlockingConnection) -> None:
-    _expect(callable(_impl(connection)._adapter_disconnect_stream), "not callable")
+    _expect(callable(_impl(connection)._terminate_stream), "not callable")
 
 
 def _ioloop(connection: pika.BlockingConnection) -> None:
@@ -246,7 +246,7 @@ _CHECKS: tuple[tuple[str, Callable[[pika.BlockingConnection], None]], ...] = (
     ("Connection._output_marshaled_frames", _writes),
     ("BlockingConnection._flush_output", _flush),
     ("Connection._body_max_length", _body_max),
-    ("BaseConnection._adapter_disconnect_stream", _disconnect),
+    ("Connection._terminate_stream", _disconnect),
     ("BaseConnection.ioloop", _ioloop),
     ("Connection.server_properties", _server_properties),
 )
