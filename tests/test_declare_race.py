@@ -7,10 +7,16 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.synchronize
 import uuid
+from typing import Any
+
+import pika
+import pytest
 
 from pubsubpy import PubSub
 from pubsubpy.envelope import Properties
+from pubsubpy.testing import delete_topology
 from pubsubpy.transports.base import OutgoingMessage
+from pubsubpy.transports.rabbitmq import _declaring as declaring
 from tests.conftest import RABBIT_URL, Names
 
 DECLARERS = 4
@@ -80,3 +86,34 @@ def test_four_concurrent_declarers_end_with_the_union(names: Names, rabbit_url: 
     assert not reported, reported
     assert not failures, failures[:10]
     assert all(worker.exitcode == 0 for worker in workers)
+
+
+def test_a_queue_gone_between_its_declare_and_its_binding_is_declared_again(
+        names: Names, rabbit_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RabbitMQ 4.x can answer a binding with 404 "no queue" for a queue declared a moment ago, when its name
+    was deleted just before (a worker declaring its deleted queue again). Here the queue really goes between
+    the two, once: the declare is made again, and ends with the queue there and bound."""
+    app = _app(names.exchange(), names.service(), ["K0.a"])
+    queue = f"{app.settings.service_name}.events"
+    declare_queue, deleted = declaring._declare_queue, []
+
+    def declare_then_lose(declarer: Any, name: str, arguments: dict[str, Any]) -> set[str]:
+        kept = declare_queue(declarer, name, arguments)
+        if name == queue and not deleted:
+            deleted.append(name)
+            other = pika.BlockingConnection(pika.URLParameters(rabbit_url))
+            try:
+                other.channel().queue_delete(name)
+            finally:
+                other.close()
+        return kept
+
+    monkeypatch.setattr(declaring, "_declare_queue", declare_then_lose)
+    app.declare()
+    assert deleted == [queue]
+    assert app.transport.queue_info(queue) is not None
+    mandatory = OutgoingMessage(app.settings.model_exchange, "K0.a", b"{}",
+                                Properties(message_id=uuid.uuid4().hex), mandatory=True)
+    assert app.transport.publish([mandatory]) == [], "the queue is bound again"
+    delete_topology(app)
+    app.close()

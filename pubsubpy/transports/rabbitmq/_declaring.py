@@ -154,7 +154,30 @@ def _take_old_ledger(channel: BlockingChannel, topology: Topology) -> set[str]:
 
 def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology: Topology) -> set[str]:
     """Declare ``topology``; the names of the arguments added later that some of its queues exist
-    without (see ``report_kept_queues``)."""
+    without (see ``report_kept_queues``).
+
+    A queue declared a moment ago can still be unknown to a binding (404 "no queue") on RabbitMQ 4.x
+    when its name was deleted just before (a worker declaring its deleted queue again): the whole
+    declare is made again on a fresh channel, a few times, with a growing pause."""
+    connection, current = channel.connection, channel
+    try:
+        for attempt in range(1, _STARTING_TRIES + 1):
+            try:
+                return _declare_topology(current, confirm, topology)
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404 or "no queue" not in exc.reply_text or attempt == _STARTING_TRIES:
+                    raise
+                log.info("declaring the topology of %r: %s; declaring it again", topology.queue.name,
+                         exc.reply_text)
+                connection.sleep(0.05 * 2 ** attempt)  # pika's sleep: the connection stays serviced
+                current = connection.channel()  # the 404 closed the one that asked
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+    finally:
+        if current is not channel and current.is_open:
+            current.close()
+
+
+def _declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology: Topology) -> set[str]:
     channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
     channel.exchange_declare(topology.dead_letter_exchange, exchange_type="fanout", durable=True)
     declarer = _QueueDeclarer(channel.connection)
