@@ -9,8 +9,9 @@
 #          the browser/Node tests (marked `browser`) and the scenario tests over 20 s (marked `slow`:
 #          fault injection, the benchmark smoke test) run on leg 1 only; the minute-long outage test (marked
 #          `outage`) runs on each leg's broker in the background, beside the groups that follow, awaited at the end
-# then the contract suite (tests/contract) and the dead-letter give-back tests on RabbitMQ 4.0 (the trixie
-# root, 127.0.0.1:5702) from .venv (the range where a nack counts towards a quorum queue's delivery limit),
+# then the contract suite (tests/contract, its RabbitMQ backends only) and the dead-letter give-back tests on
+# RabbitMQ 4.0 (the trixie root, 127.0.0.1:5702) from .venv (the range where a nack counts towards a quorum
+# queue's delivery limit),
 # then the cluster tests (marked `cluster`) once, on a 3-node cluster that scripts/cluster.sh
 # starts in the background at the beginning and stops at the end. The two newer RabbitMQ nodes
 # start in the background at the beginning too, and stop at the end unless they were up before.
@@ -176,7 +177,8 @@ if ! await_next 4.0; then
 else
   url="amqp://guest:guest@127.0.0.1:5702/%2F"
   leg_versions "$url" .venv/bin/python
-  PUBSUBPY_TEST_URL="$url" .venv/bin/pytest tests/contract tests/test_dead_letter_give_back.py -q || status=$?
+  PUBSUBPY_TEST_URL="$url" PUBSUBPY_CONTRACT_BACKENDS=rabbitmq,rabbitmq-async \
+    .venv/bin/pytest tests/contract tests/test_dead_letter_give_back.py -q || status=$?
   echo "== contract suite on 4.0 took $((SECONDS - began)) s"
 fi
 
