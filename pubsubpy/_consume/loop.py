@@ -58,14 +58,14 @@ from pubsubpy._consume.backoff import Backoff
 from pubsubpy._consume.caller_thread import Abandoned, Baton, InlineRunner, Watch, watch
 from pubsubpy._consume.executor import ChunkWork, Executor
 from pubsubpy._consume.lanes import Lanes
-from pubsubpy._consume.pausing import SERVICE_WIDE, Breaker, FailureShare, Parking
+from pubsubpy._consume.pausing import Pauses
 from pubsubpy._consume.settling import Settler
 from pubsubpy._consume.thread_pool import HandlerPool
 from pubsubpy._consume.time_limits import TimedRuns
 from pubsubpy._engine import AwaitOnLoop, Engine, Item, Verdict, Work
 from pubsubpy._engine.runs import log_fields
 from pubsubpy.deadline import Deadline
-from pubsubpy.envelope import H_ATTEMPT, H_COPY, H_PROBE, version_from
+from pubsubpy.envelope import H_ATTEMPT, H_COPY, version_from
 from pubsubpy.errors import TransportError
 from pubsubpy.health import WorkerHealth
 from pubsubpy.messages import Delivery, DrainResult, Outcome, Reason
@@ -81,11 +81,8 @@ log = logging.getLogger("pubsubpy.drain")
 _POLL = 0.2          # how often a waiting loop looks at ``stop`` (seconds)
 _EMPTY_STEP = 0.05   # re-ask step while the broker reports ready messages not yet pushed
 _RECENT = 10_000     # settled messages remembered for spotting redeliveries
-_MOVE_BATCH = 500    # parked messages moved back per turn once their subscription runs again
-_MOVE_WAIT = 0.2     # seconds to wait for the next parked message before taking the queue as empty
 _PLAIN = (int, str, type(None))
 _HANDLER_REASONS = (Reason.HANDLER_ERROR, Reason.REJECTED)  # dead letters a handler decided
-_FAILED_REASONS = (Reason.HANDLER_ERROR, Reason.TIME_LIMIT)  # a handler failed (not a rejection by design)
 
 
 class LoopMode(enum.Enum):
@@ -170,8 +167,9 @@ class _Loop:
         self.result = DrainResult()
         self.recent = _Recent()
         self.parked: deque[Delivery] = deque()
+        self.pause = Pauses(settings, engine, self.queue, parked_queue(service), transport, self.settler)
         # executors start nothing after a verdict that pauses the consumer (not one whose share is parked)
-        self.halt: Callable[[Verdict], bool] | None = self.pauses if engine.has_pause_on else None
+        self.halt: Callable[[Verdict], bool] | None = self.pause.pauses if engine.has_pause_on else None
         self.timed = TimedRuns() if engine.has_time_limits else None
         if self.timed is not None:
             engine.run_timed = self.timed.run
@@ -179,13 +177,6 @@ class _Loop:
         self.taken = 0
         self.stopping = False     # no new message starts
         self.grace: Deadline | None = None
-        self.breaker = Breaker(settings.pause_probe_delay, settings.pause_probe_delay_max)
-        self.parking = Parking(settings.pause_probe_delay, settings.pause_probe_delay_max) \
-            if engine.has_pause_on else None
-        self.parked_queue = parked_queue(service)
-        self.failures = FailureShare(settings.breaker_failure_share, settings.breaker_window,
-                                     settings.breaker_min_runs) if settings.breaker_failure_share > 0 else None
-        self.probing = False      # this consumer takes one message: the breaker's probe
         self.session_taken = 0    # messages taken by the current consumer
         self.waited = False       # the current consumer waited for a delivery at least once
         self.backoff = Backoff(settings.retry_connect_delay, log)
@@ -204,7 +195,7 @@ class _Loop:
         takes one message."""
         declare = self.options.declare
         deadline = self.options.deadline
-        prefetch, limit = (1, 1) if self.probing else (self.options.prefetch, self.options.max_messages)
+        prefetch, limit = (1, 1) if self.pause.probing else (self.options.prefetch, self.options.max_messages)
         while True:
             try:
                 if declare is not None:
@@ -249,10 +240,10 @@ class _Loop:
         """Consume, one consumer after another while a worker pauses and probes (see ``pausing.py``)."""
         health = self.options.health
         if health is not None:
-            health.pausing(self.paused_names, lambda: self.breaker.trips)
+            health.pausing(self.pause.names, lambda: self.pause.breaker.trips)
         consumer = self.open_consumer()
-        if consumer is not None and self.parking is not None and not self.probing:
-            self.parking.moving = self.parked_left()  # parked by an earlier run: back to the queue
+        if consumer is not None:
+            self.pause.start()
         while consumer is not None:
             self.session(consumer, make_executor(consumer))
             if self.options.mode is not LoopMode.WORK or self.result.stopped_by not in ("paused", "probed"):
@@ -260,10 +251,6 @@ class _Loop:
             consumer = self.after_pause()
         self.result.stopped_by = "stopped"
         return self.result
-
-    def paused_names(self) -> tuple[str, ...]:
-        parked = tuple(sorted(self.parking.names)) if self.parking is not None else ()
-        return self.breaker.paused + parked
 
     def session(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         """Run one consumer until the loop stops, pauses or has probed; close it (giving back what it holds)."""
@@ -284,10 +271,10 @@ class _Loop:
     def after_pause(self) -> Consumer | None:
         """While the breaker is open: wait for the next probe, then a consumer of one message; once it closed,
         the consumer again. None: stopped meanwhile."""
-        stop = self.options.stop or threading.Event()
-        if self.breaker.open and stop.wait(self.breaker.next_probe_delay()):
+        stop, breaker = self.options.stop or threading.Event(), self.pause.breaker
+        if breaker.open and stop.wait(breaker.next_probe_delay()):
             return None
-        self.probing = self.breaker.open
+        self.pause.probing = breaker.open
         self.stopping, self.grace, self.session_taken, self.waited = False, None, 0, False
         self.parked.clear()  # the closed consumer's deliveries: it gave them back
         self.lanes = self.new_lanes()
@@ -310,8 +297,7 @@ class _Loop:
             if self.should_stop(consumer, executor):
                 return True
             if not self.stopping:
-                if self.parking is not None:
-                    self.tend_parking()
+                self.pause.tend()
                 self.feed(consumer, executor)
             if self.unconfirmed and not executor.ready():
                 # Nothing to run while the broker stores them; and a retry copy aimed at this queue must be in
@@ -336,15 +322,13 @@ class _Loop:
         if self.stopping or self.options.mode is not LoopMode.DRAIN or executor.in_flight or self.parked \
                 or self.lanes or self.options.max_messages == self.taken:
             return False
-        if self.parking is not None and (self.parking.moving or self.parking.probing):
-            return False
-        return consumer.is_empty()
+        return not self.pause.moving and consumer.is_empty()
 
     def should_stop(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> bool:
         options = self.options
         if options.force is not None and options.force.is_set():
             return self.abandon(executor, "forced")
-        if self.probing and self.probed(consumer, executor):
+        if self.pause.probing and self.probed(consumer, executor):
             self.result.stopped_by = "probed"
             return True
         if not self.stopping:
@@ -368,7 +352,7 @@ class _Loop:
         time_limit are still going than ``concurrency`` (the worker exits for its supervisor to restart it)."""
         if self.stopping:
             return
-        if self.breaker.open and not self.probing:
+        if self.pause.breaker.open and not self.pause.probing:
             self.begin_stop(executor, "paused")
         elif self.timed is not None and self.timed.live > self.options.concurrency:
             log.error("%d handler run(s) past their time_limit are still running on abandoned threads (more than "
@@ -384,7 +368,7 @@ class _Loop:
         if self.session_taken:
             return True
         if self.waited and consumer.is_empty():
-            self.breaker.close(self.queue)
+            self.pause.breaker.close(self.queue)
             return True
         return False
 
@@ -405,7 +389,7 @@ class _Loop:
     def may_take(self) -> bool:
         limit = self.options.max_messages
         return not self.stopping and (limit is None or self.taken < limit) \
-            and not (self.probing and self.session_taken)
+            and not (self.pause.probing and self.session_taken)
 
     def feed(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
@@ -469,15 +453,10 @@ class _Loop:
             done = self.through_lanes(self.lanes, finished)
         else:  # no lanes: every item is a delivery
             done = [(cast(Delivery, item), verdict) for item, verdict in finished if verdict is not None]
-        tripped = any(verdict.paused for _, verdict in done)
-        if tripped:
-            done = self.paused(consumer, done)
-        if self.parking is not None:
-            self.probe_settled(done)
-        if self.failures is not None and done:
-            self.count_failures(done)
-        elif self.probing and done and not tripped:
-            self.breaker.close(self.queue)  # the probe's message ran without its dependency failing
+        done, given_back = self.pause.settled(done)
+        for delivery in given_back:  # its dependency is down: back to the queue, its attempt not counted
+            consumer.nack(delivery.tag, requeue=True)
+            self.result.paused += 1
         copies = self.settler.copies(done)
         if not copies:
             self.acknowledge(consumer, done)
@@ -491,106 +470,6 @@ class _Loop:
             self.give_back(consumer, done)
             raise
         self.unconfirmed.append((done, pending))
-
-    def paused(self, consumer: Consumer, done: list[tuple[Delivery, Verdict]]) -> list[tuple[Delivery, Verdict]]:
-        """Trip the breaker on messages whose handler's dependency is down. They go back unacked, or, from a
-        probe, copied to the back of the queue (acked with the copies) so none waits at the head being probed
-        again and again; the message of an ordered key goes back unacked even then."""
-        for delivery, verdict in done:
-            if verdict.paused:
-                why = f"its dependency is down ({verdict.error})"
-                if self.parks(verdict.paused):
-                    assert self.parking is not None
-                    if _is_probe(delivery):
-                        self.parking.probe_failed()
-                    self.parking.trip(tuple(verdict.paused), why, self.queue)
-                    self.engine.parking = self.parking.names
-                    verdict.park_paused()  # settled with a parked copy, the other handlers' outcomes as they are
-                else:
-                    self.breaker.trip(tuple(verdict.paused), why, self.queue)
-        kept: list[tuple[Delivery, Verdict]] = []
-        for delivery, verdict in done:
-            if not verdict.paused or (self.probing and self.engine.lane_of(delivery) is None):
-                kept.append((delivery, verdict))  # a probe's message: copied to the back (an ordered one keeps
-                continue                          # its place, so its key's later messages stay behind it)
-            consumer.nack(delivery.tag, requeue=True)
-            self.result.paused += 1
-        return kept
-
-    def pauses(self, verdict: Verdict) -> bool:
-        """``verdict`` pauses the whole consumer (read on handler threads: the state it reads only grows
-        while they run)."""
-        return bool(verdict.paused) and not self.parks(verdict.paused)
-
-    def parks(self, handlers: Sequence[str]) -> bool:
-        """Whether to park these paused handlers' share (others of the queue go on) rather than pause the
-        consumer: never for an ordered subscription, whose key's later messages must not overtake it."""
-        parking = self.parking
-        if parking is None or self.breaker.open or any(name in self.engine.ordered_names for name in handlers):
-            return False
-        return bool(self.engine.names - parking.names - set(handlers))
-
-    def tend_parking(self) -> None:
-        """Probe a parked share when it is due (move its oldest message back, marked as a probe), or move the
-        parked messages back once the share runs again, a bounded batch per turn."""
-        parking = self.parking
-        assert parking is not None
-        if parking.due():
-            if self.move_parked(1, probe=True):
-                parking.probing = True
-            else:  # nothing parked to test with: run the share again
-                parking.close(self.queue)
-                self.engine.parking = parking.names
-        elif parking.moving and not self.move_parked(_MOVE_BATCH, probe=False):
-            parking.moving = False
-
-    def parked_left(self) -> bool:
-        return self.transport.queue_depth(self.parked_queue, deadline=Deadline.after(10)) > 0
-
-    def move_parked(self, limit: int, probe: bool) -> int:
-        """Move up to ``limit`` parked messages back into the service queue, in order, confirmed before each
-        is acked in ``<service>.parked``; how many moved."""
-        parked = self.transport.consume(self.parked_queue, limit, limit=limit, deadline=Deadline.after(10))
-        try:
-            taken: list[Delivery] = []
-            while len(taken) < limit:
-                delivery = parked.get(_MOVE_WAIT)
-                if delivery is None:
-                    break
-                taken.append(delivery)
-            if taken:
-                self.transport.publish([self.settler.moved_back(d, probe) for d in taken], deadline=Deadline.after(
-                    self.settings.confirm_timeout))
-                for delivery in taken:
-                    parked.ack(delivery.tag)
-                parked.flush()
-        finally:
-            parked.close()
-        return len(taken)
-
-    def probe_settled(self, done: list[tuple[Delivery, Verdict]]) -> None:
-        """A parked share's probe that ran its handlers without their dependency failing: run the share again."""
-        parking = self.parking
-        if parking is None or not parking.probing:
-            return
-        if any(_is_probe(delivery) and not verdict.park for delivery, verdict in done):
-            parking.close(self.queue)
-            self.engine.parking = parking.names
-
-    def count_failures(self, done: list[tuple[Delivery, Verdict]]) -> None:
-        """The service-wide breaker: trip on the share of handler failures; a probe without one closes it."""
-        assert self.failures is not None
-        failed = [bool(verdict.retry) or verdict.reason in _FAILED_REASONS for _, verdict in done]
-        if self.probing:
-            if not any(failed) and not any(verdict.paused for _, verdict in done):
-                self.failures.reset()
-                self.breaker.close(self.queue)
-            return
-        tripped = False
-        for each in failed:
-            tripped = self.failures.record(each) or tripped
-        if tripped:
-            self.breaker.trip((SERVICE_WIDE,), self.failures.describe(), self.queue)
 
     @staticmethod
     def through_lanes(lanes: Lanes, finished: Sequence[tuple[Item, Verdict | None]]
@@ -679,11 +558,6 @@ class _Loop:
                             outcome.value)
         fields["reason"] = verdict.reason.value if verdict.reason else None
         return fields
-
-
-def _is_probe(delivery: Delivery) -> bool:
-    """A parked message moved back to test its paused handlers (trusted only through the default exchange)."""
-    return delivery.exchange == "" and H_PROBE in delivery.properties.headers
 
 
 def consume_queue(settings: Settings, service: str, transport: Transport, engine: Engine,
