@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 import pika
 
 from pubsubpy import ModelEvent, PubSub
+from pubsubpy.messages import DrainResult
 
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 MODEL = "shop.models.Booking"
@@ -120,3 +122,32 @@ def delete_app(app: PubSub) -> None:
     from pubsubpy.testing import delete_topology
 
     delete_topology(app)
+
+
+def run_worker_until(app: PubSub, done: threading.Event, concurrency: int, timeout: float,
+                     name: str) -> tuple[bool, DrainResult | None, float]:
+    """Run ``app``'s worker on a thread until ``done`` is set (the handler sets it, or the worker's failure
+    does), at most ``timeout`` seconds; stop it and wait for it. Whether ``done`` was set, the worker's
+    result, and when it started (``perf_counter``). Raises when the worker failed or does not stop."""
+    stop = threading.Event()
+    outcome: list[DrainResult | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(app.run(concurrency=concurrency, stop=stop))
+        except BaseException as exc:  # reported below, on the bench's thread
+            outcome.append(exc)
+            done.set()
+
+    started = time.perf_counter()
+    thread = threading.Thread(target=work, name=f"bench-{name}", daemon=True)
+    thread.start()
+    finished = done.wait(timeout)
+    stop.set()
+    thread.join(timeout=60)
+    if thread.is_alive():
+        raise RuntimeError(f"the {name} worker did not stop within 60s of stop.set()")
+    result = outcome[0] if outcome else None
+    if isinstance(result, BaseException):
+        raise RuntimeError(f"the {name} worker failed") from result
+    return finished, result, started

@@ -29,9 +29,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.common import URL, Row, channel, delete_app, unique
+from bench.common import URL, Row, channel, delete_app, run_worker_until, unique
 from pubsubpy import ModelEvent, PubSub
-from pubsubpy.messages import DrainResult
 from pubsubpy.topology import dead_letter_queue
 
 ORDER = "bench.models.Order"
@@ -160,28 +159,8 @@ class Bench:
     def run(self, work: Workload, ordered: bool, timeout: float) -> Outcome:
         self.fill(work)
         tally = self.tally = Tally(work)
-        stop = threading.Event()
-        outcome: list[DrainResult | BaseException] = []
         how = "ordered" if ordered else "unordered"
-
-        def worker() -> None:
-            try:
-                outcome.append(self.apps[ordered].run(concurrency=CONCURRENCY, stop=stop))
-            except BaseException as exc:  # reported below, on the bench's thread
-                outcome.append(exc)
-                tally.done.set()
-
-        started = time.perf_counter()
-        thread = threading.Thread(target=worker, name=f"bench-ordering-{how}", daemon=True)
-        thread.start()
-        finished = tally.done.wait(timeout)
-        stop.set()
-        thread.join(timeout=60)
-        if thread.is_alive():
-            raise RuntimeError(f"the {how} worker did not stop within 60s of stop.set()")
-        result = outcome[0] if outcome else None
-        if isinstance(result, BaseException):
-            raise RuntimeError(f"the {how} worker failed") from result
+        finished, result, started = run_worker_until(self.apps[ordered], tally.done, CONCURRENCY, timeout, how)
         lost = work.events - tally.first
         if not finished or lost:
             raise RuntimeError(f"{how}: {tally.first:,} of {work.events:,} events succeeded within {timeout:.0f}s "

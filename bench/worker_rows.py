@@ -41,6 +41,7 @@ from bench.common import (
     delete_app,
     fill,
     purge,
+    run_worker_until,
     unique,
 )
 from pubsubpy import PubSub
@@ -88,27 +89,8 @@ def _worker_rate(app: PubSub, finish: _Finish, count: int, concurrency: int, tim
     service = app.settings.service_name
     fill(f"{service}.events", count, app.settings.model_exchange)
     finish.reset(count)
-    stop = threading.Event()
-    outcome: list[DrainResult | BaseException] = []
-
-    def work() -> None:
-        try:
-            outcome.append(app.run(concurrency=concurrency, stop=stop))
-        except BaseException as exc:  # reported below, on the bench's thread
-            outcome.append(exc)
-            finish.done.set()
-
-    started = time.perf_counter()
-    thread = threading.Thread(target=work, name=f"bench-worker-c{concurrency}", daemon=True)
-    thread.start()
-    finished = finish.done.wait(timeout)
-    stop.set()
-    thread.join(timeout=60)
-    if thread.is_alive():
-        raise RuntimeError(f"the worker (concurrency {concurrency}) did not stop within 60s of stop.set()")
-    result = outcome[0] if outcome else None
-    if isinstance(result, BaseException):
-        raise RuntimeError(f"the worker (concurrency {concurrency}) failed") from result
+    finished, result, started = run_worker_until(app, finish.done, concurrency, timeout,
+                                                 f"worker (concurrency {concurrency})")
     if not finished or result is None or result.handled != count:
         raise RuntimeError(f"worker at concurrency {concurrency}: {finish.seen} of {count} handled within "
                            f"{timeout}s (result: {result})")
