@@ -88,6 +88,31 @@ def connections_closed_after_each_module() -> Iterator[None]:
                     f"({before} before, {now} after; at most {LEFT_OPEN_ALLOWED} more allowed): a leak")
 
 
+_diagnosed = False
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """The first test that fails because the broker did not answer gets the broker's state and the machine's
+    disk and sockets in its report: what made it stop answering is gone by the time anyone reads a CI log."""
+    global _diagnosed
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if _diagnosed or not report.failed or "BrokerUnavailable" not in str(report.longrepr):
+        return
+    _diagnosed = True
+    commands = [["rabbitmqctl", "-q", "status"], ["rabbitmqctl", "-q", "list_connections", "name", "state"],
+                ["df", "-h", "/", "/var/lib/rabbitmq"], ["ss", "-s"]]
+    sections = [f"open connections to the broker under test (/proc/net/tcp): {open_broker_connections()}"]
+    for command in commands:
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=20)
+            sections.append(f"$ {' '.join(command)}\n{(done.stdout + done.stderr)[-6000:]}")
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            sections.append(f"$ {' '.join(command)}\n{exc!r}")
+    report.sections.append(("the broker when it stopped answering", "\n".join(sections)))
+
+
 _version: tuple[int, int, int] | None = None
 
 
