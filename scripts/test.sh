@@ -9,9 +9,9 @@
 #          the browser/Node tests (marked `browser`) and the scenario tests over 20 s (marked `slow`:
 #          fault injection, the benchmark smoke test) run on leg 1 only; the minute-long outage test (marked
 #          `outage`) runs on each leg's broker in the background, beside the groups that follow, awaited at the end
-# then the contract suite (tests/contract, its RabbitMQ backends only) and the dead-letter give-back tests on
+# the contract suite (tests/contract, its RabbitMQ backends only) and the dead-letter give-back tests on
 # RabbitMQ 4.0 (the trixie root, 127.0.0.1:5702) from .venv (the range where a nack counts towards a quorum
-# queue's delivery limit),
+# queue's delivery limit), in the background beside leg 1 (another broker; both mostly wait on it),
 # then the cluster tests (marked `cluster`) once, on a 3-node cluster that scripts/cluster.sh
 # starts in the background at the beginning and stops at the end. The two newer RabbitMQ nodes
 # start in the background at the beginning too, and stop at the end unless they were up before.
@@ -24,7 +24,7 @@ bash scripts/start-services.sh
 
 status=0
 skipped=()   # legs that could not run: fatal under CI=true, at the end
-outages=()   # "leg:pid" of the outage tests running in the background
+background=()   # "label:pid" of the test groups running in the background (their output: $logs/<label>.log)
 stop_cluster=false stop_next=()
 logs="$(mktemp -d /tmp/pubsubpy-test.XXXXXX)"
 cleanup() {
@@ -34,6 +34,23 @@ cleanup() {
   rm -rf "$logs"
 }
 trap cleanup EXIT
+
+# in_background LABEL COMMAND...: run a test group beside the ones that follow; awaited (and its output
+# printed) at the end by await_background.
+in_background() {
+  local label="$1"; shift
+  echo "== started in the background (awaited at the end): $label"
+  "$@" > "$logs/$label.log" 2>&1 &
+  background+=("$label:$!")
+}
+await_background() {
+  local job
+  for job in "${background[@]}"; do
+    echo "== pytest: ${job%:*} (run in the background)"
+    wait "${job##*:}" || status=$?
+    cat "$logs/${job%:*}.log"
+  done
+}
 
 if ! bash scripts/cluster.sh status | grep -q "running: .*pubsubpy3"; then   # left alone if it was up
   stop_cluster=true
@@ -126,6 +143,15 @@ await_next() {
   return "$rc"
 }
 
+if ! await_next 4.0; then
+  skip_leg "contract suite on RabbitMQ 4.0" "the trixie root or its node could not be made (above)"
+else
+  url="amqp://guest:guest@127.0.0.1:5702/%2F"
+  leg_versions "$url" .venv/bin/python
+  in_background "contract-suite-on-rabbitmq-4.0" env PUBSUBPY_TEST_URL="$url" \
+    PUBSUBPY_CONTRACT_BACKENDS=rabbitmq,rabbitmq-async .venv/bin/pytest tests/contract tests/test_dead_letter_give_back.py -q
+fi
+
 echo "== pytest: leg 1, pubsubpy on Python 3.10 and RabbitMQ 3.10 (the system's, 5672)"
 began=$SECONDS
 python="$(find_python 3.10 || true)"
@@ -140,9 +166,7 @@ else
   # The minute-long outage test (tests/test_outage.py) mostly waits: it runs on this leg's broker beside the
   # next groups, which use other brokers, and is awaited at the very end.
   if [ $# -eq 0 ]; then
-    echo "== started: the outage test on leg 1's broker, in the background (awaited at the end)"
-    .venv-py310/bin/pytest -m outage -q -s tests/test_outage.py > "$logs/outage-leg1.log" 2>&1 &
-    outages+=("leg1:$!")
+    in_background "the-outage-test-on-leg-1" .venv-py310/bin/pytest -m outage -q -s tests/test_outage.py
   fi
 fi
 
@@ -163,23 +187,9 @@ else
     .venv-py314/bin/pytest -m "not cluster and not browser and not slow and not outage" "$@" || status=$?
   echo "== leg 2 took $((SECONDS - began)) s"
   if [ $# -eq 0 ]; then
-    echo "== started: the outage test on leg 2's broker, in the background (awaited at the end)"
-    PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
-      .venv-py314/bin/pytest -m outage -q -s tests/test_outage.py > "$logs/outage-leg2.log" 2>&1 &
-    outages+=("leg2:$!")
+    in_background "the-outage-test-on-leg-2" env PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
+      .venv-py314/bin/pytest -m outage -q -s tests/test_outage.py
   fi
-fi
-
-echo "== pytest: the contract suite and dead-letter give-backs on RabbitMQ 4.0 (rabbitmq-next.sh --release 4.0, 5702)"
-began=$SECONDS
-if ! await_next 4.0; then
-  skip_leg "contract suite on RabbitMQ 4.0" "the trixie root or its node could not be made (above)"
-else
-  url="amqp://guest:guest@127.0.0.1:5702/%2F"
-  leg_versions "$url" .venv/bin/python
-  PUBSUBPY_TEST_URL="$url" PUBSUBPY_CONTRACT_BACKENDS=rabbitmq,rabbitmq-async \
-    .venv/bin/pytest tests/contract tests/test_dead_letter_give_back.py -q || status=$?
-  echo "== contract suite on 4.0 took $((SECONDS - began)) s"
 fi
 
 echo "== pytest: the 3-node cluster (scripts/cluster.sh)"
@@ -190,12 +200,7 @@ fi
 bash scripts/cluster.sh up || echo "the cluster did not start: its tests skip (under CI=true they fail)"
 .venv/bin/pytest -m cluster -s "$@" tests/test_cluster.py || status=$?
 
-for job in "${outages[@]}"; do   # the outage tests started beside the groups above
-  leg="${job%%:*}"
-  echo "== pytest: the outage test on $leg's broker (run in the background)"
-  wait "${job#*:}" || status=$?
-  cat "$logs/outage-$leg.log"
-done
+await_background
 
 if [ ${#skipped[@]} -gt 0 ]; then
   echo "== skipped: ${skipped[*]}"
