@@ -95,8 +95,9 @@ class Billing:
             app.close()
 
 
-def _fresh_database(tmp_path: Path, project: str) -> Iterator[str]:
-    """A new database for `project` run as its own processes: PostgreSQL when DATABASE_URL is set."""
+def _fresh_database(tmp_path: Path, project: str, template: str | None = None) -> Iterator[str]:
+    """A new database for `project` run as its own processes: PostgreSQL when DATABASE_URL is set, copied
+    from ``template`` (a database already migrated) when given."""
     shop_url = os.environ.get("DATABASE_URL")
     if not shop_url:
         yield f"sqlite:///{tmp_path / f'{project}.sqlite3'}"
@@ -106,12 +107,24 @@ def _fresh_database(tmp_path: Path, project: str) -> Iterator[str]:
     name = f"{project}_e2e_{uuid.uuid4().hex[:8]}"
     admin = shop_url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else ""))
     try:
         yield shop_url.rsplit("/", 1)[0] + "/" + name
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def migrated_billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str | None]:
+    """On PostgreSQL, a billing database migrated once, which each test's database copies (``migrate`` in a
+    process of its own takes seconds); None on SQLite, where each test migrates its own."""
+    if not os.environ.get("DATABASE_URL"):
+        yield None
+        return
+    for url in _fresh_database(tmp_path_factory.mktemp("template"), "billing"):
+        Billing(url, "e2e-billing-template").manage("migrate", "--noinput")
+        yield url.rsplit("/", 1)[1]
 
 
 def relay() -> None:
@@ -126,11 +139,12 @@ def unsent() -> int:
 
 
 @pytest.fixture
-def billing(tmp_path: Path) -> Iterator[Billing]:
-    for url in _fresh_database(tmp_path, "billing"):
+def billing(tmp_path: Path, migrated_billing: str | None) -> Iterator[Billing]:
+    for url in _fresh_database(tmp_path, "billing", template=migrated_billing):
         service = f"e2e-billing-{uuid.uuid4().hex[:8]}"
         app = Billing(url, service)
-        app.manage("migrate", "--noinput")
+        if migrated_billing is None:
+            app.manage("migrate", "--noinput")
         app.manage("pubsub", "declare")  # deploy step: its queue exists before the shop publishes
         yield app
         from pubsubpy.testing import delete_topology
@@ -368,7 +382,9 @@ def test_rows_the_broker_refuses_are_parked_and_listed_never_retried_in_a_loop(c
     from pubsubpy.transports.base import OutgoingMessage
 
     exchange = f"e2e-park-{uuid.uuid4().hex[:8]}"
-    strict = pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], model_exchange=exchange, on_unroutable="raise")
+    # a nacked publish is sent again until its deadline (connect_timeout + confirm_timeout): kept short here
+    strict = pubsubpy.PubSub(settings.PUBSUBPY["AMQP_URL"], model_exchange=exchange, on_unroutable="raise",
+                             connect_timeout=2, confirm_timeout=3)
     strict.transport.declare_exchange(exchange)
     connection_ = pika.BlockingConnection(pika.URLParameters(settings.PUBSUBPY["AMQP_URL"]))
     full = f"{exchange}-full"
