@@ -174,11 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cluster", action="store_true", help="skip the rows on the 3-node cluster")
     parser.add_argument("--no-ordering", action="store_true",
                         help="skip the ordered=True rows (about five minutes at full size)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="alternating rounds per row (default 3 with --quick, else 5; 1 checks that each row runs)")
     args = parser.parse_args(argv)
     quick = args.quick
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    rounds = 3 if quick else 5
+    rounds = args.rounds or (3 if quick else 5)
     started = time.perf_counter()
     rows: list[Row] = []
 

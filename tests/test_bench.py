@@ -16,7 +16,7 @@ pytest.importorskip("matplotlib")
 
 @pytest.mark.slow
 def test_bench_quick_writes_valid_json_and_a_chart(rabbit_url: str, tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--out", str(tmp_path)],
+    proc = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--rounds", "1", "--out", str(tmp_path)],
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parent.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
