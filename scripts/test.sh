@@ -12,8 +12,8 @@
 # the contract suite (tests/contract, its RabbitMQ backends only) and the dead-letter give-back tests on
 # RabbitMQ 4.0 (the trixie root, 127.0.0.1:5702) from .venv (the range where a nack counts towards a quorum
 # queue's delivery limit), in the background beside leg 1 (another broker; both mostly wait on it),
-# then the cluster tests (marked `cluster`) once, on a 3-node cluster that scripts/cluster.sh
-# starts in the background at the beginning and stops at the end. The two newer RabbitMQ nodes
+# and the cluster tests (marked `cluster`) once, in the background beside leg 2, on a 3-node cluster that
+# scripts/cluster.sh starts in the background at the beginning and stops at the end. The two newer RabbitMQ nodes
 # start in the background at the beginning too, and stop at the end unless they were up before.
 # A leg that cannot run here (no Python 3.10, no root for the newer RabbitMQ) is skipped with the
 # reason; under CI=true that makes the command fail. Every leg runs; the exit status is non-zero
@@ -170,6 +170,19 @@ else
   fi
 fi
 
+# The 3-node cluster's tests (their own three brokers; mostly waiting for nodes and elections), beside leg 2.
+cluster_started=true
+wait "$cluster_up" || cluster_started=false   # (started long ago: a job of this shell, not of the group's)
+cluster_group() {
+  if ! $cluster_started; then
+    echo "the cluster's start in the background failed:"; cat .cluster-up.log
+  fi
+  # Again (idempotent: seconds when it is up): a start that failed, or a node lost since, is retried
+  bash scripts/cluster.sh up || echo "the cluster did not start: its tests skip (under CI=true they fail)"
+  .venv/bin/pytest -m cluster -s "$@" tests/test_cluster.py
+}
+in_background "the-3-node-cluster-tests" cluster_group "$@"
+
 echo "== pytest: leg 2, pubsubpy on Python 3.14 and RabbitMQ 4.3 (scripts/rabbitmq-next.sh: Debian sid root, 5701)"
 began=$SECONDS
 if ! await_next 4.3; then
@@ -191,14 +204,6 @@ else
       .venv-py314/bin/pytest -m outage -q -s tests/test_outage.py
   fi
 fi
-
-echo "== pytest: the 3-node cluster (scripts/cluster.sh)"
-if ! wait "$cluster_up"; then
-  echo "the cluster's start in the background failed:"; cat .cluster-up.log
-fi
-# Again in the foreground (idempotent: seconds when it is up): a start that failed, or a node lost since, is retried
-bash scripts/cluster.sh up || echo "the cluster did not start: its tests skip (under CI=true they fail)"
-.venv/bin/pytest -m cluster -s "$@" tests/test_cluster.py || status=$?
 
 await_background
 
