@@ -35,18 +35,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# section TEXT: a group's heading, with the time since the command started (where the minutes go)
+section() { printf '== [%d:%02d] %s\n' $((SECONDS / 60)) $((SECONDS % 60)) "$*"; }
+
 # in_background LABEL COMMAND...: run a test group beside the ones that follow; awaited (and its output
 # printed) at the end by await_background.
 in_background() {
   local label="$1"; shift
-  echo "== started in the background (awaited at the end): $label"
+  section "started in the background (awaited at the end): $label"
   "$@" > "$logs/$label.log" 2>&1 &
   background+=("$label:$!")
 }
 await_background() {
   local job
   for job in "${background[@]}"; do
-    echo "== pytest: ${job%:*} (run in the background)"
+    section "pytest: ${job%:*} (run in the background)"
     wait "${job##*:}" || status=$?
     cat "$logs/${job%:*}.log"
   done
@@ -67,19 +70,20 @@ for release in 4.3 4.0; do
   next_up[$release]=$!
 done
 
+section "node tools: chromium, mermaid-cli, puppeteer, the AsyncAPI parser (scripts/ensure-node-tools.sh)"
 bash scripts/ensure-node-tools.sh
 if [ -z "${DATABASE_URL:-}" ] && (exec 3<>/dev/tcp/127.0.0.1/5432) 2>/dev/null; then
   export DATABASE_URL="postgres://root@127.0.0.1:5432/shop"   # the example runs on PostgreSQL
 fi
-echo "== ruff"; .venv/bin/ruff check pubsubpy tests bench examples
-echo "== mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
-echo "== import-linter: the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)"
+section "ruff"; .venv/bin/ruff check pubsubpy tests bench examples
+section "mypy --strict"; .venv/bin/mypy pubsubpy tests/typing
+section "import-linter: the layers of docs/architecture.md ([tool.importlinter] in pyproject.toml)"
 .venv/bin/lint-imports
-echo "== dist: sdist, the wheel built from it, twine check, a clean install (scripts/check-dist.sh)"
+section "dist: sdist, the wheel built from it, twine check, a clean install (scripts/check-dist.sh)"
 bash scripts/check-dist.sh
-echo "== docs: mkdocs build --strict, the site's search in headless chromium (scripts/check-docs.sh)"
+section "docs: mkdocs build --strict, the site's search in headless chromium (scripts/check-docs.sh)"
 bash scripts/check-docs.sh
-echo "== pytest: examples/bookingshop (Django + Celery, end to end, ${DATABASE_URL:-sqlite})"
+section "pytest: examples/bookingshop (Django + Celery, end to end, ${DATABASE_URL:-sqlite})"
 (cd examples/bookingshop && ../../.venv/bin/pytest -q)
 
 # leg_versions URL PYTHON...: the versions a leg runs on, the broker's as the broker reports them.
@@ -101,7 +105,7 @@ except Exception as exc:
 print(f"Python {sys.version.split()[0]}, pika {version('pika')}, {broker}")
 EOF
 )"
-leg_versions() { local url="$1"; shift; echo "== leg: $("$@" -c "$LEG_VERSIONS" "$url" 2>&1 | tail -n 1)"; }
+leg_versions() { local url="$1"; shift; section "leg: $("$@" -c "$LEG_VERSIONS" "$url" 2>&1 | tail -n 1)"; }
 
 # install_pika VENV SPEC: pika as SPEC says, after the project (ensure_venv); stamped like ensure_venv: done
 # again after the project is reinstalled, and daily (so 'pika<2' stays the newest the pin admits).
@@ -152,7 +156,7 @@ else
     PUBSUBPY_CONTRACT_BACKENDS=rabbitmq,rabbitmq-async .venv/bin/pytest tests/contract tests/test_dead_letter_give_back.py -q
 fi
 
-echo "== pytest: leg 1, pubsubpy on Python 3.10 and RabbitMQ 3.10 (the system's, 5672)"
+section "pytest: leg 1, pubsubpy on Python 3.10 and RabbitMQ 3.10 (the system's, 5672)"
 began=$SECONDS
 python="$(find_python 3.10 || true)"
 if [ -z "$python" ]; then
@@ -162,7 +166,7 @@ else
   install_pika .venv-py310 "pika==1.3.2"   # the oldest pika the pin admits
   leg_versions "amqp://guest:guest@127.0.0.1:5672/%2F" .venv-py310/bin/python
   .venv-py310/bin/pytest -m "not cluster and not outage" "$@" || status=$?
-  echo "== leg 1 took $((SECONDS - began)) s"
+  section "leg 1 took $((SECONDS - began)) s"
   # The minute-long outage test (tests/test_outage.py) mostly waits: it runs on this leg's broker beside the
   # next groups, which use other brokers, and is awaited at the very end.
   if [ $# -eq 0 ]; then
@@ -183,7 +187,7 @@ cluster_group() {
 }
 in_background "the-3-node-cluster-tests" cluster_group "$@"
 
-echo "== pytest: leg 2, pubsubpy on Python 3.14 and RabbitMQ 4.3 (scripts/rabbitmq-next.sh: Debian sid root, 5701)"
+section "pytest: leg 2, pubsubpy on Python 3.14 and RabbitMQ 4.3 (scripts/rabbitmq-next.sh: Debian sid root, 5701)"
 began=$SECONDS
 if ! await_next 4.3; then
   skip_leg "leg 2 (Python 3.14, RabbitMQ 4.3)" "the sid root or its node could not be made (above)"
@@ -198,7 +202,7 @@ else
   leg_versions "$url" bash scripts/rabbitmq-next.sh exec .venv-py314/bin/python
   PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
     .venv-py314/bin/pytest -m "not cluster and not browser and not slow and not outage" "$@" || status=$?
-  echo "== leg 2 took $((SECONDS - began)) s"
+  section "leg 2 took $((SECONDS - began)) s"
   if [ $# -eq 0 ]; then
     in_background "the-outage-test-on-leg-2" env PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
       .venv-py314/bin/pytest -m outage -q -s tests/test_outage.py
@@ -208,7 +212,7 @@ fi
 await_background
 
 if [ ${#skipped[@]} -gt 0 ]; then
-  echo "== skipped: ${skipped[*]}"
+  section "skipped: ${skipped[*]}"
   if [ "${CI:-}" = "true" ] && [ "$status" -eq 0 ]; then
     echo "under CI=true every leg must run"; status=1
   fi
