@@ -165,7 +165,7 @@ else
   ensure_venv test .venv-py310 "$python"
   install_pika .venv-py310 "pika==1.3.2"   # the oldest pika the pin admits
   leg_versions "amqp://guest:guest@127.0.0.1:5672/%2F" .venv-py310/bin/python
-  .venv-py310/bin/pytest -m "not cluster and not outage" "$@" || status=$?
+  .venv-py310/bin/pytest -m "not cluster and not outage and not restarts" "$@" || status=$?
   section "leg 1 took $((SECONDS - began)) s"
   # The minute-long outage test (tests/test_outage.py) mostly waits: it runs on this leg's broker beside the
   # next groups, which use other brokers, and is awaited at the very end.
@@ -210,6 +210,14 @@ else
 fi
 
 await_background
+
+# Last on leg 1's broker, once nothing else uses it: the tests that stop and start it. After such a restart,
+# RabbitMQ 3.10.8 here once stopped answering (connections and rabbitmqctl alike) while later tests made
+# quorum queues, and did not recover (in CI on 2026-12-06 and in a clean run on 2026-12-07).
+if [ -n "$python" ]; then
+  section "pytest: the tests that restart leg 1's broker (marked restarts), last"
+  .venv-py310/bin/pytest -m restarts -q "$@" || status=$?
+fi
 
 if [ ${#skipped[@]} -gt 0 ]; then
   section "skipped: ${skipped[*]}"

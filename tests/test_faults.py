@@ -127,6 +127,7 @@ def test_a_blocked_broker_is_a_bounded_wait(rabbit_url: str, names: Names, memor
 
 
 @pytest.mark.slow
+@pytest.mark.restarts  # last on its broker: after one, RabbitMQ 3.10 once stopped answering quorum-queue tests
 def test_a_broker_restart_mid_drain_loses_nothing(rabbit_url: str, names: Names, ctl: None,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     app = PubSub(rabbit_url, schemas=ALL, model_exchange=names.exchange(), service_name=names.service(),
