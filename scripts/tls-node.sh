@@ -2,7 +2,9 @@
 # scripts/tls-node.sh up|down|status: one local RabbitMQ node speaking TLS, for tests/test_tls.py.
 #
 # Node pubsubpytls@localhost: AMQPS on 127.0.0.1:5691 (plain AMQP on 127.0.0.1:5690 for administration),
-# Erlang distribution port 25690, everything under $PUBSUBPY_TLS_DIR (default /tmp/pubsubpy-tls). It runs
+# Erlang distribution port 25690, everything under $PUBSUBPY_TLS_DIR (default /tmp/pubsubpy-tls). The name
+# and AMQPS port come from $PUBSUBPY_TLS_NODE and $PUBSUBPY_TLS_PORT when set (AMQP one below it, the
+# distribution port 19999 above it), so two test runs side by side each have their own node. It runs
 # as the rabbitmq user (so rabbitmqctl, which uses that user's Erlang cookie, reaches it), like the nodes
 # of scripts/cluster.sh. `up` makes with openssl, once, in $PUBSUBPY_TLS_DIR/certs:
 #   ca.pem                      the test CA (what clients trust: tls_ca_file)
@@ -18,11 +20,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_rabbitmq_node.sh"
 
 BASE="${PUBSUBPY_TLS_DIR:-/tmp/pubsubpy-tls}"
-NAME=pubsubpytls
+NAME="${PUBSUBPY_TLS_NODE:-pubsubpytls}"   # another name and port: a second TLS node beside the first
 NODE="$NAME@localhost"
-AMQP_PORT=5690
-AMQPS_PORT=5691
-DIST_PORT=25690
+AMQPS_PORT="${PUBSUBPY_TLS_PORT:-5691}"
+AMQP_PORT=$((AMQPS_PORT - 1))
+DIST_PORT=$((AMQPS_PORT + 19999))
 CLIENT_USER=pubsubpy-tls-client
 WAIT="${PUBSUBPY_TLS_WAIT:-120}"   # seconds for the node to start
 CERTS="$BASE/certs"

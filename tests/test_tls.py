@@ -29,9 +29,10 @@ pytestmark = pytest.mark.tls
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "tls-node.sh"
 CERTS = Path(os.environ.get("PUBSUBPY_TLS_DIR", "/tmp/pubsubpy-tls")) / "certs"
-NODE = "pubsubpytls@localhost"
+NODE = f"{os.environ.get('PUBSUBPY_TLS_NODE', 'pubsubpytls')}@localhost"  # as scripts/tls-node.sh names it
 CLIENT_USER = "pubsubpy-tls-client"  # the CN of the script's client certificate
-AMQPS = "127.0.0.1:5691"
+PORT = int(os.environ.get("PUBSUBPY_TLS_PORT", "5691"))
+AMQPS = f"127.0.0.1:{PORT}"
 
 
 def _run(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
@@ -115,7 +116,7 @@ def _round_trip(app: PubSub) -> list[BookingCreated]:
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])  # the node's certificate names both
 def test_verified_connection_publishes_and_drains(tls_vhost: str, host: str) -> None:
-    app = _app(f"amqps://guest:guest@{host}:5691/{tls_vhost}", tls_ca_file=str(CERTS / "ca.pem"))
+    app = _app(f"amqps://guest:guest@{host}:{PORT}/{tls_vhost}", tls_ca_file=str(CERTS / "ca.pem"))
     try:
         assert _round_trip(app) == [BookingCreated(id=7, guest="ada")]
     finally:
@@ -137,7 +138,7 @@ def test_a_certificate_from_another_ca_is_not_trusted(tls_vhost: str, tmp_path: 
 def test_a_host_the_certificate_does_not_name_is_a_hostname_mismatch(tls_vhost: str) -> None:
     # "127.1" reaches 127.0.0.1 (the resolver expands it) but TLS checks it as the name "127.1", which
     # the certificate (DNS:localhost, IP:127.0.0.1) does not list.
-    app = _app(f"amqps://guest:guest@127.1:5691/{tls_vhost}", tls_ca_file=str(CERTS / "ca.pem"))
+    app = _app(f"amqps://guest:guest@127.1:{PORT}/{tls_vhost}", tls_ca_file=str(CERTS / "ca.pem"))
     with pytest.raises(BrokerUnavailable, match=r"hostname mismatch.*'127\.1'"):
         app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
     app.close()
@@ -145,7 +146,7 @@ def test_a_host_the_certificate_does_not_name_is_a_hostname_mismatch(tls_vhost: 
 
 def test_tls_verify_false_warns_and_connects_anyway(tls_vhost: str) -> None:
     with pytest.warns(InsecureTLSWarning, match="man-in-the-middle"):
-        app = _app(f"amqps://guest:guest@127.1:5691/{tls_vhost}", tls_verify=False)  # no CA; a name not in it
+        app = _app(f"amqps://guest:guest@127.1:{PORT}/{tls_vhost}", tls_verify=False)  # no CA; a name not in it
     try:
         assert len(_round_trip(app)) == 1
     finally:
@@ -216,7 +217,7 @@ def test_a_refused_client_certificate_is_named_whichever_way_the_broker_closes(t
 
 
 def test_amqps_to_the_plain_port_says_it_does_not_speak_tls(tls_vhost: str) -> None:
-    app = _app(f"amqps://guest:guest@127.0.0.1:5690/{tls_vhost}", tls_ca_file=str(CERTS / "ca.pem"))
+    app = _app(f"amqps://guest:guest@127.0.0.1:{PORT - 1}/{tls_vhost}", tls_ca_file=str(CERTS / "ca.pem"))
     with pytest.raises(BrokerUnavailable, match="does not speak TLS"):
         app.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
     app.close()
