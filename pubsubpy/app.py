@@ -8,6 +8,7 @@ never connects). Create more ``PubSub`` objects for more brokers or services.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -20,10 +21,11 @@ from typing_extensions import Unpack
 
 from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._consume.loop import LoopHandoff, LoopMode, LoopOptions, consume_queue
+from pubsubpy._consume.shards import ShardWorkers, merged
 from pubsubpy._credentials import resolve_url
 from pubsubpy._engine import Engine, Item, Verdict
 from pubsubpy._worker import handle_signals, worker_prefetch
-from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore
+from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore, ShardedReplay
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.health import WorkerHealth
@@ -317,8 +319,11 @@ class PubSub:
         settings = self.settings
         subscriptions = self._router.subscriptions
         attempts = max([settings.max_attempts, *(s.max_attempts or 0 for s in subscriptions)])
-        return build_topology(settings, self._service(), self._router.patterns, attempts,
-                              parking=any(s.pause_on for s in subscriptions))
+        sharded = bool(settings.shards)
+        patterns = frozenset(s.pattern for s in subscriptions if not (sharded and s.ordered))
+        ordered = frozenset(s.pattern for s in subscriptions if s.ordered)
+        return build_topology(settings, self._service(), patterns, attempts,
+                              parking=any(s.pause_on for s in subscriptions), ordered=ordered)
 
     def declare(self, *, prune: bool | Collection[str] = False, deadline: Deadline | None = None) -> Topology:
         """Create the exchange, queues and this version's bindings now (at deploy time), so nothing
@@ -560,7 +565,22 @@ class PubSub:
         options = LoopOptions(self.settings.prefetch, concurrency, max_messages, deadline=deadline,
                               on_message=on_message, middleware=self._middleware, stop=stop,
                               declare=self._ensure_declared, redeclare=self._redeclare, work_chunk=work_chunk)
-        return consume_queue(self.settings, service, self.transport, engine, options)
+        result = consume_queue(self.settings, service, self.transport, engine, options)
+        shards = self.topology().shards if self._sharded() else None
+        if shards is None:
+            return result
+        results = [result]
+        for spec in shards.queues:  # then each shard in turn (a shard another worker consumes gives nothing)
+            left = None if max_messages is None else max_messages - sum(r.messages for r in results)
+            if result.stopped_by not in ("empty", "max_messages") or left == 0 or deadline.expired:
+                break
+            engine, chunk = self._shard_engine(handoff)
+            result = consume_queue(self.settings, service, self.transport, engine, dataclasses.replace(
+                options, queue=spec.name, max_messages=left, work_chunk=chunk, declare=None))
+            results.append(result)
+        total = merged(results)
+        total.seconds = sum(r.seconds for r in results)
+        return total
 
     def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
         """Consume until ``stop`` is set (or SIGTERM/SIGINT, when called in the main thread).
@@ -604,7 +624,17 @@ class PubSub:
             options = LoopOptions(prefetch, concurrency, mode=LoopMode.WORK, stop=stop, force=force,
                                   middleware=self._middleware, health=self.health, declare=self._ensure_declared,
                                   redeclare=self._redeclare, work_chunk=work_chunk)
-            result = consume_queue(settings, service, self.transport, engine, options)
+            shards = self.topology().shards if self._sharded() else None
+            workers = None if shards is None else ShardWorkers(
+                settings, service, self.transport, shards, lambda: self._shard_engine(handoff), options)
+            if workers is not None:
+                workers.start()
+            try:
+                result = consume_queue(settings, service, self.transport, engine, options)
+            finally:
+                sharded = workers.close() if workers is not None else None  # (its loops stop with ``stop``)
+            if sharded is not None:
+                result = merged([result, sharded])
         log.info("worker stopped (%s): %s", result.stopped_by, result)
         return result
 
@@ -639,9 +669,24 @@ class PubSub:
                 "the Django app's inbox and pubsubpy.testing.MemoryInbox have them)")
         if not self._router.resolved:
             self._router.resolve(self._registry, require_schemas=self.settings.require_schemas)
-        engine = Engine(self.settings, self._router, self._registry, self._inbox, self._middleware,
-                        service_queue(service), handoff.await_on_loop if handoff else None)
+        if self._sharded():  # the ordered subscriptions are fed by the shards (``shard_engine``)
+            engine = self._engine(service, self._router.subset(lambda sub: not sub.ordered), handoff)
+            engine.sharded = self._router.subset(lambda sub: sub.ordered)
+        else:
+            engine = self._engine(service, self._router, handoff)
         return service, engine, handoff.chunk_work(engine) if handoff else None
+
+    def _sharded(self) -> bool:
+        return bool(self.settings.shards) and any(sub.ordered for sub in self._router.subscriptions)
+
+    def _engine(self, service: str, router: Router, handoff: LoopHandoff | None) -> Engine:
+        return Engine(self.settings, router, self._registry, self._inbox, self._middleware, service_queue(service),
+                      handoff.await_on_loop if handoff else None)
+
+    def _shard_engine(self, handoff: LoopHandoff | None) -> tuple[Engine, ChunkWork[Item, Verdict] | None]:
+        """An engine of the ordered subscriptions alone, for one shard's loop."""
+        engine = self._engine(self._service(), self._router.subset(lambda sub: sub.ordered), handoff)
+        return engine, handoff.chunk_work(engine) if handoff else None
 
     # -- dead letters --------------------------------------------------------------
     def _dead_letters(self, timeout: float | None) -> DeadLetterStore:
@@ -649,7 +694,11 @@ class PubSub:
             raise ConfigurationError(f"timeout must be > 0 seconds, got {timeout}")
         deadline = None if timeout is None else Deadline.after(timeout)  # None: each call has the transport's bound
         self._ensure_declared(deadline)
-        return DeadLetterStore(self.transport, self._service(), deadline)
+        shards = self.topology().shards if self._sharded() else None
+        replay = None if shards is None else ShardedReplay(
+            shards.exchange, frozenset(sub.name for sub in self._router.subscriptions if sub.ordered),
+            lambda key: any(sub.ordered for sub in self._router.match(key)))
+        return DeadLetterStore(self.transport, self._service(), deadline, replay)
 
     def list_dead_letters(
         self, *, limit: int | None = None, reason: str | None = None, topic: str | None = None,

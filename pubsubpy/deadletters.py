@@ -56,7 +56,7 @@ from pubsubpy.topics import topic_matches, validate_routing_key
 from pubsubpy.topology import dead_letter_queue, service_queue
 from pubsubpy.transports.base import Delivery, OutgoingMessage, Transport
 
-__all__ = ["DeadLetter", "DeadLetterFilter", "DeadLetterStore"]
+__all__ = ["DeadLetter", "DeadLetterFilter", "DeadLetterStore", "ShardedReplay"]
 
 log = logging.getLogger("pubsubpy.deadletters")
 
@@ -172,14 +172,32 @@ class DeadLetterFilter:
         return self.handler is None or (letter.handler is not None and self.handler in letter.handler.split(","))
 
 
+@dataclass(frozen=True)
+class ShardedReplay:
+    """A service with shards: a letter of its ordered subscriptions (by the handlers it names, else by its
+    routing key) is replayed through ``exchange`` (``<service>.shards``), never into the service queue."""
+
+    exchange: str
+    ordered_names: frozenset[str]
+    ordered_key: Callable[[str], bool]  # a routing key an ordered subscription of the service takes
+
+    def takes(self, letter: DeadLetter) -> bool:
+        if letter.handler:
+            return any(name in self.ordered_names for name in letter.handler.split(","))
+        return self.ordered_key(letter.routing_key)
+
+
 class DeadLetterStore:
     """List, replay and purge one service's dead-letter queue."""
 
-    def __init__(self, transport: Transport, service: str, deadline: Deadline | None = None) -> None:
+    def __init__(self, transport: Transport, service: str, deadline: Deadline | None = None,
+                 shards: ShardedReplay | None = None) -> None:
         """``deadline`` bounds the whole walk; without one, each call to the broker has the transport's own
-        bound (a connect per URL plus a confirm wait), so a silent broker is still an error in time."""
+        bound (a connect per URL plus a confirm wait), so a silent broker is still an error in time.
+        ``shards``: where a service with shards replays the letters of its ordered subscriptions."""
         self._transport = transport
         self._service = service
+        self._shards = shards
         self._deadline = deadline or Deadline.never()
         self._call_deadline = deadline  # None: the transport bounds each call itself
 
@@ -273,11 +291,15 @@ class DeadLetterStore:
         if letter.handler:
             headers[H_HANDLERS] = letter.handler
         queue = service_queue(self._service)
+        exchange, routing_key, target = "", queue, f"service queue {queue!r}"
+        if self._shards is not None and self._shards.takes(letter):  # to its key's shard, by its key header
+            exchange, routing_key, target = self._shards.exchange, letter.routing_key, f"exchange {exchange!r}"
         lost = self._transport.publish(
-            [OutgoingMessage("", queue, letter.body, letter.properties.with_headers(headers), mandatory=True)],
+            [OutgoingMessage(exchange, routing_key, letter.body, letter.properties.with_headers(headers),
+                             mandatory=True)],
             deadline=self._call(60.0))
         if lost:
-            raise PublishError(f"service queue {queue!r} is missing; run `pubsubpy declare`", lost)
+            raise PublishError(f"{target} routed it nowhere; run `pubsubpy declare`", lost)
 
     def replay(self, match: DeadLetterFilter, progress: Callable[[DeadLetter], None] | None = None) -> list[str]:
         return self._remove(match, self._republish, progress)

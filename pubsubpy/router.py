@@ -322,6 +322,16 @@ class Router:
             self._cache.clear()
             self._resolved = False
 
+    def subset(self, keep: Callable[[Subscription], bool]) -> Router:
+        """A router of the subscriptions ``keep`` accepts (the same, resolved, objects): a worker with shards
+        feeds its ordered subscriptions from the shard queues and the others from the service queue."""
+        with self._lock:
+            chosen = Router()
+            chosen._subscriptions = [sub for sub in self._subscriptions if keep(sub)]
+            chosen._resolved = self._resolved
+            chosen._warned = self._warned
+            return chosen
+
     def resolve(self, registry: SchemaRegistry | Iterable[type[ModelEvent]], *,
                 require_schemas: bool | None = None) -> None:
         """Resolve annotations and check every pattern against the registered schemas.

@@ -223,6 +223,12 @@ class Settings(BaseModel):
     backstop against a message that kills its consumer every time; past it the broker dead-letters it as
     ``delivery_limit``. What counts as a delivery depends on the RabbitMQ version (see Supported versions)."""
 
+    shards: int = Field(default=0, ge=0, le=1024)
+    """Ordered subscriptions across worker processes: their events go through ``<service>.shards`` (an
+    ``x-consistent-hash`` exchange on the ordering key) into ``shards`` queues ``<service>.shard.N``, each
+    consumed by one live worker at a time. 0 (the default): ordered subscriptions share the service queue,
+    and keep their order within one worker process only. See the ordering page."""
+
     on_unroutable: Literal["ignore", "warn", "raise"] = "warn"
     """What a publish does when no queue is bound for its routing key: ``"ignore"``, ``"warn"`` (log
     a warning) or ``"raise"`` (``UnroutableMessage``)."""
@@ -410,6 +416,7 @@ class SettingsOptions(TypedDict, total=False):
     unknown_key_window: float
     queue_type: Literal["classic", "quorum"]
     delivery_limit: int
+    shards: int
     on_unroutable: Literal["ignore", "warn", "raise"]
     connect_timeout: float
     heartbeat: int

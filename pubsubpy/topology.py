@@ -11,6 +11,12 @@ For ``service_name="billing"``:
                             each message to ``billing.events`` when it runs out.
                             Retries of failed handlers and deferrals (keys no
                             handler of this version subscribes) share them.
+- with ``shards=N`` and ordered subscriptions:
+  ``billing.shards``        an ``x-consistent-hash`` exchange hashing ``pubsubpy-key``, bound from the
+                            model exchange once per ordered pattern (exchange to exchange), so
+                            routing keys never change
+  ``billing.shard.<n>``     N queues (weight 1 each), single-active-consumer: one worker at a time
+  ``billing.presence``      fanout: live workers announce themselves (``_consume/shards.py``)
 
 Classic dead-letter and retry queues are lazy (``x-queue-mode: lazy``): they
 park messages that nobody consumes for a while, which RabbitMQ before 3.12
@@ -32,10 +38,11 @@ from typing import Any
 
 from pubsubpy.settings import Settings
 
-__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "LAZY", "NO_DELIVERY_LIMIT", "QueueSpec", "Topology", "at_least_once_policy",
-           "build_topology", "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy",
-           "ledger_queue", "no_delivery_limit_policy", "parked_queue", "retry_delay_ms", "retry_delays_ms",
-           "retry_queue", "service_queue"]
+__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "HASH_HEADER", "LAZY", "NO_DELIVERY_LIMIT", "SHARD_EXCHANGE_ARGUMENTS",
+           "SHARD_WEIGHT", "QueueSpec", "Shards", "Topology", "at_least_once_policy", "build_topology",
+           "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy", "ledger_queue",
+           "no_delivery_limit_policy", "parked_queue", "presence_exchange", "retry_delay_ms", "retry_delays_ms",
+           "retry_queue", "service_queue", "shard_exchange", "shard_queue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,23 @@ class Topology:
     dead_letter_queue: QueueSpec
     retry_queues: tuple[QueueSpec, ...] = ()
     parked_queue: QueueSpec | None = None  # with pause_on: a paused subscription's share of the queue waits here
+    shards: Shards | None = None  # with ``shards=N``: where ordered subscriptions' events go instead
+
+
+@dataclass(frozen=True, slots=True)
+class Shards:
+    """Ordered subscriptions across processes: the model exchange routes their patterns (``bindings``) to
+    ``exchange`` (``x-consistent-hash`` on ``pubsubpy-key``), which spreads keys over ``queues``."""
+
+    exchange: str
+    queues: tuple[QueueSpec, ...]
+    bindings: frozenset[str]
+    presence: str  # the fanout exchange workers announce themselves on
+
+
+HASH_HEADER = "pubsubpy-key"  # what the shards exchange hashes: the ordering key (envelope.H_KEY)
+SHARD_EXCHANGE_ARGUMENTS: dict[str, Any] = {"hash-header": HASH_HEADER}
+SHARD_WEIGHT = "1"  # each shard queue's binding key: its weight on the hash ring (a string: 3.12 and 3.13+ agree)
 
 
 def service_queue(service: str) -> str:
@@ -79,6 +103,18 @@ def dead_letter_queue(service: str) -> str:
 def ledger_queue(service_queue: str) -> str:
     """RabbitMQ only: the bindings pubsubpy made (``transports/rabbitmq/_ledger.py``)."""
     return f"{service_queue}.ledger"  # topology_queues() in transports/base.py lists it too
+
+
+def shard_exchange(service: str) -> str:
+    return f"{service}.shards"
+
+
+def shard_queue(service: str, shard: int) -> str:
+    return f"{service}.shard.{shard}"
+
+
+def presence_exchange(service: str) -> str:
+    return f"{service}.presence"
 
 
 def parked_queue(service: str) -> str:
@@ -187,7 +223,9 @@ def _queue_arguments(settings: Settings, extra: dict[str, Any] | None = None, *,
 
 
 def build_topology(settings: Settings, service: str, patterns: Iterable[str], max_attempts: int,
-                   parking: bool = False) -> Topology:
+                   parking: bool = False, ordered: Iterable[str] = ()) -> Topology:
+    """``patterns``: what the service queue is bound with; ``ordered``: the ordered subscriptions' patterns,
+    bound to the shards instead when ``settings.shards`` is set (a pattern may be in both)."""
     dlx = dead_letter_exchange(service)
     main_args = _queue_arguments(settings, {"x-dead-letter-exchange": dlx})
     if settings.queue_type == "quorum":
@@ -208,4 +246,13 @@ def build_topology(settings: Settings, service: str, patterns: Iterable[str], ma
         dead_letter_queue=QueueSpec(dead_letter_queue(service), _queue_arguments(settings, parks=True)),
         retry_queues=retry_queues,
         parked_queue=QueueSpec(parked_queue(service), _queue_arguments(settings, parks=True)) if parking else None,
+        shards=_shards(settings, service, frozenset(ordered), main_args),
     )
+
+
+def _shards(settings: Settings, service: str, ordered: frozenset[str], main_args: dict[str, Any]) -> Shards | None:
+    if not settings.shards or not ordered:
+        return None
+    arguments = {**main_args, "x-single-active-consumer": True}
+    queues = tuple(QueueSpec(shard_queue(service, n), arguments) for n in range(settings.shards))
+    return Shards(shard_exchange(service), queues, ordered, presence_exchange(service))

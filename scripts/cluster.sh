@@ -3,7 +3,7 @@
 #
 # Each node has its own name (pubsubpy1..3@localhost), config file (the system's rabbitmq.conf pins 5672),
 # Erlang distribution port (25681-25683), data and log directories under $PUBSUBPY_CLUSTER_DIR (default
-# /tmp/pubsubpy-cluster), and no plugins (so no management listener clashes). They run as the rabbitmq
+# /tmp/pubsubpy-cluster), and one plugin, the consistent-hash exchange (shards=N; no management listener to clash). They run as the rabbitmq
 # user so they share its Erlang cookie with rabbitmqctl. `up` is idempotent; every wait is bounded.
 # `up` with no node running starts from empty directories: the data of a cluster whose nodes died without `down`
 # (a reboot, a killed session) would make the first node wait minutes for peers that are not coming. A partial
@@ -25,7 +25,7 @@ start_node() {
   # a restarted node waits for its peers' tables at most 3 x 10 s (RabbitMQ's default: 10 x 30 s)
   printf 'listeners.tcp.local = 127.0.0.1:%s\nloopback_users.guest = true\n%s\n%s\n' "$amqp" \
     "mnesia_table_loading_retry_timeout = 10000" "mnesia_table_loading_retry_limit = 3" \
-    | start_rabbit_node "$name@localhost" "$BASE/$name" "$amqp" $((amqp + 20000)) "$WAIT" "[]"
+    | start_rabbit_node "$name@localhost" "$BASE/$name" "$amqp" $((amqp + 20000)) "$WAIT" "[rabbitmq_consistent_hash_exchange]"
 }
 
 members() { ctl pubsubpy1 cluster_status --formatter json 2>/dev/null | python3 -c \

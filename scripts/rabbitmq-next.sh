@@ -56,6 +56,7 @@ ROOT="$BASE/$SUITE"
 STAMP="$ROOT/.pubsubpy-next-stamp"
 LOG="$ROOT/var/log/rabbitmq/$NODE.log"
 
+PLUGINS=rabbitmq_consistent_hash_exchange   # what the tests need beyond the core (shards=N)
 say() { echo "rabbitmq-next[$SUITE]: $*"; }
 fail() { echo "rabbitmq-next[$SUITE]: $*" >&2; exit 1; }
 unavailable() { echo "rabbitmq-next[$SUITE]: cannot build the root here: $*" >&2; exit 4; }
@@ -182,7 +183,8 @@ export ERL_FLAGS="-kernel inet_dist_use_interface {127,0,0,1}"
 EOF
   printf '%s\n' "# Written by pubsubpy's scripts/rabbitmq-next.sh" "listeners.tcp.local = 127.0.0.1:$PORT" \
     > "$ROOT/etc/rabbitmq/rabbitmq.conf"
-  echo "[]." > "$ROOT/etc/rabbitmq/enabled_plugins"   # no management/prometheus listeners to clash
+  # no management/prometheus listeners to clash; the consistent-hash exchange for shards=N
+  echo "[$PLUGINS]." > "$ROOT/etc/rabbitmq/enabled_plugins"
 }
 
 # install_packages: what PACKAGES names, into the (mounted) root; the stamp records the set.
@@ -327,6 +329,11 @@ start_node() {
   answered="$(in_root timeout 60 rabbitmqctl -q eval 'node().' 2>&1 | tail -n 1)" || true
   [ "$answered" = "$NODE" ] || [ "$answered" = "'$NODE'" ] \
     || fail "rabbitmqctl inside the root does not reach $NODE by default (it said: $answered)"
+  # a node started before the plugin was in its enabled_plugins gets it now (idempotent, online)
+  in_root timeout 60 rabbitmqctl -q eval "lists:keymember($PLUGINS, 1, application:which_applications())." \
+      2>/dev/null | grep -q true \
+    || in_root timeout 120 rabbitmq-plugins -q enable "$PLUGINS" >/dev/null \
+    || fail "could not enable $PLUGINS on $NODE"
   say "$NODE up in $((SECONDS - began)) s: $(versions || echo 'versions unknown') (AMQP 127.0.0.1:$PORT)"
 }
 

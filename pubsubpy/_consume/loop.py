@@ -107,6 +107,8 @@ class LoopOptions:
     declare: Redeclare | None = None    # before consuming: declare the topology (a worker retries it)
     redeclare: Redeclare | None = None  # the queue was deleted under the consumer: declare it again
     work_chunk: ChunkWork[Item, Verdict] | None = None  # async handlers: a chunk at a time (pubsubpy.aio)
+    queue: str | None = None  # what to consume; None: the service queue (a shard queue's loop names its own)
+    hand_over: bool = False   # a shard: close by releasing (``Consumer.release``), for the next worker to take
 
 
 class LoopHandoff(Protocol):
@@ -159,7 +161,7 @@ class _Loop:
     def __init__(self, settings: Settings, service: str, transport: Transport, engine: Engine,
                  options: LoopOptions) -> None:
         self.settings = settings
-        self.queue = service_queue(service)
+        self.queue = options.queue or service_queue(service)
         self.transport = transport
         self.engine = engine
         self.options = options
@@ -266,7 +268,7 @@ class _Loop:
             if health is not None:
                 health.detached()
             executor.shutdown()
-            consumer.close()
+            consumer.release() if self.options.hand_over else consumer.close()
 
     def after_pause(self) -> Consumer | None:
         """While the breaker is open: wait for the next probe, then a consumer of one message; once it closed,
@@ -563,7 +565,8 @@ class _Loop:
 def consume_queue(settings: Settings, service: str, transport: Transport, engine: Engine,
                   options: LoopOptions) -> DrainResult:
     """Run the loop over ``service``'s queue with ``options``; see the module docstring."""
-    result = _Loop(settings, service, transport, engine, options).run()
+    loop = _Loop(settings, service, transport, engine, options)
+    result = loop.run()
     if result.messages or result.duplicates:
-        log.info("consumed %s: %s", service_queue(service), result)
+        log.info("consumed %s: %s", loop.queue, result)
     return result

@@ -100,6 +100,9 @@ class Engine:
         self._await_on_loop = await_on_loop
         self.run_timed = run_timed  # set by the consumer when a subscription has a time_limit
         self.parking: frozenset[str] = frozenset()  # subscriptions whose share is parked (set by the consumer)
+        # the ordered subscriptions fed by the shard queues (a worker with shards): a key only they subscribe
+        # is acked here without running (its copy through ``<service>.shards`` runs), never deferred
+        self.sharded: Router | None = None
         self._ordered = frozenset(sub.name for sub in router.subscriptions if sub.ordered)
 
     @property
@@ -163,7 +166,8 @@ class Engine:
             return work
         steps = plan.steps if delivery.exchange != "" else plan.targeted(retry_targets(delivery))
         if plan.unknown is not None:
-            self._defer(verdict, plan.unknown, headers)
+            if self.sharded is None or delivery.exchange == "" or not self.sharded.match(routing_key):
+                self._defer(verdict, plan.unknown, headers)
             return work
         unknown = plan.refusal(steps) or plan.version_problem
         if unknown is not None:

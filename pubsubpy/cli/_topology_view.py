@@ -16,10 +16,11 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from pubsubpy._consume.presence import shard_owners
 from pubsubpy.app import PubSub
 from pubsubpy.deadline import Deadline
 from pubsubpy.schemas import ModelEvent
-from pubsubpy.topology import ledger_queue
+from pubsubpy.topology import HASH_HEADER, ledger_queue
 from pubsubpy.transports.base import QueueSpec
 
 __all__ = ["TopologyView", "describe", "to_json", "to_mermaid", "to_text"]
@@ -33,6 +34,7 @@ class QueueView:
     messages: int | None     # None: the queue does not exist (not declared yet)
     consumers: int | None
     ttl_ms: int | None = None
+    owners: list[str] = field(default_factory=list)  # a shard: the workers that say they consume it now
 
 
 @dataclass
@@ -51,6 +53,8 @@ class TopologyView:
     events_from: str = "registered schemas"  # or "published": the events the service says it sends
     bindings: list[BindingView] = field(default_factory=list)
     queues: list[QueueView] = field(default_factory=list)
+    shards_exchange: str | None = None  # with shards=N: <service>.shards, bound with the ordered patterns
+    shard_bindings: list[BindingView] = field(default_factory=list)
 
 
 def _queue(app: PubSub, spec: QueueSpec, role: str, deadline: Deadline | None) -> QueueView:
@@ -78,13 +82,25 @@ def describe(app: PubSub, publishes: Iterable[type[ModelEvent]] | None = None, *
     if app.settings.scheme != "memory":
         queues.append(_queue(app, QueueSpec(ledger_queue(main.name), main.arguments), "ledger", deadline))
     stale = app.transport.recorded_bindings(topology, deadline=deadline) - topology.bindings
-    bindings = [BindingView(p, sorted(handlers.get(p, []))) for p in sorted(topology.bindings)]
+    ordered = {sub.name for sub in app.router.subscriptions if sub.ordered} if topology.shards is not None else set()
+    bindings = [BindingView(p, sorted(set(handlers.get(p, [])) - ordered)) for p in sorted(topology.bindings)]
     bindings += [BindingView(p, [], stale=True) for p in sorted(stale)]
     sent = list(app.registry) if publishes is None else list(publishes)
     events = [{"event_type": s.event_type(), "routing_key": s.routing_key()}
               for s in sorted(sent, key=lambda s: s.routing_key())]
-    return TopologyView(app.settings.service_name or "", topology.exchange, topology.dead_letter_exchange,
+    view = TopologyView(app.settings.service_name or "", topology.exchange, topology.dead_letter_exchange,
                         events, "registered schemas" if publishes is None else "published", bindings, queues)
+    if topology.shards is not None:
+        shards = topology.shards
+        view.shards_exchange = shards.exchange
+        view.shard_bindings = [BindingView(p, sorted(set(handlers.get(p, [])) & ordered))
+                               for p in sorted(shards.bindings)]
+        claims = shard_owners(app.transport, shards.presence) if app.settings.scheme != "memory" else {}
+        for number, spec in enumerate(shards.queues):
+            queue = _queue(app, spec, "shard", deadline)
+            queue.owners = sorted(worker for worker, owned in claims.items() if number in owned)
+            queues.append(queue)
+    return view
 
 
 def to_json(view: TopologyView) -> str:
@@ -103,12 +119,19 @@ def to_text(view: TopologyView) -> str:
         target = "STALE: no handler subscribes it (pubsubpy declare --prune)" if binding.stale \
             else ", ".join(binding.handlers)
         lines.append(f"    {binding.pattern:<24} -> {view.queues[0].name}: {target}")
+    if view.shards_exchange is not None:
+        for binding in view.shard_bindings:
+            lines.append(f"    {binding.pattern:<24} -> {view.shards_exchange}: {', '.join(binding.handlers)}")
+        lines.append(f"  shards exchange {view.shards_exchange} (x-consistent-hash on {HASH_HEADER}) -> "
+                     f"{sum(1 for q in view.queues if q.role == 'shard')} shard queues")
     lines.append(f"  dead-letter exchange {view.dead_letter_exchange} (fanout) -> {view.queues[1].name}")
     lines.append("  queues")
     for queue in view.queues:
         ttl = f", TTL {queue.ttl_ms} ms, then back to {view.queues[0].name}" if queue.ttl_ms is not None else ""
+        owner = (f", owner {', '.join(queue.owners)}" if queue.owners else ", no owner heard") \
+            if queue.role == "shard" else ""
         lines.append(f"    {queue.name:<40} {queue.role:<12} {queue.type:<8} "
-                     f"{_count(queue.messages, 'message')}, {_count(queue.consumers, 'consumer')}{ttl}")
+                     f"{_count(queue.messages, 'message')}, {_count(queue.consumers, 'consumer')}{ttl}{owner}")
     if view.events:
         lines.append(f"  events ({view.events_from})")
         lines += [f"    {e['routing_key']:<24} {e['event_type']}" for e in view.events]

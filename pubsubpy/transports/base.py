@@ -46,7 +46,7 @@ from pubsubpy.messages import TAG_BITS, Delivery, OutgoingMessage
 from pubsubpy.topology import QueueSpec, Topology  # what ``declare`` takes; defined with the names
 
 __all__ = ["TAG_BITS", "Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Redeclare", "Topology",
-           "Transport", "next_delivery", "topology_queues"]
+           "Transport", "next_delivery", "topology_exchanges", "topology_queues"]
 
 Redeclare = Callable[[Deadline | None], None]
 """Declares a consumer's topology again (its queue was deleted under it), within the deadline given."""
@@ -64,7 +64,14 @@ def topology_queues(topology: Topology) -> list[str]:
     names = [topology.queue.name, topology.dead_letter_queue.name, f"{topology.queue.name}.ledger"]
     if topology.parked_queue is not None:
         names.append(topology.parked_queue.name)
+    if topology.shards is not None:
+        names.extend(spec.name for spec in topology.shards.queues)
     return names + [spec.name for spec in topology.retry_queues]
+
+
+def topology_exchanges(topology: Topology) -> list[str]:
+    """The exchanges of a topology that belong to the service (the shards' and presence ones), for ``delete``."""
+    return [] if topology.shards is None else [topology.shards.exchange, topology.shards.presence]
 
 
 class PendingPublish:
@@ -110,11 +117,23 @@ class Consumer(Protocol):
 
     def close(self) -> None: ...
 
+    def release(self) -> None:
+        """Close for a hand-over (a single-active-consumer queue another worker takes next): write the acks,
+        then close without cancelling first, so every message still held goes back to its place in the queue
+        before the broker makes the next consumer active (a cancel would activate it first, and it would take
+        later messages of a key ahead of the held ones)."""
+        ...
+
 
 class Transport(Protocol):
     def declare_exchange(self, name: str) -> None: ...
 
     def declare(self, topology: Topology, *, deadline: Deadline | None = None) -> None: ...
+
+    def declare_listener(self, exchange: str, queue: QueueSpec, *, deadline: Deadline | None = None) -> None:
+        """The fanout ``exchange`` and ``queue`` (not durable; ``x-expires`` in its arguments removes it once
+        nobody consumes it) bound to it: how a worker hears the others (``_consume/presence.py``)."""
+        ...
 
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]: ...
 

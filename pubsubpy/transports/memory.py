@@ -1,7 +1,9 @@
 """``memory://``: an in-process broker with RabbitMQ's semantics, for demos and unit tests.
 
 Not a mock: it routes through topic (``TopicTrie``, the same matcher as the
-router), fanout and the default exchange; queues keep FIFO order, hold
+router), fanout, consistent-hash (on a header, as ``<service>.shards`` uses
+it), exchange-to-exchange bindings and the default exchange; queues keep FIFO
+order (one active consumer with ``x-single-active-consumer``), hold
 unacknowledged messages per consumer and put them back at their original place
 (marked redelivered) when the consumer closes; ``x-dead-letter-exchange``,
 ``x-message-ttl`` and ``x-delivery-limit`` behave as on RabbitMQ, with an
@@ -27,6 +29,7 @@ import contextlib
 import itertools
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -35,15 +38,18 @@ from typing import Any
 from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfigurationError, TransportError
-from pubsubpy.topics import TopicTrie
+from pubsubpy.topics import TopicTrie, topic_matches
+from pubsubpy.topology import SHARD_EXCHANGE_ARGUMENTS, SHARD_WEIGHT
 from pubsubpy.transports.base import (
     Delivery,
     OutgoingMessage,
     PendingPublish,
     QueueInfo,
+    QueueSpec,
     Redeclare,
     Topology,
     next_delivery,
+    topology_exchanges,
     topology_queues,
 )
 
@@ -73,7 +79,8 @@ class _Queue:
         ttl = arguments.get("x-message-ttl")
         self.ttl: float | None = None if ttl is None else float(ttl) / 1000.0  # seconds
         self.delivery_limit = arguments.get("x-delivery-limit")
-        self.holders: set[MemoryConsumer] = set()  # consumers open on it (their unacked messages are its)
+        self.holders: dict[MemoryConsumer, None] = {}  # consumers open on it, oldest first (their unacked are its)
+        self.single_active = bool(arguments.get("x-single-active-consumer"))  # only the oldest holder gets any
 
     @property
     def consumers(self) -> int:
@@ -81,10 +88,12 @@ class _Queue:
 
 
 class _Exchange:
-    def __init__(self, name: str, kind: str) -> None:
+    def __init__(self, name: str, kind: str, arguments: Mapping[str, Any] | None = None) -> None:
         self.name = name
         self.kind = kind
+        self.arguments = dict(arguments or {})
         self.bindings: dict[str, set[str]] = {}  # queue -> patterns
+        self.onward: dict[str, set[str]] = {}    # exchange -> patterns (exchange-to-exchange bindings)
         self.trie: TopicTrie[str] | None = None
         self.routes: dict[str, list[str]] = {}  # routing key -> queues, until the bindings change
 
@@ -92,9 +101,14 @@ class _Exchange:
         self.trie = None
         self.routes.clear()
 
-    def route(self, routing_key: str) -> list[str]:
+    def onward_exchanges(self, routing_key: str) -> list[str]:
+        return [name for name, patterns in self.onward.items() if any(topic_matches(p, routing_key) for p in patterns)]
+
+    def route(self, routing_key: str, headers: Mapping[str, Any] | None = None) -> list[str]:
         if self.kind == "fanout":
             return list(self.bindings)
+        if self.kind == "x-consistent-hash":
+            return self.hashed(headers or {})
         found = self.routes.get(routing_key)
         if found is not None:
             return found
@@ -107,6 +121,18 @@ class _Exchange:
         if len(self.routes) < 10_000:
             self.routes[routing_key] = found
         return found
+
+    def hashed(self, headers: Mapping[str, Any]) -> list[str]:
+        """RabbitMQ's consistent-hash exchange with ``hash-header``: one bound queue per message, the same one
+        for the same header value (queues of weight 1; a message without the header: the first queue)."""
+        queues = sorted(self.bindings)
+        if not queues:
+            return []
+        value = headers.get(self.arguments.get("hash-header", ""))
+        if value is None:
+            return [queues[0]]
+        text = value if isinstance(value, bytes) else str(value).encode()
+        return [queues[zlib.crc32(text) % len(queues)]]
 
 
 class MemoryBroker:
@@ -124,13 +150,20 @@ class MemoryBroker:
         self._recorded: dict[tuple[str, str], set[str]] = {}  # (exchange, queue): bindings pubsubpy made
 
     # -- topology -----------------------------------------------------------------
-    def declare_exchange(self, name: str, kind: str) -> None:
+    def declare_exchange(self, name: str, kind: str, arguments: Mapping[str, Any] | None = None) -> None:
         with self._lock:
             existing = self._exchanges.get(name)
             if existing is not None and existing.kind != kind:
                 raise ConfigurationError(f"exchange {name!r} exists with type {existing.kind!r}, not {kind!r}")
             if existing is None:
-                self._exchanges[name] = _Exchange(name, kind)
+                self._exchanges[name] = _Exchange(name, kind, arguments)
+
+    def bind_exchange(self, destination: str, source: str, pattern: str) -> None:
+        with self._lock:
+            self._exchange(destination)
+            ex = self._exchange(source)
+            ex.onward.setdefault(destination, set()).add(pattern)
+            ex.changed()
 
     def declare_queue(self, name: str, arguments: Mapping[str, Any]) -> None:
         with self._lock:
@@ -211,11 +244,22 @@ class MemoryBroker:
             if message.exchange == "":
                 targets = [message.routing_key] if message.routing_key in self._queues else []
             else:
-                targets = self._exchange(message.exchange).route(message.routing_key)
+                targets = self._routed(message.exchange, message.routing_key, message.properties.headers)
             for name in targets:  # the message is ours now (see the contract): no defensive copy
                 self._enqueue(self._queues[name], message.exchange, message.routing_key, message.body,
                               message.properties)
             return bool(targets)
+
+    def _routed(self, exchange: str, routing_key: str, headers: Mapping[str, Any]) -> list[str]:
+        """The queues a message reaches from ``exchange``, through exchange-to-exchange bindings too."""
+        ex = self._exchange(exchange)
+        found = ex.route(routing_key, headers)
+        if not ex.onward:
+            return found
+        queues = dict.fromkeys(found)
+        for onward in ex.onward_exchanges(routing_key):
+            queues.update(dict.fromkeys(self._routed(onward, routing_key, headers)))
+        return list(queues)
 
     def _enqueue(self, queue: _Queue, exchange: str, routing_key: str, body: bytes, props: Properties) -> None:
         """``props`` is the broker's own copy, shared by the queues it was routed to and never mutated."""
@@ -266,6 +310,11 @@ class MemoryBroker:
                 message.deliveries += 1
                 return message
             return None
+
+    def active(self, queue_name: str, consumer: MemoryConsumer) -> bool:
+        """Whether ``consumer`` may receive messages: on a single-active-consumer queue, the oldest only."""
+        queue = self._queues.get(queue_name)
+        return queue is None or not queue.single_active or next(iter(queue.holders), None) is consumer
 
     def give_back(self, queue_name: str, messages: Sequence[_Message]) -> None:
         """Requeue unacknowledged messages at their original place, marked redelivered."""
@@ -359,13 +408,15 @@ class MemoryConsumer:
         self._closed = False
         self._woken = False
         with broker.arrived:
-            target.holders.add(self)
+            target.holders[self] = None
 
     def _fill(self) -> None:
         """Like basic_consume: the broker pushes up to ``prefetch`` unacked messages to this
         consumer (they count as delivered, and come back redelivered if it goes away)."""
         if self._closed:
             raise TransportError("consumer is closed")
+        if not self._broker.active(self._queue, self):
+            return
         while (not self._prefetch or len(self._unacked) < self._prefetch) and self._left != 0:
             message = self._broker.take(self._queue)
             if message is None:
@@ -454,7 +505,10 @@ class MemoryConsumer:
                 self._broker.give_back(self._queue, list(self._unacked.values()))
                 self._unacked.clear()
             with contextlib.suppress(TransportError):  # the queue was deleted meanwhile
-                self._broker.queue(self._queue).holders.discard(self)
+                self._broker.queue(self._queue).holders.pop(self, None)
+
+    def release(self) -> None:
+        self.close()  # gives back what it holds, then stops being the active consumer, atomically
 
 
 class MemoryTransport:
@@ -475,6 +529,20 @@ class MemoryTransport:
             broker.declare_queue(spec.name, spec.arguments)
         broker.bind(topology.dead_letter_exchange, topology.dead_letter_queue.name, "#")
         broker.record_bindings(topology.exchange, topology.queue.name, topology.bindings)
+        shards = topology.shards
+        if shards is not None:
+            broker.declare_exchange(shards.exchange, "x-consistent-hash", SHARD_EXCHANGE_ARGUMENTS)
+            for spec in shards.queues:
+                broker.declare_queue(spec.name, spec.arguments)
+                broker.bind(shards.exchange, spec.name, SHARD_WEIGHT)
+            for pattern in shards.bindings:
+                broker.bind_exchange(shards.exchange, topology.exchange, pattern)
+            broker.declare_exchange(shards.presence, "fanout")
+
+    def declare_listener(self, exchange: str, queue: QueueSpec, *, deadline: Deadline | None = None) -> None:
+        self.broker.declare_exchange(exchange, "fanout")
+        self.broker.declare_queue(queue.name, queue.arguments)  # (no expiry in memory: the process is the broker)
+        self.broker.bind(exchange, queue.name, "")
 
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
         unroutable: list[str] = []
@@ -507,7 +575,7 @@ class MemoryTransport:
         return self.broker.prune(topology.exchange, topology.queue.name, set(patterns))
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:
-        self.broker.delete(topology_queues(topology), [topology.dead_letter_exchange]
+        self.broker.delete(topology_queues(topology), [topology.dead_letter_exchange, *topology_exchanges(topology)]
                            + ([topology.exchange] if exchange else []))
 
     def close(self) -> None:

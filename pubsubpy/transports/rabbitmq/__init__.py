@@ -34,8 +34,10 @@ from pubsubpy.transports.base import (
     OutgoingMessage,
     PendingPublish,
     QueueInfo,
+    QueueSpec,
     Redeclare,
     Topology,
+    topology_exchanges,
     topology_queues,
 )
 from pubsubpy.transports.rabbitmq._connection import (
@@ -181,6 +183,14 @@ class RabbitMQTransport:
         kept_without = self._on_channel(f"declaring the topology of {topology.queue.name!r}", deadline, work)
         report_kept_queues(topology, parameters(self._settings)[0].virtual_host, kept_without)
 
+    def declare_listener(self, exchange: str, queue: QueueSpec, *, deadline: Deadline | None = None) -> None:
+        def work(_link: _ThreadLink, channel: BlockingChannel) -> None:
+            channel.exchange_declare(exchange, exchange_type="fanout", durable=True)
+            channel.queue_declare(queue.name, durable=False, arguments=dict(queue.arguments) or None)
+            channel.queue_bind(queue.name, exchange, routing_key="")
+
+        self._on_channel(f"declaring the listener {queue.name!r}", deadline, work)
+
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
         """Publish confirmed; returns the ids of mandatory messages no queue took.
 
@@ -293,7 +303,8 @@ class RabbitMQTransport:
             try:
                 for name in topology_queues(topology):
                     channel.queue_delete(name)
-                for name in [topology.dead_letter_exchange] + ([topology.exchange] if exchange else []):
+                for name in [topology.dead_letter_exchange, *topology_exchanges(topology)] \
+                        + ([topology.exchange] if exchange else []):
                     channel.exchange_delete(name)
             finally:
                 if channel.is_open:

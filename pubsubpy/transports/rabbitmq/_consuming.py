@@ -402,6 +402,20 @@ class RabbitConsumer:
                     connection.close()  # a polite close; abandoned below if it fails
         self._abandon()
 
+    def release(self) -> None:
+        """No ``basic.cancel``: the acks, then the connection's close, after which the broker returns what the
+        channel held to its place and only then activates the next single-active consumer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        connection = self._connection
+        if connection is not None and self._broken is None and connection.is_open:
+            self._flush_quietly()  # (what arrives meanwhile is held, and goes back with the rest)
+            with contextlib.suppress(Exception), within(connection, Deadline.after(_CLOSE_BUDGET), "closing"):
+                connection.close()
+        self._abandon()
+
 
 def _queue_missing(error: ConfigurationError) -> bool:
     """``basic.consume`` was refused with 404: the queue does not exist."""

@@ -30,17 +30,21 @@ import pika
 import pika.adapters.blocking_connection
 import pika.exceptions
 
+from pubsubpy.errors import ConfigurationError
 from pubsubpy.topology import (
     AT_LEAST_ONCE_DEAD_LETTERING,
     LAZY,
     NO_DELIVERY_LIMIT,
+    SHARD_EXCHANGE_ARGUMENTS,
+    SHARD_WEIGHT,
+    Shards,
     at_least_once_policy,
     lazy_policy,
     ledger_queue,
     no_delivery_limit_policy,
 )
 from pubsubpy.transports.base import Topology
-from pubsubpy.transports.rabbitmq._broker import broker_arguments, broker_version
+from pubsubpy.transports.rabbitmq._broker import Version, broker_arguments, broker_version
 from pubsubpy.transports.rabbitmq._ledger import append_records, held_records
 from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 
@@ -193,11 +197,50 @@ def _declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topolog
     channel.queue_bind(topology.dead_letter_queue.name, topology.dead_letter_exchange, routing_key="")
     for pattern in sorted(topology.bindings):
         channel.queue_bind(topology.queue.name, topology.exchange, routing_key=pattern)
+    if topology.shards is not None:
+        kept_without |= _declare_shards(channel, topology.exchange, topology.shards, version)
     ledger = _declare_ledger(channel, topology)
     bound_before = _take_old_ledger(channel, topology)
     with held_records(channel, ledger) as held:
         missing = (topology.bindings | bound_before) - held.patterns(topology.exchange)
         append_records(confirm, ledger, topology.exchange, missing)
+    return kept_without
+
+
+CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
+
+
+def _declare_shards(channel: BlockingChannel, exchange: str, shards: Shards, version: Version) -> set[str]:
+    """The shards exchange (refused with a ``ConfigurationError`` naming the command that enables its
+    plugin), its queues bound with weight 1, the exchange-to-exchange bindings of the ordered patterns
+    and the presence exchange."""
+    connection = channel.connection
+    probe = connection.channel()  # an unknown exchange type closes the channel that asks
+    try:
+        probe.exchange_declare(shards.exchange, exchange_type="x-consistent-hash", durable=True,
+                               arguments=SHARD_EXCHANGE_ARGUMENTS)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 503 and "x-consistent-hash" in exc.reply_text:
+            raise ConfigurationError(
+                f"shards={len(shards.queues)} needs RabbitMQ's consistent-hash exchange, which this broker does not "
+                f"have enabled ({exc.reply_text}): run `rabbitmq-plugins enable {CONSISTENT_HASH_PLUGIN}` on every "
+                "node (it ships with RabbitMQ), or set shards=0") from None
+        raise
+    finally:
+        if probe.is_open:
+            probe.close()
+    declarer = _QueueDeclarer(connection)
+    try:
+        kept_without = set().union(*(
+            _declare_queue(declarer, spec.name, broker_arguments(spec.arguments, version, dead_letters=False))
+            for spec in shards.queues))
+    finally:
+        declarer.close()
+    for spec in shards.queues:
+        channel.queue_bind(spec.name, shards.exchange, routing_key=SHARD_WEIGHT)
+    for pattern in sorted(shards.bindings):
+        channel.exchange_bind(shards.exchange, exchange, routing_key=pattern)
+    channel.exchange_declare(shards.presence, exchange_type="fanout", durable=True)
     return kept_without
 
 

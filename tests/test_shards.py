@@ -1,0 +1,138 @@
+"""shards=N (issue 29): ordered subscriptions fed by shard queues, spread between live workers, handed over
+without reordering. The memory broker's side here; the worker processes on RabbitMQ in test_shards_rabbitmq."""
+
+from __future__ import annotations
+
+import collections
+import itertools
+
+import pytest
+
+from pubsubpy import ModelEvent, PubSub
+from pubsubpy._consume.presence import assign
+from pubsubpy.envelope import Properties
+from pubsubpy.testing import MemoryInbox
+from pubsubpy.transports.base import OutgoingMessage
+from pubsubpy.transports.memory import MemoryBroker, MemoryTransport
+
+ORDER = "shop.models.Order"
+
+
+class OrderUpdated(ModelEvent, model=ORDER, event="updated", key="id", sequence="version", register=False):
+    id: int
+    version: int
+
+
+def _ignore(event: OrderUpdated) -> None:
+    pass
+
+
+def _app(broker: MemoryBroker, **options: object) -> PubSub:
+    return PubSub("memory://", transport=MemoryTransport(broker), schemas=[OrderUpdated], model_exchange="shop",
+                  service_name="billing", **options)  # type: ignore[arg-type]
+
+
+def test_the_topology_sends_ordered_patterns_through_the_shards_and_the_rest_to_the_service_queue() -> None:
+    app = _app(MemoryBroker(), shards=4)
+    app.subscribe("Order.*", ordered=True)(_ignore)
+    app.subscribe("Order.updated")(_ignore)
+    app.subscribe("Invoice.*")(_ignore)
+    topology = app.topology()
+    assert topology.bindings == {"Order.updated", "Invoice.*"}
+    assert topology.shards is not None
+    assert topology.shards.exchange == "billing.shards" and topology.shards.bindings == {"Order.*"}
+    assert [q.name for q in topology.shards.queues] == [f"billing.shard.{n}" for n in range(4)]
+    assert all(q.arguments["x-single-active-consumer"] is True for q in topology.shards.queues)
+    assert _app(MemoryBroker(), shards=0).topology().shards is None
+
+
+def test_without_ordered_subscriptions_shards_change_nothing() -> None:
+    app = _app(MemoryBroker(), shards=4)
+    app.subscribe("Order.*")(_ignore)
+    assert app.topology().shards is None and app.topology().bindings == {"Order.*"}
+
+
+def test_each_handler_runs_once_per_event_and_one_key_always_lands_in_one_shard() -> None:
+    broker = MemoryBroker()
+    app = _app(broker, shards=4)
+    ordered: list[tuple[int, int]] = []
+    plain: list[tuple[int, int]] = []
+
+    @app.subscribe("Order.updated", ordered=True)
+    def on_ordered(event: OrderUpdated) -> None:
+        ordered.append((event.id, event.version))
+
+    @app.subscribe("Order.*")
+    def on_plain(event: OrderUpdated) -> None:
+        plain.append((event.id, event.version))
+
+    app.declare()
+    for version, key in itertools.product(range(1, 6), range(20)):
+        app.publish_model_event(ORDER, "updated", {"id": key, "version": version})
+    depths = {f"billing.shard.{n}": broker.depth(f"billing.shard.{n}") for n in range(4)}
+    assert sum(depths.values()) == 100 and sum(1 for d in depths.values() if d) > 1, depths
+    assert broker.depth("billing.events") == 100
+    result = app.drain(timeout=10)
+    assert result.handled == 200 and result.dead_lettered == 0 and result.deferred == 0, result
+    assert sorted(ordered) == sorted(plain) == sorted(itertools.product(range(20), range(1, 6)))
+    for key in range(20):
+        assert [v for k, v in ordered if k == key] == [1, 2, 3, 4, 5]
+
+
+def test_a_key_only_the_shards_subscribe_is_acked_from_the_service_queue_without_running() -> None:
+    """A service switched to shards keeps its old binding on the service queue until `declare --prune`:
+    those copies are acked there, never deferred or dead-lettered, and the shard's copy runs once."""
+    broker = MemoryBroker()
+    before = _app(broker)
+    before.subscribe("Order.updated", ordered=True)(_ignore)
+    before.declare()
+    app = _app(broker, shards=2)
+    runs: list[int] = []
+
+    @app.subscribe("Order.updated", ordered=True, idempotent=True)
+    def on_order(event: OrderUpdated) -> None:
+        runs.append(event.id)
+
+    app.use_inbox(MemoryInbox())
+    app.declare()
+    app.publish_model_event(ORDER, "updated", {"id": 7, "version": 1})
+    assert broker.depth("billing.events") == 1
+    result = app.drain(timeout=10)
+    assert runs == [7] and result.dead_lettered == 0 and result.deferred == 0, result
+    assert app.stale_bindings() == ["Order.updated"]
+
+
+def test_a_single_active_consumer_queue_feeds_one_consumer_and_a_release_returns_what_it_held_in_order() -> None:
+    broker = MemoryBroker()
+    transport = MemoryTransport(broker)
+    broker.declare_queue("q", {"x-single-active-consumer": True})
+    for n in range(6):
+        broker.publish(OutgoingMessage("", "q", str(n).encode(), Properties()))
+    first = transport.consume("q", 3)
+    standby = transport.consume("q", 10)
+    taken = [first.get(0) for _ in range(3)]
+    assert [d.body for d in taken if d is not None] == [b"0", b"1", b"2"]
+    assert standby.get(0) is None  # not active while the first one is
+    first.ack(taken[0].tag)  # type: ignore[union-attr]
+    first.release()
+    got = [standby.get(0) for _ in range(5)]
+    assert [d.body for d in got if d is not None] == [b"1", b"2", b"3", b"4", b"5"]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 5, 8])
+def test_assign_gives_every_shard_one_owner_and_no_worker_more_than_its_fair_share(workers: int) -> None:
+    live = [f"host:{n}:abc" for n in range(workers)]
+    owners = assign(8, live)
+    assert sorted(owners) == list(range(8)) and set(owners.values()) <= set(live)
+    load = collections.Counter(owners.values())
+    assert max(load.values()) <= -(-8 // workers)
+    assert assign(8, list(reversed(live))) == owners  # the same answer from any worker's view
+
+
+def test_assign_moves_few_shards_when_a_worker_joins() -> None:
+    live = [f"host:{n}:abc" for n in range(3)]
+    before = assign(16, live)
+    after = assign(16, [*live, "host:9:new"])
+    moved = [shard for shard in before if before[shard] != after[shard]]
+    assert {after[shard] for shard in moved} - {"host:9:new"} <= set(live)
+    assert len(moved) <= 8, moved  # the newcomer's share (4) and a few knock-on moves, not a reshuffle
