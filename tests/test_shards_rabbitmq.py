@@ -4,9 +4,11 @@ worker's shards are taken by the others within seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +30,8 @@ class Run:
 
     def __init__(self, url: str, names: Names, tmp: Path) -> None:
         self.url, self.log = url, tmp / "applied.txt"
+        self.inbox: Path | None = None  # set: the workers apply through tests.shard_app.SqliteInbox
+        self.env: dict[str, str] = {}   # more environment for the workers started next
         self.exchange, self.service = names.exchange(), names.service()
         self.workers: list[subprocess.Popen[str]] = []
         self.publisher = PubSub(url, schemas=[OrderUpdated], model_exchange=self.exchange)
@@ -41,7 +45,8 @@ class Run:
     def start(self, concurrency: int = 4, jitter_ms: int = 5) -> subprocess.Popen[str]:
         env = {**os.environ, "PUBSUBPY_TEST_URL": self.url, "SHARD_EXCHANGE": self.exchange,
                "SHARD_SERVICE": self.service, "SHARD_COUNT": str(SHARDS), "SHARD_LOG": str(self.log),
-               "SHARD_JITTER_MS": str(jitter_ms)}
+               "SHARD_JITTER_MS": str(jitter_ms), **self.env,
+               **({"SHARD_INBOX": str(self.inbox)} if self.inbox is not None else {})}
         worker = subprocess.Popen(
             [sys.executable, "-m", "pubsubpy.cli", "worker", "--app", "tests.shard_app:app",
              "--concurrency", str(concurrency)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
@@ -58,6 +63,15 @@ class Run:
             self.published[key].append(version)
 
     def applied(self) -> list[tuple[int, int, str, int]]:
+        if self.inbox is not None:
+            if not self.inbox.exists():
+                return []
+            with contextlib.closing(sqlite3.connect(self.inbox, timeout=60)) as db:
+                try:
+                    return [(int(k), int(v), str(m), int(p)) for k, v, m, p in
+                            db.execute("SELECT key, version, message_id, pid FROM applied ORDER BY rowid")]
+                except sqlite3.OperationalError:  # not created yet
+                    return []
         if not self.log.exists():
             return []
         rows = []
@@ -155,3 +169,44 @@ def test_a_killed_workers_shards_are_taken_within_ten_seconds_and_nothing_is_los
     finally:
         outputs = run.stop()
     assert survivor.returncode == 0, outputs[1]
+
+
+def _started(run: Run, key: int, version: int) -> set[int]:
+    """The pids of the workers that started running (key, version)."""
+    path = Path(f"{run.log}.started")
+    lines = path.read_text().splitlines() if path.exists() else []
+    return {int(pid) for k, v, _m, pid in (line.split() for line in lines) if (int(k), int(v)) == (key, version)}
+
+
+def test_a_worker_frozen_past_the_heartbeat_cannot_apply_an_older_event_after_its_shard_moved(
+        run: Run, tmp_path: Path) -> None:
+    """SIGSTOP a worker in the middle of an event, past the heartbeat timeout: the other worker takes its
+    shard and applies that event and newer ones; resumed, the frozen worker finishes its run, and the stale
+    guard (an ordered, idempotent subscription) keeps it from writing over them."""
+    key = 7
+    run.inbox = tmp_path / "inbox.sqlite3"
+    run.env = {"SHARD_HEARTBEAT": "2", "SHARD_SLOW_KEY": str(key), "SHARD_SLOW_SECONDS": "3"}
+    workers = [run.start(), run.start()]
+    try:
+        run.publish(range(20), range(1, 2))
+        run.wait_for_all(timeout=60)
+        owner = next(pid for k, _v, _m, pid in run.applied() if k == key)
+        frozen = next(worker for worker in workers if worker.pid == owner)
+        run.publish(range(key, key + 1), range(2, 3))
+        wait_for(lambda: owner in _started(run, key, 2), timeout=30, what="the owner starting the slow event")
+        frozen.send_signal(signal.SIGSTOP)
+        try:
+            run.publish(range(key, key + 1), range(3, 5))
+            wait_for(lambda: {row[1] for row in run.applied() if row[0] == key} >= {2, 3, 4}, timeout=60,
+                     what="the other worker applying the frozen worker's event and the newer ones")
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        run.publish(range(20), range(5, 6))  # both workers again, the thawed one included
+        run.wait_for_all(timeout=60)
+    finally:
+        outputs = run.stop()  # a graceful stop: the thawed worker's late run ends (and is refused) first
+    assert all(worker.returncode == 0 for worker in workers), outputs
+    applied_by = {row[3] for row in run.applied() if (row[0], row[1]) == (key, 2)}
+    assert applied_by and owner not in applied_by, "the event was applied by the worker that took the shard"
+    assert len(_started(run, key, 2)) == 2, "both ran it: the frozen worker's run ended after the thaw"
+    assert run.check() == (0, 0, 0)
