@@ -5,14 +5,15 @@
 # we support, so CI sees what the version bounds promise:
 #   leg 1  Python 3.10 (.venv-py310) with pika 1.3.2, against the system's RabbitMQ 3.10 (5672)
 #   leg 2  Python 3.14 (.venv-py314, made inside the root) with the newest pika the pin admits, against
-#          RabbitMQ 4.3 (127.0.0.1:5701), in the Debian sid root of scripts/rabbitmq-next.sh;
+#          RabbitMQ 4.3 (127.0.0.1:5701), in the Debian sid root of scripts/rabbitmq-next.sh, in the
+#          background beside leg 1 (its own broker and TLS node; both legs mostly wait on their brokers);
 #          the browser/Node tests (marked `browser`) and the scenario tests over 20 s (marked `slow`:
 #          fault injection, the benchmark smoke test) run on leg 1 only; the minute-long outage test (marked
-#          `outage`) runs on each leg's broker in the background, beside the groups that follow, awaited at the end
+#          `outage`) runs on each leg's broker after the leg, in the background, awaited at the end
 # the contract suite (tests/contract, its RabbitMQ backends only) and the dead-letter give-back tests on
 # RabbitMQ 4.0 (the trixie root, 127.0.0.1:5702) from .venv (the range where a nack counts towards a quorum
 # queue's delivery limit), in the background beside leg 1 (another broker; both mostly wait on it),
-# and the cluster tests (marked `cluster`) once, in the background beside leg 2, on a 3-node cluster that
+# and the cluster tests (marked `cluster`) once, in the background after leg 1, on a 3-node cluster that
 # scripts/cluster.sh starts in the background at the beginning and stops at the end. The two newer RabbitMQ nodes
 # start in the background at the beginning too, and stop at the end unless they were up before.
 # A leg that cannot run here (no Python 3.10, no root for the newer RabbitMQ) is skipped with the
@@ -156,6 +157,37 @@ else
     PUBSUBPY_CONTRACT_BACKENDS=rabbitmq,rabbitmq-async .venv/bin/pytest tests/contract tests/test_dead_letter_give_back.py -q
 fi
 
+# Leg 2 runs in the background beside leg 1: another broker, another Python, its own TLS node (name and
+# port below); both legs mostly wait on their brokers. Its outage test follows it in the same group.
+leg2_group() {
+  local began=$SECONDS rc=0
+  PUBSUBPY_TEST_URL="$url" PUBSUBPY_TLS_PORT=$LEG2_TLS_PORT PUBSUBPY_TLS_NODE=pubsubpytls2 \
+    bash scripts/rabbitmq-next.sh exec .venv-py314/bin/pytest -m "not cluster and not browser and not slow and not outage" \
+    "$@" || rc=$?
+  section "leg 2 took $((SECONDS - began)) s"
+  if [ $# -eq 0 ]; then
+    section "the outage test on leg 2"
+    PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec .venv-py314/bin/pytest -m outage -q -s \
+      tests/test_outage.py || rc=$?
+  fi
+  return $rc
+}
+LEG2_TLS_PORT=5694
+section "leg 2: pubsubpy on Python 3.14 and RabbitMQ 4.3 (scripts/rabbitmq-next.sh: Debian sid root, 5701)"
+if ! await_next 4.3; then
+  skip_leg "leg 2 (Python 3.14, RabbitMQ 4.3)" "the sid root or its node could not be made (above)"
+elif ! bash scripts/rabbitmq-next.sh exec bash -c "source scripts/_env.sh; $(declare -f install_pika project_pika)
+    ensure_venv test .venv-py314 python3.14 && install_pika .venv-py314 \"\$(project_pika .venv-py314)\""; then
+  skip_leg "leg 2 (Python 3.14, RabbitMQ 4.3)" "could not make .venv-py314 inside the sid root"
+else
+  if timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/$LEG2_TLS_PORT" 2>/dev/null; then
+    echo "note: 127.0.0.1:$LEG2_TLS_PORT is taken (a TLS node outside the root?): leg 2's TLS tests cannot start theirs"
+  fi
+  url="amqp://guest:guest@127.0.0.1:5701/%2F"
+  leg_versions "$url" bash scripts/rabbitmq-next.sh exec .venv-py314/bin/python
+  in_background "leg-2-then-its-outage-test" leg2_group "$@"
+fi
+
 section "pytest: leg 1, pubsubpy on Python 3.10 and RabbitMQ 3.10 (the system's, 5672)"
 began=$SECONDS
 python="$(find_python 3.10 || true)"
@@ -174,7 +206,8 @@ else
   fi
 fi
 
-# The 3-node cluster's tests (their own three brokers; mostly waiting for nodes and elections), beside leg 2.
+# The 3-node cluster's tests (their own three brokers; mostly waiting for nodes and elections), after leg 1,
+# beside what is left of leg 2.
 cluster_started=true
 wait "$cluster_up" || cluster_started=false   # (started long ago: a job of this shell, not of the group's)
 cluster_group() {
@@ -186,28 +219,6 @@ cluster_group() {
   .venv/bin/pytest -m cluster -s "$@" tests/test_cluster.py
 }
 in_background "the-3-node-cluster-tests" cluster_group "$@"
-
-section "pytest: leg 2, pubsubpy on Python 3.14 and RabbitMQ 4.3 (scripts/rabbitmq-next.sh: Debian sid root, 5701)"
-began=$SECONDS
-if ! await_next 4.3; then
-  skip_leg "leg 2 (Python 3.14, RabbitMQ 4.3)" "the sid root or its node could not be made (above)"
-elif ! bash scripts/rabbitmq-next.sh exec bash -c "source scripts/_env.sh; $(declare -f install_pika project_pika)
-    ensure_venv test .venv-py314 python3.14 && install_pika .venv-py314 \"\$(project_pika .venv-py314)\""; then
-  skip_leg "leg 2 (Python 3.14, RabbitMQ 4.3)" "could not make .venv-py314 inside the sid root"
-else
-  if timeout 2 bash -c "echo > /dev/tcp/127.0.0.1/5691" 2>/dev/null; then
-    echo "note: 127.0.0.1:5691 is taken (a TLS node outside the root?): this leg's TLS tests cannot start theirs"
-  fi
-  url="amqp://guest:guest@127.0.0.1:5701/%2F"
-  leg_versions "$url" bash scripts/rabbitmq-next.sh exec .venv-py314/bin/python
-  PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
-    .venv-py314/bin/pytest -m "not cluster and not browser and not slow and not outage" "$@" || status=$?
-  section "leg 2 took $((SECONDS - began)) s"
-  if [ $# -eq 0 ]; then
-    in_background "the-outage-test-on-leg-2" env PUBSUBPY_TEST_URL="$url" bash scripts/rabbitmq-next.sh exec \
-      .venv-py314/bin/pytest -m outage -q -s tests/test_outage.py
-  fi
-fi
 
 await_background
 

@@ -19,7 +19,7 @@ import pytest
 
 from pubsubpy import PubSub
 from tests.conftest import Names, wait_for
-from tests.shard_events import ORDER, OrderUpdated
+from tests.shard_events import ORDER, OrderUpdated, SqliteInbox
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARDS = 4
@@ -28,16 +28,16 @@ SHARDS = 4
 class Run:
     """Worker processes of one sharded service, the events published to them, and what they applied."""
 
-    def __init__(self, url: str, names: Names, tmp: Path) -> None:
+    def __init__(self, url: str, names: Names, tmp: Path, queue_type: str = "classic") -> None:
         self.url, self.log = url, tmp / "applied.txt"
         self.inbox: Path | None = None  # set: the workers apply through tests.shard_app.SqliteInbox
-        self.env: dict[str, str] = {}   # more environment for the workers started next
+        self.env: dict[str, str] = {"SHARD_QUEUE_TYPE": queue_type}  # for the workers started next
         self.exchange, self.service = names.exchange(), names.service()
         self.workers: list[subprocess.Popen[str]] = []
         self.publisher = PubSub(url, schemas=[OrderUpdated], model_exchange=self.exchange)
         self.published: dict[int, list[int]] = defaultdict(list)
         declarer = PubSub(url, schemas=[OrderUpdated], model_exchange=self.exchange, service_name=self.service,
-                          shards=SHARDS)
+                          shards=SHARDS, queue_type=queue_type)  # type: ignore[arg-type]
         declarer.subscribe("Order.updated", ordered=True)(_placeholder)
         declarer.declare()  # at deploy time: nothing published before the first worker starts is lost
         declarer.close()
@@ -113,6 +113,7 @@ class Run:
                 worker.kill()
                 output, _ = worker.communicate()
             outputs.append(output)
+            print(f"--- worker {worker.pid} (exit {worker.returncode}):\n{output[-4000:]}")  # shown on a failure
         self.publisher.close()
         return outputs
 
@@ -120,9 +121,9 @@ class Run:
 def _placeholder(event: OrderUpdated) -> None: ...
 
 
-@pytest.fixture
-def run(rabbit_url: str, names: Names, tmp_path: Path) -> Run:
-    return Run(rabbit_url, names, tmp_path)
+@pytest.fixture(params=["classic", "quorum"])
+def run(request: pytest.FixtureRequest, rabbit_url: str, names: Names, tmp_path: Path) -> Run:
+    return Run(rabbit_url, names, tmp_path, request.param)
 
 
 def _pids(run: Run) -> set[int]:
@@ -178,6 +179,7 @@ def _started(run: Run, key: int, version: int) -> set[int]:
     return {int(pid) for k, v, _m, pid in (line.split() for line in lines) if (int(k), int(v)) == (key, version)}
 
 
+@pytest.mark.slow  # about 25 s: a freeze past the heartbeat timeout
 def test_a_worker_frozen_past_the_heartbeat_cannot_apply_an_older_event_after_its_shard_moved(
         run: Run, tmp_path: Path) -> None:
     """SIGSTOP a worker in the middle of an event, past the heartbeat timeout: the other worker takes its
@@ -185,7 +187,8 @@ def test_a_worker_frozen_past_the_heartbeat_cannot_apply_an_older_event_after_it
     guard (an ordered, idempotent subscription) keeps it from writing over them."""
     key = 7
     run.inbox = tmp_path / "inbox.sqlite3"
-    run.env = {"SHARD_HEARTBEAT": "2", "SHARD_SLOW_KEY": str(key), "SHARD_SLOW_SECONDS": "3"}
+    SqliteInbox.create(str(run.inbox))
+    run.env |= {"SHARD_HEARTBEAT": "2", "SHARD_SLOW_KEY": str(key), "SHARD_SLOW_SECONDS": "3"}
     workers = [run.start(), run.start()]
     try:
         run.publish(range(20), range(1, 2))

@@ -28,6 +28,7 @@ from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._consume.loop import LoopMode, LoopOptions, consume_queue
 from pubsubpy._consume.presence import ANNOUNCE_EVERY, Presence, assign, new_worker_id
 from pubsubpy._engine import Engine, Item, Verdict
+from pubsubpy._worker import worker_prefetch
 from pubsubpy.errors import TransportError
 from pubsubpy.messages import DrainResult
 from pubsubpy.settings import Settings
@@ -144,8 +145,9 @@ class ShardWorkers:
 
     def _run(self) -> None:
         while not self._stopping():
-            owners = assign(len(self.shards.queues), self.presence.live())
-            self._reconcile({shard for shard, worker in owners.items() if worker == self.worker})
+            live = self.presence.live()
+            owners = assign(len(self.shards.queues), live)
+            self._reconcile({shard for shard, worker in owners.items() if worker == self.worker}, len(live))
             self.presence.announce(self.owned())
             self._hear(_TICK)
 
@@ -156,8 +158,11 @@ class ShardWorkers:
             log.warning("worker %s lost the presence queue (%s); keeping its shards meanwhile", self.worker, exc)
             self.stop.wait(timeout)
 
-    def _reconcile(self, mine: set[int]) -> None:
-        """Start the loops of shards now ours; release those no longer ours; collect ended loops."""
+    def _reconcile(self, mine: set[int], workers: int) -> None:
+        """Start the loops of shards now ours; release those no longer ours; collect ended loops. A new loop
+        gets the worker's ``concurrency`` split over the shards a worker holds at most (at least 1 each)."""
+        shards = len(self.shards.queues)
+        concurrency = max(1, -(-self.options.concurrency // -(-shards // max(workers, 1))))
         with self._lock:
             for shard, loop in list(self.loops.items()):
                 if not loop.thread.is_alive():
@@ -171,13 +176,14 @@ class ShardWorkers:
                     loop.stop.set()
             for shard in sorted(mine - set(self.loops)):
                 if time.monotonic() - self._ended.get(shard, -_RESTART_EVERY) >= _RESTART_EVERY:
-                    self.loops[shard] = self._start(shard)
+                    self.loops[shard] = self._start(shard, concurrency)
 
-    def _start(self, shard: int) -> _ShardLoop:
+    def _start(self, shard: int, concurrency: int) -> _ShardLoop:
         stop = threading.Event()
         queue = self.shards.queues[shard].name
         options = dataclasses.replace(self.options, queue=queue, stop=stop, hand_over=True, mode=LoopMode.WORK,
-                                      health=None)
+                                      health=None, concurrency=concurrency,
+                                      prefetch=worker_prefetch(None, concurrency))
         loop = _ShardLoop(shard, stop)
         loop.thread = threading.Thread(target=self._consume, args=(loop, options), name=f"pubsubpy-{queue}",
                                        daemon=True)
