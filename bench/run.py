@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench import broker_rows, latency_rows, local_rows, ordering_rows, outbox_rows, worker_rows
+from bench import broker_rows, latency_rows, local_rows, ordering_rows, outbox_rows, shard_rows, worker_rows
 from bench.common import URL, Booking, Row, delete_app, fill, unique
 from pubsubpy import PubSub
 
@@ -116,6 +116,7 @@ SHORT = {
     "worker, no-op handler (default": "worker, prefetch 4\nvs raw pika consumer",
     "worker, no-op handler (prefetch=1000)": "worker, prefetch 1000\nvs raw pika consumer",
     "worker, ordered=True": "worker, ordered=True, 5% fail once\nvs unordered",
+    "3 workers, shards=8 ordered": "3 workers, shards=8, one killed\nvs unordered",
     "drain: validation_error": "validation_error dead letters\nvs handled",
     "drain: validation_error dead letters vs raw": "dead letters vs raw pika\nmaking the same copies",
     "drain: handler_error": "handler_error dead letters\nvs handled",
@@ -173,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-faststream", action="store_true")
     parser.add_argument("--no-cluster", action="store_true", help="skip the rows on the 3-node cluster")
     parser.add_argument("--no-ordering", action="store_true",
-                        help="skip the ordered=True rows (about five minutes at full size)")
+                        help="skip the ordered=True and shards rows (about nine minutes at full size)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="alternating rounds per row (default 3 with --quick, else 5; 1 checks that each row runs)")
     args = parser.parse_args(argv)
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.extend(worker_rows.all_rows(quick, rounds, step))
     if not args.no_ordering:
         rows.extend(ordering_rows.all_rows(quick, rounds, step))  # one pair at full size: 100,000 events a side
+        rows.extend(shard_rows.all_rows(quick, rounds, step))  # 3 worker processes, one SIGKILLed; about 2 min a side
     rows.extend(latency_rows.all_rows(quick, rounds, step))  # 60 s per side (5 s quick), split over the rounds
     try:
         from bench import telemetry_rows

@@ -2,8 +2,8 @@
 from the environment: ``shards`` and ``ordered`` per side, the same handler on both.
 
 The handler sleeps a duration drawn from the event's id and sequence (0 to 20 ms), and the first attempt of
-about 5% of the events (drawn the same way) raises (``MessageInfo.attempt``, so in any process). Each success is appended to
-``BENCH_SHARD_LOG`` as ``key seq pid`` (one write per line on a file opened for appending).
+about 5% of the events (drawn the same way) raises (``MessageInfo.attempt``, so in any process). Each success
+is appended to ``BENCH_SHARD_LOG`` as ``key seq pid`` (one write per line on a file opened for appending).
 """
 
 from __future__ import annotations
