@@ -6,7 +6,9 @@ a consumer is attached to the queue on a live connection, and the loop has
 turned within ``stale_after`` seconds (it turns at least every 0.2 s while
 healthy, handlers running or not), so a wedged loop is not ready either. A
 consumer paused because a handler's dependency is down is ready too (a restart
-would not bring the dependency back); ``paused()`` lists why.
+would not bring the dependency back); ``paused()`` lists why. A worker with shards
+reports each shard's loop in a part of its own (``part``): ready needs every part
+ready too, a standby shard (another worker still active on it) included.
 """
 
 from __future__ import annotations
@@ -29,6 +31,18 @@ class WorkerHealth:
         self._paused: Callable[[], tuple[str, ...]] = tuple
         self._trips: Callable[[], int] = int
         self.queue: str | None = None
+        self._parts: dict[str, WorkerHealth] = {}  # a shard's loop: its queue -> its own health
+
+    def part(self, queue: str) -> WorkerHealth:
+        """The health of another loop of this worker (a shard's), which ``ready`` counts from now on."""
+        child = WorkerHealth(self._stale_after)
+        with self._lock:
+            self._parts[queue] = child
+        return child
+
+    def drop_part(self, queue: str) -> None:
+        with self._lock:
+            self._parts.pop(queue, None)
 
     def pausing(self, paused: Callable[[], tuple[str, ...]], trips: Callable[[], int]) -> None:
         """Where the loop says which subscriptions paused it (their dependency is down), and how often."""
@@ -68,4 +82,11 @@ class WorkerHealth:
         idle = time.monotonic() - turned
         if idle > self._stale_after:
             return False, f"the consumer loop has not turned for {idle:.0f}s"
-        return True, f"consuming from {self.queue}"
+        with self._lock:
+            parts = dict(self._parts)
+        for queue, child in sorted(parts.items()):
+            ok, why = child.ready()
+            if not ok:
+                return False, f"{queue}: {why}"
+        shards = f" and {len(parts)} shard queue(s)" if parts else ""
+        return True, f"consuming from {self.queue}{shards}"

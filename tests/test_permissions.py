@@ -17,7 +17,7 @@ import pytest
 
 from pubsubpy import BrokerUnavailable, ConfigurationError, MessageInfo, PermissionDenied, PubSub, Reject
 from pubsubpy.transports.rabbitmq._permissions import Permissions, refused, service_permissions
-from tests.conftest import IN_CI, Names, wait_for
+from tests.conftest import IN_CI, Names, running_worker, wait_for
 from tests.contract.events import ALL, BOOKING, BookingCreated, BookingUpdated
 
 NewUser = Callable[[Permissions | None], str]  # the permissions (None: none at all) -> an amqp URL as that user
@@ -68,15 +68,15 @@ def _drain_until(app: PubSub, done: Callable[[], bool], what: str) -> None:
 
 def test_the_documented_regexes() -> None:
     """The README's table, for service ``billing`` on exchange ``models``."""
+    own = (r"billing\.dead-letters|billing\.dlx|billing\.events|billing\.events\.ledger|billing\.parked"
+           r"|billing\.presence|billing\.presence\..+|billing\.retry\.[0-9]+ms|billing\.shard\.[0-9]+|billing\.shards")
+    written = (r"amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|billing\.parked|billing\.presence"
+               r"|billing\.presence\..+|billing\.shard\.[0-9]+|billing\.shards")
     assert service_permissions("billing", "models") == Permissions(
-        configure=r"^(billing\.dead-letters|billing\.dlx|billing\.events|billing\.events\.ledger"
-                  r"|billing\.parked|billing\.retry\.[0-9]+ms|models)$",
-        write=r"^(amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|billing\.parked|models)$",
-        read=r"^(billing\.dead-letters|billing\.dlx|billing\.events|billing\.events\.ledger"
-             r"|billing\.parked|billing\.retry\.[0-9]+ms|models)$")
+        configure=f"^({own}|models)$", write=f"^({written}|models)$", read=f"^({own}|models)$")
     assert service_permissions("billing", "models", consumes=False) == Permissions("^models$", "^models$", "^$")
     consumer = service_permissions("billing", "models", publishes=False)
-    assert consumer.write == r"^(amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|billing\.parked)$"
+    assert consumer.write == f"^({written})$"
     assert service_permissions("a.b", "x*").configure.startswith(r"^(a\.b\.dead-letters|")
 
 
@@ -130,6 +130,33 @@ def test_a_service_runs_its_whole_cycle_with_exactly_the_documented_permissions(
     assert (attempts, handled) == ([1, 2], [(1, "refused")])
     for each in (app, shop, newer):
         each.close()
+
+
+def test_a_worker_with_shards_runs_with_exactly_the_documented_permissions(new_user: NewUser, names: Names) -> None:
+    """shards=N: the shards and presence exchanges, the shard queues, a worker's presence queue, a dead letter
+    replayed through the shards."""
+    service, exchange = names.service(), names.exchange()
+    url = new_user(service_permissions(service, exchange))
+    app = PubSub(url, schemas=ALL, model_exchange=exchange, service_name=service, shards=2, max_attempts=1)
+    seen: list[str] = []
+    refuse = {"status": "refused"}
+
+    @app.subscribe("Booking.updated", ordered=True)
+    def on_updated(event: BookingUpdated) -> None:
+        if event.status == refuse["status"]:
+            raise Reject("dead-lettered at once")
+        seen.append(event.status)
+
+    app.declare()
+    app.publish_model_event(BOOKING, "updated", {"id": 1, "status": "refused"})
+    app.publish_model_event(BOOKING, "updated", {"id": 2, "status": "paid"})
+    with running_worker(app):
+        wait_for(lambda: seen == ["paid"] and app.dead_letter_count() == 1, timeout=30,
+                 what="a worker consuming the shards")
+        refuse["status"] = "nothing"
+        assert len(app.replay_dead_letters()) == 1
+        wait_for(lambda: sorted(seen) == ["paid", "refused"], timeout=30, what="the letter replayed through the shards")
+    app.close()
 
 
 def _denied(excinfo: pytest.ExceptionInfo[PermissionDenied], permission: str, resource: str, operation: str) -> None:

@@ -136,3 +136,31 @@ def test_assign_moves_few_shards_when_a_worker_joins() -> None:
     moved = [shard for shard in before if before[shard] != after[shard]]
     assert {after[shard] for shard in moved} - {"host:9:new"} <= set(live)
     assert len(moved) <= 8, moved  # the newcomer's share (4) and a few knock-on moves, not a reshuffle
+
+
+def test_a_worker_on_memory_takes_every_shard_and_its_health_covers_them() -> None:
+    from pubsubpy.health import WorkerHealth
+    from tests.conftest import running_worker, wait_for
+
+    broker = MemoryBroker()
+    app = _app(broker, shards=3)
+    applied: list[tuple[int, int]] = []
+
+    @app.subscribe("Order.updated", ordered=True)
+    def on_order(event: OrderUpdated) -> None:
+        applied.append((event.id, event.version))
+
+    app.declare()
+    with running_worker(app, concurrency=2):
+        for version, key in itertools.product(range(1, 4), range(9)):
+            app.publish_model_event(ORDER, "updated", {"id": key, "version": version})
+        wait_for(lambda: len(applied) == 27, timeout=20, what="the worker taking its shards")
+        ready, why = app.health.ready()
+        assert ready and "3 shard queue(s)" in why, why
+    for key in range(9):
+        assert [v for k, v in applied if k == key] == [1, 2, 3]
+    assert broker.depth("billing.shard.0") == broker.depth("billing.shard.1") == 0
+
+    health = WorkerHealth()
+    health.part("billing.shard.0")
+    assert health.ready() == (False, "no consumer: starting, reconnecting or stopped")

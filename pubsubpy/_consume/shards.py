@@ -181,8 +181,9 @@ class ShardWorkers:
     def _start(self, shard: int, concurrency: int) -> _ShardLoop:
         stop = threading.Event()
         queue = self.shards.queues[shard].name
+        health = self.options.health.part(queue) if self.options.health is not None else None
         options = dataclasses.replace(self.options, queue=queue, stop=stop, hand_over=True, mode=LoopMode.WORK,
-                                      health=None, concurrency=concurrency,
+                                      health=health, concurrency=concurrency,
                                       prefetch=worker_prefetch(None, concurrency))
         loop = _ShardLoop(shard, stop)
         loop.thread = threading.Thread(target=self._consume, args=(loop, options), name=f"pubsubpy-{queue}",
@@ -198,6 +199,9 @@ class ShardWorkers:
         except Exception:
             loop.failed = True
             log.exception("the loop of shard %d ended on an error; it starts again", loop.shard)
+        finally:
+            if self.options.health is not None:
+                self.options.health.drop_part(self.shards.queues[loop.shard].name)
 
     def _release_all(self) -> None:
         with self._lock:

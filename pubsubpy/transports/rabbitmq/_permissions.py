@@ -25,7 +25,15 @@ from typing import Any
 import pika.exceptions
 
 from pubsubpy.errors import PermissionDenied
-from pubsubpy.topology import dead_letter_exchange, dead_letter_queue, ledger_queue, parked_queue, service_queue
+from pubsubpy.topology import (
+    dead_letter_exchange,
+    dead_letter_queue,
+    ledger_queue,
+    parked_queue,
+    presence_exchange,
+    service_queue,
+    shard_exchange,
+)
 
 __all__ = ["Permissions", "refused", "service_permissions", "vhost_refused"]
 
@@ -108,8 +116,14 @@ def service_permissions(service: str, exchange: str, *, consumes: bool = True, p
         # replays, the ledger; a paused subscription's share (pause_on)
         read += [exchange, *own]  # bindings; the DLX check; consuming, the ledger
     retries = [_literal(service) + r"\.retry\.[0-9]+ms"] if consumes else []
-    return Permissions(_any_of([*map(_literal, configure), *retries]), _any_of([*map(_literal, write)]),
-                       _any_of([*map(_literal, read), *retries]))
+    # shards=N: the shards and presence exchanges (bound to, published to, bound from), the shard queues and
+    # each worker's presence queue (declared, bound, consumed); harmless names for a service without shards
+    sharding = [_literal(shard_exchange(service)), _literal(presence_exchange(service)),
+                _literal(service) + r"\.shard\.[0-9]+", _literal(presence_exchange(service)) + r"\..+"] \
+        if consumes else []
+    return Permissions(_any_of([*map(_literal, configure), *retries, *sharding]),
+                       _any_of([*map(_literal, write), *sharding]),
+                       _any_of([*map(_literal, read), *retries, *sharding]))
 
 
 def _command_of(exc: BaseException) -> tuple[str | None, bool]:
