@@ -21,7 +21,7 @@ from typing_extensions import Unpack
 
 from pubsubpy._consume.executor import ChunkWork
 from pubsubpy._consume.loop import LoopHandoff, LoopMode, LoopOptions, consume_queue
-from pubsubpy._consume.shards import ShardWorkers, merged
+from pubsubpy._consume.shards import ShardWorkers, merged, previous_shard_queues
 from pubsubpy._credentials import resolve_url
 from pubsubpy._engine import Engine, Item, Verdict
 from pubsubpy._worker import handle_signals, worker_prefetch
@@ -570,13 +570,14 @@ class PubSub:
         if shards is None:
             return result
         results = [result]
-        for spec in shards.queues:  # then each shard in turn (a shard another worker consumes gives nothing)
+        queues = previous_shard_queues(self.transport, shards) + [spec.name for spec in shards.queues]
+        for queue in queues:  # then each shard in turn, older generation first (one a worker holds gives nothing)
             left = None if max_messages is None else max_messages - sum(r.messages for r in results)
             if result.stopped_by not in ("empty", "max_messages") or left == 0 or deadline.expired:
                 break
             engine, chunk = self._shard_engine(handoff)
             result = consume_queue(self.settings, service, self.transport, engine, dataclasses.replace(
-                options, queue=spec.name, max_messages=left, work_chunk=chunk, declare=None))
+                options, queue=queue, max_messages=left, work_chunk=chunk, declare=None))
             results.append(result)
         total = merged(results)
         total.seconds = sum(r.seconds for r in results)

@@ -229,6 +229,12 @@ class Settings(BaseModel):
     consumed by one live worker at a time. 0 (the default): ordered subscriptions share the service queue,
     and keep their order within one worker process only. See the ordering page."""
 
+    shards_version: int = Field(default=1, ge=1, le=1000)
+    """The generation of the shard queues. To change ``shards``, raise it by one with the new count: ``declare``
+    adds the new generation (``<service>.shards.v2``, ``<service>.shard.v2.N``) and moves the ordered patterns'
+    bindings to it, and workers finish the previous generation's queues before they consume the new ones, so
+    every key keeps its order (see the ordering page)."""
+
     on_unroutable: Literal["ignore", "warn", "raise"] = "warn"
     """What a publish does when no queue is bound for its routing key: ``"ignore"``, ``"warn"`` (log
     a warning) or ``"raise"`` (``UnroutableMessage``)."""
@@ -417,6 +423,7 @@ class SettingsOptions(TypedDict, total=False):
     queue_type: Literal["classic", "quorum"]
     delivery_limit: int
     shards: int
+    shards_version: int
     on_unroutable: Literal["ignore", "warn", "raise"]
     connect_timeout: float
     heartbeat: int

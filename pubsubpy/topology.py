@@ -81,6 +81,13 @@ class Shards:
     queues: tuple[QueueSpec, ...]
     bindings: frozenset[str]
     presence: str  # the fanout exchange workers announce themselves on
+    service: str = ""
+    version: int = 1
+    previous: str | None = None  # the previous generation's exchange (``shards_version`` raised): unbound, drained
+
+    def previous_queue(self, shard: int) -> str:
+        """A queue of the previous generation (how many it has is read from the broker)."""
+        return shard_queue(self.service, shard, self.version - 1)
 
 
 HASH_HEADER = "pubsubpy-key"  # what the shards exchange hashes: the ordering key (envelope.H_KEY)
@@ -105,12 +112,12 @@ def ledger_queue(service_queue: str) -> str:
     return f"{service_queue}.ledger"  # topology_queues() in transports/base.py lists it too
 
 
-def shard_exchange(service: str) -> str:
-    return f"{service}.shards"
+def shard_exchange(service: str, version: int = 1) -> str:
+    return f"{service}.shards" if version == 1 else f"{service}.shards.v{version}"
 
 
-def shard_queue(service: str, shard: int) -> str:
-    return f"{service}.shard.{shard}"
+def shard_queue(service: str, shard: int, version: int = 1) -> str:
+    return f"{service}.shard.{shard}" if version == 1 else f"{service}.shard.v{version}.{shard}"
 
 
 def presence_exchange(service: str) -> str:
@@ -254,5 +261,8 @@ def _shards(settings: Settings, service: str, ordered: frozenset[str], main_args
     if not settings.shards or not ordered:
         return None
     arguments = {**main_args, "x-single-active-consumer": True}
-    queues = tuple(QueueSpec(shard_queue(service, n), arguments) for n in range(settings.shards))
-    return Shards(shard_exchange(service), queues, ordered, presence_exchange(service))
+    version = settings.shards_version
+    queues = tuple(QueueSpec(shard_queue(service, n, version), arguments) for n in range(settings.shards))
+    previous = shard_exchange(service, version - 1) if version > 1 else None
+    return Shards(shard_exchange(service, version), queues, ordered, presence_exchange(service), service, version,
+                  previous)

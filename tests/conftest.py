@@ -175,11 +175,11 @@ class Names:
             for service in self.services:
                 queues += [f"{service}.events", f"{service}.dead-letters", f"{service}.events.ledger"]
                 queues += [f"{service}.retry.{ms}ms" for ms in _retry_levels()]
-                queues += [f"{service}.shard.{n}" for n in range(8)] + [f"{service}.parked"]
+                queues += [f"{service}.shard.{v}{n}" for v in ("", "v2.") for n in range(8)] + [f"{service}.parked"]
             for queue in queues:
                 channel.queue_delete(queue)
             for exchange in self.exchanges + [f"{s}.{kind}" for s in self.services
-                                              for kind in ("dlx", "shards", "presence")]:
+                                              for kind in ("dlx", "shards", "shards.v2", "presence")]:
                 channel.exchange_delete(exchange)
         finally:
             connection.close()

@@ -69,9 +69,10 @@ def _drain_until(app: PubSub, done: Callable[[], bool], what: str) -> None:
 def test_the_documented_regexes() -> None:
     """The README's table, for service ``billing`` on exchange ``models``."""
     own = (r"billing\.dead-letters|billing\.dlx|billing\.events|billing\.events\.ledger|billing\.parked"
-           r"|billing\.presence|billing\.presence\..+|billing\.retry\.[0-9]+ms|billing\.shard\.[0-9]+|billing\.shards")
+           r"|billing\.presence|billing\.presence\..+|billing\.retry\.[0-9]+ms|billing\.shard\.(v[0-9]+\.)?[0-9]+"
+           r"|billing\.shards(\.v[0-9]+)?")
     written = (r"amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|billing\.parked|billing\.presence"
-               r"|billing\.presence\..+|billing\.shard\.[0-9]+|billing\.shards")
+               r"|billing\.presence\..+|billing\.shard\.(v[0-9]+\.)?[0-9]+|billing\.shards(\.v[0-9]+)?")
     assert service_permissions("billing", "models") == Permissions(
         configure=f"^({own}|models)$", write=f"^({written}|models)$", read=f"^({own}|models)$")
     assert service_permissions("billing", "models", consumes=False) == Permissions("^models$", "^models$", "^$")

@@ -213,3 +213,60 @@ def test_a_worker_frozen_past_the_heartbeat_cannot_apply_an_older_event_after_it
     assert applied_by and owner not in applied_by, "the event was applied by the worker that took the shard"
     assert len(_started(run, key, 2)) == 2, "both ran it: the frozen worker's run ended after the thaw"
     assert run.check() == (0, 0, 0)
+
+
+def test_topology_shows_the_shards_and_the_worker_consuming_them(rabbit_url: str, names: Names) -> None:
+    from pubsubpy.cli._topology_view import describe, to_text
+    from tests.conftest import running_worker
+
+    app = PubSub(rabbit_url, schemas=[OrderUpdated], model_exchange=names.exchange(), service_name=names.service(),
+                 shards=2)
+    app.subscribe("Order.updated", ordered=True)(_placeholder)
+    app.declare()
+    with running_worker(app):
+        wait_for(lambda: all(info is not None and info.consumers == 1 for info in (
+            app.transport.queue_info(f"{app.settings.service_name}.shard.{n}") for n in range(2))),
+            timeout=30, what="the worker consuming both shards")
+        view = describe(app)
+    shards = [queue for queue in view.queues if queue.role == "shard"]
+    assert [queue.name for queue in shards] == [f"{app.settings.service_name}.shard.{n}" for n in range(2)]
+    assert all(len(queue.owners) == 1 and queue.consumers == 1 for queue in shards), shards
+    text = to_text(view)
+    assert f"-> {app.settings.service_name}.shards: " in text and "x-consistent-hash on pubsubpy-key" in text, text
+    assert "owner " in text, text
+    app.close()
+
+
+def test_raising_shards_version_moves_new_events_and_finishes_the_old_shards_first(
+        rabbit_url: str, names: Names) -> None:
+    """Re-sharding on the broker (2 shards to 3): the ordered bindings move to generation 2 at declare, and a
+    worker consumes what generation 1 holds before generation 2, so every key stays in order."""
+    from tests.conftest import running_worker
+
+    exchange, service = names.exchange(), names.service()
+    before = PubSub(rabbit_url, schemas=[OrderUpdated], model_exchange=exchange, service_name=service, shards=2)
+    before.subscribe("Order.updated", ordered=True)(_placeholder)
+    before.declare()
+    before.publish_many([(ORDER, "updated", {"id": key, "version": version})
+                         for version, key in itertools.product(range(1, 6), range(30))])
+    app = PubSub(rabbit_url, schemas=[OrderUpdated], model_exchange=exchange, service_name=service, shards=3,
+                 shards_version=2)
+    applied: list[tuple[int, int]] = []
+
+    @app.subscribe("Order.updated", ordered=True)
+    def on_order(event: OrderUpdated) -> None:
+        time.sleep(0.002)
+        applied.append((event.id, event.version))
+
+    app.declare()
+    app.publish_many([(ORDER, "updated", {"id": key, "version": version})
+                      for version, key in itertools.product(range(6, 11), range(30))])
+    depth = app.transport.queue_depth
+    assert sum(depth(f"{service}.shard.{n}") for n in range(2)) == 150, "new events no longer reach generation 1"
+    assert sum(depth(f"{service}.shard.v2.{n}") for n in range(3)) == 150
+    with running_worker(app, concurrency=4):
+        wait_for(lambda: len(applied) >= 300, timeout=60, what="both generations consumed")
+    for key in range(30):
+        assert [v for k, v in applied if k == key] == list(range(1, 11))
+    for each in (before, app):
+        each.close()

@@ -74,7 +74,7 @@ class Presence:
         self.worker = worker
         self.queue = QueueSpec(f"{exchange}.{worker}", {"x-expires": _LISTENER_EXPIRES_MS})
         self.seen: dict[str, float] = {}  # worker -> when last heard (monotonic)
-        self.claims: dict[str, list[int]] = {}  # worker -> the shards it said it consumes
+        self.claims: dict[str, list[str]] = {}  # worker -> the shard queues it said it consumes
         self._consumer: Consumer | None = None
         self._announced = -ANNOUNCE_EVERY  # monotonic
 
@@ -97,7 +97,7 @@ class Presence:
                 log.info("worker %s is gone (not heard from for %.0f s)", worker, EXPIRES_AFTER)
         return sorted({self.worker, *self.seen})
 
-    def announce(self, shards: Sequence[int], *, leaving: bool = False, force: bool = False) -> None:
+    def announce(self, shards: Sequence[str], *, leaving: bool = False, force: bool = False) -> None:
         """Say this worker is alive (and which shards it consumes), at most every ``ANNOUNCE_EVERY``."""
         now = time.monotonic()
         if not force and now - self._announced < ANNOUNCE_EVERY:
@@ -127,7 +127,7 @@ class Presence:
         try:
             said = json.loads(delivery.body)
             worker, leaving = str(said["worker"]), bool(said.get("leaving"))
-            shards = [int(n) for n in said.get("shards", [])]
+            shards = [str(name) for name in said.get("shards", [])]
         except (ValueError, KeyError, TypeError):
             log.warning("ignored a malformed announcement on %s: %r", self.exchange, delivery.body[:200])
             return
@@ -149,7 +149,7 @@ class Presence:
             consumer.close()
 
 
-def shard_owners(transport: Transport, exchange: str) -> dict[str, list[int]]:
+def shard_owners(transport: Transport, exchange: str) -> dict[str, list[str]]:
     """The shards each live worker says it consumes, heard for one announcement round (``topology``). A
     listener that never announces itself, so no worker counts it."""
     presence = Presence(transport, exchange, f"observer-{new_worker_id()}")

@@ -35,7 +35,7 @@ from pubsubpy.settings import Settings
 from pubsubpy.topology import Shards
 from pubsubpy.transports.base import Transport
 
-__all__ = ["MakeEngine", "ShardWorkers", "merged"]
+__all__ = ["MakeEngine", "ShardWorkers", "merged", "previous_shard_queues"]
 
 MakeEngine = Callable[[], tuple[Engine, ChunkWork[Item, Verdict] | None]]
 """A fresh engine of the ordered subscriptions for one shard's loop (and its chunk work, for async handlers)."""
@@ -44,6 +44,7 @@ log = logging.getLogger("pubsubpy.shards")
 
 _TICK = 0.5           # seconds between looks at the live workers
 _RESTART_EVERY = 5.0  # a shard loop that ended on an error starts again at most this often
+_MOST_SHARDS = 1024   # the largest ``shards`` setting: how far the previous generation's queues are looked for
 
 
 def merged(results: list[DrainResult]) -> DrainResult:
@@ -61,9 +62,20 @@ def merged(results: list[DrainResult]) -> DrainResult:
     return total
 
 
+def previous_shard_queues(transport: Transport, shards: Shards) -> list[str]:
+    """The queues of the previous generation (``shards_version`` was raised) that still exist, read from the
+    broker, since their count may differ from this generation's; raises ``TransportError``."""
+    if shards.previous is None:
+        return []
+    found: list[str] = []
+    while len(found) < _MOST_SHARDS and transport.queue_info(name := shards.previous_queue(len(found))) is not None:
+        found.append(name)
+    return found
+
+
 @dataclass
 class _ShardLoop:
-    shard: int
+    queue: str
     stop: threading.Event
     thread: threading.Thread = field(init=False)
     result: DrainResult | None = None
@@ -83,10 +95,10 @@ class ShardWorkers:
         self.options = options  # the worker's: each shard's loop gets a copy with its queue and stop
         self.worker = new_worker_id()
         self.presence = Presence(transport, shards.presence, self.worker)
-        self.loops: dict[int, _ShardLoop] = {}
+        self.loops: dict[str, _ShardLoop] = {}  # by queue
         self.results: list[DrainResult] = []
         self.stop = threading.Event()
-        self._ended: dict[int, float] = {}  # shard -> when its loop last ended on an error (monotonic)
+        self._ended: dict[str, float] = {}  # queue -> when its loop last ended on an error (monotonic)
         self._thread = threading.Thread(target=self._supervise, name=f"pubsubpy-shards-{service}", daemon=True)
         self._lock = threading.Lock()
 
@@ -96,10 +108,10 @@ class ShardWorkers:
                  self.service, len(self.shards.queues), self.shards.presence)
         self._thread.start()
 
-    def owned(self) -> list[int]:
-        """The shards whose loops run now (a released one until its loop ended)."""
+    def owned(self) -> list[str]:
+        """The shard queues whose loops run now (a released one until its loop ended)."""
         with self._lock:
-            return sorted(shard for shard, loop in self.loops.items() if loop.thread.is_alive())
+            return sorted(queue for queue, loop in self.loops.items() if loop.thread.is_alive())
 
     def close(self, timeout: float | None = None) -> DrainResult:
         """Stop every shard loop (each releases its shard) and return what they did together."""
@@ -112,7 +124,7 @@ class ShardWorkers:
     def _supervise(self) -> None:
         try:
             if self._listen():
-                self._run()
+                self._run([spec.name for spec in self.shards.queues], self._previous_queues())
         finally:
             self._release_all()
             self.presence.announce([], leaving=True, force=True)
@@ -136,20 +148,63 @@ class ShardWorkers:
         until = time.monotonic() + ANNOUNCE_EVERY + _TICK
         while not self._stopping() and (left := until - time.monotonic()) > 0:
             self._hear(min(left, _TICK))
-        return not self.stop.is_set()
+        return not self._stopping()
 
     def _stopping(self) -> bool:
         """Told to stop: by ``close``, or by the worker's own stop event (a signal), at once for every loop."""
         worker_stop = self.options.stop
         return self.stop.is_set() or (worker_stop is not None and worker_stop.is_set())
 
-    def _run(self) -> None:
+    def _previous_queues(self) -> list[str]:
+        try:
+            found = previous_shard_queues(self.transport, self.shards)
+        except TransportError as exc:
+            log.warning("worker %s could not list the previous shards (%s); consuming the new ones", self.worker, exc)
+            return []
+        if found:
+            log.info("worker %s: finishing the %d shard queue(s) of generation %d before generation %d",
+                     self.worker, len(found), self.shards.version - 1, self.shards.version)
+        return found
+
+    def _run(self, current: list[str], previous: list[str]) -> None:
+        """Consume this worker's share of the shards until stopped. With a previous generation: its queues
+        first, and this generation's only once every one of them stayed empty for an announcement round;
+        after that, a previous queue that holds messages again (a worker of the old version stopping gave
+        back what it held) is consumed beside this generation's, with a warning."""
+        draining, empty_since, looked = bool(previous), None, -ANNOUNCE_EVERY
+        left: list[str] = list(previous)  # the previous queues holding messages, as last looked at
         while not self._stopping():
+            now = time.monotonic()
+            if previous and now - looked >= ANNOUNCE_EVERY / 2:
+                looked, left = now, self._holding(previous)
+                if draining:
+                    empty_since = None if left else (empty_since or now)
+                    if empty_since is not None and now - empty_since >= ANNOUNCE_EVERY:
+                        log.info("worker %s: the shards of generation %d are empty; consuming generation %d",
+                                 self.worker, self.shards.version - 1, self.shards.version)
+                        draining = False
+                elif left:
+                    log.warning("worker %s: %s of the previous generation hold messages again (a worker of the "
+                                "old version gave them back?); consuming them beside the new shards", self.worker,
+                                ", ".join(left))
             live = self.presence.live()
-            owners = assign(len(self.shards.queues), live)
-            self._reconcile({shard for shard, worker in owners.items() if worker == self.worker}, len(live))
+            mine = self._share(previous if draining else left, live)
+            if not draining:
+                mine += self._share(current, live)
+            self._reconcile(mine, len(previous) if draining else len(current), len(live))
             self.presence.announce(self.owned())
             self._hear(_TICK)
+
+    def _share(self, queues: list[str], live: list[str]) -> list[str]:
+        return [queues[n] for n, worker in assign(len(queues), live).items() if worker == self.worker]
+
+    def _holding(self, queues: list[str]) -> list[str]:
+        """Those of ``queues`` with messages ready (all of them when the broker cannot tell)."""
+        try:
+            infos = [(name, self.transport.queue_info(name)) for name in queues]
+        except TransportError:
+            return list(queues)
+        return [name for name, info in infos if info is not None and info.messages > 0]
 
     def _hear(self, timeout: float) -> None:
         try:
@@ -158,37 +213,36 @@ class ShardWorkers:
             log.warning("worker %s lost the presence queue (%s); keeping its shards meanwhile", self.worker, exc)
             self.stop.wait(timeout)
 
-    def _reconcile(self, mine: set[int], workers: int) -> None:
+    def _reconcile(self, mine: list[str], shards: int, workers: int) -> None:
         """Start the loops of shards now ours; release those no longer ours; collect ended loops. A new loop
         gets the worker's ``concurrency`` split over the shards a worker holds at most (at least 1 each)."""
-        shards = len(self.shards.queues)
         concurrency = max(1, -(-self.options.concurrency // -(-shards // max(workers, 1))))
         with self._lock:
-            for shard, loop in list(self.loops.items()):
+            for queue, loop in list(self.loops.items()):
                 if not loop.thread.is_alive():
-                    del self.loops[shard]
+                    del self.loops[queue]
                     if loop.result is not None:
                         self.results.append(loop.result)
                     if loop.failed:
-                        self._ended[shard] = time.monotonic()
-                elif shard not in mine and not loop.stop.is_set():
-                    log.info("worker %s releases shard %d (another worker's now)", self.worker, shard)
+                        self._ended[queue] = time.monotonic()
+                elif queue not in mine and not loop.stop.is_set():
+                    log.info("worker %s releases %s (another worker's now)", self.worker, queue)
                     loop.stop.set()
-            for shard in sorted(mine - set(self.loops)):
-                if time.monotonic() - self._ended.get(shard, -_RESTART_EVERY) >= _RESTART_EVERY:
-                    self.loops[shard] = self._start(shard, concurrency)
+            for queue in mine:
+                if queue not in self.loops and \
+                        time.monotonic() - self._ended.get(queue, -_RESTART_EVERY) >= _RESTART_EVERY:
+                    self.loops[queue] = self._start(queue, concurrency)
 
-    def _start(self, shard: int, concurrency: int) -> _ShardLoop:
+    def _start(self, queue: str, concurrency: int) -> _ShardLoop:
         stop = threading.Event()
-        queue = self.shards.queues[shard].name
         health = self.options.health.part(queue) if self.options.health is not None else None
         options = dataclasses.replace(self.options, queue=queue, stop=stop, hand_over=True, mode=LoopMode.WORK,
                                       health=health, concurrency=concurrency,
                                       prefetch=worker_prefetch(None, concurrency))
-        loop = _ShardLoop(shard, stop)
+        loop = _ShardLoop(queue, stop)
         loop.thread = threading.Thread(target=self._consume, args=(loop, options), name=f"pubsubpy-{queue}",
                                        daemon=True)
-        log.info("worker %s takes shard %d (%s)", self.worker, shard, queue)
+        log.info("worker %s takes %s", self.worker, queue)
         loop.thread.start()
         return loop
 
@@ -198,10 +252,10 @@ class ShardWorkers:
             loop.result = consume_queue(self.settings, self.service, self.transport, engine, options)
         except Exception:
             loop.failed = True
-            log.exception("the loop of shard %d ended on an error; it starts again", loop.shard)
+            log.exception("the loop of %s ended on an error; it starts again", loop.queue)
         finally:
             if self.options.health is not None:
-                self.options.health.drop_part(self.shards.queues[loop.shard].name)
+                self.options.health.drop_part(loop.queue)
 
     def _release_all(self) -> None:
         with self._lock:

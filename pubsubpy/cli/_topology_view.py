@@ -96,9 +96,9 @@ def describe(app: PubSub, publishes: Iterable[type[ModelEvent]] | None = None, *
         view.shard_bindings = [BindingView(p, sorted(set(handlers.get(p, [])) & ordered))
                                for p in sorted(shards.bindings)]
         claims = shard_owners(app.transport, shards.presence) if app.settings.scheme != "memory" else {}
-        for number, spec in enumerate(shards.queues):
+        for spec in shards.queues:
             queue = _queue(app, spec, "shard", deadline)
-            queue.owners = sorted(worker for worker, owned in claims.items() if number in owned)
+            queue.owners = sorted(worker for worker, owned in claims.items() if spec.name in owned)
             queues.append(queue)
     return view
 

@@ -158,6 +158,12 @@ class MemoryBroker:
             if existing is None:
                 self._exchanges[name] = _Exchange(name, kind, arguments)
 
+    def unbind_exchange(self, destination: str, source: str, pattern: str) -> None:
+        with self._lock:
+            ex = self._exchange(source)
+            ex.onward.get(destination, set()).discard(pattern)
+            ex.changed()
+
     def bind_exchange(self, destination: str, source: str, pattern: str) -> None:
         with self._lock:
             self._exchange(destination)
@@ -537,6 +543,8 @@ class MemoryTransport:
                 broker.bind(shards.exchange, spec.name, SHARD_WEIGHT)
             for pattern in shards.bindings:
                 broker.bind_exchange(shards.exchange, topology.exchange, pattern)
+                if shards.previous is not None:
+                    broker.unbind_exchange(shards.previous, topology.exchange, pattern)
             broker.declare_exchange(shards.presence, "fanout")
 
     def declare_listener(self, exchange: str, queue: QueueSpec, *, deadline: Deadline | None = None) -> None:

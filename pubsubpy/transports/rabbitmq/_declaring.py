@@ -240,8 +240,25 @@ def _declare_shards(channel: BlockingChannel, exchange: str, shards: Shards, ver
         channel.queue_bind(spec.name, shards.exchange, routing_key=SHARD_WEIGHT)
     for pattern in sorted(shards.bindings):
         channel.exchange_bind(shards.exchange, exchange, routing_key=pattern)
+    if shards.previous is not None:
+        _unbind_previous(connection, exchange, shards)
     channel.exchange_declare(shards.presence, exchange_type="fanout", durable=True)
     return kept_without
+
+
+def _unbind_previous(connection: pika.BlockingConnection, exchange: str, shards: Shards) -> None:
+    """New events of the ordered patterns go to this generation only: the previous one keeps what it holds
+    until workers drain it. On a channel of its own: a previous exchange already deleted is a 404."""
+    channel = connection.channel()
+    try:
+        for pattern in sorted(shards.bindings):
+            channel.exchange_unbind(shards.previous, exchange, routing_key=pattern)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+    finally:
+        if channel.is_open:
+            channel.close()
 
 
 def report_kept_queues(topology: Topology, vhost: str, kept_without: set[str]) -> None:

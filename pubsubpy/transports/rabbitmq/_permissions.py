@@ -118,9 +118,9 @@ def service_permissions(service: str, exchange: str, *, consumes: bool = True, p
     retries = [_literal(service) + r"\.retry\.[0-9]+ms"] if consumes else []
     # shards=N: the shards and presence exchanges (bound to, published to, bound from), the shard queues and
     # each worker's presence queue (declared, bound, consumed); harmless names for a service without shards
-    sharding = [_literal(shard_exchange(service)), _literal(presence_exchange(service)),
-                _literal(service) + r"\.shard\.[0-9]+", _literal(presence_exchange(service)) + r"\..+"] \
-        if consumes else []
+    sharding = [_literal(shard_exchange(service)) + r"(\.v[0-9]+)?", _literal(presence_exchange(service)),
+                _literal(service) + r"\.shard\.(v[0-9]+\.)?[0-9]+", _literal(presence_exchange(service)) + r"\..+"] \
+        if consumes else []  # (a generation after the first: <service>.shards.v2, <service>.shard.v2.N)
     return Permissions(_any_of([*map(_literal, configure), *retries, *sharding]),
                        _any_of([*map(_literal, write), *sharding]),
                        _any_of([*map(_literal, read), *retries, *sharding]))
