@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import statistics
+import sys
 import threading
 import time
 import uuid
@@ -151,3 +154,29 @@ def run_worker_until(app: PubSub, done: threading.Event, concurrency: int, timeo
     if isinstance(result, BaseException):
         raise RuntimeError(f"the {name} worker failed") from result
     return finished, result, started
+
+
+KeyedRows = Callable[[int, int, int, Callable[[str], None]], list[Row]]
+"""(events, keys, rounds, report) -> rows: the ordering benchmarks' shape."""
+
+
+def keyed_rows_main(description: str, rows: KeyedRows, argv: list[str] | None) -> int:
+    """The command line of an ordering benchmark: ``--events``, ``--keys``, ``--rounds``; progress on stderr,
+    each row on stdout."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--keys", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=1, help="alternating pairs of runs (default 1)")
+    args = parser.parse_args(argv)
+    logging.getLogger("pika").setLevel(logging.CRITICAL)
+    started = time.perf_counter()
+
+    def report(line: str) -> None:
+        print(f"  ... {line} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
+
+    for row in rows(args.events, args.keys, args.rounds, report):
+        measured = f"{row.ours_median:,.0f} vs {row.baseline_median:,.0f} (x{row.ratio:.2f})" if row.baseline \
+            else f"{row.ours_median:,.0f}"
+        print(f"{row.name}: {measured} {row.unit}; target {row.target}\n  {row.note}")
+    print(f"wall time {time.perf_counter() - started:.0f}s")
+    return 0

@@ -20,16 +20,13 @@ starts. A run stops once every event has succeeded, within a bounded wait that f
 
 from __future__ import annotations
 
-import argparse
-import logging
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.common import URL, Row, channel, delete_app, run_worker_until, unique
+from bench.common import URL, Row, channel, delete_app, keyed_rows_main, run_worker_until, unique
 from pubsubpy import ModelEvent, PubSub
 from pubsubpy.topology import dead_letter_queue
 
@@ -224,23 +221,7 @@ def all_rows(quick: bool, rounds: int, step: Callable[[str], None] = lambda _lab
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--keys", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=1, help="alternating pairs of runs (default 1)")
-    args = parser.parse_args(argv)
-    logging.getLogger("pika").setLevel(logging.CRITICAL)
-    started = time.perf_counter()
-
-    def report(line: str) -> None:
-        print(f"  ... {line} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
-
-    for row in ordering_rows(args.events, args.keys, args.rounds, report):
-        measured = f"{row.ours_median:,.0f} vs {row.baseline_median:,.0f} (x{row.ratio:.2f})" if row.baseline \
-            else f"{row.ours_median:,.0f}"
-        print(f"{row.name}: {measured} {row.unit}; target {row.target}\n  {row.note}")
-    print(f"wall time {time.perf_counter() - started:.0f}s")
-    return 0
+    return keyed_rows_main(__doc__.splitlines()[0], ordering_rows, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ retry queue), on the service queue.
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
@@ -28,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.common import URL, Row, delete_app, unique
+from bench.common import URL, Row, delete_app, keyed_rows_main, unique
 from bench.shard_app import JITTER, ORDER, OrderUpdated
 from pubsubpy import PubSub
 
@@ -170,22 +169,7 @@ def all_rows(quick: bool, rounds: int, step: Callable[[str], None] = lambda _lab
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--keys", type=int, default=5000)
-    parser.add_argument("--rounds", type=int, default=1)
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-
-    def report(line: str) -> None:
-        print(f"  ... {line} ({time.perf_counter() - started:.0f}s)", file=sys.stderr, flush=True)
-
-    for row in shard_rows(args.events, args.keys, args.rounds, report):
-        measured = f"{row.ours_median:,.0f} vs {row.baseline_median:,.0f} (x{row.ratio:.2f})" if row.baseline \
-            else f"{row.ours_median:,.0f}"
-        print(f"{row.name}: {measured} {row.unit}; target {row.target}\n  {row.note}")
-    print(f"wall time {time.perf_counter() - started:.0f}s")
-    return 0
+    return keyed_rows_main(__doc__.splitlines()[0], shard_rows, argv)
 
 
 if __name__ == "__main__":
