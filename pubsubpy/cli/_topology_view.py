@@ -20,7 +20,7 @@ from pubsubpy._consume.presence import shard_owners
 from pubsubpy.app import PubSub
 from pubsubpy.deadline import Deadline
 from pubsubpy.schemas import ModelEvent
-from pubsubpy.topology import HASH_HEADER, ledger_queue
+from pubsubpy.topology import HASH_HEADER, Shards, ledger_queue
 from pubsubpy.transports.base import QueueSpec
 
 __all__ = ["TopologyView", "describe", "to_json", "to_mermaid", "to_text"]
@@ -91,16 +91,21 @@ def describe(app: PubSub, publishes: Iterable[type[ModelEvent]] | None = None, *
     view = TopologyView(app.settings.service_name or "", topology.exchange, topology.dead_letter_exchange,
                         events, "registered schemas" if publishes is None else "published", bindings, queues)
     if topology.shards is not None:
-        shards = topology.shards
-        view.shards_exchange = shards.exchange
-        view.shard_bindings = [BindingView(p, sorted(set(handlers.get(p, [])) & ordered))
-                               for p in sorted(shards.bindings)]
-        claims = shard_owners(app.transport, shards.presence) if app.settings.scheme != "memory" else {}
-        for spec in shards.queues:
-            queue = _queue(app, spec, "shard", deadline)
-            queue.owners = sorted(worker for worker, owned in claims.items() if spec.name in owned)
-            queues.append(queue)
+        _add_shards(app, topology.shards, view, {p: sorted(set(h) & ordered) for p, h in handlers.items()}, deadline)
     return view
+
+
+def _add_shards(app: PubSub, shards: Shards, view: TopologyView, handlers: dict[str, list[str]],
+                deadline: Deadline | None) -> None:
+    """The shards exchange's bindings (``handlers``: the ordered ones per pattern), the shard queues and the
+    workers that say they consume them (heard for one announcement round; not on ``memory://``)."""
+    view.shards_exchange = shards.exchange
+    view.shard_bindings = [BindingView(p, handlers.get(p, [])) for p in sorted(shards.bindings)]
+    claims = shard_owners(app.transport, shards.presence) if app.settings.scheme != "memory" else {}
+    for spec in shards.queues:
+        queue = _queue(app, spec, "shard", deadline)
+        queue.owners = sorted(worker for worker, owned in claims.items() if spec.name in owned)
+        view.queues.append(queue)
 
 
 def to_json(view: TopologyView) -> str:
