@@ -575,7 +575,7 @@ class PubSub:
             left = None if max_messages is None else max_messages - sum(r.messages for r in results)
             if result.stopped_by not in ("empty", "max_messages") or left == 0 or deadline.expired:
                 break
-            engine, chunk = self._shard_engine(handoff)
+            engine, chunk = self._shard_engine(handoff, queue)
             result = consume_queue(self.settings, service, self.transport, engine, dataclasses.replace(
                 options, queue=queue, max_messages=left, work_chunk=chunk, declare=None))
             results.append(result)
@@ -627,7 +627,7 @@ class PubSub:
                                   redeclare=self._redeclare, work_chunk=work_chunk)
             shards = self.topology().shards if self._sharded() else None
             workers = None if shards is None else ShardWorkers(
-                settings, service, self.transport, shards, lambda: self._shard_engine(handoff), options)
+                settings, service, self.transport, shards, functools.partial(self._shard_engine, handoff), options)
             if workers is not None:
                 workers.start()
             try:
@@ -671,22 +671,22 @@ class PubSub:
         if not self._router.resolved:
             self._router.resolve(self._registry, require_schemas=self.settings.require_schemas)
         if self._sharded():  # the ordered subscriptions are fed by the shards (``shard_engine``)
-            engine = self._engine(service, self._router.subset(lambda sub: not sub.ordered), handoff)
+            engine = self._engine(service_queue(service), self._router.subset(lambda sub: not sub.ordered), handoff)
             engine.sharded = self._router.subset(lambda sub: sub.ordered)
         else:
-            engine = self._engine(service, self._router, handoff)
+            engine = self._engine(service_queue(service), self._router, handoff)
         return service, engine, handoff.chunk_work(engine) if handoff else None
 
     def _sharded(self) -> bool:
         return bool(self.settings.shards) and any(sub.ordered for sub in self._router.subscriptions)
 
-    def _engine(self, service: str, router: Router, handoff: LoopHandoff | None) -> Engine:
-        return Engine(self.settings, router, self._registry, self._inbox, self._middleware, service_queue(service),
+    def _engine(self, queue: str, router: Router, handoff: LoopHandoff | None) -> Engine:
+        return Engine(self.settings, router, self._registry, self._inbox, self._middleware, queue,
                       handoff.await_on_loop if handoff else None)
 
-    def _shard_engine(self, handoff: LoopHandoff | None) -> tuple[Engine, ChunkWork[Item, Verdict] | None]:
-        """An engine of the ordered subscriptions alone, for one shard's loop."""
-        engine = self._engine(self._service(), self._router.subset(lambda sub: sub.ordered), handoff)
+    def _shard_engine(self, handoff: LoopHandoff | None, queue: str) -> tuple[Engine, ChunkWork[Item, Verdict] | None]:
+        """An engine of the ordered subscriptions alone, for the loop of shard queue ``queue``."""
+        engine = self._engine(queue, self._router.subset(lambda sub: sub.ordered), handoff)
         return engine, handoff.chunk_work(engine) if handoff else None
 
     # -- dead letters --------------------------------------------------------------

@@ -12,13 +12,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
 
 from pubsubpy import PubSub
-from tests.conftest import Names, wait_for
+from tests.conftest import Names, free_port, wait_for
 from tests.shard_events import ORDER, OrderUpdated, SqliteInbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,14 +44,14 @@ class Run:
         declarer.declare()  # at deploy time: nothing published before the first worker starts is lost
         declarer.close()
 
-    def start(self, concurrency: int = 4, jitter_ms: int = 5) -> subprocess.Popen[str]:
+    def start(self, concurrency: int = 4, jitter_ms: int = 5, *more: str) -> subprocess.Popen[str]:
         env = {**os.environ, "PUBSUBPY_TEST_URL": self.url, "SHARD_EXCHANGE": self.exchange,
                "SHARD_SERVICE": self.service, "SHARD_COUNT": str(SHARDS), "SHARD_LOG": str(self.log),
                "SHARD_JITTER_MS": str(jitter_ms), **self.env,
                **({"SHARD_INBOX": str(self.inbox)} if self.inbox is not None else {})}
         worker = subprocess.Popen(
             [sys.executable, "-m", "pubsubpy.cli", "worker", "--app", "tests.shard_app:app",
-             "--concurrency", str(concurrency)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+             "--concurrency", str(concurrency), *more], cwd=ROOT, env=env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True)
         self.workers.append(worker)
         return worker
@@ -149,7 +151,7 @@ def test_two_workers_keep_every_keys_order_while_the_second_one_joins_mid_load(r
     finally:
         outputs = run.stop()
     assert first.returncode == 0, outputs[0]
-    assert "releases shard" in outputs[0], outputs[0]
+    assert f"releases {run.service}.shard." in outputs[0], outputs[0]
 
 
 def test_a_killed_workers_shards_are_taken_within_ten_seconds_and_nothing_is_lost(run: Run) -> None:
@@ -270,3 +272,32 @@ def test_raising_shards_version_moves_new_events_and_finishes_the_old_shards_fir
         assert [v for k, v in applied if k == key] == list(range(1, 11))
     for each in (before, app):
         each.close()
+
+
+@pytest.mark.parametrize("run", ["classic"], indirect=True)
+def test_a_sharded_workers_probe_and_metrics_cover_its_shards(run: Run) -> None:
+    port = free_port()
+    run.start(4, 5, "--metrics-port", str(port))
+    try:
+        def answer(path: str) -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+            except OSError:
+                return 0, ""
+
+        wait_for(lambda: f"{SHARDS} shard queue(s)" in answer("/healthz")[1], timeout=30,
+                 what="/healthz to count the worker's shards")
+        assert answer("/healthz") == (200, f"consuming from {run.service}.events and {SHARDS} shard queue(s)\n")
+        run.publish(range(20), range(1, 3))
+        run.wait_for_all(timeout=30)
+        text = answer("/metrics")[1]
+        for n in range(SHARDS):
+            assert f'pubsubpy_queue="{run.service}.shard.{n}"' in text, text[-3000:]
+        consumed = [line for line in text.splitlines() if line.startswith("messaging_client_consumed_messages_total")
+                    and f":{run.service}.shard." in line]  # the destination: exchange:routing key:queue
+        assert sum(float(line.rsplit(" ", 1)[1]) for line in consumed) == 40, consumed
+    finally:
+        run.stop()

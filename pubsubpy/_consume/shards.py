@@ -37,8 +37,9 @@ from pubsubpy.transports.base import Transport
 
 __all__ = ["MakeEngine", "ShardWorkers", "merged", "previous_shard_queues"]
 
-MakeEngine = Callable[[], tuple[Engine, ChunkWork[Item, Verdict] | None]]
-"""A fresh engine of the ordered subscriptions for one shard's loop (and its chunk work, for async handlers)."""
+MakeEngine = Callable[[str], tuple[Engine, ChunkWork[Item, Verdict] | None]]
+"""A fresh engine of the ordered subscriptions for the loop of one shard queue (named: what telemetry reports),
+and its chunk work for async handlers."""
 
 log = logging.getLogger("pubsubpy.shards")
 
@@ -248,7 +249,7 @@ class ShardWorkers:
 
     def _consume(self, loop: _ShardLoop, options: LoopOptions) -> None:
         try:
-            engine, options.work_chunk = self.make_engine()
+            engine, options.work_chunk = self.make_engine(loop.queue)
             loop.result = consume_queue(self.settings, self.service, self.transport, engine, options)
         except Exception:
             loop.failed = True

@@ -10,8 +10,10 @@
 - ``messaging.process.duration`` (histogram, s): one handler run, by ``pubsubpy.handler``.
 - ``pubsubpy.message.end_to_end.duration`` (histogram, s): from publishing (the
   ``pubsubpy-published-at`` header, milliseconds) until the message was settled.
-- ``pubsubpy.queue.messages`` (observable gauge): ready messages in a service's queue
-  and dead-letter queue, read on a connection of its own (``observe_queue_depth``).
+- ``pubsubpy.queue.messages`` (observable gauge): ready messages in a service's queue,
+  dead-letter queue and shard queues (``shards=N``), read on a connection of its own
+  (``observe_queue_depth``). The message counters carry the queue too: a shard's
+  messages are counted under its shard queue.
 """
 
 from __future__ import annotations
@@ -217,7 +219,7 @@ def _remember(cache: dict[Any, Any], key: object, value: object) -> None:
 
 def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None,
                         timeout: float = 2.0) -> Callable[[], None]:
-    """Register ``pubsubpy.queue.messages`` for ``app``'s service queue and dead-letter queue. Read at
+    """Register ``pubsubpy.queue.messages`` for ``app``'s service queue, dead-letter queue and shards. Read at
     collection time, on a transport of its own (never the worker's connection), each read bounded by
     ``timeout``; a broker that does not answer yields no observation, not a stale one. Returns a
     function that closes that transport."""
@@ -230,6 +232,9 @@ def observe_queue_depth(app: PubSub, meter_provider: MeterProvider | None = None
     transport = make_transport(app.settings) if own else app.transport
     lock = threading.Lock()
     queues = [service_queue(service), dead_letter_queue(service)]
+    shards = app.topology().shards if app.router.subscriptions else None
+    if shards is not None:  # shards=N: each shard queue too (what a worker leaves behind shows per shard)
+        queues += [spec.name for spec in shards.queues]
     system = "rabbitmq" if own else "pubsubpy-memory"
 
     def observe(_options: CallbackOptions) -> Iterable[Observation]:
