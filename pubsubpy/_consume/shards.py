@@ -46,6 +46,7 @@ log = logging.getLogger("pubsubpy.shards")
 _TICK = 0.5           # seconds between looks at the live workers
 _RESTART_EVERY = 5.0  # a shard loop that ended on an error starts again at most this often
 _MOST_SHARDS = 1024   # the largest ``shards`` setting: how far the previous generation's queues are looked for
+_STRAGGLERS_EVERY = 10.0  # seconds between looks at the previous generation once it was drained
 
 
 def merged(results: list[DrainResult]) -> DrainResult:
@@ -126,6 +127,11 @@ class ShardWorkers:
         try:
             if self._listen():
                 self._run([spec.name for spec in self.shards.queues], self._previous_queues())
+        except Exception:  # a bug here must not leave the ordered subscriptions unconsumed, silently
+            log.exception("worker %s: the shards' supervisor failed; stopping the worker (a supervisor restarts "
+                          "it)", self.worker)
+            if self.options.stop is not None:
+                self.options.stop.set()
         finally:
             self._release_all()
             self.presence.announce([], leaving=True, force=True)
@@ -176,7 +182,7 @@ class ShardWorkers:
         left: list[str] = list(previous)  # the previous queues holding messages, as last looked at
         while not self._stopping():
             now = time.monotonic()
-            if previous and now - looked >= ANNOUNCE_EVERY / 2:
+            if previous and now - looked >= (ANNOUNCE_EVERY / 2 if draining else _STRAGGLERS_EVERY):
                 looked, left = now, self._holding(previous)
                 if draining:
                     empty_since = None if left else (empty_since or now)
