@@ -301,3 +301,36 @@ def test_a_sharded_workers_probe_and_metrics_cover_its_shards(run: Run) -> None:
         assert sum(float(line.rsplit(" ", 1)[1]) for line in consumed) == 40, consumed
     finally:
         run.stop()
+
+
+def _holdings(run: Run) -> dict[str, list[str]]:
+    """Which shard queues each live worker says it consumes (heard on the presence exchange)."""
+    from pubsubpy._consume.presence import shard_owners
+
+    return shard_owners(run.publisher.transport, f"{run.service}.presence")
+
+
+@pytest.mark.slow  # about 30 s: three workers join, one is SIGKILLed
+@pytest.mark.parametrize("run", ["classic"], indirect=True)
+def test_shards_are_spread_over_the_live_workers_and_a_killed_ones_are_taken_over(run: Run) -> None:
+    """Balance: every shard has one owner and no worker holds more than its fair share rounded up, after
+    workers join and after one is SIGKILLed (its shards go to the others within 10 s)."""
+    workers = [run.start(), run.start(), run.start()]
+    try:
+        def balanced(count: int) -> bool:
+            held = _holdings(run)
+            owned = sorted(queue for queues in held.values() for queue in queues)
+            return len(held) == count and owned == sorted(f"{run.service}.shard.{n}" for n in range(SHARDS)) \
+                and max(len(queues) for queues in held.values()) <= -(-SHARDS // count)
+
+        wait_for(lambda: balanced(3), timeout=30, step=0.5, what="three workers sharing the shards")
+        workers[0].send_signal(signal.SIGKILL)
+        workers[0].wait(10)
+        killed_at = time.monotonic()
+        wait_for(lambda: balanced(2), timeout=20, step=0.5, what="two workers sharing every shard")
+        assert time.monotonic() - killed_at < 10 + 3, "a killed worker's shards are taken within 10 s"
+        run.publish(range(20), range(1, 3))
+        run.wait_for_all(timeout=30)
+        assert run.check() == (0, 0, 0)
+    finally:
+        run.stop()

@@ -123,6 +123,24 @@ def test_verified_connection_publishes_and_drains(tls_vhost: str, host: str) -> 
         app.close()
 
 
+def test_shards_on_a_node_without_the_consistent_hash_plugin_name_the_command_that_enables_it(
+        tls_vhost: str) -> None:
+    """The TLS node runs with no plugin but its EXTERNAL login: what a broker looks like before
+    `rabbitmq-plugins enable rabbitmq_consistent_hash_exchange` (issue 29)."""
+    from pubsubpy import ConfigurationError, MessageInfo
+
+    app = _app(f"amqps://guest:guest@{AMQPS}/{tls_vhost}", tls_ca_file=str(CERTS / "ca.pem"), shards=4)
+
+    @app.subscribe("Booking.created", ordered=True)
+    def on_created(event: BookingCreated, info: MessageInfo) -> None: ...
+
+    try:
+        with pytest.raises(ConfigurationError, match="rabbitmq-plugins enable rabbitmq_consistent_hash_exchange"):
+            app.declare()
+    finally:
+        app.close()
+
+
 def test_a_certificate_from_another_ca_is_not_trusted(tls_vhost: str, tmp_path: Path) -> None:
     other_ca = tmp_path / "other-ca.pem"
     trustme.CA().cert_pem.write_to_path(str(other_ca))
