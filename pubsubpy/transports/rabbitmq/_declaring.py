@@ -215,12 +215,13 @@ def _declare_shards(channel: BlockingChannel, exchange: str, shards: Shards, ver
     plugin), its queues bound with weight 1, the exchange-to-exchange bindings of the ordered patterns
     and the presence exchange."""
     connection = channel.connection
-    probe = connection.channel()  # an unknown exchange type closes the channel that asks
+    probe = connection.channel()
     try:
         probe.exchange_declare(shards.exchange, exchange_type="x-consistent-hash", durable=True,
                                arguments=SHARD_EXCHANGE_ARGUMENTS)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code == 503 and "x-consistent-hash" in exc.reply_text:
+    except (pika.exceptions.ChannelClosedByBroker, pika.exceptions.ConnectionClosedByBroker) as exc:
+        # an unknown exchange type: 3.x closes the connection (503 COMMAND_INVALID), 4.x the channel (406)
+        if exc.reply_code in (406, 503) and "unknown exchange type 'x-consistent-hash'" in exc.reply_text:
             raise ConfigurationError(
                 f"shards={len(shards.queues)} needs RabbitMQ's consistent-hash exchange, which this broker does not "
                 f"have enabled ({exc.reply_text}): run `rabbitmq-plugins enable {CONSISTENT_HASH_PLUGIN}` on every "
