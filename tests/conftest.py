@@ -193,6 +193,9 @@ def _retry_levels() -> list[int]:
         for step in range(12):
             levels.add(int(min(base * 2**step, 300) * 1000))
             levels.add(int(min(max(base, 0.1) * 2**step, 60) * 1000))
+    # and each one's jittered steps (topology.retry_delays_ms): left behind, a quorum retry queue of every test
+    # piled up, and RabbitMQ 3.10 restarting over hundreds of them stopped answering
+    levels |= {ms * (8 - k) // 8 for ms in list(levels) for k in range(1, 4)}
     return sorted(levels - {0})
 
 
