@@ -215,7 +215,9 @@ def declare(*, prune: bool | Collection[str] = False, deadline: Deadline | None 
 def stale_bindings(*, timeout: float | None = None) -> list[str]:
     """The patterns pubsubpy bound for this service that this version no longer subscribes.
 
-    What ``declare(prune=True)`` would remove; bindings made by hand are never listed.
+    What ``declare(prune=True)`` would remove; bindings made by hand are never listed. A binding to a shards
+    exchange (``shards=N``) that this version no longer has is named ``"<pattern> -> <service>.shards"``
+    (after shards were turned off, or the shards of an earlier ``shards_version``).
 
     Args:
         timeout: seconds bounding the call. ``None``: the transport's bound.

@@ -37,7 +37,7 @@ from pubsubpy.router import ExceptionTypes, Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
 from pubsubpy.settings import Settings, SettingsOptions
 from pubsubpy.telemetry import telemetry_middleware
-from pubsubpy.topology import build_topology, service_queue
+from pubsubpy.topology import SHARDS_ARROW, binding_names, build_topology, service_queue
 from pubsubpy.transports import make_transport
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
 
@@ -358,15 +358,19 @@ class PubSub:
         if prune is not False:
             stale = set(self._stale(topology, deadline))
             targets = stale if prune is True else stale & set(prune)
-            for pattern in self.transport.prune_bindings(topology, targets, deadline=deadline):
-                log.warning("pruned binding %s -> %s (%s): no handler of this version subscribes it",
-                            topology.exchange, topology.queue.name, pattern)
+            for name in self.transport.prune_bindings(topology, targets, deadline=deadline):
+                pattern, arrow, shards = name.partition(SHARDS_ARROW)
+                log.warning("pruned binding %s -> %s (%s): no handler of this version subscribes it%s",
+                            topology.exchange, shards or topology.queue.name, pattern,
+                            " through these shards" if arrow else "")
         return topology
 
     def stale_bindings(self, *, timeout: float | None = None) -> list[str]:
         """The patterns pubsubpy bound for this service that this version no longer subscribes.
 
-        What ``declare(prune=True)`` would remove; bindings made by hand are never listed.
+        What ``declare(prune=True)`` would remove; bindings made by hand are never listed. A binding to a shards
+        exchange (``shards=N``) that this version no longer has is named ``"<pattern> -> <service>.shards"``
+        (after shards were turned off, or the shards of an earlier ``shards_version``).
 
         Args:
             timeout: seconds bounding the call. ``None``: the transport's bound.
@@ -377,7 +381,7 @@ class PubSub:
         return self._stale(self.topology(), None if timeout is None else Deadline.after(timeout))
 
     def _stale(self, topology: Topology, deadline: Deadline | None) -> list[str]:
-        return sorted(self.transport.recorded_bindings(topology, deadline=deadline) - topology.bindings)
+        return sorted(self.transport.recorded_bindings(topology, deadline=deadline) - binding_names(topology))
 
     def _ensure_declared(self, deadline: Deadline | None = None) -> None:
         if self._declared is None or self._declared != self.topology():

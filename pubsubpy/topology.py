@@ -38,11 +38,36 @@ from typing import Any
 
 from pubsubpy.settings import Settings
 
-__all__ = ["AT_LEAST_ONCE_DEAD_LETTERING", "HASH_HEADER", "LAZY", "NO_DELIVERY_LIMIT", "SHARD_EXCHANGE_ARGUMENTS",
-           "SHARD_WEIGHT", "QueueSpec", "Shards", "Topology", "at_least_once_policy", "build_topology",
-           "dead_letter_exchange", "dead_letter_queue", "deferral_delay_ms", "lazy_policy", "ledger_queue",
-           "no_delivery_limit_policy", "parked_queue", "presence_exchange", "retry_delay_ms", "retry_delays_ms",
-           "retry_queue", "service_queue", "shard_exchange", "shard_queue"]
+__all__ = [
+    "AT_LEAST_ONCE_DEAD_LETTERING",
+    "HASH_HEADER",
+    "LAZY",
+    "NO_DELIVERY_LIMIT",
+    "SHARDS_ARROW",
+    "SHARD_EXCHANGE_ARGUMENTS",
+    "SHARD_WEIGHT",
+    "QueueSpec",
+    "Shards",
+    "Topology",
+    "at_least_once_policy",
+    "binding_names",
+    "build_topology",
+    "dead_letter_exchange",
+    "dead_letter_queue",
+    "deferral_delay_ms",
+    "lazy_policy",
+    "ledger_queue",
+    "no_delivery_limit_policy",
+    "parked_queue",
+    "presence_exchange",
+    "retry_delay_ms",
+    "retry_delays_ms",
+    "retry_queue",
+    "service_queue",
+    "shard_binding",
+    "shard_exchange",
+    "shard_queue",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +118,22 @@ class Shards:
 HASH_HEADER = "pubsubpy-key"  # what the shards exchange hashes: the ordering key (envelope.H_KEY)
 SHARD_EXCHANGE_ARGUMENTS: dict[str, Any] = {"hash-header": HASH_HEADER}
 SHARD_WEIGHT = "1"  # each shard queue's binding key: its weight on the hash ring (a string: 3.12 and 3.13+ agree)
+
+
+SHARDS_ARROW = " -> "  # a binding name "<pattern> -> <shards exchange>": the model exchange's to that exchange
+
+
+def shard_binding(pattern: str, shards_exchange: str) -> str:
+    """The name ``stale_bindings`` and ``declare(prune=...)`` give a binding of ``pattern`` from the model
+    exchange to a shards exchange (a plain pattern names one to the service queue)."""
+    return f"{pattern}{SHARDS_ARROW}{shards_exchange}"
+
+
+def binding_names(topology: Topology) -> frozenset[str]:
+    """The bindings this topology wants, named as ``stale_bindings`` names them."""
+    if topology.shards is None:
+        return topology.bindings
+    return topology.bindings | {shard_binding(p, topology.shards.exchange) for p in topology.shards.bindings}
 
 
 def service_queue(service: str) -> str:

@@ -10,6 +10,7 @@ import pytest
 
 from pubsubpy import ModelEvent, PubSub
 from pubsubpy._consume.presence import assign
+from pubsubpy.cli._pruning import declare_and_prune
 from pubsubpy.envelope import Properties
 from pubsubpy.testing import MemoryInbox
 from pubsubpy.transports.base import OutgoingMessage
@@ -199,3 +200,21 @@ def test_raising_shards_version_finishes_the_previous_generation_first(consume: 
     for key in range(12):
         assert [v for k, v in applied if k == key] == list(range(1, 11))
     assert all(broker.depth(q) == 0 for q in old + new)
+
+
+def test_turning_shards_off_leaves_a_stale_binding_that_prune_removes() -> None:
+    broker = MemoryBroker()
+    sharded = _app(broker, shards=2)
+    sharded.subscribe("Order.updated", ordered=True)(_ignore)
+    sharded.declare()
+    app = _app(broker)  # the next version: shards=0
+    app.subscribe("Order.updated", ordered=True)(_ignore)
+    assert app.stale_bindings() == ["Order.updated -> billing.shards"]
+    lines: list[str] = []
+    assert declare_and_prune(app, prune=True, dry_run=False, yes=True, echo=lines.append,
+                             confirm=lambda _question: False) == 0
+    assert "  shop --[Order.updated]--> billing.shards" in lines and "removed 1 binding(s)" in lines, lines
+    assert app.stale_bindings() == []
+    app.publish_model_event(ORDER, "updated", {"id": 1, "version": 1})
+    assert broker.depth("billing.events") == 1
+    assert broker.depth("billing.shard.0") + broker.depth("billing.shard.1") == 0, "nothing goes to the shards"

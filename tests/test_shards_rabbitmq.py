@@ -334,3 +334,30 @@ def test_shards_are_spread_over_the_live_workers_and_a_killed_ones_are_taken_ove
         assert run.check() == (0, 0, 0)
     finally:
         run.stop()
+
+
+def test_declare_prune_removes_the_bindings_of_shards_turned_off_or_of_an_earlier_generation(
+        rabbit_url: str, names: Names) -> None:
+    exchange, service = names.exchange(), names.service()
+
+    def app(**options: object) -> PubSub:
+        made = PubSub(rabbit_url, schemas=[OrderUpdated], model_exchange=exchange, service_name=service,
+                      **options)  # type: ignore[arg-type]
+        made.subscribe("Order.updated", ordered=True)(_placeholder)
+        return made
+
+    first, second, off = app(shards=2), app(shards=3, shards_version=2), app()
+    first.declare()
+    second.declare()  # moves the binding to generation 2 itself; generation 1's record is stale
+    assert second.stale_bindings() == [f"Order.updated -> {service}.shards"]
+    second.declare(prune=True)
+    assert second.stale_bindings() == []
+    assert off.stale_bindings() == [f"Order.updated -> {service}.shards.v2"]
+    off.declare(prune=True)
+    assert off.stale_bindings() == []
+    off.publish_model_event(ORDER, "updated", {"id": 1, "version": 1})
+    depth = off.transport.queue_depth
+    assert depth(f"{service}.events") == 1
+    assert sum(depth(f"{service}.shard.v2.{n}") for n in range(3)) == 0, "nothing goes to the shards any more"
+    for each in (first, second, off):
+        each.close()

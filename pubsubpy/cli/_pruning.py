@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pubsubpy.app import PubSub
+from pubsubpy.topology import SHARDS_ARROW
 
 __all__ = ["EXIT_DECLINED", "declare_and_prune"]
 
@@ -32,8 +33,9 @@ def declare_and_prune(app: PubSub, *, prune: bool, dry_run: bool, yes: bool, ech
     info = app.transport.queue_info(topology.queue.name)
     held = "missing" if info is None else f"holds {info.messages} message(s), {info.consumers} consumer(s)"
     echo(f"{len(stale)} binding(s) pubsubpy made that no handler of this version subscribes:")
-    for pattern in stale:
-        echo(f"  {topology.exchange} --[{pattern}]--> {topology.queue.name}")
+    for name in stale:
+        pattern, _, shards = name.partition(SHARDS_ARROW)  # a binding to a shards exchange (shards=N)
+        echo(f"  {topology.exchange} --[{pattern}]--> {shards or topology.queue.name}")
     echo(f"queue {topology.queue.name} {held} now; removing a binding deletes no message, but events "
          "published to these keys afterwards reach no handler of this service.")
     if dry_run:

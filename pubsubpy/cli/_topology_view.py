@@ -20,7 +20,7 @@ from pubsubpy._consume.presence import shard_owners
 from pubsubpy.app import PubSub
 from pubsubpy.deadline import Deadline
 from pubsubpy.schemas import ModelEvent
-from pubsubpy.topology import HASH_HEADER, Shards, ledger_queue
+from pubsubpy.topology import HASH_HEADER, Shards, binding_names, ledger_queue
 from pubsubpy.transports.base import QueueSpec
 
 __all__ = ["TopologyView", "describe", "to_json", "to_mermaid", "to_text"]
@@ -81,7 +81,7 @@ def describe(app: PubSub, publishes: Iterable[type[ModelEvent]] | None = None, *
         queues.append(_queue(app, topology.parked_queue, "parked", deadline))
     if app.settings.scheme != "memory":
         queues.append(_queue(app, QueueSpec(ledger_queue(main.name), main.arguments), "ledger", deadline))
-    stale = app.transport.recorded_bindings(topology, deadline=deadline) - topology.bindings
+    stale = app.transport.recorded_bindings(topology, deadline=deadline) - binding_names(topology)
     ordered = {sub.name for sub in app.router.subscriptions if sub.ordered} if topology.shards is not None else set()
     bindings = [BindingView(p, sorted(set(handlers.get(p, [])) - ordered)) for p in sorted(topology.bindings)]
     bindings += [BindingView(p, [], stale=True) for p in sorted(stale)]

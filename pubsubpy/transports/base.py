@@ -155,12 +155,14 @@ class Transport(Protocol):
         ...
 
     def recorded_bindings(self, topology: Topology, *, deadline: Deadline | None = None) -> set[str]:
-        """The patterns pubsubpy bound (and recorded) from ``topology.exchange`` to its queue."""
+        """The bindings pubsubpy made (and recorded) from ``topology.exchange``: patterns to its queue, and
+        ``"<pattern> -> <shards exchange>"`` (``topology.shard_binding``) to a shards exchange of any generation."""
         ...
 
     def prune_bindings(self, topology: Topology, patterns: Iterable[str], *,
                        deadline: Deadline | None = None) -> list[str]:
-        """Remove those of ``patterns`` that pubsubpy recorded binding; returns the ones removed."""
+        """Remove those of ``patterns`` (named as ``recorded_bindings`` names them) that pubsubpy recorded
+        binding; returns the ones removed."""
         ...
 
     def delete(self, topology: Topology, *, exchange: bool = False) -> None:

@@ -39,7 +39,7 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.topics import TopicTrie, topic_matches
-from pubsubpy.topology import SHARD_EXCHANGE_ARGUMENTS, SHARD_WEIGHT
+from pubsubpy.topology import SHARD_EXCHANGE_ARGUMENTS, SHARD_WEIGHT, SHARDS_ARROW, shard_binding
 from pubsubpy.transports.base import (
     Delivery,
     OutgoingMessage,
@@ -205,6 +205,11 @@ class MemoryBroker:
                 self.bind(exchange, queue, pattern)
             self._recorded.setdefault((exchange, queue), set()).update(patterns)
 
+    def record_names(self, exchange: str, queue: str, names: set[str]) -> None:
+        """Note bindings made otherwise (to a shards exchange), by the name ``stale_bindings`` gives them."""
+        with self._lock:
+            self._recorded.setdefault((exchange, queue), set()).update(names)
+
     def recorded(self, exchange: str, queue: str) -> set[str]:
         with self._lock:
             return set(self._recorded.get((exchange, queue), set()))
@@ -213,9 +218,14 @@ class MemoryBroker:
         with self._lock:
             recorded = self._recorded.get((exchange, queue), set())
             removed = sorted(patterns & recorded)
-            for pattern in removed:
-                self.unbind(exchange, queue, pattern)
-                recorded.discard(pattern)
+            for name in removed:
+                pattern, _, destination = name.partition(SHARDS_ARROW)
+                if destination:
+                    if destination in self._exchanges:
+                        self.unbind_exchange(destination, exchange, pattern)
+                else:
+                    self.unbind(exchange, queue, pattern)
+                recorded.discard(name)
             return removed
 
     def info(self, queue_name: str) -> tuple[int, int] | None:
@@ -545,6 +555,8 @@ class MemoryTransport:
                 broker.bind_exchange(shards.exchange, topology.exchange, pattern)
                 if shards.previous is not None:
                     broker.unbind_exchange(shards.previous, topology.exchange, pattern)
+            broker.record_names(topology.exchange, topology.queue.name,
+                                {shard_binding(p, shards.exchange) for p in shards.bindings})
             broker.declare_exchange(shards.presence, "fanout")
 
     def declare_listener(self, exchange: str, queue: QueueSpec, *, deadline: Deadline | None = None) -> None:

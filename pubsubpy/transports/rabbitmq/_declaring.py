@@ -37,15 +37,17 @@ from pubsubpy.topology import (
     NO_DELIVERY_LIMIT,
     SHARD_EXCHANGE_ARGUMENTS,
     SHARD_WEIGHT,
+    SHARDS_ARROW,
     Shards,
     at_least_once_policy,
     lazy_policy,
     ledger_queue,
     no_delivery_limit_policy,
+    shard_binding,
 )
 from pubsubpy.transports.base import Topology
 from pubsubpy.transports.rabbitmq._broker import Version, broker_arguments, broker_version
-from pubsubpy.transports.rabbitmq._ledger import append_records, held_records
+from pubsubpy.transports.rabbitmq._ledger import HeldRecords, append_records, held_records
 from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 
 __all__ = ["declare_topology", "prune_bindings", "recorded_bindings", "report_kept_queues"]
@@ -204,7 +206,26 @@ def _declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topolog
     with held_records(channel, ledger) as held:
         missing = (topology.bindings | bound_before) - held.patterns(topology.exchange)
         append_records(confirm, ledger, topology.exchange, missing)
+        if topology.shards is not None:  # recorded as (model exchange -> shards exchange, pattern)
+            via = _shards_key(topology.exchange, topology.shards.exchange)
+            append_records(confirm, ledger, via, topology.shards.bindings - held.patterns(via))
     return kept_without
+
+
+def _shards_key(exchange: str, shards_exchange: str) -> str:
+    """The ledger's ``exchange`` field for a binding from ``exchange`` to a shards exchange."""
+    return f"{exchange}{SHARDS_ARROW}{shards_exchange}"
+
+
+def _recorded(held: HeldRecords, exchange: str) -> dict[str, tuple[str, str]]:
+    """Every binding recorded from ``exchange``, by the name ``stale_bindings`` gives it: its record's key."""
+    found: dict[str, tuple[str, str]] = {}
+    for key, pattern in held.records():
+        if key == exchange:
+            found[pattern] = (key, pattern)
+        elif key.startswith(exchange + SHARDS_ARROW):
+            found[shard_binding(pattern, key[len(exchange + SHARDS_ARROW):])] = (key, pattern)
+    return found
 
 
 CONSISTENT_HASH_PLUGIN = "rabbitmq_consistent_hash_exchange"
@@ -249,17 +270,10 @@ def _declare_shards(channel: BlockingChannel, exchange: str, shards: Shards, ver
 
 def _unbind_previous(connection: pika.BlockingConnection, exchange: str, shards: Shards) -> None:
     """New events of the ordered patterns go to this generation only: the previous one keeps what it holds
-    until workers drain it. On a channel of its own: a previous exchange already deleted is a 404."""
-    channel = connection.channel()
-    try:
-        for pattern in sorted(shards.bindings):
-            channel.exchange_unbind(shards.previous, exchange, routing_key=pattern)
-    except pika.exceptions.ChannelClosedByBroker as exc:
-        if exc.reply_code != 404:
-            raise
-    finally:
-        if channel.is_open:
-            channel.close()
+    until workers drain it (its bindings' records stay in the ledger, for ``declare --prune`` to drop)."""
+    assert shards.previous is not None
+    for pattern in sorted(shards.bindings):
+        _unbind_exchange(connection, shards.previous, exchange, pattern)
 
 
 def report_kept_queues(topology: Topology, vhost: str, kept_without: set[str]) -> None:
@@ -284,20 +298,39 @@ def report_kept_queues(topology: Topology, vhost: str, kept_without: set[str]) -
 
 
 def recorded_bindings(channel: BlockingChannel, topology: Topology) -> set[str]:
-    """The patterns pubsubpy recorded binding from ``topology.exchange`` to the service queue."""
+    """The bindings pubsubpy recorded from ``topology.exchange``: patterns to the service queue, and
+    ``"<pattern> -> <shards exchange>"`` to a shards exchange of any generation."""
     ledger = _declare_ledger(channel, topology)
     with held_records(channel, ledger) as held:
-        return held.patterns(topology.exchange)
+        return set(_recorded(held, topology.exchange))
 
 
-def prune_bindings(channel: BlockingChannel, topology: Topology, patterns: Iterable[str]) -> list[str]:
-    """Unbind each of ``patterns`` that pubsubpy recorded; returns those it removed."""
+def prune_bindings(channel: BlockingChannel, topology: Topology, names: Iterable[str]) -> list[str]:
+    """Unbind each of ``names`` (as ``recorded_bindings`` names them) that pubsubpy recorded; returns those it
+    removed. A shards exchange deleted meanwhile is no error: its bindings went with it."""
     ledger = _declare_ledger(channel, topology)
     removed: list[str] = []
     with held_records(channel, ledger) as held:
-        recorded = held.patterns(topology.exchange)
-        for pattern in sorted(set(patterns) & recorded):
-            channel.queue_unbind(topology.queue.name, topology.exchange, routing_key=pattern)
-            held.forget(topology.exchange, pattern)
-            removed.append(pattern)
+        recorded = _recorded(held, topology.exchange)
+        for name in sorted(set(names) & set(recorded)):
+            key, pattern = recorded[name]
+            if key == topology.exchange:
+                channel.queue_unbind(topology.queue.name, topology.exchange, routing_key=pattern)
+            else:
+                _unbind_exchange(channel.connection, key[len(topology.exchange + SHARDS_ARROW):],
+                                 topology.exchange, pattern)
+            held.forget(key, pattern)
+            removed.append(name)
     return removed
+
+
+def _unbind_exchange(connection: pika.BlockingConnection, destination: str, source: str, pattern: str) -> None:
+    channel = connection.channel()  # a missing exchange (404) closes the channel that asks
+    try:
+        channel.exchange_unbind(destination, source, routing_key=pattern)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code != 404:
+            raise
+    finally:
+        if channel.is_open:
+            channel.close()

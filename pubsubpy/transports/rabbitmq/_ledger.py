@@ -62,6 +62,10 @@ class HeldRecords:
     def patterns(self, exchange: str) -> set[str]:
         return {pattern for ex, pattern in self._tags if ex == exchange}
 
+    def records(self) -> set[tuple[str, str]]:
+        """Every (exchange, pattern) held."""
+        return set(self._tags)
+
     def _take(self, tag: int, body: bytes) -> None:
         key = _parse(body)
         if key is None or key in self._tags:
