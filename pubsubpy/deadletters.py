@@ -293,7 +293,8 @@ class DeadLetterStore:
         queue = service_queue(self._service)
         exchange, routing_key, target = "", queue, f"service queue {queue!r}"
         if self._shards is not None and self._shards.takes(letter):  # to its key's shard, by its key header
-            exchange, routing_key, target = self._shards.exchange, letter.routing_key, f"exchange {exchange!r}"
+            exchange, routing_key = self._shards.exchange, letter.routing_key
+            target = f"exchange {exchange!r}"
         lost = self._transport.publish(
             [OutgoingMessage(exchange, routing_key, letter.body, letter.properties.with_headers(headers),
                              mandatory=True)],

@@ -218,3 +218,21 @@ def test_turning_shards_off_leaves_a_stale_binding_that_prune_removes() -> None:
     app.publish_model_event(ORDER, "updated", {"id": 1, "version": 1})
     assert broker.depth("billing.events") == 1
     assert broker.depth("billing.shard.0") + broker.depth("billing.shard.1") == 0, "nothing goes to the shards"
+
+
+def test_a_letter_replayed_through_shards_that_route_nowhere_names_the_shards_exchange() -> None:
+    from pubsubpy import PublishError, Reject
+
+    broker = MemoryBroker()
+    app = _app(broker, shards=2, max_attempts=1)
+
+    @app.subscribe("Order.updated", ordered=True)
+    def on_order(event: OrderUpdated) -> None:
+        raise Reject("dead-lettered at once")
+
+    app.declare()
+    app.publish_model_event(ORDER, "updated", {"id": 1, "version": 1})
+    assert app.drain(timeout=5).dead_lettered == 1
+    broker.delete(["billing.shard.0", "billing.shard.1"], [])  # the shards exchange now routes nowhere
+    with pytest.raises(PublishError, match=r"exchange 'billing\.shards' routed it nowhere"):
+        app.replay_dead_letters()
