@@ -96,13 +96,21 @@ class _Exchange:
         self.onward: dict[str, set[str]] = {}    # exchange -> patterns (exchange-to-exchange bindings)
         self.trie: TopicTrie[str] | None = None
         self.routes: dict[str, list[str]] = {}  # routing key -> queues, until the bindings change
+        self.onward_routes: dict[str, list[str]] = {}  # routing key -> exchanges, until the bindings change
 
     def changed(self) -> None:
         self.trie = None
         self.routes.clear()
+        self.onward_routes.clear()
 
     def onward_exchanges(self, routing_key: str) -> list[str]:
-        return [name for name, patterns in self.onward.items() if any(topic_matches(p, routing_key) for p in patterns)]
+        found = self.onward_routes.get(routing_key)
+        if found is None:
+            found = [name for name, patterns in self.onward.items()
+                     if any(topic_matches(p, routing_key) for p in patterns)]
+            if len(self.onward_routes) < 10_000:
+                self.onward_routes[routing_key] = found
+        return found
 
     def route(self, routing_key: str, headers: Mapping[str, Any] | None = None) -> list[str]:
         if self.kind == "fanout":
