@@ -12,11 +12,13 @@ from typing import Any
 
 from typing_extensions import Unpack
 
+from pubsubpy._replay.runner import Progress
+from pubsubpy._replay.window import Point
 from pubsubpy.app import F, PubSub
 from pubsubpy.deadletters import DeadLetter
 from pubsubpy.deadline import Deadline
 from pubsubpy.inbox import Inbox
-from pubsubpy.messages import DrainResult
+from pubsubpy.messages import DrainResult, ReplayResult
 from pubsubpy.middleware import Middleware
 from pubsubpy.publisher import EventSpec
 from pubsubpy.router import ExceptionTypes
@@ -26,8 +28,8 @@ from pubsubpy.transports.base import Topology, Transport
 
 __all__ = [
     "apublish_model_event", "close", "dead_letter_count", "declare", "drain", "get_default", "init",
-    "list_dead_letters", "publish_many", "publish_model_event", "purge_dead_letters", "replay_dead_letters", "run",
-    "stale_bindings", "subscribe"]
+    "list_dead_letters", "publish_many", "publish_model_event", "purge_dead_letters", "replay", "replay_dead_letters",
+    "run", "stale_bindings", "subscribe"]
 
 _default = PubSub.unconfigured()
 
@@ -336,7 +338,7 @@ def drain(
     return _default.drain(max_messages=max_messages, timeout=timeout, concurrency=concurrency, on_message=on_message)
 
 
-def run(concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
+def run(concurrency: int = 1, stop: threading.Event | None = None, *, backfill: Point | None = None) -> DrainResult:
     """Consume until ``stop`` is set (or SIGTERM/SIGINT, when called in the main thread).
 
     Up to ``concurrency`` handlers run at once, on threads. Unless ``prefetch`` was set, the
@@ -348,17 +350,64 @@ def run(concurrency: int = 1, stop: threading.Event | None = None) -> DrainResul
     running handlers finish and are acked. A handler still running after ``shutdown_timeout``, or a
     second signal, forces the stop: its message goes back unacked.
 
+    ``backfill`` (a new service's first start): replay the event log from then first, and hand over to the
+    live queue with no gap and no event run twice (see ``replay()`` and the replay how-to).
+
     Args:
         concurrency: handlers running at once, on threads.
         stop: set it to stop the worker.
+        backfill: the forms of ``replay(since=...)``; None: no replay.
 
     Returns:
-        A ``DrainResult`` of what the worker did.
+        A ``DrainResult`` of what the worker did (the backfill's events not counted).
 
     Raises:
         ConfigurationError: as ``drain()``, or ``concurrency`` below 1.
+        LogGap, ReplayStopped: as ``replay()``, for the backfill.
     """
-    return _default.run(concurrency, stop)
+    return _default.run(concurrency, stop, backfill=backfill)
+
+
+def replay(
+    since: Point,
+    until: Point | None = None,
+    patterns: Collection[str] | None = None,
+    *,
+    dry_run: bool = False,
+    allow_gap: bool = False,
+    progress: Progress | None = None,
+    stop: threading.Event | None = None,
+) -> ReplayResult:
+    """Run this service's handlers over the event log (``event_log``) from ``since``, in log order.
+
+    For a service that starts late, a database restored from a backup, a read model rebuilt: the events
+    published in ``[since, until]`` (by their publish time) go through the same engine as live ones
+    (validation, upcasting, middleware, the inbox), one at a time. Events an idempotent subscription's inbox
+    already holds are skipped (a late join, a resume); the same message id twice in the log runs once. A failed
+    handler is retried in place after the retry delay, up to its attempts, then dead-lettered with
+    ``pubsubpy-replayed`` (the replay's id). Nothing enters the live queue. Reads up to the moment it starts
+    (a marker it writes into the log); what comes later is the live queue's.
+
+    Args:
+        since: a datetime (naive is UTC), a timedelta or a duration before now (``"7d"``, ``"12h"``), or an ISO
+            8601 time (``"2026-12-01T00:00Z"``).
+        until: the same forms; None: up to now.
+        patterns: replay only the subscriptions of these patterns (each must be subscribed here).
+        dry_run: run no handler; count what would run, dead-letter, or was outside the window.
+        allow_gap: replay what is left when retention dropped the start of the window.
+        progress: called after each event with the running result and the share of the window read.
+        stop: set it to stop the replay (``ReplayStopped``).
+
+    Returns:
+        A ``ReplayResult`` (a ``DrainResult`` with the window, what was read and skipped, and per-key counts).
+
+    Raises:
+        ConfigurationError: as ``drain()``; a bad ``since``/``until``/``patterns``; no event log on the broker.
+        LogGap: retention dropped the start of the window (and not ``allow_gap``).
+        ReplayStopped: a handler's dependency is down (``pause_on``), ``stop`` was set, or the log stopped
+            delivering; ``resume_from`` says where to start again.
+    """
+    return _default.replay(since, until, patterns, dry_run=dry_run, allow_gap=allow_gap, progress=progress, stop=stop)
 
 
 def list_dead_letters(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import functools
 import logging
 import os
@@ -24,20 +25,23 @@ from pubsubpy._consume.loop import LoopHandoff, LoopMode, LoopOptions, consume_q
 from pubsubpy._consume.shards import ShardWorkers, merged, previous_shard_queues
 from pubsubpy._credentials import resolve_url
 from pubsubpy._engine import Engine, Item, Verdict
+from pubsubpy._replay.handover import backfill
+from pubsubpy._replay.runner import LogReplay, Progress, ReplayOptions
+from pubsubpy._replay.window import Point, parse_point
 from pubsubpy._worker import handle_signals, worker_prefetch
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore, ShardedReplay
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox, OrderedInbox
-from pubsubpy.messages import DrainResult
+from pubsubpy.messages import DrainResult, ReplayResult
 from pubsubpy.middleware import Middleware, MiddlewareChain, PublishContext
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
 from pubsubpy.router import ExceptionTypes, Router
 from pubsubpy.schemas import ModelEvent, SchemaRegistry, default_catalog
 from pubsubpy.settings import Settings, SettingsOptions
 from pubsubpy.telemetry import telemetry_middleware
-from pubsubpy.topology import SHARDS_ARROW, binding_names, build_topology, service_queue
+from pubsubpy.topology import SHARDS_ARROW, binding_names, build_topology, event_log, event_log_name, service_queue
 from pubsubpy.transports import make_transport
 from pubsubpy.transports.base import OutgoingMessage, Topology, Transport
 
@@ -352,6 +356,7 @@ class PubSub:
             raise ConfigurationError(f"prune takes True or a collection of patterns, not the string {prune!r}")
         topology = self.topology()
         self.transport.declare(topology, deadline=deadline)
+        self._declare_log(deadline)
         with self._lock:
             self._declared = topology
             self._exchange_ready = True
@@ -419,9 +424,16 @@ class PubSub:
             return
         if self._router.subscriptions and self.settings.service_name is not None:
             self._ensure_declared()
-        else:
+        elif not self._declare_log(None):
             self.transport.declare_exchange(self.settings.model_exchange)
         self._exchange_ready = True
+
+    def _declare_log(self, deadline: Deadline | None) -> bool:
+        """With ``event_log`` set: the exchange, and the event log bound from it (False: no log)."""
+        stream = event_log(self.settings)
+        if stream is not None:
+            self.transport.declare_log(self.settings.model_exchange, stream, deadline=deadline)
+        return stream is not None
 
     def publish_model_event(self, model: str, event: str, obj: Any, *, version: int | None = None,
                             headers: Mapping[str, str | int | bool] | None = None,
@@ -587,7 +599,8 @@ class PubSub:
         total.seconds = sum(r.seconds for r in results)
         return total
 
-    def run(self, concurrency: int = 1, stop: threading.Event | None = None) -> DrainResult:
+    def run(self, concurrency: int = 1, stop: threading.Event | None = None, *,
+            backfill: Point | None = None) -> DrainResult:
         """Consume until ``stop`` is set (or SIGTERM/SIGINT, when called in the main thread).
 
         Up to ``concurrency`` handlers run at once, on threads. Unless ``prefetch`` was set, the
@@ -599,23 +612,40 @@ class PubSub:
         running handlers finish and are acked. A handler still running after ``shutdown_timeout``, or a
         second signal, forces the stop: its message goes back unacked.
 
+        ``backfill`` (a new service's first start): replay the event log from then first, and hand over to the
+        live queue with no gap and no event run twice (see ``replay()`` and the replay how-to).
+
         Args:
             concurrency: handlers running at once, on threads.
             stop: set it to stop the worker.
+            backfill: the forms of ``replay(since=...)``; None: no replay.
 
         Returns:
-            A ``DrainResult`` of what the worker did.
+            A ``DrainResult`` of what the worker did (the backfill's events not counted).
 
         Raises:
             ConfigurationError: as ``drain()``, or ``concurrency`` below 1.
+            LogGap, ReplayStopped: as ``replay()``, for the backfill.
         """
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
         stop = stop if stop is not None else threading.Event()
-        return self.run_with(None, concurrency, stop, threading.Event(), signals=True)
+        skip = self._backfill(backfill, stop=stop)[1] if backfill is not None else None
+        return self.run_with(None, concurrency, stop, threading.Event(), signals=True, skip_ids=skip)
+
+    def _backfill(self, since: Point, *, progress: Progress | None = None, allow_gap: bool = False,
+                 stop: threading.Event | None = None) -> tuple[ReplayResult, frozenset[str]]:
+        """The replay before a worker's live loop (``run(backfill=...)``): its result, and the ids of the events it
+        ran that the live queue also holds, for the loop to skip (``pubsubpy/_replay/handover.py``)."""
+        service, engine, router = self._replay_engine(None)
+        options = ReplayOptions(parse_point(since, dt.datetime.now(dt.timezone.utc)), allow_gap=allow_gap,
+                                progress=progress, stop=stop, prefetch=self.settings.prefetch)
+        stream = event_log_name(self.settings.model_exchange)
+        return backfill(self.transport, stream, self._ensure_declared, lambda made: LogReplay(
+            self.settings, service, self.transport, engine, router, made), options)
 
     def run_with(self, handoff: LoopHandoff | None, concurrency: int, stop: threading.Event, force: threading.Event,
-                 *, signals: bool) -> DrainResult:
+                 *, signals: bool, skip_ids: frozenset[str] | None = None) -> DrainResult:
         """``run()`` for a runtime with an event loop for ``async def`` handlers (``handoff``; ``AsyncPubSub.run``
         and ``pubsubpy worker`` are the ways in for users): ``force`` cuts the grace period short, and
         ``signals`` installs SIGTERM/SIGINT handlers (main thread only)."""
@@ -628,7 +658,7 @@ class PubSub:
                      service_queue(service), ", ".join(sorted(self._router.patterns)), concurrency, prefetch)
             options = LoopOptions(prefetch, concurrency, mode=LoopMode.WORK, stop=stop, force=force,
                                   middleware=self._middleware, health=self.health, declare=self._ensure_declared,
-                                  redeclare=self._redeclare, work_chunk=work_chunk)
+                                  redeclare=self._redeclare, work_chunk=work_chunk, skip_ids=skip_ids)
             shards = self.topology().shards if self._sharded() else None
             workers = None if shards is None else ShardWorkers(
                 settings, service, self.transport, shards, functools.partial(self._shard_engine, handoff), options)
@@ -642,6 +672,66 @@ class PubSub:
                 result = merged([result, sharded])
         log.info("worker stopped (%s): %s", result.stopped_by, result)
         return result
+
+    def replay(self, since: Point, until: Point | None = None, patterns: Collection[str] | None = None, *,
+               dry_run: bool = False, allow_gap: bool = False, progress: Progress | None = None,
+               stop: threading.Event | None = None) -> ReplayResult:
+        """Run this service's handlers over the event log (``event_log``) from ``since``, in log order.
+
+        For a service that starts late, a database restored from a backup, a read model rebuilt: the events
+        published in ``[since, until]`` (by their publish time) go through the same engine as live ones
+        (validation, upcasting, middleware, the inbox), one at a time. Events an idempotent subscription's inbox
+        already holds are skipped (a late join, a resume); the same message id twice in the log runs once. A failed
+        handler is retried in place after the retry delay, up to its attempts, then dead-lettered with
+        ``pubsubpy-replayed`` (the replay's id). Nothing enters the live queue. Reads up to the moment it starts
+        (a marker it writes into the log); what comes later is the live queue's.
+
+        Args:
+            since: a datetime (naive is UTC), a timedelta or a duration before now (``"7d"``, ``"12h"``), or an ISO
+                8601 time (``"2026-12-01T00:00Z"``).
+            until: the same forms; None: up to now.
+            patterns: replay only the subscriptions of these patterns (each must be subscribed here).
+            dry_run: run no handler; count what would run, dead-letter, or was outside the window.
+            allow_gap: replay what is left when retention dropped the start of the window.
+            progress: called after each event with the running result and the share of the window read.
+            stop: set it to stop the replay (``ReplayStopped``).
+
+        Returns:
+            A ``ReplayResult`` (a ``DrainResult`` with the window, what was read and skipped, and per-key counts).
+
+        Raises:
+            ConfigurationError: as ``drain()``; a bad ``since``/``until``/``patterns``; no event log on the broker.
+            LogGap: retention dropped the start of the window (and not ``allow_gap``).
+            ReplayStopped: a handler's dependency is down (``pause_on``), ``stop`` was set, or the log stopped
+                delivering; ``resume_from`` says where to start again.
+        """
+        service, engine, router = self._replay_engine(patterns)
+        now = dt.datetime.now(dt.timezone.utc)
+        options = ReplayOptions(parse_point(since, now), None if until is None else parse_point(until, now, "until"),
+                                dry_run=dry_run, allow_gap=allow_gap, progress=progress, stop=stop,
+                                prefetch=self.settings.prefetch)
+        if not dry_run:
+            self._ensure_declared()  # its dead-letter exchange; the queue buffers live events from now on
+        return LogReplay(self.settings, service, self.transport, engine, router, options).run()
+
+    def _replay_engine(self, patterns: Collection[str] | None) -> tuple[str, Engine, Router]:
+        """The engine a replay runs: the subscriptions of ``patterns`` (all: None), a key no schema here knows
+        dead-lettered at once (no other version will take it from the log)."""
+        service, _, _ = self._prepare_consumer(None)
+        router = self._router
+        if patterns is not None:
+            if isinstance(patterns, str):
+                raise ConfigurationError(f"patterns takes a collection of patterns, not the string {patterns!r}")
+            unknown = sorted(set(patterns) - router.patterns)
+            if unknown:
+                raise ConfigurationError(f"pattern(s) {', '.join(unknown)} are not subscribed here; the subscribed "
+                                         f"ones are {', '.join(sorted(router.patterns))}")
+            wanted = frozenset(patterns)
+            router = router.subset(lambda sub: sub.pattern in wanted)
+        settings = self.settings.model_copy(update={"unknown_key_window": 0.0})
+        engine = Engine(settings, router, self._registry, self._inbox, self._middleware, event_log_name(
+            self.settings.model_exchange))
+        return service, engine, router
 
     def _redeclare(self, deadline: Deadline | None) -> None:
         """The broker cancelled the consumer (its queue was deleted): declare everything again."""

@@ -64,6 +64,8 @@ H_PUBLISHED_AT = "pubsubpy-published-at"      # epoch milliseconds (the AMQP tim
 H_KEY = "pubsubpy-key"                        # ordering key: "<model path>:<key field's value>"
 H_SEQUENCE = "pubsubpy-sequence"              # per-key sequence, an integer in [0, 2**63), growing in commit order
 H_PROBE = "pubsubpy-probe"                    # a parked message moved back to test a paused subscription
+H_REPLAYED = "pubsubpy-replayed"              # a replay's dead letter: the replay's id
+H_LOG_MARKER = "pubsubpy-log-marker"          # a replay's marker in the event log (never an event): its id
 H_COPY = "pubsubpy-copy-id"                   # fresh on every retry/deferral/dead-letter/replay copy, so a
                                               # consumer tells a redelivered copy from a later copy of it
 
@@ -71,7 +73,8 @@ H_COPY = "pubsubpy-copy-id"                   # fresh on every retry/deferral/de
 _DEAD_LETTER_HEADERS = (H_REASON, H_ERROR, H_QUEUE, H_DEAD_LETTERED_AT, H_DEFERRED_SINCE, H_DEFERRALS, H_COPY,
                         H_PROBE)
 _BROKER_HEADERS = ("x-death", "x-first-death-exchange", "x-first-death-queue", "x-first-death-reason",
-                   "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count")
+                   "x-last-death-exchange", "x-last-death-queue", "x-last-death-reason", "x-delivery-count",
+                   "x-stream-offset")
 
 
 def new_message_id() -> str:

@@ -22,6 +22,9 @@ PubSubError
 │       └── ConfirmTimeout      no confirm in time: the outcome is unknown
 ├── HandlerCancelled            an async def handler's run was cancelled (retried)
 ├── TimeLimitExceeded           a handler ran past its time_limit (retried, then time_limit)
+├── ReplayError                 a replay of the event log could not go on
+│   ├── LogGap                  the log no longer holds the start of the window (retention)
+│   └── ReplayStopped           a handler's dependency is down, or the log stopped delivering
 └── Reject                      raised by a handler: dead-letter this message now
 ```
 
@@ -31,6 +34,7 @@ edge, keeping the original as ``__cause__``.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 
 
@@ -177,3 +181,28 @@ class TimeLimitExceeded(PubSubError):
     else dead-lettered as ``time_limit``). A synchronous handler's thread is abandoned, not killed (Python
     cannot kill a thread): it runs on, and an effect it commits late races the message's retry unless the
     handler is ``idempotent=True``. An ``async def`` handler is cancelled."""
+
+
+class ReplayError(PubSubError):
+    """A replay of the event log (``replay()``, ``pubsubpy replay``, ``worker --backfill``) could not go on;
+    what it ran before is kept (an idempotent subscription skips it when the replay runs again)."""
+
+
+class LogGap(ReplayError):
+    """Retention has dropped the start of the replay's window: the log's oldest event is newer than ``since``.
+    ``since`` and ``oldest`` say by how much; ``allow_gap=True`` (``--allow-gap``) replays what is left."""
+
+    def __init__(self, message: str, since: dt.datetime, oldest: dt.datetime) -> None:
+        super().__init__(message)
+        self.since = since
+        self.oldest = oldest
+
+
+class ReplayStopped(ReplayError):
+    """The replay stopped before its end: a handler's dependency is down (one of its ``pause_on``
+    exceptions), the replay was stopped, or the log stopped delivering. ``resume_from`` is the publish time of
+    the first event not settled, for ``since`` of the next run."""
+
+    def __init__(self, message: str, resume_from: dt.datetime | None) -> None:
+        super().__init__(message)
+        self.resume_from = resume_from

@@ -22,8 +22,18 @@ from typing import Any
 
 from pubsubpy.envelope import Properties
 
-__all__ = ["HANDLED", "TAG_BITS", "Delivery", "DrainResult", "HandlerResult", "MessageInfo", "Outcome",
-           "OutgoingMessage", "Reason"]
+__all__ = [
+    "HANDLED",
+    "TAG_BITS",
+    "Delivery",
+    "DrainResult",
+    "HandlerResult",
+    "MessageInfo",
+    "Outcome",
+    "OutgoingMessage",
+    "Reason",
+    "ReplayResult",
+]
 
 @dataclass(frozen=True, slots=True)
 class MessageInfo:
@@ -194,6 +204,50 @@ class DrainResult:
         if self.abandoned:
             text += f"; {self.abandoned} unfinished handler(s) abandoned, their messages returned"
         return text
+
+
+@dataclass
+class ReplayResult(DrainResult):
+    """What a replay of the event log did (``replay()``): a ``DrainResult`` of the events it ran, and what it
+    read around them. ``str()`` adds the window and the skipped counts.
+
+    A dry run (``dry_run=True``) runs no handler: ``handled`` then counts the events that would run,
+    ``dead_lettered`` and ``reasons`` those that would be dead-lettered before any handler ran."""
+
+    replay_id: str = ""
+    """Names this replay: its dead letters carry it in ``pubsubpy-replayed``."""
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    read: int = 0
+    """Messages read from the log, markers and events outside the window included."""
+    outside: int = 0
+    """Events read whose publish time is outside ``[since, until]``."""
+    unsubscribed: int = 0
+    """Events in the window that no subscription replayed here matches."""
+    repeated: int = 0
+    """Events whose message id the log held twice (a relay re-send): run once."""
+    first_at: dt.datetime | None = None
+    """Publish time of the first event in the window."""
+    last_at: dt.datetime | None = None
+    """Publish time of the last event in the window."""
+    gap: dt.timedelta | None = None
+    """How much of the window retention had dropped (``allow_gap=True``); None: none."""
+    keys: dict[str, int] = field(default_factory=dict)
+    """Events in the window by routing key (those it ran or would run)."""
+    dry_run: bool = False
+
+    def __str__(self) -> str:
+        window = f"{_iso(self.first_at)} .. {_iso(self.last_at)}" if self.first_at else "no event in the window"
+        text = ("dry run: " if self.dry_run else "") + super().__str__()
+        text += f"; read {self.read} from the log ({window}), {self.outside} outside the window, " \
+                f"{self.unsubscribed} not subscribed, {self.repeated} repeated ids"
+        if self.gap is not None:
+            text += f"; retention gap of {self.gap} at the start"
+        return text
+
+
+def _iso(at: dt.datetime | None) -> str:
+    return at.isoformat(timespec="seconds") if at is not None else "-"
 
 
 @dataclass(frozen=True, slots=True)

@@ -235,6 +235,18 @@ class Settings(BaseModel):
     bindings to it, and workers finish the previous generation's queues before they consume the new ones, so
     every key keeps its order (see the ordering page)."""
 
+    event_log: str | None = Field(default=None, pattern=r"^[1-9][0-9]{0,5}(Y|M|D|h|m|s)$")
+    """Keep every event published to ``model_exchange`` in the stream ``<exchange>.log`` for this long (RabbitMQ's
+    ``x-max-age``: ``"7D"``, ``"12h"``, ``"30m"``; units ``Y M D h m s``), so a service that starts late, or
+    rebuilds a read model, replays its history (``replay()``, ``pubsubpy replay``, ``pubsubpy worker
+    --backfill``). Set on the publishing side: the first publish or ``declare()`` declares the stream and binds
+    it with ``#``; from then on a publish is confirmed only once the log stored it too. ``None`` (the default):
+    no log. See the replay how-to for sizing."""
+
+    event_log_bytes: int | None = Field(default=None, ge=1_000_000)
+    """A cap on the event log's size on disk, in bytes (``x-max-length-bytes``): the oldest events go first once
+    it is reached, whatever their age. ``None``: age alone (``event_log``) bounds it."""
+
     on_unroutable: Literal["ignore", "warn", "raise"] = "warn"
     """What a publish does when no queue is bound for its routing key: ``"ignore"``, ``"warn"`` (log
     a warning) or ``"raise"`` (``UnroutableMessage``)."""
@@ -424,6 +436,8 @@ class SettingsOptions(TypedDict, total=False):
     delivery_limit: int
     shards: int
     shards_version: int
+    event_log: str | None
+    event_log_bytes: int | None
     on_unroutable: Literal["ignore", "warn", "raise"]
     connect_timeout: float
     heartbeat: int

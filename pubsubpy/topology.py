@@ -18,6 +18,9 @@ For ``service_name="billing"``:
   ``billing.shard.<n>``     N queues (weight 1 each), single-active-consumer: one worker at a time
   ``billing.presence``      fanout: live workers announce themselves (``_consume/shards.py``)
 
+And, with ``event_log`` set (by publishers; not per service): ``<exchange>.log``, a stream bound from the
+model exchange with ``#``, which keeps every event for replay (``pubsubpy/_replay``).
+
 Classic dead-letter and retry queues are lazy (``x-queue-mode: lazy``): they
 park messages that nobody consumes for a while, which RabbitMQ before 3.12
 would otherwise keep in memory as well as on disk (3.12 and later ignore the
@@ -55,6 +58,9 @@ __all__ = [
     "dead_letter_exchange",
     "dead_letter_queue",
     "deferral_delay_ms",
+    "event_log",
+    "event_log_name",
+    "event_log_policy",
     "lazy_policy",
     "ledger_queue",
     "no_delivery_limit_policy",
@@ -255,6 +261,32 @@ def no_delivery_limit_policy(service: str, vhost: str = "/") -> str:
     """The ``rabbitmqctl`` command that lifts the delivery limit of a service's existing quorum dead-letter
     queue (declared before pubsubpy declared ``NO_DELIVERY_LIMIT``), in place, on RabbitMQ 4.0+."""
     return _policy(service, vhost, "no-delivery-limit", "dead-letters", {"delivery-limit": -1})
+
+
+def event_log(settings: Settings) -> QueueSpec | None:
+    """The stream ``<exchange>.log`` with ``event_log`` set: its retention as arguments, which a policy named
+    ``pubsubpy-<exchange>-log`` overrides in place (``event_log_policy``; a stream's arguments never change)."""
+    if settings.event_log is None:
+        return None
+    arguments: dict[str, Any] = {"x-queue-type": "stream", "x-max-age": settings.event_log}
+    if settings.event_log_bytes is not None:
+        arguments["x-max-length-bytes"] = settings.event_log_bytes
+    return QueueSpec(event_log_name(settings.model_exchange), arguments)
+
+
+def event_log_name(exchange: str) -> str:
+    return f"{exchange}.log"
+
+
+def event_log_policy(exchange: str, max_age: str, max_bytes: int | None = None, vhost: str = "/") -> str:
+    """The ``rabbitmqctl`` command that sets the event log's retention in place (a policy wins over the
+    arguments the stream was declared with)."""
+    definition: dict[str, object] = {"max-age": max_age}
+    if max_bytes is not None:
+        definition["max-length-bytes"] = max_bytes
+    name, pattern = f"pubsubpy-{exchange}-log", f"^{re.escape(event_log_name(exchange))}$"
+    return (f"rabbitmqctl set_policy -p {shlex.quote(vhost)} --apply-to queues "
+            f"{shlex.quote(name)} {shlex.quote(pattern)} {shlex.quote(json.dumps(definition))}")
 
 
 def _queue_arguments(settings: Settings, extra: dict[str, Any] | None = None, *, parks: bool = False) -> dict[str, Any]:

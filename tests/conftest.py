@@ -171,7 +171,7 @@ class Names:
         connection = pika.BlockingConnection(pika.URLParameters(RABBIT_URL))
         try:
             channel = connection.channel()
-            queues = list(self.queues)
+            queues = list(self.queues) + [f"{exchange}.log" for exchange in self.exchanges]  # event logs
             for service in self.services:
                 queues += [f"{service}.events", f"{service}.dead-letters", f"{service}.events.ledger"]
                 queues += [f"{service}.retry.{ms}ms" for ms in _retry_levels()]

@@ -109,6 +109,7 @@ class LoopOptions:
     work_chunk: ChunkWork[Item, Verdict] | None = None  # async handlers: a chunk at a time (pubsubpy.aio)
     queue: str | None = None  # what to consume; None: the service queue (a shard queue's loop names its own)
     hand_over: bool = False   # a shard: close by releasing (``Consumer.release``), for the next worker to take
+    skip_ids: frozenset[str] | None = None  # events a backfill ran (``_replay/handover.py``): acked, not run
 
 
 class LoopHandoff(Protocol):
@@ -397,16 +398,22 @@ class _Loop:
         if not self.parked:  # with deliveries parked, what arrived since is taken in the next wait
             self.take_buffered(consumer)
         batch: list[Item] = []
+        skip = self.options.skip_ids
         while self.parked and self.may_take():
             delivery = self.parked.popleft()
             self.taken += 1
             self.session_taken += 1
-            if delivery.redelivered and delivery in self.recent:
+            if (delivery.redelivered and delivery in self.recent) or (skip is not None and self.replayed(delivery)):
                 consumer.ack(delivery.tag)
                 self.result.duplicates += 1
                 continue
             batch.append(delivery)
         executor.submit(batch if self.lanes is None else self.lanes.admit(cast(list[Delivery], batch)))
+
+    def replayed(self, delivery: Delivery) -> bool:
+        """An event the backfill before this loop ran (an original, never a retry copy of it)."""
+        skip = self.options.skip_ids
+        return skip is not None and delivery.exchange != "" and delivery.properties.message_id in skip
 
     def wait(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         self.waited = True

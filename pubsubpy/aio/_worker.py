@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import threading
 
+from pubsubpy._replay.window import Point
 from pubsubpy._worker import handle_signals
 from pubsubpy.aio._handoff import LoopHandoff
 from pubsubpy.app import PubSub
@@ -20,12 +21,16 @@ from pubsubpy.messages import DrainResult
 __all__ = ["run_worker"]
 
 
-def run_worker(app: PubSub, concurrency: int = 1) -> DrainResult:
-    """``app.run(concurrency)``, with an event loop for its ``async def`` handlers when it has any."""
+def run_worker(app: PubSub, concurrency: int = 1, backfill: Point | None = None) -> DrainResult:
+    """``app.run(concurrency, backfill=...)``, with an event loop for its ``async def`` handlers when it has any
+    (a backfill runs synchronous handlers only: ``replay()`` refuses ``async def`` ones)."""
     if concurrency < 1:
         raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
     if not any(sub.is_async for sub in app.router.subscriptions):
-        return app.run(concurrency=concurrency)
+        return app.run(concurrency=concurrency, backfill=backfill)
+    if backfill is not None:
+        raise ConfigurationError("--backfill replays the log through synchronous handlers; this service has async "
+                                 "def handlers (replay them with a PubSub whose handlers are def)")
     stop, force = threading.Event(), threading.Event()
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="pubsubpy-handler-loop", daemon=True)

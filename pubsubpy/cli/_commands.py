@@ -1,4 +1,5 @@
-"""The ``pubsubpy`` command's click group: demo, declare, publish, topology, drain, worker, dlq, schema, ordered.
+"""The ``pubsubpy`` command's click group: demo, declare, publish, topology, drain, worker, replay, dlq, schema,
+ordered.
 
 Connection options are shared by every command and read from the environment
 when not given: ``PUBSUBPY_URL``, ``PUBSUBPY_EXCHANGE``, ``PUBSUBPY_SERVICE``.
@@ -259,8 +260,10 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
     @click.option("--metrics-port", type=click.IntRange(min=0, max=65535), default=None,
                   help="serve Prometheus /metrics and a /healthz readiness probe on this port "
                        "(needs pubsubpy-events[prometheus])")
+    @click.option("--backfill", default=None, help="first start of a service: replay the event log from this "
+                                                   "far back (7d, or an ISO time), then go live with no gap")
     def worker(url: str | None, exchange: str | None, service: str | None, app_path: str | None,
-               concurrency: int, metrics_port: int | None) -> None:
+               concurrency: int, metrics_port: int | None, backfill: str | None) -> None:
         from pubsubpy._worker import exit_code
         from pubsubpy.aio._worker import run_worker
 
@@ -275,7 +278,7 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
 
                 server = serve_metrics(app, metrics_port)
             try:
-                result = run_worker(app, concurrency)  # an event loop too, for async def handlers
+                result = run_worker(app, concurrency, backfill)  # an event loop too, for async def handlers
             finally:
                 if server is not None:
                     server.close()
@@ -283,6 +286,10 @@ def _build(extra: Iterable[click.Command]) -> click.Group:
             return exit_code(result)
 
         run_action(action)
+
+    from pubsubpy.cli._replay import register_replay_command
+
+    register_replay_command(cli, with_connection, _load_app, run_action)
 
     @cli.group(help="Dead letters: list, show, replay, purge.", context_settings=CONTEXT_SETTINGS)
     def dlq() -> None:

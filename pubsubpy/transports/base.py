@@ -29,6 +29,10 @@ Semantics every transport keeps:
   drain with ``max_messages``), so it never holds messages it will not handle
   while competing consumers find the queue empty.
 - A queue's ``x-dead-letter-exchange`` receives what it rejects or expires.
+- A stream (the event log, ``declare_log``) keeps what it holds: ``consume(stream, ..., offset=...)`` reads
+  it from ``offset`` (``"first"``, ``"next"``, an offset, or a ``datetime``: the first chunk stored at or
+  after it, to the second), each delivery's ``x-stream-offset`` header naming its place; acks only make room
+  in the window, and a nack is refused. Headers holding arrays or tables are dropped on the way in.
 - ``declare`` only adds: exchanges, queues and the topology's bindings, each
   binding recorded as made by pubsubpy. Nothing but ``prune_bindings`` removes
   a binding, and it removes only recorded ones (never one made by hand).
@@ -36,6 +40,7 @@ Semantics every transport keeps:
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -45,8 +50,11 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.messages import TAG_BITS, Delivery, OutgoingMessage
 from pubsubpy.topology import QueueSpec, Topology  # what ``declare`` takes; defined with the names
 
-__all__ = ["TAG_BITS", "Consumer", "Delivery", "OutgoingMessage", "QueueInfo", "QueueSpec", "Redeclare", "Topology",
-           "Transport", "next_delivery", "topology_exchanges", "topology_queues"]
+__all__ = ["TAG_BITS", "Consumer", "Delivery", "LogOffset", "OutgoingMessage", "QueueInfo", "QueueSpec", "Redeclare",
+           "Topology", "Transport", "next_delivery", "topology_exchanges", "topology_queues"]
+
+LogOffset = int | str | dt.datetime
+"""Where a stream consumer attaches: ``"first"``, ``"next"``, an offset, or a time (``x-stream-offset``)."""
 
 Redeclare = Callable[[Deadline | None], None]
 """Declares a consumer's topology again (its queue was deleted under it), within the deadline given."""
@@ -135,6 +143,11 @@ class Transport(Protocol):
         nobody consumes it) bound to it: how a worker hears the others (``_consume/presence.py``)."""
         ...
 
+    def declare_log(self, exchange: str, stream: QueueSpec, *, deadline: Deadline | None = None) -> None:
+        """The topic ``exchange`` and the event log ``stream`` bound from it with ``#``. A stream that exists
+        with other arguments is kept as it is (a warning names the policy that changes it)."""
+        ...
+
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]: ...
 
     def begin_publish(self, messages: Sequence[OutgoingMessage], *,
@@ -143,9 +156,12 @@ class Transport(Protocol):
         ...
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
-                deadline: Deadline | None = None, redeclare: Redeclare | None = None) -> Consumer:
+                deadline: Deadline | None = None, redeclare: Redeclare | None = None,
+                offset: LogOffset | None = None) -> Consumer:
         """A consumer of ``queue``. With ``recover`` it reconnects by itself; a consumer the broker
-        cancels (its queue deleted) calls ``redeclare`` (declare the topology again), then consumes on."""
+        cancels (its queue deleted) calls ``redeclare`` (declare the topology again), then consumes on.
+        ``offset``: ``queue`` is a stream, read from there (with ``recover=False``: a reconnect would read
+        from ``offset`` again)."""
         ...
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int: ...

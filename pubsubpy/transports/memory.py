@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import logging
 import threading
 import time
 import zlib
@@ -40,8 +41,10 @@ from pubsubpy.envelope import Properties
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.topics import TopicTrie, topic_matches
 from pubsubpy.topology import SHARD_EXCHANGE_ARGUMENTS, SHARD_WEIGHT, SHARDS_ARROW, shard_binding
+from pubsubpy.transports._memory_stream import MemoryLog, MemoryLogConsumer, is_stream
 from pubsubpy.transports.base import (
     Delivery,
+    LogOffset,
     OutgoingMessage,
     PendingPublish,
     QueueInfo,
@@ -55,6 +58,8 @@ from pubsubpy.transports.base import (
 
 __all__ = ["MemoryBroker", "MemoryTransport", "drop_named_broker", "named_broker"]
 
+
+log = logging.getLogger("pubsubpy.memory")
 
 _TICK = 1e-6  # seconds advance_to_next_expiry() goes past an expiry
 
@@ -153,6 +158,7 @@ class MemoryBroker:
         self.arrived = threading.Condition(self._lock)  # notified whenever a queue gains a ready message
         self._exchanges: dict[str, _Exchange] = {}
         self._queues: dict[str, _Queue] = {}
+        self._logs: dict[str, MemoryLog] = {}  # streams (``_memory_stream.py``)
         self._ttl_queues: list[_Queue] = []
         self._seq = itertools.count()
         self._recorded: dict[tuple[str, str], set[str]] = {}  # (exchange, queue): bindings pubsubpy made
@@ -181,6 +187,9 @@ class MemoryBroker:
 
     def declare_queue(self, name: str, arguments: Mapping[str, Any]) -> None:
         with self._lock:
+            if is_stream(arguments) or name in self._logs:
+                self._declare_log(name, arguments)
+                return
             existing = self._queues.get(name)
             if existing is None:
                 queue = self._queues[name] = _Queue(name, arguments)
@@ -193,6 +202,31 @@ class MemoryBroker:
                         f"queue {name!r} already exists with {key}={existing.arguments.get(key)!r}, "
                         f"not {arguments.get(key)!r}; delete it or keep the old setting (pubsubpy never deletes it)"
                     )
+
+    def _declare_log(self, name: str, arguments: Mapping[str, Any]) -> None:
+        existing = self._logs.get(name)
+        if existing is None:
+            if name in self._queues:
+                raise ConfigurationError(f"queue {name!r} already exists, and is not a stream")
+            self._logs[name] = MemoryLog(name, arguments)
+            return
+        if existing.arguments != dict(arguments):
+            raise ConfigurationError(f"the stream {name!r} already exists with {existing.arguments!r}, not "
+                                     f"{dict(arguments)!r} (PRECONDITION_FAILED)")
+
+    def log(self, name: str) -> MemoryLog | None:
+        return self._logs.get(name)
+
+    def wall(self) -> float:
+        """The broker's wall clock (a stream's times): ``time.time()`` plus every ``advance()``."""
+        return time.time() + self._skew
+
+    def read_log(self, name: str, offset: LogOffset, prefetch: int) -> MemoryLogConsumer:
+        with self._lock:
+            stream = self._logs.get(name)
+            if stream is None:
+                raise TransportError(f"stream {name!r} does not exist (NOT_FOUND)")
+            return MemoryLogConsumer(stream, self.arrived, offset, prefetch, self.wall)
 
     def bind(self, exchange: str, queue: str, pattern: str) -> None:
         with self._lock:
@@ -238,6 +272,9 @@ class MemoryBroker:
 
     def info(self, queue_name: str) -> tuple[int, int] | None:
         with self._lock:
+            stream = self._logs.get(queue_name)
+            if stream is not None:
+                return 0, stream.consumers  # as RabbitMQ: a stream reports no ready messages
             queue = self._queues.get(queue_name)
             if queue is None:
                 return None
@@ -266,10 +303,16 @@ class MemoryBroker:
         with self._lock:
             self._expire()
             if message.exchange == "":
-                targets = [message.routing_key] if message.routing_key in self._queues else []
+                known = message.routing_key in self._queues or message.routing_key in self._logs
+                targets = [message.routing_key] if known else []
             else:
                 targets = self._routed(message.exchange, message.routing_key, message.properties.headers)
             for name in targets:  # the message is ours now (see the contract): no defensive copy
+                stream = self._logs.get(name) if self._logs else None
+                if stream is not None:
+                    stream.append(message.exchange, message.routing_key, message.body, message.properties, self.wall())
+                    self.arrived.notify_all()
+                    continue
                 self._enqueue(self._queues[name], message.exchange, message.routing_key, message.body,
                               message.properties)
             return bool(targets)
@@ -358,6 +401,7 @@ class MemoryBroker:
             for name in queues:
                 for key in [key for key in self._recorded if key[1] == name]:
                     del self._recorded[key]
+                self._logs.pop(name, None)
                 queue = self._queues.pop(name, None)
                 if queue in self._ttl_queues:
                     self._ttl_queues.remove(queue)
@@ -375,6 +419,8 @@ class MemoryBroker:
 
     def depth(self, queue_name: str) -> int:
         with self._lock:
+            if queue_name in self._logs:
+                return 0  # as RabbitMQ: a stream reports no ready messages
             self._expire()
             return len(self.queue(queue_name).ready)
 
@@ -572,6 +618,14 @@ class MemoryTransport:
         self.broker.declare_queue(queue.name, queue.arguments)  # (no expiry in memory: the process is the broker)
         self.broker.bind(exchange, queue.name, "")
 
+    def declare_log(self, exchange: str, stream: QueueSpec, *, deadline: Deadline | None = None) -> None:
+        self.broker.declare_exchange(exchange, "topic")
+        try:
+            self.broker.declare_queue(stream.name, stream.arguments)
+        except ConfigurationError as exc:  # as on RabbitMQ: the log keeps its retention, and a warning says so
+            log.warning("the event log %r exists with another retention (%s); it keeps its own", stream.name, exc)
+        self.broker.bind(exchange, stream.name, "#")
+
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
         unroutable: list[str] = []
         for message in messages:
@@ -585,7 +639,10 @@ class MemoryTransport:
         return PendingPublish(lambda: unroutable)
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
-                deadline: Deadline | None = None, redeclare: Redeclare | None = None) -> MemoryConsumer:
+                deadline: Deadline | None = None, redeclare: Redeclare | None = None,
+                offset: LogOffset | None = None) -> MemoryConsumer | MemoryLogConsumer:
+        if offset is not None or self.broker.log(queue) is not None:
+            return self.broker.read_log(queue, "next" if offset is None else offset, prefetch)
         return MemoryConsumer(self.broker, queue, prefetch, limit)
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int:

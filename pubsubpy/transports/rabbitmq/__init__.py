@@ -31,6 +31,7 @@ from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfirmTimeout, PublishNacked, TransportError
 from pubsubpy.settings import Settings
 from pubsubpy.transports.base import (
+    LogOffset,
     OutgoingMessage,
     PendingPublish,
     QueueInfo,
@@ -56,6 +57,7 @@ from pubsubpy.transports.rabbitmq._declaring import (
     recorded_bindings,
     report_kept_queues,
 )
+from pubsubpy.transports.rabbitmq._event_log import declare_event_log
 from pubsubpy.transports.rabbitmq._permissions import service_permissions
 from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 
@@ -191,6 +193,15 @@ class RabbitMQTransport:
 
         self._on_channel(f"declaring the listener {queue.name!r}", deadline, work)
 
+    def declare_log(self, exchange: str, stream: QueueSpec, *, deadline: Deadline | None = None) -> None:
+        vhost = parameters(self._settings)[0].virtual_host
+
+        def work(link: _ThreadLink, channel: BlockingChannel) -> None:
+            declare_event_log(channel, exchange, stream, vhost)
+            link.exchanges.add(exchange)
+
+        self._on_channel(f"declaring the event log {stream.name!r}", deadline, work)
+
     def publish(self, messages: Sequence[OutgoingMessage], *, deadline: Deadline | None = None) -> list[str]:
         """Publish confirmed; returns the ids of mandatory messages no queue took.
 
@@ -265,9 +276,10 @@ class RabbitMQTransport:
         return retrying(self._settings, f"publishing {len(messages)} message(s)", operation, self._reset, limit)
 
     def consume(self, queue: str, prefetch: int, *, recover: bool = True, limit: int | None = None,
-                deadline: Deadline | None = None, redeclare: Redeclare | None = None) -> RabbitConsumer:
+                deadline: Deadline | None = None, redeclare: Redeclare | None = None,
+                offset: LogOffset | None = None) -> RabbitConsumer:
         return RabbitConsumer(self._settings, queue, prefetch, recover=recover, limit=limit, deadline=deadline,
-                              redeclare=redeclare)
+                              redeclare=redeclare, offset=offset)
 
     def queue_depth(self, queue: str, *, deadline: Deadline | None = None) -> int:
         def work(_link: _ThreadLink, channel: BlockingChannel) -> int:

@@ -50,7 +50,7 @@ import pika.spec
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, ConsumerCancelled, PermissionDenied, TransportError
 from pubsubpy.settings import Settings
-from pubsubpy.transports.base import TAG_BITS, Delivery, Redeclare, next_delivery
+from pubsubpy.transports.base import TAG_BITS, Delivery, LogOffset, Redeclare, next_delivery
 from pubsubpy.transports.rabbitmq._connection import abandon, call_deadline, connect, translate_errors, within
 from pubsubpy.transports.rabbitmq._deliveries import DirectDeliveries
 from pubsubpy.transports.rabbitmq._properties import from_pika_properties
@@ -68,8 +68,9 @@ _REOPEN_TRIES = 3  # fresh connections a lost consumer tries (each making connec
 class RabbitConsumer:
     def __init__(self, settings: Settings, queue: str, prefetch: int, *, recover: bool = True,
                  limit: int | None = None, deadline: Deadline | None = None,
-                 redeclare: Redeclare | None = None) -> None:
+                 redeclare: Redeclare | None = None, offset: LogOffset | None = None) -> None:
         self._settings = settings
+        self._offset = offset  # a stream's consumer: where it attaches (``x-stream-offset``); it never nacks
         self._recover = recover
         self._redeclare = redeclare
         self._deadline = deadline or Deadline.never()
@@ -114,7 +115,8 @@ class RabbitConsumer:
                 with within(connection, limit, doing):
                     channel = connection.channel()
                     channel.basic_qos(prefetch_count=self._prefetch)
-                    self._consumer_tag = channel.basic_consume(self._queue, self._on_message)
+                    arguments = None if self._offset is None else {"x-stream-offset": self._offset}
+                    self._consumer_tag = channel.basic_consume(self._queue, self._on_message, arguments=arguments)
                     channel.add_on_cancel_callback(self._on_cancelled)
                     self._direct = DirectDeliveries(connection, channel, self._consumer_tag, self._on_delivery)
             except BaseException:
@@ -311,6 +313,9 @@ class RabbitConsumer:
             self._flush_quietly(write=False)
 
     def nack(self, tag: int, requeue: bool) -> None:
+        if self._offset is not None:  # refused here: RabbitMQ would close the whole connection (540)
+            raise TransportError(f"basic.nack and basic.reject not supported by stream queues ({self._queue!r}): "
+                                 "a stream keeps every message, there is nothing to requeue or reject")
         local = self._split(tag)
         if local is None or self._channel is None or self._broken is not None:
             return
@@ -376,7 +381,7 @@ class RabbitConsumer:
         """Return every message still held (taken, not settled) with one ``basic.nack(0, multiple, requeue)``
         after the acks: RabbitMQ 4.3 counts a connection closed over held messages towards a quorum queue's
         delivery limit, and a nack not; a graceful stop or a listing must not use up a message's deliveries."""
-        if self._broken is not None:
+        if self._broken is not None or self._offset is not None:  # a stream has nothing to give back (and no nack)
             return
         with contextlib.suppress(pika.exceptions.AMQPError, OSError):  # closing anyway: the broker requeues them
             channel.basic_nack(0, multiple=True, requeue=True)

@@ -50,7 +50,7 @@ from pubsubpy.transports.rabbitmq._broker import Version, broker_arguments, brok
 from pubsubpy.transports.rabbitmq._ledger import HeldRecords, append_records, held_records
 from pubsubpy.transports.rabbitmq._publishing import ConfirmChannel
 
-__all__ = ["declare_topology", "prune_bindings", "recorded_bindings", "report_kept_queues"]
+__all__ = ["QueueDeclarer", "declare_topology", "prune_bindings", "recorded_bindings", "report_kept_queues"]
 
 BlockingChannel = pika.adapters.blocking_connection.BlockingChannel
 
@@ -66,7 +66,7 @@ _STARTING = "down or inaccessible"  # a queue that another declarer's declare is
 _STARTING_TRIES = 6                  # 0.05 s doubling: about 1.5 s in all
 
 
-class _QueueDeclarer:
+class QueueDeclarer:
     """Declares queues on a channel of its own, opened again after a refusal: a 406 closes the
     channel that asks."""
 
@@ -98,7 +98,7 @@ class _QueueDeclarer:
             self._channel.close()
 
 
-def _declare_queue(declarer: _QueueDeclarer, name: str, arguments: dict[str, Any]) -> set[str]:
+def _declare_queue(declarer: QueueDeclarer, name: str, arguments: dict[str, Any]) -> set[str]:
     """Declare queue ``name``; the names (in ``_ADDED_LATER``) of the arguments it existed without."""
     kept_without: set[str] = set()
     reconciled: set[str] = set()
@@ -186,7 +186,7 @@ def declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology
 def _declare_topology(channel: BlockingChannel, confirm: ConfirmChannel, topology: Topology) -> set[str]:
     channel.exchange_declare(topology.exchange, exchange_type="topic", durable=True)
     channel.exchange_declare(topology.dead_letter_exchange, exchange_type="fanout", durable=True)
-    declarer = _QueueDeclarer(channel.connection)
+    declarer = QueueDeclarer(channel.connection)
     version = broker_version(channel.connection)
     try:
         kept_without = set().union(*(
@@ -251,7 +251,7 @@ def _declare_shards(channel: BlockingChannel, exchange: str, shards: Shards, ver
     finally:
         if probe.is_open:
             probe.close()
-    declarer = _QueueDeclarer(connection)
+    declarer = QueueDeclarer(connection)
     try:
         kept_without = set().union(*(
             _declare_queue(declarer, spec.name, broker_arguments(spec.arguments, version, dead_letters=False))

@@ -1,0 +1,306 @@
+"""A replay: this service's handlers run over the event log, in log order, through the live engine.
+
+How it reads (``<exchange>.log``, a RabbitMQ stream):
+
+1. An end marker goes into the stream first (the default exchange, routing key
+   the stream's name: never through the model exchange, where other services'
+   ``#`` bindings would see it). Reading stops at it: what is published later
+   is the live queue's.
+2. The log's oldest message tells whether retention dropped part of the window:
+   when it is not the log's first ever (offset 0) and was published after
+   ``since``, the replay refuses (``LogGap``) unless ``allow_gap``.
+3. A consumer attaches at ``since`` minus 60 s (a time offset finds the chunk by
+   broker arrival, to the second) and each event is kept or skipped by its publish
+   time (``window.event_time``), its routing key (the subscriptions replayed) and
+   its message id (the same id twice in the log, a relay re-send, runs once).
+4. Each kept event goes through the engine as a live one does (checks,
+   validation, upcasting, middleware, the inbox), one at a time, in order. A
+   stream cannot requeue, so a failed handler is retried here, in place, after
+   the retry delay, up to its attempts (an ordered one as in its lane); what is
+   left is dead-lettered with ``pubsubpy-replayed: <replay id>``, confirmed before
+   the event is acked. Nothing goes to the live queue. A key no schema here
+   knows is ``unknown_event`` at once (no other version will take it).
+5. A handler whose dependency is down (``pause_on``) stops the replay
+   (``ReplayStopped``, with the publish time to resume from); a lost connection
+   reattaches at the next offset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pubsubpy._consume.settling import Settler
+from pubsubpy._engine import Engine, Verdict
+from pubsubpy._replay.marker import is_marker, marker_id, new_marker
+from pubsubpy._replay.window import event_time
+from pubsubpy.deadline import Deadline
+from pubsubpy.envelope import H_REPLAYED, new_message_id
+from pubsubpy.errors import BrokerUnavailable, ConfigurationError, LogGap, ReplayStopped
+from pubsubpy.messages import Delivery, Outcome, OutgoingMessage, ReplayResult
+from pubsubpy.router import Router
+from pubsubpy.settings import Settings
+from pubsubpy.topology import event_log_name, retry_delays_ms
+from pubsubpy.transports.base import Consumer, LogOffset, Transport
+
+__all__ = ["LogReplay", "Progress", "ReplayOptions"]
+
+log = logging.getLogger("pubsubpy.replay")
+
+ATTACH_EARLY = dt.timedelta(seconds=60)  # a time offset finds a chunk by arrival, to the second; publish times lead
+_STEP = 0.5            # seconds: one wait for a delivery before looking at ``stop`` and the idle bound
+_KEEP_ALIVE = 1.0      # seconds between two turns of the connection's I/O while a retry waits
+
+Progress = Callable[[ReplayResult, float | None], None]
+"""Called after each event with the running result and the share of the window read so far (None: unknown)."""
+
+
+@dataclass
+class ReplayOptions:
+    since: dt.datetime
+    until: dt.datetime | None = None
+    dry_run: bool = False
+    allow_gap: bool = False
+    prefetch: int = 1000
+    idle_timeout: float = 30.0  # seconds without a delivery before the end marker: the log stopped delivering
+    progress: Progress | None = None
+    stop: threading.Event | None = None
+    overlap_after: str | None = None  # a marker's id: remember the ids run after it (``handover.py``)
+    overlap: set[str] = field(default_factory=set)  # filled: the message ids run after ``overlap_after``
+    grace: float = 0.0  # seconds of the log read past the end marker (a second marker ends it; ``handover.py``)
+
+
+class LogReplay:
+    def __init__(self, settings: Settings, service: str, transport: Transport, engine: Engine, router: Router,
+                 options: ReplayOptions) -> None:
+        self.settings = settings
+        self.transport = transport
+        self.engine = engine
+        self.router = router
+        self.options = options
+        self.stream = event_log_name(settings.model_exchange)
+        self.settler = Settler(settings, service)
+        self.result = ReplayResult(replay_id=new_message_id(), since=options.since, until=options.until,
+                                   dry_run=options.dry_run)
+        self.seen: set[str] = set()
+        self.matches: dict[str, bool] = {}
+        self.next_offset: int | None = None
+        self.end_marker = ""  # the marker whose reading ends the replay
+        self.ends_at = time.time()
+        self.after_overlap = False
+        self.stop = options.stop or threading.Event()
+
+    # -- the run ---------------------------------------------------------------------
+    def run(self) -> ReplayResult:
+        started = time.monotonic()
+        self.check_log()
+        self.end_marker = self.result.replay_id
+        self.transport.publish([new_marker(self.stream, self.end_marker)])
+        self.ends_at = time.time()
+        self.check_gap()
+        consumer = self.attach(self.options.since - ATTACH_EARLY)
+        try:
+            self.read(consumer)
+        finally:
+            consumer.close()
+            self.result.seconds = time.monotonic() - started
+        log.info("replayed %s: %s", self.stream, self.result)
+        return self.result
+
+    def check_log(self) -> None:
+        if self.transport.queue_info(self.stream) is None:
+            raise ConfigurationError(
+                f"there is no event log {self.stream!r} to replay: set event_log (say event_log='7D') on the services "
+                "that publish to this exchange; the log holds what is published from then on")
+
+    def attach(self, offset: LogOffset) -> Consumer:
+        return self.transport.consume(self.stream, self.options.prefetch, recover=False, offset=offset,
+                                      deadline=Deadline.after(self.settings.connect_timeout * 3))
+
+    def check_gap(self) -> None:
+        """Raise ``LogGap`` when retention dropped the start of the window (see the module docstring)."""
+        consumer = self.attach("first")
+        try:
+            oldest = consumer.get(self.options.idle_timeout)
+        finally:
+            consumer.close()
+        if oldest is None:
+            raise ReplayStopped(f"the event log {self.stream!r} delivered nothing within "
+                                f"{self.options.idle_timeout:g}s, not even this replay's marker", self.options.since)
+        at, offset = event_time(oldest), oldest.properties.headers.get("x-stream-offset")
+        since = self.options.since
+        if at is None or offset == 0 or at <= since:
+            return
+        self.result.gap = at - since
+        if not (self.options.allow_gap or self.options.dry_run):
+            raise LogGap(f"the event log {self.stream!r} starts at {at.isoformat(timespec='seconds')}, after "
+                         f"since={since.isoformat(timespec='seconds')}: retention dropped {at - since} of the window. "
+                         "Replay from a later since, or pass allow_gap=True (--allow-gap) to replay what is left",
+                         since, at)
+        log.warning("the event log %r starts %s after since: replaying what is left (allow_gap)", self.stream,
+                    at - since)
+
+    def read(self, consumer: Consumer) -> None:
+        idle = Deadline.after(self.options.idle_timeout)
+        while True:
+            if self.stop.is_set():
+                raise ReplayStopped("the replay was stopped", self.result.last_at)
+            try:
+                delivery = consumer.get(_STEP)
+            except BrokerUnavailable as exc:
+                consumer = self.reattach(consumer, exc)
+                continue
+            if delivery is None:
+                if idle.expired:
+                    raise ReplayStopped(f"the event log {self.stream!r} delivered nothing for "
+                                        f"{self.options.idle_timeout:g}s before this replay's end marker",
+                                        self.result.last_at)
+                continue
+            idle = Deadline.after(self.options.idle_timeout)
+            if not self.take(consumer, delivery):
+                consumer.flush()
+                return
+
+    def reattach(self, consumer: Consumer, exc: BrokerUnavailable) -> Consumer:
+        """The connection was lost: a new consumer at the next offset (every earlier one is settled)."""
+        consumer.close()
+        log.warning("replay of %r lost its connection (%s); attaching again at offset %s", self.stream, exc,
+                    self.next_offset)
+        for attempt in range(1, self.settings.connection_attempts + 1):
+            try:
+                return self.attach(self.next_offset if self.next_offset is not None else
+                                   self.options.since - ATTACH_EARLY)
+            except BrokerUnavailable:
+                if attempt == self.settings.connection_attempts:
+                    raise
+                time.sleep(self.settings.retry_connect_delay * attempt)
+        raise AssertionError("not reached")
+
+    # -- one message -----------------------------------------------------------------
+    def take(self, consumer: Consumer, delivery: Delivery) -> bool:
+        """Settle one message read from the log; False once the end is reached."""
+        result = self.result
+        result.read += 1
+        offset = delivery.properties.headers.get("x-stream-offset")
+        if isinstance(offset, int):
+            self.next_offset = offset + 1
+        if is_marker(delivery):
+            consumer.ack(delivery.tag)
+            marker = marker_id(delivery)
+            if marker == self.options.overlap_after:
+                self.after_overlap = True
+            if marker != self.end_marker:
+                return True
+            if self.options.grace <= 0 or self.end_marker != result.replay_id:
+                return False
+            self.extend()
+            return True
+        at = event_time(delivery)
+        options = self.options
+        if at is not None and (at < options.since or (options.until is not None and at > options.until)):
+            result.outside += 1
+            consumer.ack(delivery.tag)
+            return not (options.until is not None and at > options.until + ATTACH_EARLY)
+        if not self.subscribed(delivery.routing_key):
+            result.unsubscribed += 1
+        elif self.repeated(delivery):
+            result.repeated += 1
+        else:
+            self.run_event(delivery, at)
+        consumer.ack(delivery.tag)
+        if options.progress is not None:
+            options.progress(result, self.share(at))
+        return True
+
+    def extend(self) -> None:
+        """At the end marker, with ``grace``: read on up to a second marker written ``grace`` seconds after the
+        first, for events routed before a queue's binding but stored in the log a moment after the marker."""
+        self.wait(max(0.0, self.ends_at + self.options.grace - time.time()))
+        self.end_marker = f"{self.result.replay_id}.grace"
+        self.transport.publish([new_marker(self.stream, self.end_marker)])
+
+    def subscribed(self, routing_key: str) -> bool:
+        found = self.matches.get(routing_key)
+        if found is None:
+            found = self.matches[routing_key] = bool(self.router.match(routing_key))
+        return found
+
+    def repeated(self, delivery: Delivery) -> bool:
+        message_id = delivery.properties.message_id
+        if not message_id:
+            return False
+        if message_id in self.seen:
+            return True
+        self.seen.add(message_id)
+        return False
+
+    def share(self, at: dt.datetime | None) -> float | None:
+        if at is None:
+            return None
+        span = self.ends_at - self.options.since.timestamp()
+        return None if span <= 0 else max(0.0, min(1.0, (at.timestamp() - self.options.since.timestamp()) / span))
+
+    def run_event(self, delivery: Delivery, at: dt.datetime | None) -> None:
+        result = self.result
+        key = delivery.routing_key
+        result.keys[key] = result.keys.get(key, 0) + 1
+        if at is not None:
+            result.first_at = result.first_at or at
+            result.last_at = at
+        if self.options.dry_run:
+            verdict = self.engine.prepare(delivery).verdict
+            outcome = Outcome.DEAD_LETTERED if verdict.reason is not None else Outcome.HANDLED
+            result.count(outcome, verdict.reason)
+            return
+        verdict, letters = self.run_handlers(delivery, at)
+        if letters:
+            lost = self.transport.publish(letters)
+            if lost:
+                raise self.settler.missing(lost)
+        result.count(Outcome.DEAD_LETTERED if letters else Outcome.HANDLED, verdict.reason)
+        if verdict.stale:
+            result.stale += 1
+        if self.after_overlap and delivery.properties.message_id:
+            self.options.overlap.add(delivery.properties.message_id)
+
+    def run_handlers(self, delivery: Delivery, at: dt.datetime | None) -> tuple[Verdict, list[OutgoingMessage]]:
+        """Run the event's handlers, retrying failed ones in place; the last verdict and the dead letters."""
+        letters: list[OutgoingMessage] = []
+        blamed: Verdict | None = None
+        current = delivery
+        verdict = self.engine.dispatch(current)
+        while True:
+            if verdict.paused:
+                raise ReplayStopped(f"handler(s) {', '.join(verdict.paused)} stopped the replay: a dependency is down "
+                                    f"({verdict.error}); run it again from its resume_from once it is back", at)
+            if verdict.held:  # an ordered handler failed with attempts left: again, in place
+                again, delay = verdict.again, verdict.held_for or 0.0
+                verdict.again = verdict.held_for = None
+                self.wait(delay)
+                verdict = self.engine.handle(again)  # type: ignore[arg-type]  # the engine's own Work
+                continue
+            if verdict.reason is not None:
+                blamed = verdict
+                letters.append(self.letter(current, verdict))
+            if not verdict.retry:
+                return blamed or verdict, letters
+            copy = self.settler.retry_copy(current, verdict)
+            self.wait(random.choice(retry_delays_ms(self.settings, verdict.attempt)) / 1000.0)
+            current = Delivery(delivery.tag, "", copy.routing_key, copy.body, copy.properties, False)
+            verdict = self.engine.dispatch(current)
+
+    def letter(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
+        letter = self.settler.dead_letter_copy(delivery, verdict)
+        headers = dict(letter.properties.headers)
+        headers[H_REPLAYED] = self.result.replay_id
+        return OutgoingMessage(letter.exchange, letter.routing_key, letter.body,
+                               letter.properties.with_headers(headers), mandatory=True)
+
+    def wait(self, seconds: float) -> None:
+        """A retry's delay, the stop event looked at (a stopped replay ends at the next event)."""
+        self.stop.wait(seconds)
