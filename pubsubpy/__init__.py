@@ -35,6 +35,7 @@ from pubsubpy._facade import (
     publish_many,
     publish_model_event,
     purge_dead_letters,
+    replay,
     replay_dead_letters,
     run,
     stale_bindings,
@@ -50,6 +51,7 @@ from pubsubpy.errors import (
     ConsumerCancelled,
     HandlerCancelled,
     InvalidTopic,
+    LogGap,
     MessageTooLarge,
     OperationTimeout,
     PayloadValidationError,
@@ -58,13 +60,15 @@ from pubsubpy.errors import (
     PublishNacked,
     PubSubError,
     Reject,
+    ReplayError,
+    ReplayStopped,
     TimeLimitExceeded,
     TransportError,
     UnknownEventType,
     UnroutableMessage,
 )
-from pubsubpy.inbox import Inbox, OrderedInbox
-from pubsubpy.messages import DrainResult, MessageInfo, Reason
+from pubsubpy.inbox import Inbox, OrderedInbox, ReplayInbox
+from pubsubpy.messages import DrainResult, MessageInfo, Reason, ReplayResult
 from pubsubpy.middleware import HandlerContext, HandlerResult, MessageContext, Middleware, PublishContext
 from pubsubpy.publisher import UnroutableWarning
 from pubsubpy.router import UnmatchedPatternWarning
@@ -83,6 +87,7 @@ __all__ = [
     "HandlerResult",
     "Inbox",
     "InvalidTopic",
+    "LogGap",
     "MessageContext",
     "MessageInfo",
     "MessageTooLarge",
@@ -99,6 +104,10 @@ __all__ = [
     "PublishNacked",
     "Reason",
     "Reject",
+    "ReplayError",
+    "ReplayInbox",
+    "ReplayResult",
+    "ReplayStopped",
     "TimeLimitExceeded",
     "TransportError",
     "UnknownEventType",
@@ -116,6 +125,7 @@ __all__ = [
     "publish_many",
     "publish_model_event",
     "purge_dead_letters",
+    "replay",
     "replay_dead_letters",
     "run",
     "stale_bindings",

@@ -25,7 +25,9 @@ from pubsubpy._consume.loop import LoopHandoff, LoopMode, LoopOptions, consume_q
 from pubsubpy._consume.shards import ShardWorkers, merged, previous_shard_queues
 from pubsubpy._credentials import resolve_url
 from pubsubpy._engine import Engine, Item, Verdict
-from pubsubpy._replay.handover import backfill
+from pubsubpy._replay.dry_run import AlreadyRun
+from pubsubpy._replay.handover import Backfill, checkpoint_name
+from pubsubpy._replay.rebuild import forget_for_rebuild, replay_warnings
 from pubsubpy._replay.runner import LogReplay, Progress, ReplayOptions
 from pubsubpy._replay.window import Point, parse_point
 from pubsubpy._worker import handle_signals, worker_prefetch
@@ -33,7 +35,7 @@ from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore, 
 from pubsubpy.deadline import Deadline
 from pubsubpy.errors import ConfigurationError, TransportError
 from pubsubpy.health import WorkerHealth
-from pubsubpy.inbox import Inbox, OrderedInbox
+from pubsubpy.inbox import Inbox, OrderedInbox, ReplayInbox
 from pubsubpy.messages import DrainResult, ReplayResult
 from pubsubpy.middleware import Middleware, MiddlewareChain, PublishContext
 from pubsubpy.publisher import EventSpec, OutboxWriter, Publisher
@@ -640,9 +642,11 @@ class PubSub:
         service, engine, router = self._replay_engine(None)
         options = ReplayOptions(parse_point(since, dt.datetime.now(dt.timezone.utc)), allow_gap=allow_gap,
                                 progress=progress, stop=stop, prefetch=self.settings.prefetch)
-        stream = event_log_name(self.settings.model_exchange)
-        return backfill(self.transport, stream, self._ensure_declared, lambda made: LogReplay(
-            self.settings, service, self.transport, engine, router, made), options)
+        store = self._inbox if isinstance(self._inbox, ReplayInbox) else None
+        return Backfill(self.transport, event_log_name(self.settings.model_exchange), service_queue(service),
+                        self._ensure_declared, lambda made: LogReplay(self.settings, service, self.transport, engine,
+                                                                      router, made),
+                        store, checkpoint_name(service)).run(options)
 
     def run_with(self, handoff: LoopHandoff | None, concurrency: int, stop: threading.Event, force: threading.Event,
                  *, signals: bool, skip_ids: frozenset[str] | None = None) -> DrainResult:
@@ -674,8 +678,8 @@ class PubSub:
         return result
 
     def replay(self, since: Point, until: Point | None = None, patterns: Collection[str] | None = None, *,
-               dry_run: bool = False, allow_gap: bool = False, progress: Progress | None = None,
-               stop: threading.Event | None = None) -> ReplayResult:
+               dry_run: bool = False, allow_gap: bool = False, rebuild: bool = False, force: bool = False,
+               progress: Progress | None = None, stop: threading.Event | None = None) -> ReplayResult:
         """Run this service's handlers over the event log (``event_log``) from ``since``, in log order.
 
         For a service that starts late, a database restored from a backup, a read model rebuilt: the events
@@ -691,8 +695,13 @@ class PubSub:
                 8601 time (``"2026-12-01T00:00Z"``).
             until: the same forms; None: up to now.
             patterns: replay only the subscriptions of these patterns (each must be subscribed here).
-            dry_run: run no handler; count what would run, dead-letter, or was outside the window.
+            dry_run: run no handler; count what would run, dead-letter, or was outside the window, and what the
+                idempotent handlers' inbox already holds.
             allow_gap: replay what is left when retention dropped the start of the window.
+            rebuild: run every event again (a read model rebuilt from scratch): the inbox forgets the records and
+                the stale guard of the idempotent handlers replayed first. Refused while the service's queues have
+                consumers (stop the workers), unless ``force``.
+            force: with ``rebuild``, even while workers consume.
             progress: called after each event with the running result and the share of the window read.
             stop: set it to stop the replay (``ReplayStopped``).
 
@@ -700,7 +709,9 @@ class PubSub:
             A ``ReplayResult`` (a ``DrainResult`` with the window, what was read and skipped, and per-key counts).
 
         Raises:
-            ConfigurationError: as ``drain()``; a bad ``since``/``until``/``patterns``; no event log on the broker.
+            ConfigurationError: as ``drain()``; a bad ``since``/``until``/``patterns``; no event log on the broker;
+                ``rebuild`` while workers consume, or with idempotent handlers whose inbox cannot forget
+                (``ReplayInbox``).
             LogGap: retention dropped the start of the window (and not ``allow_gap``).
             ReplayStopped: a handler's dependency is down (``pause_on``), ``stop`` was set, or the log stopped
                 delivering; ``resume_from`` says where to start again.
@@ -710,9 +721,17 @@ class PubSub:
         options = ReplayOptions(parse_point(since, now), None if until is None else parse_point(until, now, "until"),
                                 dry_run=dry_run, allow_gap=allow_gap, progress=progress, stop=stop,
                                 prefetch=self.settings.prefetch)
+        inbox = self._inbox if isinstance(self._inbox, ReplayInbox) else None
+        warnings = replay_warnings(self._inbox, options.since, now)
+        if dry_run and inbox is not None:
+            options.already_run = AlreadyRun(inbox, router)
+        elif rebuild:
+            forget_for_rebuild(self.transport, self.topology(), router, self._inbox, force=force)
         if not dry_run:
             self._ensure_declared()  # its dead-letter exchange; the queue buffers live events from now on
-        return LogReplay(self.settings, service, self.transport, engine, router, options).run()
+        result = LogReplay(self.settings, service, self.transport, engine, router, options).run()
+        result.warnings.extend(warnings)
+        return result
 
     def _replay_engine(self, patterns: Collection[str] | None) -> tuple[str, Engine, Router]:
         """The engine a replay runs: the subscriptions of ``patterns`` (all: None), a key no schema here knows

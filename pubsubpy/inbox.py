@@ -18,11 +18,11 @@ later event was applied).
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-__all__ = ["Applied", "Inbox", "OrderedInbox", "OrderedRun"]
+__all__ = ["Applied", "Inbox", "OrderedInbox", "OrderedRun", "ReplayInbox"]
 
 
 class Inbox(Protocol):
@@ -80,4 +80,31 @@ class OrderedInbox(Inbox, Protocol):
     def reset_order(self, key: str, handler: str | None = None) -> int:
         """Forget the last applied sequence of ``key`` (for ``handler`` only, or every handler); returns
         how many records were removed. The next event of the key runs whatever its sequence."""
+        ...
+
+
+@runtime_checkable
+class ReplayInbox(Inbox, Protocol):
+    """An ``Inbox`` that also serves replays of the event log (``replay()``, ``worker --backfill``).
+
+    It keeps a backfill's checkpoint (so a worker killed during its backfill resumes where it was, and its
+    hand-over to the live queue stays exact), answers a dry run's "which of these already ran", and forgets a
+    handler's records for a rebuild. The Django app's inbox and ``pubsubpy.testing.MemoryInbox`` have it.
+    """
+
+    def replay_state(self, name: str) -> str | None:
+        """The checkpoint saved under ``name`` (text pubsubpy wrote), or None."""
+        ...
+
+    def save_replay_state(self, name: str, state: str | None) -> None:
+        """Save ``state`` under ``name`` (None: delete it), committed at once."""
+        ...
+
+    def recorded(self, handler: str, message_ids: Collection[str]) -> set[str]:
+        """Those of ``message_ids`` recorded as run by ``handler``."""
+        ...
+
+    def forget_handler(self, handler: str) -> int:
+        """Delete every record of ``handler``: its (message id, handler) pairs and its last applied sequences,
+        so a rebuild runs every event again; returns how many records went."""
         ...

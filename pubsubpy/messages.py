@@ -234,6 +234,11 @@ class ReplayResult(DrainResult):
     """How much of the window retention had dropped (``allow_gap=True``); None: none."""
     keys: dict[str, int] = field(default_factory=dict)
     """Events in the window by routing key (those it ran or would run)."""
+    already_run: dict[str, int] | None = None
+    """A dry run: per idempotent handler, how many of the events its inbox already holds (a replay skips them;
+    None: the inbox cannot tell)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the caller should know (a dry run's ``since`` older than the inbox's retention...)."""
     dry_run: bool = False
 
     def __str__(self) -> str:

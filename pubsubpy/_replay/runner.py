@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 from pubsubpy._consume.settling import Settler
 from pubsubpy._engine import Engine, Verdict
+from pubsubpy._replay.dry_run import AlreadyRun
 from pubsubpy._replay.marker import is_marker, marker_id, new_marker
 from pubsubpy._replay.window import event_time
 from pubsubpy.deadline import Deadline
@@ -56,6 +57,11 @@ ATTACH_EARLY = dt.timedelta(seconds=60)  # a time offset finds a chunk by arriva
 _STEP = 0.5            # seconds: one wait for a delivery before looking at ``stop`` and the idle bound
 _KEEP_ALIVE = 1.0      # seconds between two turns of the connection's I/O while a retry waits
 
+CHECKPOINT_EVERY = 1000  # events between two checkpoints (``ReplayOptions.checkpoint``)
+
+Checkpoint = Callable[[int | None, bool, set[str]], None]
+"""Told (the next offset to read, whether the ``overlap_after`` marker was passed, the overlap ids so far)."""
+
 Progress = Callable[[ReplayResult, float | None], None]
 """Called after each event with the running result and the share of the window read so far (None: unknown)."""
 
@@ -73,6 +79,10 @@ class ReplayOptions:
     overlap_after: str | None = None  # a marker's id: remember the ids run after it (``handover.py``)
     overlap: set[str] = field(default_factory=set)  # filled: the message ids run after ``overlap_after``
     grace: float = 0.0  # seconds of the log read past the end marker (a second marker ends it; ``handover.py``)
+    resume_offset: int | None = None  # attach here instead of at ``since`` (a backfill resumed after a crash)
+    after_overlap: bool = False  # resuming past the ``overlap_after`` marker
+    checkpoint: Checkpoint | None = None  # told where the replay is, every ``CHECKPOINT_EVERY`` events and at its end
+    already_run: AlreadyRun | None = None  # a dry run: counts what idempotent handlers' inbox already holds
 
 
 class LogReplay:
@@ -92,20 +102,30 @@ class LogReplay:
         self.next_offset: int | None = None
         self.end_marker = ""  # the marker whose reading ends the replay
         self.ends_at = time.time()
-        self.after_overlap = False
+        self.after_overlap = False  # (from ``options`` at ``run``: a backfill sets them after making this)
+        self.unsaved = 0  # events settled since the last checkpoint
         self.stop = options.stop or threading.Event()
 
     # -- the run ---------------------------------------------------------------------
     def run(self) -> ReplayResult:
         started = time.monotonic()
+        self.after_overlap = self.options.after_overlap
         self.check_log()
         self.end_marker = self.result.replay_id
         self.transport.publish([new_marker(self.stream, self.end_marker)])
         self.ends_at = time.time()
         self.check_gap()
-        consumer = self.attach(self.options.since - ATTACH_EARLY)
+        start = self.options.resume_offset
+        consumer = self.attach(self.options.since - ATTACH_EARLY if start is None else start)
         try:
             self.read(consumer)
+        except ReplayStopped:
+            self.save()  # what was settled stays settled: a resumed backfill starts after it
+            raise
+        else:
+            self.save()
+            if self.options.already_run is not None:
+                self.result.already_run = self.options.already_run.flush()
         finally:
             consumer.close()
             self.result.seconds = time.monotonic() - started
@@ -184,27 +204,33 @@ class LogReplay:
     # -- one message -----------------------------------------------------------------
     def take(self, consumer: Consumer, delivery: Delivery) -> bool:
         """Settle one message read from the log; False once the end is reached."""
-        result = self.result
-        result.read += 1
+        self.result.read += 1
+        going_on = self.settle(delivery)
+        consumer.ack(delivery.tag)
         offset = delivery.properties.headers.get("x-stream-offset")
         if isinstance(offset, int):
-            self.next_offset = offset + 1
+            self.next_offset = offset + 1  # every message before it is settled
+        self.unsaved += 1
+        if self.unsaved >= CHECKPOINT_EVERY:
+            self.save()
+        return going_on
+
+    def settle(self, delivery: Delivery) -> bool:
+        """A marker, an event outside the window or not for us, or one to run; False once the end is reached."""
+        result, options = self.result, self.options
         if is_marker(delivery):
-            consumer.ack(delivery.tag)
             marker = marker_id(delivery)
-            if marker == self.options.overlap_after:
+            if marker == options.overlap_after:
                 self.after_overlap = True
             if marker != self.end_marker:
                 return True
-            if self.options.grace <= 0 or self.end_marker != result.replay_id:
+            if options.grace <= 0 or self.end_marker != result.replay_id:
                 return False
             self.extend()
             return True
         at = event_time(delivery)
-        options = self.options
         if at is not None and (at < options.since or (options.until is not None and at > options.until)):
             result.outside += 1
-            consumer.ack(delivery.tag)
             return not (options.until is not None and at > options.until + ATTACH_EARLY)
         if not self.subscribed(delivery.routing_key):
             result.unsubscribed += 1
@@ -212,10 +238,15 @@ class LogReplay:
             result.repeated += 1
         else:
             self.run_event(delivery, at)
-        consumer.ack(delivery.tag)
-        if options.progress is not None:
-            options.progress(result, self.share(at))
+            if options.progress is not None:
+                options.progress(result, self.share(at))
         return True
+
+    def save(self) -> None:
+        """Tell the checkpoint where the replay is: every message before ``next_offset`` is settled."""
+        self.unsaved = 0
+        if self.options.checkpoint is not None:
+            self.options.checkpoint(self.next_offset, self.after_overlap, self.options.overlap)
 
     def extend(self) -> None:
         """At the end marker, with ``grace``: read on up to a second marker written ``grace`` seconds after the
@@ -256,6 +287,8 @@ class LogReplay:
             verdict = self.engine.prepare(delivery).verdict
             outcome = Outcome.DEAD_LETTERED if verdict.reason is not None else Outcome.HANDLED
             result.count(outcome, verdict.reason)
+            if self.options.already_run is not None and verdict.reason is None:
+                self.options.already_run.add(key, delivery.properties.message_id)
             return
         verdict, letters = self.run_handlers(delivery, at)
         if letters:

@@ -187,6 +187,8 @@ class AsyncMethods:
         *,
         dry_run: bool = False,
         allow_gap: bool = False,
+        rebuild: bool = False,
+        force: bool = False,
         progress: Progress | None = None,
         stop: threading.Event | None = None,
     ) -> ReplayResult:
@@ -207,8 +209,13 @@ class AsyncMethods:
                 8601 time (``"2026-12-01T00:00Z"``).
             until: the same forms; None: up to now.
             patterns: replay only the subscriptions of these patterns (each must be subscribed here).
-            dry_run: run no handler; count what would run, dead-letter, or was outside the window.
+            dry_run: run no handler; count what would run, dead-letter, or was outside the window, and what the
+                idempotent handlers' inbox already holds.
             allow_gap: replay what is left when retention dropped the start of the window.
+            rebuild: run every event again (a read model rebuilt from scratch): the inbox forgets the records and
+                the stale guard of the idempotent handlers replayed first. Refused while the service's queues have
+                consumers (stop the workers), unless ``force``.
+            force: with ``rebuild``, even while workers consume.
             progress: called after each event with the running result and the share of the window read.
             stop: set it to stop the replay (``ReplayStopped``).
 
@@ -216,14 +223,16 @@ class AsyncMethods:
             A ``ReplayResult`` (a ``DrainResult`` with the window, what was read and skipped, and per-key counts).
 
         Raises:
-            ConfigurationError: as ``drain()``; a bad ``since``/``until``/``patterns``; no event log on the broker.
+            ConfigurationError: as ``drain()``; a bad ``since``/``until``/``patterns``; no event log on the broker;
+                ``rebuild`` while workers consume, or with idempotent handlers whose inbox cannot forget
+                (``ReplayInbox``).
             LogGap: retention dropped the start of the window (and not ``allow_gap``).
             ReplayStopped: a handler's dependency is down (``pause_on``), ``stop`` was set, or the log stopped
                 delivering; ``resume_from`` says where to start again.
         """
         return await asyncio.to_thread(functools.partial(
-            self.sync.replay, since, until, patterns, dry_run=dry_run, allow_gap=allow_gap, progress=progress,
-            stop=stop))
+            self.sync.replay, since, until, patterns, dry_run=dry_run, allow_gap=allow_gap, rebuild=rebuild,
+            force=force, progress=progress, stop=stop))
 
     async def list_dead_letters(
         self,

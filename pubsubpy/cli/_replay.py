@@ -1,4 +1,4 @@
-"""``pubsubpy replay --since 7d [--until T] [--dry-run] [--allow-gap] [--pattern P]``: handlers over the event log.
+"""``pubsubpy replay --since 7d [--until T] [--dry-run] [--rebuild [--force]] [--allow-gap] [--pattern P]``.
 
 On a terminal a progress line shows the share of the window read, the rate and
 the time left; elsewhere (a log file, CI) a line every 10,000 events. Exit
@@ -81,9 +81,14 @@ def describe_dry_run(result: ReplayResult) -> str:
         f"{result.unsubscribed:,}, repeated ids {result.repeated:,}",
         "retention gap: none" if result.gap is None else f"retention gap: {result.gap} of the window is gone "
                                                          "(the replay needs --allow-gap)",
-        "idempotent handlers skip the events their inbox already holds (a late join or a resume runs the rest)",
-        "events by routing key:",
     ]
+    if result.already_run is None:
+        lines.append("already run: unknown (the inbox cannot tell: idempotent handlers skip what they ran)")
+    else:
+        lines += [f"already run by {handler} (its inbox skips them): {count:,}"
+                  for handler, count in sorted(result.already_run.items())]
+    lines += [f"warning: {text}" for text in result.warnings]
+    lines.append("events by routing key:")
     lines += [f"  {key}: {count:,}" for key, count in sorted(result.keys.items())]
     return "\n".join(lines)
 
@@ -98,14 +103,18 @@ def register_replay_command(cli: click.Group, with_connection: Decorator, load: 
     @click.option("--pattern", "patterns", multiple=True, help="only the subscriptions of this pattern (repeatable)")
     @click.option("--dry-run", is_flag=True, help="run nothing: count what would run, the range, the gap")
     @click.option("--allow-gap", is_flag=True, help="replay what is left when retention dropped part of the window")
+    @click.option("--rebuild", is_flag=True, help="run every event again: the inbox forgets what the idempotent "
+                                                  "handlers replayed ran (stop the workers first)")
+    @click.option("--force", is_flag=True, help="with --rebuild: even while workers consume")
     def replay(url: str | None, exchange: str | None, service: str | None, app_path: str | None, since: str,
-               until: str | None, patterns: tuple[str, ...], dry_run: bool, allow_gap: bool) -> None:
+               until: str | None, patterns: tuple[str, ...], dry_run: bool, allow_gap: bool, rebuild: bool,
+               force: bool) -> None:
         def action() -> int:
             app = load(app_path, url, exchange, service)
             progress = ProgressLine(sys.stderr)
             try:
                 result = app.replay(since, until, patterns or None, dry_run=dry_run, allow_gap=allow_gap,
-                                    progress=None if dry_run else progress)
+                                    rebuild=rebuild, force=force, progress=None if dry_run else progress)
             except ReplayStopped as exc:
                 progress.end()
                 resume = exc.resume_from.isoformat(timespec="seconds") if exc.resume_from else since
@@ -113,6 +122,8 @@ def register_replay_command(cli: click.Group, with_connection: Decorator, load: 
                 return 1
             progress.end()
             click.echo(describe_dry_run(result) if dry_run else str(result))
+            for text in [] if dry_run else result.warnings:
+                click.echo(f"warning: {text}", err=True)
             return 0
 
         run(action)

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from pubsubpy._facade import replace_default
@@ -75,12 +75,13 @@ def delete_topology(app: PubSub, *, exchange: bool = True) -> None:
 
 
 class MemoryInbox:
-    """An ``OrderedInbox`` for tests: (message id, handler) pairs in a set, the last applied sequence per
-    (handler, ordering key) in a dict; ``runs`` counts real runs."""
+    """An ``OrderedInbox`` and ``ReplayInbox`` for tests: (message id, handler) pairs in a set, the last applied
+    sequence per (handler, ordering key) and replay checkpoints in dicts; ``runs`` counts real runs."""
 
     def __init__(self) -> None:
         self.seen: set[tuple[str, str]] = set()
         self.sequences: dict[tuple[str, str], int] = {}
+        self.states: dict[str, str] = {}  # replay checkpoints (``ReplayInbox``)
         self.runs = 0
         self._lock = threading.Lock()
 
@@ -115,6 +116,30 @@ class MemoryInbox:
             for pair in gone:
                 del self.sequences[pair]
         return len(gone)
+
+    def replay_state(self, name: str) -> str | None:
+        with self._lock:
+            return self.states.get(name)
+
+    def save_replay_state(self, name: str, state: str | None) -> None:
+        with self._lock:
+            if state is None:
+                self.states.pop(name, None)
+            else:
+                self.states[name] = state
+
+    def recorded(self, handler: str, message_ids: Collection[str]) -> set[str]:
+        with self._lock:
+            return {message_id for message_id in message_ids if (message_id, handler) in self.seen}
+
+    def forget_handler(self, handler: str) -> int:
+        with self._lock:
+            pairs = {pair for pair in self.seen if pair[1] == handler}
+            keys = [pair for pair in self.sequences if pair[0] == handler]
+            self.seen -= pairs
+            for pair in keys:
+                del self.sequences[pair]
+        return len(pairs) + len(keys)
 
 
 # -- named in-process brokers ---------------------------------------------------------

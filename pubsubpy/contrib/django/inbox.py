@@ -8,6 +8,9 @@ back with its effects, so its retry runs it again. Two consumers handed the
 same message at once: the second insert waits for the first transaction, then
 fails as a duplicate (or succeeds, if the first rolled back).
 
+Replays of the event log (``ReplayInbox``): a backfill's checkpoint lives in
+``pubsubpy_replay_checkpoint``, and a rebuild deletes a handler's records.
+
 Rows older than ``INBOX_RETENTION`` (default 30 days) are deleted now and then;
 a message redelivered or replayed after its row expired runs again.
 
@@ -27,18 +30,19 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from pubsubpy.contrib.django.models import InboxMessage, InboxSequence
+from pubsubpy.contrib.django.models import InboxMessage, InboxSequence, ReplayCheckpoint
 from pubsubpy.inbox import Applied, OrderedRun
 
 __all__ = ["DjangoInbox"]
 
 _CLEAN_EVERY = 3600.0  # seconds between deletions of expired rows (per process)
+_LOOKUP_BATCH = 500    # message ids per query of ``recorded`` (a dry run's)
 
 
 class DjangoInbox:
@@ -77,6 +81,33 @@ class DjangoInbox:
             rows = rows.filter(handler=handler[:255])
         deleted: int = rows.delete()[0]
         return deleted
+
+    def replay_state(self, name: str) -> str | None:
+        state: str | None = ReplayCheckpoint.objects.using(self.database).filter(name=name[:255]).values_list(
+            "state", flat=True).first()
+        return state
+
+    def save_replay_state(self, name: str, state: str | None) -> None:
+        rows = ReplayCheckpoint.objects.using(self.database)
+        if state is None:
+            rows.filter(name=name[:255]).delete()
+        else:
+            rows.update_or_create(name=name[:255], defaults={"state": state})
+
+    def recorded(self, handler: str, message_ids: Collection[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(message_ids)
+        for start in range(0, len(ids), _LOOKUP_BATCH):
+            found.update(InboxMessage.objects.using(self.database).filter(
+                handler=handler[:255], message_id__in=ids[start:start + _LOOKUP_BATCH]).values_list(
+                "message_id", flat=True))
+        return found
+
+    def forget_handler(self, handler: str) -> int:
+        with transaction.atomic(using=self.database):
+            messages: int = InboxMessage.objects.using(self.database).filter(handler=handler[:255]).delete()[0]
+            sequences: int = InboxSequence.objects.using(self.database).filter(handler=handler[:255]).delete()[0]
+        return messages + sequences
 
     def _record(self, message_id: str, handler: str) -> bool:
         """Insert (message id, handler); False when it is there already (a duplicate)."""

@@ -1,4 +1,5 @@
-"""The outbox and inbox tables (migrations ``0001_initial`` and ``0002_ordering`` ship with the app)."""
+"""The outbox and inbox tables (migrations ``0001_initial``, ``0002_ordering`` and ``0003_replay`` ship with the
+app)."""
 
 from __future__ import annotations
 
@@ -88,3 +89,19 @@ class InboxSequence(models.Model):
 
     def __str__(self) -> str:
         return f"{self.handler} {self.key} {self.sequence}"
+
+
+class ReplayCheckpoint(models.Model):
+    """Where a worker's backfill of the event log is (``worker --backfill``): resumed from here after a crash,
+    and the ids its hand-over to the live queue skips (see ``pubsubpy/_replay/handover.py``)."""
+
+    id: int
+    name: models.CharField[str, str] = models.CharField(max_length=255, unique=True)
+    state: models.TextField[str, str] = models.TextField()
+    updated_at: models.DateTimeField[dt.datetime, dt.datetime] = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "pubsubpy_replay_checkpoint"
+
+    def __str__(self) -> str:
+        return self.name
