@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from pubsubpy import ModelEvent
 from pubsubpy.inbox import Applied, OrderedRun
@@ -23,8 +23,8 @@ effects = threading.local()  # the rows a run wants written, written by the inbo
 
 
 class SqliteInbox:
-    """An ``OrderedInbox`` in one SQLite file: the handler's effects, (message id, handler) and the key's last
-    sequence are written in one ``BEGIN IMMEDIATE`` transaction, after the handler ran."""
+    """An ``OrderedInbox`` and ``ReplayInbox`` in one SQLite file: the handler's effects, (message id, handler)
+    and the key's last sequence are written in one ``BEGIN IMMEDIATE`` transaction, after the handler ran."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -38,6 +38,7 @@ class SqliteInbox:
                 CREATE TABLE seen (message_id TEXT, handler TEXT, PRIMARY KEY (message_id, handler));
                 CREATE TABLE last (handler TEXT, key TEXT, sequence INTEGER, PRIMARY KEY (handler, key));
                 CREATE TABLE applied (key INTEGER, version INTEGER, message_id TEXT, pid INTEGER);
+                CREATE TABLE replay_state (name TEXT PRIMARY KEY, state TEXT);
             """)
 
     def _db(self) -> sqlite3.Connection:
@@ -68,6 +69,29 @@ class SqliteInbox:
             return OrderedRun(Applied.RAN, last)
         finally:
             db.close()
+
+    def replay_state(self, name: str) -> str | None:
+        with contextlib.closing(self._db()) as db:
+            row = db.execute("SELECT state FROM replay_state WHERE name = ?", (name,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def save_replay_state(self, name: str, state: str | None) -> None:
+        with contextlib.closing(self._db()) as db:
+            if state is None:
+                db.execute("DELETE FROM replay_state WHERE name = ?", (name,))
+            else:
+                db.execute("INSERT OR REPLACE INTO replay_state VALUES (?, ?)", (name, state))
+
+    def recorded(self, handler: str, message_ids: Collection[str]) -> set[str]:
+        with contextlib.closing(self._db()) as db:
+            return {str(row[0]) for row in db.execute(
+                f"SELECT message_id FROM seen WHERE handler = ? AND message_id IN ({','.join('?' * len(message_ids))})",
+                (handler, *message_ids))}
+
+    def forget_handler(self, handler: str) -> int:
+        with contextlib.closing(self._db()) as db:
+            return db.execute("DELETE FROM seen WHERE handler = ?", (handler,)).rowcount + \
+                db.execute("DELETE FROM last WHERE handler = ?", (handler,)).rowcount
 
     def reset_order(self, key: str, handler: str | None = None) -> int:
         with contextlib.closing(self._db()) as db:
