@@ -7,6 +7,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -74,8 +75,10 @@ def test_the_documented_regexes() -> None:
     written = (r"amq\.default|billing\.dead-letters|billing\.dlx|billing\.events|billing\.parked|billing\.presence"
                r"|billing\.presence\..+|billing\.shard\.(v[0-9]+\.)?[0-9]+|billing\.shards(\.v[0-9]+)?")
     assert service_permissions("billing", "models") == Permissions(
-        configure=f"^({own}|models)$", write=f"^({written}|models)$", read=f"^({own}|models)$")
-    assert service_permissions("billing", "models", consumes=False) == Permissions("^models$", "^models$", "^$")
+        configure=f"^({own}|models|models\\.log)$", write=f"^({written}|models|models\\.log)$",
+        read=f"^({own}|models|models\\.log)$")
+    assert service_permissions("billing", "models", consumes=False) == Permissions(
+        r"^(models|models\.log)$", r"^(models|models\.log)$", "^models$")
     consumer = service_permissions("billing", "models", publishes=False)
     assert consumer.write == f"^({written})$"
     assert service_permissions("a.b", "x*").configure.startswith(r"^(a\.b\.dead-letters|")
@@ -158,6 +161,40 @@ def test_a_worker_with_shards_runs_with_exactly_the_documented_permissions(new_u
         assert len(app.replay_dead_letters()) == 1
         wait_for(lambda: sorted(seen) == ["paid", "refused"], timeout=30, what="the letter replayed through the shards")
     app.close()
+
+
+def test_the_event_log_and_a_backfill_run_with_exactly_the_documented_permissions(
+        new_user: NewUser, names: Names) -> None:
+    """A publisher with event_log declares and binds the log; a service replays it (a dead letter included) and
+    backfills with the consumer's permissions."""
+    service, exchange = names.service(), names.exchange()
+    shop = PubSub(new_user(service_permissions(service, exchange, consumes=False)), schemas=ALL,
+                  model_exchange=exchange, event_log="1D")
+    shop.publish_model_event(BOOKING, "created", BookingCreated(id=1, guest="g"))
+    shop.publish_model_event(BOOKING, "updated", BookingUpdated(id=1, status="refused"))
+    app = _consumer(new_user(service_permissions(service, exchange, publishes=False)), service, exchange)
+    seen: list[str] = []
+
+    @app.subscribe("Booking.*")
+    def on_booking(event: BookingCreated | BookingUpdated) -> None:
+        if isinstance(event, BookingUpdated):
+            raise Reject("dead-lettered at once")
+        seen.append(event.guest)
+
+    stop = threading.Event()
+    worker = threading.Thread(target=app.run, kwargs={"stop": stop, "backfill": "1h"})
+    worker.start()
+    try:
+        wait_for(lambda: seen == ["g"] and app.dead_letter_count() == 1, timeout=30, what="the backfill")
+        shop.publish_model_event(BOOKING, "created", BookingCreated(id=2, guest="h"))
+        wait_for(lambda: seen == ["g", "h"], timeout=30, what="the live event after the hand-over")
+    finally:
+        stop.set()
+        worker.join(30)
+    result = app.replay(since="1h")
+    assert (result.handled, result.dead_lettered, seen) == (2, 1, ["g", "h", "g", "h"])
+    for each in (app, shop):
+        each.close()
 
 
 def _denied(excinfo: pytest.ExceptionInfo[PermissionDenied], permission: str, resource: str, operation: str) -> None:

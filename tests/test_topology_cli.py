@@ -132,6 +132,23 @@ def test_topology_text_names_everything(rabbit_url: str, names: Names) -> None:
     assert "0 messages, 0 consumers" in out and ".dead-letters" in out and "TTL 1000 ms" in out
 
 
+def test_topology_shows_the_event_log_and_declare_prune_never_touches_it(rabbit_url: str, names: Names) -> None:
+    _v1, v2 = _versions(rabbit_url, names)
+    exchange = v2.settings.model_exchange
+    publisher = PubSub(rabbit_url, schemas=ALL, model_exchange=exchange, event_log="3D")
+    publisher.publish_model_event("shop.models.Booking", "created", {"id": 1, "guest": "a"})
+    publisher.close()
+    code, out = run("topology", "--app", APP)
+    assert code == 0 and f"#                        -> {exchange}.log: the event log (stream" in out, out
+    code, out = run("topology", "--app", APP, "--format", "json")
+    assert json.loads(out)["event_log"] == {"name": f"{exchange}.log", "retention": None, "readers": 0}
+    code, out = run("declare", "--app", APP, "--prune", "--yes")
+    assert code == 0 and "removed 1 binding(s)" in out, out  # Room.*, v1's; never the log's '#'
+    assert _bindings(exchange, f"{exchange}.log") == {"#"}
+    code, out = run("topology", "--app", APP, "--format", "mermaid")
+    assert f'-- "#" --> q_{exchange.replace("-", "_")}_log' in out
+
+
 @pytest.mark.browser
 def test_topology_mermaid_renders_with_mermaid_cli(rabbit_url: str, names: Names, tmp_path: Path) -> None:
     if not (MMDC.exists() and shutil.which("chromium")):

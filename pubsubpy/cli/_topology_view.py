@@ -20,10 +20,10 @@ from pubsubpy._consume.presence import shard_owners
 from pubsubpy.app import PubSub
 from pubsubpy.deadline import Deadline
 from pubsubpy.schemas import ModelEvent
-from pubsubpy.topology import HASH_HEADER, Shards, binding_names, ledger_queue
+from pubsubpy.topology import HASH_HEADER, Shards, binding_names, event_log_name, ledger_queue
 from pubsubpy.transports.base import QueueSpec
 
-__all__ = ["TopologyView", "describe", "to_json", "to_mermaid", "to_text"]
+__all__ = ["EventLogView", "TopologyView", "describe", "to_json", "to_mermaid", "to_text"]
 
 
 @dataclass
@@ -55,6 +55,14 @@ class TopologyView:
     queues: list[QueueView] = field(default_factory=list)
     shards_exchange: str | None = None  # with shards=N: <service>.shards, bound with the ordered patterns
     shard_bindings: list[BindingView] = field(default_factory=list)
+    event_log: EventLogView | None = None  # the exchange's stream (event_log), when it exists
+
+
+@dataclass
+class EventLogView:
+    name: str                # <exchange>.log, bound from the exchange with '#'
+    retention: str | None    # this app's event_log (the stream keeps what it was created with; a policy wins)
+    readers: int             # consumers attached now (replays, backfills)
 
 
 def _queue(app: PubSub, spec: QueueSpec, role: str, deadline: Deadline | None) -> QueueView:
@@ -92,6 +100,9 @@ def describe(app: PubSub, publishes: Iterable[type[ModelEvent]] | None = None, *
                         events, "registered schemas" if publishes is None else "published", bindings, queues)
     if topology.shards is not None:
         _add_shards(app, topology.shards, view, {p: sorted(set(h) & ordered) for p, h in handlers.items()}, deadline)
+    log = app.transport.queue_info(event_log_name(topology.exchange), deadline=deadline)
+    if log is not None:
+        view.event_log = EventLogView(log.name, app.settings.event_log, log.consumers)
     return view
 
 
@@ -129,6 +140,10 @@ def to_text(view: TopologyView) -> str:
             lines.append(f"    {binding.pattern:<24} -> {view.shards_exchange}: {', '.join(binding.handlers)}")
         lines.append(f"  shards exchange {view.shards_exchange} (x-consistent-hash on {HASH_HEADER}) -> "
                      f"{sum(1 for q in view.queues if q.role == 'shard')} shard queues")
+    if view.event_log is not None:
+        log = view.event_log
+        lines.append(f"    {'#':<24} -> {log.name}: the event log (stream, retention "
+                     f"{log.retention or 'as its publishers declared it'}; {_count(log.readers, 'reader')})")
     lines.append(f"  dead-letter exchange {view.dead_letter_exchange} (fanout) -> {view.queues[1].name}")
     lines.append("  queues")
     for queue in view.queues:
@@ -183,6 +198,10 @@ def to_mermaid(view: TopologyView) -> str:
         node = _id("h_", handler)
         lines.append(f'  {node}["{_label(handler.rsplit(".", 1)[-1])}()<br/>{_label(", ".join(patterns))}"]')
         lines.append(f"  {queue_id} --> {node}")
+    if view.event_log is not None:
+        log_id = _id("q_", view.event_log.name)
+        lines.append(f'  {log_id}[("{_label(view.event_log.name)}<br/>stream: the event log")]')
+        lines.append(f'  {exchange} -- "#" --> {log_id}')
     dlx, dlq_id = _id("x_", view.dead_letter_exchange), _id("q_", dlq.name)
     lines.append(f'  {dlx}{{{{"{_label(view.dead_letter_exchange)}<br/>fanout"}}}}')
     lines.append(f'  {dlq_id}[("{_label(dlq.name)}<br/>{_count(dlq.messages, "message")}")]')

@@ -28,6 +28,7 @@ from pubsubpy.errors import PermissionDenied
 from pubsubpy.topology import (
     dead_letter_exchange,
     dead_letter_queue,
+    event_log_name,
     ledger_queue,
     parked_queue,
     presence_exchange,
@@ -107,14 +108,19 @@ def service_permissions(service: str, exchange: str, *, consumes: bool = True, p
     Returns:
         The three regexes, names escaped.
     """
+    log = event_log_name(exchange)  # event_log: publishers declare and bind it, consumers read it (replay)
     configure, write, read = [exchange], [exchange] if publishes else [], []
+    if publishes:
+        configure.append(log)
+        write.append(log)  # bound from the exchange: write on the queue, read on the exchange
+        read.append(exchange)
     if consumes:
         queue, dlq, dlx = service_queue(service), dead_letter_queue(service), dead_letter_exchange(service)
         own = [queue, ledger_queue(queue), dlq, dlx, parked_queue(service)]
         configure += own
         write += [queue, dlq, dlx, parked_queue(service), _DEFAULT_EXCHANGE]  # bindings; the DLX check; retries,
         # replays, the ledger; a paused subscription's share (pause_on)
-        read += [exchange, *own]  # bindings; the DLX check; consuming, the ledger
+        read += [exchange, *own, log]  # bindings; the DLX check; consuming, the ledger; replaying the event log
     retries = [_literal(service) + r"\.retry\.[0-9]+ms"] if consumes else []
     # shards=N: the shards and presence exchanges (bound to, published to, bound from), the shard queues and
     # each worker's presence queue (declared, bound, consumed); harmless names for a service without shards
