@@ -385,3 +385,95 @@ def test_the_script_starts_a_cluster_whose_nodes_all_died_without_down(cluster: 
     assert all(_answers(node) for node in NODES)
     assert took < 100, f"took {took:.0f}s: a node waited for its old peers"
     print(f"\n[stale cluster] all three nodes killed; scripts/cluster.sh up: a fresh cluster in {took:.0f}s")
+
+
+def test_the_event_log_keeps_every_confirmed_publish_when_its_leader_stops(cluster: Cluster) -> None:
+    """event_log on a cluster: the stream is replicated; its leader stops while 2,000 events are published one
+    confirmed publish at a time, and a replay afterwards finds every confirmed one."""
+    service = _service("log-leader")
+    tally = Tally()
+    publisher = _log_publisher(cluster.urls(NODES[0]), service)
+    publisher.publish_model_event(BOOKING, "created", {"id": -1, "guest": "first"})  # declares the log
+    leader = cluster.leader(f"{service}-models.log")
+    publisher.close()
+    publisher = _log_publisher(cluster.urls(leader), service)
+    total = 2000
+
+    def publish() -> None:
+        for i in range(total):
+            tally.published += 1
+            try:
+                publisher.publish_model_event(BOOKING, "created", {"id": i, "guest": "g"})
+                tally.confirmed.add(i)
+            except PubSubError as exc:
+                tally.failed[i] = repr(exc)
+
+    writer = threading.Thread(target=publish)
+    writer.start()
+    reader = _app(cluster.urls(NODES[0] if leader != NODES[0] else NODES[1]), service, tally)
+    try:
+        wait_for(lambda: len(tally.confirmed) >= total // 2, timeout=120, what="half the publishes")
+        cluster.stop(leader)
+        writer.join(timeout=240)
+        assert not writer.is_alive(), "publishing hung after the log's leader went away"
+        result = reader.replay(since="1h")
+        tally.report("event log, leader stopped")
+        assert result.dead_lettered == 0
+        assert tally.confirmed - set(tally.handled) == set(), "a confirmed publish is missing from the log"
+        assert set(range(total - 500, total)) <= tally.confirmed, "publishing recovers after the failover"
+    finally:
+        cluster.heal()
+        _cleanup(reader)
+        publisher.close()
+        _delete_queue(cluster, f"{service}-models.log")
+
+
+def test_with_the_event_log_on_a_publish_the_log_cannot_store_fails(cluster: Cluster) -> None:
+    """The log is a dependency of every publisher of its exchange (whatever their own event_log says): with two of
+    three nodes stopped the stream has no majority, and a publish that only the log would take is not confirmed:
+    it raises, as any unconfirmed publish does. On an exchange without a log the same publish, routed nowhere, is
+    confirmed at once."""
+    service = _service("log-quorum")
+    with_log = _log_publisher(cluster.urls(NODES[0]), service, confirm_timeout=5, connection_attempts=1)
+    with_log.publish_model_event(BOOKING, "created", {"id": 0, "guest": "g"})
+    without = _log_publisher(cluster.urls(NODES[0]), f"{service}-nolog", event_log=None, on_unroutable="ignore",
+                             confirm_timeout=5, connection_attempts=1)
+    without.publish_model_event(BOOKING, "created", {"id": 0, "guest": "g"})  # declares its exchange
+    try:
+        cluster.stop(NODES[1])
+        cluster.stop(NODES[2])
+        started = time.monotonic()
+        with pytest.raises(PubSubError) as refused:
+            with_log.publish_model_event(BOOKING, "created", {"id": 1, "guest": "g"})
+        print(f"\nwith the log and no majority: {type(refused.value).__name__} after "
+              f"{time.monotonic() - started:.1f}s: {refused.value}")
+        without.publish_model_event(BOOKING, "created", {"id": 2, "guest": "g"})  # confirmed (routed nowhere)
+    finally:
+        cluster.heal()
+        with_log.close()
+        without.close()
+        _delete_queue(cluster, f"{service}-models.log")
+        _delete_exchange(cluster, f"{service}-nolog-models")
+
+
+def _log_publisher(urls: str, service: str, **options: object) -> PubSub:
+    """A publish-only app on ``<service>-models`` with the event log on (``event_log=None`` in ``options``: off)."""
+    options.setdefault("event_log", "1D")
+    return PubSub(urls, schemas=ALL, model_exchange=f"{service}-models", connect_timeout=5,  # type: ignore[arg-type]
+                  retry_connect_delay=0.2, **options)
+
+
+def _delete_queue(cluster: Cluster, name: str, exchange: bool = False) -> None:
+    for node in NODES:
+        if _answers(node):
+            connection = pika.BlockingConnection(pika.URLParameters(_url(node)))
+            try:
+                channel = connection.channel()
+                channel.exchange_delete(name) if exchange else channel.queue_delete(name)
+            finally:
+                connection.close()
+            return
+
+
+def _delete_exchange(cluster: Cluster, name: str) -> None:
+    _delete_queue(cluster, name, exchange=True)
