@@ -77,9 +77,11 @@ def test_the_log_keeps_what_is_published_and_replay_runs_it_in_order_once(url: s
     def on_booking(event: BookingCreated, info: MessageInfo) -> None:
         seen.append((event.id, event.version, info.message_id or ""))
 
-    result = app.replay(since="1h")
+    shares: list[float | None] = []
+    result = app.replay(since="1h", progress=lambda running, share: shares.append(share))
     assert isinstance(result, ReplayResult)
     assert [message_id for _, _, message_id in seen] == ids
+    assert len(shares) == 30 and shares == sorted(shares) and shares[0] < 0.1 and shares[-1] > 0.9  # type: ignore
     assert (result.handled, result.dead_lettered, result.unsubscribed, result.keys) == \
         (30, 0, 1, {"Booking.created": 30})
     assert app.transport.queue_depth("late.events") == 0  # nothing replayed enters the live queue
@@ -238,6 +240,9 @@ def test_progress_line_shows_share_rate_and_eta() -> None:
     out = Terminal()
     line = ProgressLine(out, terminal=True)  # type: ignore[arg-type]
     result = ReplayResult(handled=500)
+    line(result, 0.2)
+    assert out.text == ""  # not before a redraw interval: a rate needs some events
+    line.started = line.drawn = line.started - 1.0
     line(result, 0.25)
     assert "[######..................]  25%  500 events" in out.text and "/s  ETA 0:" in out.text
 

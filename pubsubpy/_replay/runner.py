@@ -55,7 +55,7 @@ log = logging.getLogger("pubsubpy.replay")
 
 ATTACH_EARLY = dt.timedelta(seconds=60)  # a time offset finds a chunk by arrival, to the second; publish times lead
 _STEP = 0.5            # seconds: one wait for a delivery before looking at ``stop`` and the idle bound
-_KEEP_ALIVE = 1.0      # seconds between two turns of the connection's I/O while a retry waits
+_FIND_MARKER = 5.0     # seconds to look for the end marker's offset in the log's last chunk
 
 CHECKPOINT_EVERY = 1000  # events between two checkpoints (``ReplayOptions.checkpoint``)
 
@@ -101,6 +101,9 @@ class LogReplay:
         self.matches: dict[str, bool] = {}
         self.next_offset: int | None = None
         self.end_marker = ""  # the marker whose reading ends the replay
+        self.end_offset: int | None = None    # its offset (for progress), when found
+        self.first_offset: int | None = None  # the first offset read
+        self.offset: int | None = None        # the offset of the message being settled
         self.ends_at = time.time()
         self.after_overlap = False  # (from ``options`` at ``run``: a backfill sets them after making this)
         self.unsaved = 0  # events settled since the last checkpoint
@@ -114,6 +117,7 @@ class LogReplay:
         self.end_marker = self.result.replay_id
         self.transport.publish([new_marker(self.stream, self.end_marker)])
         self.ends_at = time.time()
+        self.end_offset = self.marker_offset(self.end_marker)
         self.check_gap()
         start = self.options.resume_offset
         consumer = self.attach(self.options.since - ATTACH_EARLY if start is None else start)
@@ -141,6 +145,21 @@ class LogReplay:
     def attach(self, offset: LogOffset) -> Consumer:
         return self.transport.consume(self.stream, self.options.prefetch, recover=False, offset=offset,
                                       deadline=Deadline.after(self.settings.connect_timeout * 3))
+
+    def marker_offset(self, marker: str) -> int | None:
+        """The offset of ``marker``, just written: in the log's last chunk (None: not seen within a few seconds;
+        progress is then told by publish time)."""
+        consumer = self.attach("last")
+        try:
+            until = Deadline.after(_FIND_MARKER)
+            while not until.expired:  # (a busy log may have moved its last chunk past the marker already)
+                delivery = consumer.get(until.cap(_STEP))
+                if delivery is not None and is_marker(delivery) and marker_id(delivery) == marker:
+                    offset = delivery.properties.headers.get("x-stream-offset")
+                    return offset if isinstance(offset, int) else None
+            return None
+        finally:
+            consumer.close()
 
     def check_gap(self) -> None:
         """Raise ``LogGap`` when retention dropped the start of the window (see the module docstring)."""
@@ -205,11 +224,14 @@ class LogReplay:
     def take(self, consumer: Consumer, delivery: Delivery) -> bool:
         """Settle one message read from the log; False once the end is reached."""
         self.result.read += 1
+        offset = delivery.properties.headers.get("x-stream-offset")
+        self.offset = offset if isinstance(offset, int) else None
+        if self.first_offset is None:
+            self.first_offset = self.offset
         going_on = self.settle(delivery)
         consumer.ack(delivery.tag)
-        offset = delivery.properties.headers.get("x-stream-offset")
-        if isinstance(offset, int):
-            self.next_offset = offset + 1  # every message before it is settled
+        if self.offset is not None:
+            self.next_offset = self.offset + 1  # every message before it is settled
         self.unsaved += 1
         if self.unsaved >= CHECKPOINT_EVERY:
             self.save()
@@ -271,6 +293,10 @@ class LogReplay:
         return False
 
     def share(self, at: dt.datetime | None) -> float | None:
+        """How far through the window the replay is: by offset when the end marker's is known, else by time."""
+        offset, first, end = self.offset, self.first_offset, self.end_offset
+        if offset is not None and first is not None and end is not None and end > first:
+            return max(0.0, min(1.0, (offset + 1 - first) / (end - first)))
         if at is None:
             return None
         span = self.ends_at - self.options.since.timestamp()

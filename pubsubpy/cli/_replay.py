@@ -35,7 +35,7 @@ class ProgressLine:
         self.stream = stream
         self.terminal = stream.isatty() if terminal is None else terminal
         self.started = time.monotonic()
-        self.drawn = 0.0
+        self.drawn = self.started  # the first line after one redraw interval: a rate needs some events
         self.shown = 0
 
     def __call__(self, result: ReplayResult, share: float | None) -> None:
@@ -63,7 +63,7 @@ class ProgressLine:
                 f"ETA {hours}:{minutes:02d}:{seconds:02d}")
 
     def end(self) -> None:
-        if self.terminal and self.drawn:
+        if self.terminal and self.drawn > self.started:
             self.stream.write("\n")
 
 
