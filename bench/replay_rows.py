@@ -21,7 +21,6 @@ reports medians over the rounds. The stream and the queues are deleted at the en
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import logging
 import sys
@@ -32,8 +31,7 @@ from collections.abc import Callable
 import pika
 import pika.spec
 
-from bench.broker_rows import stored
-from bench.common import MODEL, PAYLOAD, ROUTING_KEY, URL, Booking, Row, channel, delete, delete_app, unique
+from bench.common import MODEL, PAYLOAD, ROUTING_KEY, URL, Booking, Row, channel, delete, delete_app, rate, unique
 from pubsubpy import PubSub
 from pubsubpy.envelope import H_LOG_MARKER
 from pubsubpy.messages import DrainResult, ReplayResult
@@ -44,7 +42,7 @@ FULL_ROUNDS = 3  # at full size each round reads 3,000,000 events and refills th
 PREFETCH = 1000  # pubsubpy's default ``prefetch``, which the replay's stream consumer uses
 ACK_EVERY = 500  # the raw consumers' multiple ack (broker_rows.raw_drain)
 ATTACH_EARLY = dt.timedelta(seconds=60)  # the replay attaches at ``since`` minus this (pubsubpy/_replay/runner.py)
-CHUNK = 5000  # events encoded per publish loop
+TIMEOUT = 600  # seconds: the longest one read or drain may take
 
 
 class ReplayBench:
@@ -68,18 +66,15 @@ class ReplayBench:
         schema version), each persistent, sent by raw pika; confirmed by the last one (as ``common.fill``)."""
         connection, ch = channel()
         try:
-            sent = 0
-            while sent < count:
-                for _ in range(min(CHUNK, count - sent)):
-                    sent += 1
-                    message = self.app.publisher.encode(MODEL, "updated", PAYLOAD)
-                    props = message.properties
-                    properties = pika.BasicProperties(
-                        content_type=props.content_type, delivery_mode=2, message_id=props.message_id,
-                        timestamp=props.timestamp, type=props.type, app_id=props.app_id, headers=props.headers)
-                    if sent == count:
-                        ch.confirm_delivery()
-                    ch.basic_publish(exchange, routing_key, message.body, properties, mandatory=sent == count)
+            for sent in range(1, count + 1):
+                message = self.app.publisher.encode(MODEL, "updated", PAYLOAD)
+                props = message.properties
+                properties = pika.BasicProperties(
+                    content_type=props.content_type, delivery_mode=2, message_id=props.message_id,
+                    timestamp=props.timestamp, type=props.type, app_id=props.app_id, headers=props.headers)
+                if sent == count:
+                    ch.confirm_delivery()
+                ch.basic_publish(exchange, routing_key, message.body, properties, mandatory=sent == count)
         finally:
             connection.close()
 
@@ -104,25 +99,27 @@ class ReplayBench:
                 self.publish(self.exchange, ROUTING_KEY, count)
             finally:
                 ch.queue_bind(self.stream, self.exchange, routing_key="#")
+            held = ch.queue_declare(self.queue, passive=True).method.message_count
         finally:
             connection.close()
-        stored(self.queue, count)
+        if held != count:
+            raise RuntimeError(f"the queue {self.queue!r} holds {held:,} messages, expected {count:,}")
 
     def replay(self, count: int) -> float:
         result: list[ReplayResult] = []
-        measured = rate_of(count, lambda: result.append(self.app.replay(since=self.since)))
+        measured = rate(count, lambda: result.append(self.app.replay(since=self.since)))
         replayed = result[0]
         if replayed.handled != count or replayed.repeated or replayed.outside or replayed.unsubscribed:
             raise RuntimeError(f"the replay ran {replayed}, expected {count:,} events handled")
         return measured
 
     def raw(self, count: int) -> float:
-        return rate_of(count, lambda: raw_read(self.stream, count, self.since - ATTACH_EARLY))
+        return rate(count, lambda: raw_read(self.stream, count, self.since - ATTACH_EARLY))
 
     def drain(self, count: int) -> float:
         self.fill_queue(count)
         result: list[DrainResult] = []
-        measured = rate_of(count, lambda: result.append(self.app.drain(timeout=600)))
+        measured = rate(count, lambda: result.append(self.app.drain(timeout=TIMEOUT)))
         if result[0].handled != count:
             raise RuntimeError(f"the drain ran {result[0]}, expected {count:,} events handled")
         return measured
@@ -130,12 +127,6 @@ class ReplayBench:
     def close(self) -> None:
         delete([self.stream])
         delete_app(self.app)
-
-
-def rate_of(count: int, work: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    work()
-    return count / (time.perf_counter() - started)
 
 
 def raw_read(stream: str, count: int, offset: dt.datetime) -> None:
@@ -150,6 +141,8 @@ def raw_read(stream: str, count: int, offset: dt.datetime) -> None:
     ch.basic_publish("", stream, b"", pika.BasicProperties(headers={H_LOG_MARKER: end}), mandatory=True)
     ch.basic_qos(prefetch_count=PREFETCH)
     delivered = events = 0
+    done: list[bool] = []  # the end marker was read
+    stalled: list[bool] = []  # TIMEOUT passed first
 
     def on_message(_channel: object, method: pika.spec.Basic.Deliver, props: pika.spec.BasicProperties,
                    body: bytes) -> None:
@@ -163,13 +156,18 @@ def raw_read(stream: str, count: int, offset: dt.datetime) -> None:
         if delivered % ACK_EVERY == 0 or last:
             ch.basic_ack(method.delivery_tag, multiple=True)
         if last:
-            ch.stop_consuming()
+            done.append(True)
 
-    ch.basic_consume(stream, on_message, arguments={"x-stream-offset": offset})
-    ch.start_consuming()
+    tag = ch.basic_consume(stream, on_message, arguments={"x-stream-offset": offset})
+    timer = connection.call_later(TIMEOUT, lambda: stalled.append(True))
+    while not done and not stalled:  # start_consuming's loop, bounded
+        connection.process_data_events(time_limit=None)
+    connection.remove_timeout(timer)
+    ch.basic_cancel(tag)
     connection.close()
-    if events != count:
-        raise RuntimeError(f"raw pika read {events:,} events from {stream!r}, expected {count:,}")
+    if not done or events != count:
+        raise RuntimeError(f"raw pika read {events:,} events from {stream!r} (end marker read: {bool(done)}), "
+                           f"expected {count:,}")
 
 
 def replay_rows(events: int, rounds: int, report: Callable[[str], None] = lambda _line: None) -> list[Row]:

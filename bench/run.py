@@ -20,7 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-from bench import broker_rows, latency_rows, local_rows, ordering_rows, outbox_rows, shard_rows, worker_rows
+from bench import (
+    broker_rows,
+    latency_rows,
+    local_rows,
+    ordering_rows,
+    outbox_rows,
+    replay_rows,
+    shard_rows,
+    worker_rows,
+)
 from bench.common import URL, Booking, Row, delete_app, fill, unique
 from pubsubpy import PubSub
 
@@ -126,6 +135,8 @@ SHORT = {
     "drain: telemetry on + SDK": "drain, telemetry on + SDK\nvs off",
     "publish: telemetry on, API only": "publish, telemetry on (API only)\nvs off",
     "publish: telemetry on + SDK": "publish, telemetry on + SDK\nvs off",
+    "replay: ": "replay of the event log\nvs raw pika reading the stream",
+    "replay vs live drain": "replay of the event log\nvs live drain",
     "cluster: publish: 3-node": "publish, 3-node quorum\nvs 1-node classic",
     "cluster: publish: 1-node": "publish, 1-node quorum\nvs 1-node classic",
     "cluster: publish: classic": "publish, classic on node 1\nvs 1-node classic",
@@ -175,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-cluster", action="store_true", help="skip the rows on the 3-node cluster")
     parser.add_argument("--no-ordering", action="store_true",
                         help="skip the ordered=True and shards rows (about nine minutes at full size)")
+    parser.add_argument("--no-replay", action="store_true",
+                        help="skip the event log replay rows (1,000,000 events, 3 rounds: about ? minutes at full size)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="alternating rounds per row (default 3 with --quick, else 5; 1 checks that each row runs)")
     args = parser.parse_args(argv)
@@ -198,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_ordering:
         rows.extend(ordering_rows.all_rows(quick, rounds, step))  # one pair at full size: 100,000 events a side
         rows.extend(shard_rows.all_rows(quick, rounds, step))  # 3 worker processes, one SIGKILLed; about 2 min a side
+    if not args.no_replay:
+        rows.extend(replay_rows.all_rows(quick, rounds, step))  # 1,000,000 events published once, read 3 ways
     rows.extend(latency_rows.all_rows(quick, rounds, step))  # 60 s per side (5 s quick), split over the rounds
     try:
         from bench import telemetry_rows
