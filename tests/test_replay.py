@@ -426,3 +426,25 @@ def test_rebuild_is_refused_while_a_worker_consumes(url: str) -> None:
         assert app.replay(since="1h", rebuild=True, force=True).handled == 1
     finally:
         consumer.close()
+
+
+def test_the_cli_exits_1_naming_the_gap_and_logs_progress_without_a_terminal(
+        url: str, caplog: pytest.LogCaptureFixture) -> None:
+    pub = PubSub(url, schemas=SCHEMAS, event_log="1m")
+    broker = named_broker(url.removeprefix("memory://"))
+    pub.publish_model_event(BOOKING, "created", {"id": 1})
+    broker.advance(120)
+    time.sleep(0.01)
+    for n in range(10_050):
+        pub.publish_model_event(BOOKING, "created", {"id": n})
+    app = service(url)
+    record(app, "Booking.*")
+    import tests.replay_cli_app as target
+
+    target.app = app
+    output = CliRunner().invoke(build(), ["replay", "--app", "tests.replay_cli_app:app", "--since", "90s"])
+    assert output.exit_code == 1 and "LogGap" in output.output and "--allow-gap" in output.output, output.output
+    caplog.set_level("INFO", "pubsubpy.replay")
+    result = app.replay(since="90s", allow_gap=True)
+    assert result.handled == 10_050
+    assert any("10000 events" in record.getMessage() for record in caplog.records)

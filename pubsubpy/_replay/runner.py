@@ -58,6 +58,7 @@ _STEP = 0.5            # seconds: one wait for a delivery before looking at ``st
 _FIND_MARKER = 5.0     # seconds to look for the end marker's offset in the log's last chunk
 
 CHECKPOINT_EVERY = 1000  # events between two checkpoints (``ReplayOptions.checkpoint``)
+LOG_EVERY = 10_000       # events between two progress lines in the log (without a ``progress`` callback)
 
 Checkpoint = Callable[[int | None, bool, set[str]], None]
 """Told (the next offset to read, whether the ``overlap_after`` marker was passed, the overlap ids so far)."""
@@ -85,6 +86,22 @@ class ReplayOptions:
     already_run: AlreadyRun | None = None  # a dry run: counts what idempotent handlers' inbox already holds
 
 
+class LogProgress:
+    """Progress as an INFO line every ``LOG_EVERY`` events."""
+
+    def __init__(self, stream: str) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+        self.logged = 0
+
+    def __call__(self, result: ReplayResult, share: float | None) -> None:
+        if result.messages - self.logged >= LOG_EVERY:
+            self.logged = result.messages
+            rate = result.messages / max(time.monotonic() - self.started, 1e-6)
+            where = f", {share:.0%} of the log" if share is not None else ""
+            log.info("replaying %s: %d events%s, %.0f/s", self.stream, result.messages, where, rate)
+
+
 class LogReplay:
     def __init__(self, settings: Settings, service: str, transport: Transport, engine: Engine, router: Router,
                  options: ReplayOptions) -> None:
@@ -97,6 +114,8 @@ class LogReplay:
         self.settler = Settler(settings, service)
         self.result = ReplayResult(replay_id=new_message_id(), since=options.since, until=options.until,
                                    dry_run=options.dry_run)
+        if options.progress is None:  # a worker's backfill, a caller without its own: a log line now and then
+            options.progress = LogProgress(self.stream)
         self.seen: set[str] = set()
         self.matches: dict[str, bool] = {}
         self.next_offset: int | None = None

@@ -323,3 +323,31 @@ def test_a_model_event_is_keyed_by_its_primary_key_and_stamped_in_order() -> Non
              row.properties["headers"].get(H_SEQUENCE)) for row in OutboxMessage.objects.order_by("id")]
     assert rows == [("Booking.created", key, key, 1), ("Booking.updated", key, key, 2),
                     ("Booking.deleted", key, key, 3)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_django_inbox_keeps_replay_checkpoints_and_forgets_a_handler_for_a_rebuild() -> None:
+    """``DjangoInbox`` is a ``ReplayInbox`` (issue 30): a backfill's checkpoint survives in its own table, a dry
+    run asks which ids a handler ran, and a rebuild forgets a handler's records and stale guard only."""
+    from pubsubpy.contrib.django.inbox import DjangoInbox
+    from pubsubpy.contrib.django.models import InboxMessage, InboxSequence, ReplayCheckpoint
+    from pubsubpy.inbox import ReplayInbox
+
+    inbox = DjangoInbox()
+    assert isinstance(inbox, ReplayInbox)
+    assert inbox.replay_state("backfill:billing") is None
+    inbox.save_replay_state("backfill:billing", '{"next_offset": 10}')
+    inbox.save_replay_state("backfill:billing", '{"next_offset": 20}')
+    assert DjangoInbox().replay_state("backfill:billing") == '{"next_offset": 20}'
+    assert ReplayCheckpoint.objects.count() == 1
+    for number in range(3):
+        inbox.run_in_order(f"m{number}", "h", KEY, number, lambda: None)
+    inbox.run_once("m0", "other", lambda: None)
+    assert inbox.recorded("h", ["m0", "m2", "m9"]) == {"m0", "m2"}
+    assert inbox.recorded("h", [f"x{n}" for n in range(1200)] + ["m1"]) == {"m1"}  # more than one batch
+    assert inbox.forget_handler("h") == 4  # three messages and the key's sequence
+    assert not InboxSequence.objects.filter(handler="h").exists()
+    assert list(InboxMessage.objects.values_list("message_id", "handler")) == [("m0", "other")]
+    assert inbox.run_in_order("m0", "h", KEY, 0, lambda: None).applied is Applied.RAN
+    inbox.save_replay_state("backfill:billing", None)
+    assert inbox.replay_state("backfill:billing") is None
