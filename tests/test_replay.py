@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 from click.testing import CliRunner
 
-from pubsubpy import ConfigurationError, MessageInfo, ModelEvent, PubSub, Reject
+from pubsubpy import ConfigurationError, MessageInfo, ModelEvent, PayloadValidationError, PubSub, Reject
 from pubsubpy._replay.window import parse_point
 from pubsubpy.cli._commands import build
 from pubsubpy.cli._replay import ProgressLine
@@ -448,3 +448,24 @@ def test_the_cli_exits_1_naming_the_gap_and_logs_progress_without_a_terminal(
     result = app.replay(since="90s", allow_gap=True)
     assert result.handled == 10_050
     assert any("10000 events" in record.getMessage() for record in caplog.records)
+
+
+def test_with_the_log_on_array_headers_are_refused_before_sending(url: str) -> None:
+    """A stream drops headers holding arrays or tables: publishing never sends one (the headers a publish takes
+    are text, integers and booleans), so a replay sees what the live queue saw."""
+    pub = publisher(url)
+    with pytest.raises(PayloadValidationError, match="tags"):
+        pub.publish_model_event(BOOKING, "created", {"id": 1}, headers={"tags": ["a", "b"]})  # type: ignore[dict-item]
+
+
+def test_a_dry_run_warns_when_since_is_older_than_the_inbox_retention(url: str) -> None:
+    class ForgetfulInbox(MemoryInbox):
+        retention = dt.timedelta(days=30)  # as DjangoInbox's INBOX_RETENTION
+
+    pub = publisher(url)
+    pub.publish_model_event(BOOKING, "created", {"id": 1})
+    app = service(url, inbox=ForgetfulInbox())
+    record(app, "Booking.*", idempotent=True)
+    assert app.replay(since="7d", dry_run=True).warnings == []
+    warned = app.replay(since="45d", dry_run=True, allow_gap=True)
+    assert len(warned.warnings) == 1 and "INBOX_RETENTION" in warned.warnings[0]

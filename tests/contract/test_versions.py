@@ -158,3 +158,19 @@ def test_upcasters_go_one_version_up_within_one_event() -> None:
     with pytest.raises(ConfigurationError, match="different events"):
         pubsubpy.upcaster(IssuedV1, type("Other", (ModelEvent,), {}, model="a.B", event="c", version=2,
                                          register=False))
+
+
+def test_a_replay_carries_old_events_in_the_log_up_through_the_upcasters(backend: Backend) -> None:
+    """Events published as v1 months ago and kept in the event log reach today's v2 handler upcast."""
+    exchange = backend.names.exchange("log")  # type: ignore[attr-defined]
+    producer = backend.app(schemas=[IssuedV1], model_exchange=exchange, service_name=None, event_log="7D")
+    producer.publish_model_event(INVOICE, "issued", {"id": 1, "amount": 12})
+    consumer = backend.app(schemas=[IssuedV1, IssuedV2], model_exchange=exchange)
+    got: list[tuple[IssuedV2, int]] = []
+
+    @consumer.subscribe("Invoice.issued")
+    def on_issued(event: IssuedV2, info: MessageInfo) -> None:
+        got.append((event, info.schema_version))
+
+    assert consumer.replay(since="1h").handled == 1
+    assert got == [(IssuedV2(id=1, amount_cents=1200, currency="EUR"), 1)]
