@@ -22,7 +22,7 @@ import pytest
 from pubsubpy import LogGap, MessageInfo, PubSub
 from pubsubpy.testing import MemoryInbox
 from pubsubpy.topology import event_log_name
-from tests.conftest import Names, wait_for
+from tests.conftest import Names, connection_pids, wait_for
 from tests.shard_events import ORDER, OrderUpdated, SqliteInbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -237,3 +237,30 @@ def test_a_rebuilt_read_model_equals_the_live_one(rabbit_url: str, names: Names)
     finally:
         publisher.close()
         app.close()
+
+
+def test_a_replay_whose_connection_is_closed_attaches_again_at_the_next_offset(rabbit_url: str, names: Names) -> None:
+    """The broker closes the replay's connections at its 1,000th event: it attaches again where it was, and
+    every event still runs once, in order."""
+    exchange, service = names.exchange(), names.service()
+    publisher = PubSub(rabbit_url, schemas=[OrderUpdated], model_exchange=exchange, event_log="1D")
+    ids: list[str] = []
+    for start in range(0, 3000, 500):
+        ids += publisher.publish_many([(ORDER, "updated", {"id": n, "version": 0}) for n in range(start, start + 500)])
+    publisher.close()
+    app = PubSub(rabbit_url, schemas=[OrderUpdated], model_exchange=exchange, service_name=service)
+    handled: list[str] = []
+
+    @app.subscribe("Order.updated")
+    def apply(event: OrderUpdated, info: MessageInfo) -> None:
+        handled.append(info.message_id or "")
+        if len(handled) == 1000:
+            for pid in connection_pids(service):
+                subprocess.run(["rabbitmqctl", "close_connection", pid, "a test closes it"], check=True,
+                               capture_output=True, timeout=60)
+
+    try:
+        result = app.replay(since="1h")
+    finally:
+        app.close()
+    assert handled == ids and result.handled == 3000

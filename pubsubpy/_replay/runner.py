@@ -139,9 +139,9 @@ class LogReplay:
         self.end_offset = self.marker_offset(self.end_marker)
         self.check_gap()
         start = self.options.resume_offset
-        consumer = self.attach(self.options.since - ATTACH_EARLY if start is None else start)
+        self.consumer = self.attach(self.options.since - ATTACH_EARLY if start is None else start)
         try:
-            self.read(consumer)
+            self.read()
         except ReplayStopped:
             self.save()  # what was settled stays settled: a resumed backfill starts after it
             raise
@@ -150,7 +150,7 @@ class LogReplay:
             if self.options.already_run is not None:
                 self.result.already_run = self.options.already_run.flush()
         finally:
-            consumer.close()
+            self.consumer.close()
             self.result.seconds = time.monotonic() - started
         log.info("replayed %s: %s", self.stream, self.result)
         return self.result
@@ -162,8 +162,8 @@ class LogReplay:
                 "that publish to this exchange; the log holds what is published from then on")
 
     def attach(self, offset: LogOffset) -> Consumer:
-        return self.transport.consume(self.stream, self.options.prefetch, recover=False, offset=offset,
-                                      deadline=Deadline.after(self.settings.connect_timeout * 3))
+        # (no deadline: one would bound the consumer's whole life; connecting is bounded by the settings)
+        return self.transport.consume(self.stream, self.options.prefetch, recover=False, offset=offset)
 
     def marker_offset(self, marker: str) -> int | None:
         """The offset of ``marker``, just written: in the log's last chunk (None: not seen within a few seconds;
@@ -203,15 +203,16 @@ class LogReplay:
         log.warning("the event log %r starts %s after since: replaying what is left (allow_gap)", self.stream,
                     at - since)
 
-    def read(self, consumer: Consumer) -> None:
+    def read(self) -> None:
         idle = Deadline.after(self.options.idle_timeout)
         while True:
             if self.stop.is_set():
                 raise ReplayStopped("the replay was stopped", self.result.last_at)
+            consumer = self.consumer
             try:
                 delivery = consumer.get(_STEP)
             except BrokerUnavailable as exc:
-                consumer = self.reattach(consumer, exc)
+                self.consumer = self.reattach(consumer, exc)
                 continue
             if delivery is None:
                 if idle.expired:

@@ -189,11 +189,12 @@ class RabbitConsumer:
         self._woken = True
 
     def _lost(self, exc: BrokerUnavailable) -> None:
-        """The connection died: forget its tags (the broker redelivers those messages)."""
-        if not self._recover:
-            raise exc
+        """The connection died: forget its tags (the broker redelivers those messages). Without ``recover``,
+        raise (and ``close`` then only lets the dead connection go: a cancel on it would fail in pika)."""
         self._broken = exc
         self._buffer.clear()
+        if not self._recover:
+            raise exc
 
     # -- consumer contract ---------------------------------------------------------
     def get(self, timeout: float) -> Delivery | None:
