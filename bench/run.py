@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ordering", action="store_true",
                         help="skip the ordered=True and shards rows (about nine minutes at full size)")
     parser.add_argument("--no-replay", action="store_true",
-                        help="skip the event log replay rows (1,000,000 events, 3 rounds: about ? minutes at full size)")
+                        help="skip the event log replay rows (about 12 minutes at full size)")
     parser.add_argument("--rounds", type=int, default=None,
                         help="alternating rounds per row (default 3 with --quick, else 5; 1 checks that each row runs)")
     args = parser.parse_args(argv)
