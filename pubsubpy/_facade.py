@@ -363,7 +363,8 @@ def run(concurrency: int = 1, stop: threading.Event | None = None, *, backfill: 
 
     Raises:
         ConfigurationError: as ``drain()``, or ``concurrency`` below 1.
-        LogGap, ReplayStopped: as ``replay()``, for the backfill.
+        LogGap, ReplayStopped: as ``replay()``, for the backfill (a stop during it returns, ``stopped_by``
+            ``"stopped"``).
     """
     return _default.run(concurrency, stop, backfill=backfill)
 

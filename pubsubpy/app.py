@@ -33,7 +33,7 @@ from pubsubpy._replay.window import Point, parse_point
 from pubsubpy._worker import handle_signals, worker_prefetch
 from pubsubpy.deadletters import DeadLetter, DeadLetterFilter, DeadLetterStore, ShardedReplay
 from pubsubpy.deadline import Deadline
-from pubsubpy.errors import ConfigurationError, TransportError
+from pubsubpy.errors import ConfigurationError, ReplayStopped, TransportError
 from pubsubpy.health import WorkerHealth
 from pubsubpy.inbox import Inbox, OrderedInbox, ReplayInbox
 from pubsubpy.messages import DrainResult, ReplayResult
@@ -627,13 +627,23 @@ class PubSub:
 
         Raises:
             ConfigurationError: as ``drain()``, or ``concurrency`` below 1.
-            LogGap, ReplayStopped: as ``replay()``, for the backfill.
+            LogGap, ReplayStopped: as ``replay()``, for the backfill (a stop during it returns, ``stopped_by``
+                ``"stopped"``).
         """
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be >= 1, got {concurrency}")
-        stop = stop if stop is not None else threading.Event()
-        skip = self._backfill(backfill, stop=stop)[1] if backfill is not None else None
-        return self.run_with(None, concurrency, stop, threading.Event(), signals=True, skip_ids=skip)
+        stop, force = stop if stop is not None else threading.Event(), threading.Event()
+        with handle_signals(stop, force):  # a stop during the backfill too: it resumes from its checkpoint
+            skip = None
+            if backfill is not None:
+                try:
+                    skip = self._backfill(backfill, stop=stop)[1]
+                except ReplayStopped:
+                    if not stop.is_set():
+                        raise
+                    log.info("worker stopped during its backfill; the next start resumes it")
+                    return DrainResult(stopped_by="stopped")
+            return self.run_with(None, concurrency, stop, force, signals=False, skip_ids=skip)
 
     def _backfill(self, since: Point, *, progress: Progress | None = None, allow_gap: bool = False,
                  stop: threading.Event | None = None) -> tuple[ReplayResult, frozenset[str]]:
