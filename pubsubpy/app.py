@@ -651,7 +651,8 @@ class PubSub:
         ran that the live queue also holds, for the loop to skip (``pubsubpy/_replay/handover.py``)."""
         service, engine, router = self._replay_engine(None)
         options = ReplayOptions(parse_point(since, dt.datetime.now(dt.timezone.utc)), allow_gap=allow_gap,
-                                progress=progress, stop=stop, prefetch=self.settings.prefetch)
+                                progress=progress, stop=stop, prefetch=self.settings.prefetch,
+                                middleware=self._middleware)
         store = self._inbox if isinstance(self._inbox, ReplayInbox) else None
         return Backfill(self.transport, event_log_name(self.settings.model_exchange), service_queue(service),
                         self._ensure_declared, lambda made: LogReplay(self.settings, service, self.transport, engine,
@@ -730,7 +731,7 @@ class PubSub:
         now = dt.datetime.now(dt.timezone.utc)
         options = ReplayOptions(parse_point(since, now), None if until is None else parse_point(until, now, "until"),
                                 dry_run=dry_run, allow_gap=allow_gap, progress=progress, stop=stop,
-                                prefetch=self.settings.prefetch)
+                                prefetch=self.settings.prefetch, middleware=self._middleware)
         inbox = self._inbox if isinstance(self._inbox, ReplayInbox) else None
         warnings = replay_warnings(self._inbox, options.since, now)
         if dry_run and inbox is not None:

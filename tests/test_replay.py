@@ -468,3 +468,32 @@ def test_a_dry_run_warns_when_since_is_older_than_the_inbox_retention(url: str) 
     assert app.replay(since="7d", dry_run=True).warnings == []
     warned = app.replay(since="45d", dry_run=True, allow_gap=True)
     assert len(warned.warnings) == 1 and "INBOX_RETENTION" in warned.warnings[0]
+
+
+def test_middleware_hears_each_replayed_event_as_a_live_one(url: str) -> None:
+    """``after_message`` observers (metrics, your own) see a replayed event's outcome, its queue the log."""
+    from pubsubpy import Middleware
+    from pubsubpy.middleware import MessageContext
+
+    class Recorder(Middleware):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str | None, str, bool]] = []
+
+        def after_message(self, context: MessageContext) -> None:
+            reason = context.reason.value if context.reason else None
+            self.seen.append((context.outcome.value, reason, context.queue, context.handlers_ran))
+
+    pub = publisher(url)
+    pub.publish_model_event(BOOKING, "created", {"id": 1})
+    pub.publish_model_event(BOOKING, "created", {"id": 2})
+    recorder = Recorder()
+    app = service(url, middleware=[recorder], max_attempts=1)
+
+    @app.subscribe("Booking.*")
+    def refuse_two(event: BookingCreated) -> None:
+        if event.id == 2:
+            raise Reject("not this one")
+
+    app.replay(since="1h")
+    log = f"{pub.settings.model_exchange}.log"
+    assert recorder.seen == [("handled", None, log, True), ("dead_lettered", "rejected", log, True)]

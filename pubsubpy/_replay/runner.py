@@ -41,9 +41,10 @@ from pubsubpy._replay.dry_run import AlreadyRun
 from pubsubpy._replay.marker import is_marker, marker_id, new_marker
 from pubsubpy._replay.window import event_time
 from pubsubpy.deadline import Deadline
-from pubsubpy.envelope import H_REPLAYED, new_message_id
+from pubsubpy.envelope import H_REPLAYED, new_message_id, version_from
 from pubsubpy.errors import BrokerUnavailable, ConfigurationError, LogGap, ReplayStopped
-from pubsubpy.messages import Delivery, Outcome, OutgoingMessage, ReplayResult
+from pubsubpy.messages import Delivery, Outcome, OutgoingMessage, Reason, ReplayResult
+from pubsubpy.middleware import MessageContext, MiddlewareChain
 from pubsubpy.router import Router
 from pubsubpy.settings import Settings
 from pubsubpy.topology import event_log_name, retry_delays_ms
@@ -84,6 +85,7 @@ class ReplayOptions:
     after_overlap: bool = False  # resuming past the ``overlap_after`` marker
     checkpoint: Checkpoint | None = None  # told where the replay is, every ``CHECKPOINT_EVERY`` events and at its end
     already_run: AlreadyRun | None = None  # a dry run: counts what idempotent handlers' inbox already holds
+    middleware: MiddlewareChain | None = None  # its ``after_message`` observers hear each replayed event
 
 
 class LogProgress:
@@ -341,11 +343,24 @@ class LogReplay:
             lost = self.transport.publish(letters)
             if lost:
                 raise self.settler.missing(lost)
-        result.count(Outcome.DEAD_LETTERED if letters else Outcome.HANDLED, verdict.reason)
+        outcome = Outcome.DEAD_LETTERED if letters else Outcome.HANDLED
+        result.count(outcome, verdict.reason)
         if verdict.stale:
             result.stale += 1
+        self.observe(delivery, verdict, outcome)
         if self.after_overlap and delivery.properties.message_id:
             self.options.overlap.add(delivery.properties.message_id)
+
+    def observe(self, delivery: Delivery, verdict: Verdict, outcome: Outcome) -> None:
+        """The middleware's ``after_message``, as for a live message (its queue: the log)."""
+        chain = self.options.middleware
+        observers = chain.observers() if chain is not None and chain.observes_messages else None
+        if not observers:
+            return
+        info = verdict.info or self.engine.info(delivery, verdict, version_from(delivery.properties.headers))
+        ran = outcome is Outcome.HANDLED or verdict.reason in (Reason.HANDLER_ERROR, Reason.REJECTED)
+        MiddlewareChain.after_message(observers, MessageContext(info, outcome, verdict.reason, verdict.error,
+                                                                self.settings.model_exchange, self.stream, ran))
 
     def run_handlers(self, delivery: Delivery, at: dt.datetime | None) -> tuple[Verdict, list[OutgoingMessage]]:
         """Run the event's handlers, retrying failed ones in place; the last verdict and the dead letters."""
