@@ -747,7 +747,7 @@ class PubSub:
     def _replay_engine(self, patterns: Collection[str] | None) -> tuple[str, Engine, Router]:
         """The engine a replay runs: the subscriptions of ``patterns`` (all: None), a key no schema here knows
         dead-lettered at once (no other version will take it from the log)."""
-        service, _, _ = self._prepare_consumer(None)
+        service = self._consumable(None)
         router = self._router
         if patterns is not None:
             if isinstance(patterns, str):
@@ -770,6 +770,16 @@ class PubSub:
     def _prepare_consumer(self, handoff: LoopHandoff | None = None
                           ) -> tuple[str, Engine, ChunkWork[Item, Verdict] | None]:
         """The service, its engine, and with ``handoff`` how a chunk's ``async def`` handlers reach the loop."""
+        service = self._consumable(handoff)
+        if self._sharded():  # the ordered subscriptions are fed by the shards (``shard_engine``)
+            engine = self._engine(service_queue(service), self._router.subset(lambda sub: not sub.ordered), handoff)
+            engine.sharded = self._router.subset(lambda sub: sub.ordered)
+        else:
+            engine = self._engine(service_queue(service), self._router, handoff)
+        return service, engine, handoff.chunk_work(engine) if handoff else None
+
+    def _consumable(self, handoff: LoopHandoff | None) -> str:
+        """The service, once its subscriptions are checked (async ones need ``handoff``) and resolved."""
         service = self._service()
         if not self._router.subscriptions:
             raise ConfigurationError(f"service {service!r} has no subscriptions: decorate a handler with @subscribe")
@@ -794,12 +804,7 @@ class PubSub:
                 "the Django app's inbox and pubsubpy.testing.MemoryInbox have them)")
         if not self._router.resolved:
             self._router.resolve(self._registry, require_schemas=self.settings.require_schemas)
-        if self._sharded():  # the ordered subscriptions are fed by the shards (``shard_engine``)
-            engine = self._engine(service_queue(service), self._router.subset(lambda sub: not sub.ordered), handoff)
-            engine.sharded = self._router.subset(lambda sub: sub.ordered)
-        else:
-            engine = self._engine(service_queue(service), self._router, handoff)
-        return service, engine, handoff.chunk_work(engine) if handoff else None
+        return service
 
     def _sharded(self) -> bool:
         return bool(self.settings.shards) and any(sub.ordered for sub in self._router.subscriptions)

@@ -403,17 +403,12 @@ class _Loop:
             delivery = self.parked.popleft()
             self.taken += 1
             self.session_taken += 1
-            if (delivery.redelivered and delivery in self.recent) or (skip is not None and self.replayed(delivery)):
+            if (delivery.redelivered and delivery in self.recent) or (skip is not None and _replayed(delivery, skip)):
                 consumer.ack(delivery.tag)
                 self.result.duplicates += 1
                 continue
             batch.append(delivery)
         executor.submit(batch if self.lanes is None else self.lanes.admit(cast(list[Delivery], batch)))
-
-    def replayed(self, delivery: Delivery) -> bool:
-        """An event the backfill before this loop ran (an original, never a retry copy of it)."""
-        skip = self.options.skip_ids
-        return skip is not None and delivery.exchange != "" and delivery.properties.message_id in skip
 
     def wait(self, consumer: Consumer, executor: Executor[Item, Verdict]) -> None:
         self.waited = True
@@ -567,6 +562,11 @@ class _Loop:
                             outcome.value)
         fields["reason"] = verdict.reason.value if verdict.reason else None
         return fields
+
+
+def _replayed(delivery: Delivery, skip: frozenset[str]) -> bool:
+    """An event the backfill before this loop ran (an original, never a retry copy of it)."""
+    return delivery.exchange != "" and delivery.properties.message_id in skip
 
 
 def consume_queue(settings: Settings, service: str, transport: Transport, engine: Engine,

@@ -103,7 +103,9 @@ class Settler:
         target = retry_queue(self._service, deferral_delay_ms(self._settings, deferral))
         return OutgoingMessage("", target, delivery.body, _copy(delivery, headers), mandatory=True)
 
-    def dead_letter_copy(self, delivery: Delivery, verdict: Verdict, at: str | None = None) -> OutgoingMessage:
+    def dead_letter_copy(self, delivery: Delivery, verdict: Verdict, at: str | None = None,
+                         extra: dict[str, object] | None = None) -> OutgoingMessage:
+        """``extra``: more headers (a replay's ``pubsubpy-replayed``)."""
         assert verdict.reason is not None
         headers: dict[str, object] = {
             H_REASON: verdict.reason.value,
@@ -115,6 +117,8 @@ class Settler:
         }
         if verdict.blamed:
             headers[H_HANDLERS] = ",".join(verdict.blamed)
+        if extra:
+            headers.update(extra)
         return OutgoingMessage(dead_letter_exchange(self._service), verdict.routing_key, delivery.body,
                                _copy(delivery, headers), mandatory=True)
 

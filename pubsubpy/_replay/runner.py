@@ -389,11 +389,7 @@ class LogReplay:
             verdict = self.engine.dispatch(current)
 
     def letter(self, delivery: Delivery, verdict: Verdict) -> OutgoingMessage:
-        letter = self.settler.dead_letter_copy(delivery, verdict)
-        headers = dict(letter.properties.headers)
-        headers[H_REPLAYED] = self.result.replay_id
-        return OutgoingMessage(letter.exchange, letter.routing_key, letter.body,
-                               letter.properties.with_headers(headers), mandatory=True)
+        return self.settler.dead_letter_copy(delivery, verdict, extra={H_REPLAYED: self.result.replay_id})
 
     def wait(self, seconds: float) -> None:
         """A retry's delay, the stop event looked at (a stopped replay ends at the next event)."""
